@@ -1,0 +1,247 @@
+"""Exchange: one request and its response, as a handler sees it.
+
+A handler gets an Exchange, calls `start()` once with the status and headers, then `write()`,
+`sendfile()` or nothing, and the connection loop calls `finish()`. The exchange chooses the
+framing (Content-Length, chunked, or close-delimited for HTTP/1.0), drops the body for HEAD,
+and keeps the figures the access log and the scoreboard need. It writes through two callables
+the I/O layer provides, so it never touches a socket itself.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from mpmd.config.model import VirtualHost
+from mpmd.http.request import Request
+from mpmd.http.response import (
+    LAST_CHUNK,
+    bodyless_status,
+    build_head,
+    chunk,
+    error_body,
+)
+
+# Headers the server owns: an application's values for them are dropped.
+_HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade"}
+)
+
+
+class ConnectionInfo:
+    """What the I/O layer knows about one client connection, shared by its exchanges."""
+
+    __slots__ = (
+        "client_addr",
+        "client_port",
+        "multiprocess",
+        "multithread",
+        "requests",
+        "server_addr",
+        "server_port",
+    )
+
+    def __init__(
+        self,
+        client_addr: str,
+        client_port: int,
+        server_addr: str,
+        server_port: int,
+        *,
+        multithread: bool,
+        multiprocess: bool,
+    ) -> None:
+        self.client_addr = client_addr
+        self.client_port = client_port
+        self.server_addr = server_addr
+        self.server_port = server_port
+        self.multithread = multithread  # wsgi.multithread: true for worker and event
+        self.multiprocess = multiprocess  # wsgi.multiprocess: false only for -X
+        self.requests = 0  # requests completed on this connection before the current one (%k)
+
+
+class ResponseAlreadyStarted(RuntimeError):
+    """start() called after the head went out (PEP 3333: re-raise the app's exc_info)."""
+
+
+class Exchange:
+    __slots__ = (
+        "_buffered_chunked",
+        "_chunked",
+        "_content_length",
+        "_headers",
+        "_remaining",
+        "_send",
+        "_sendfile",
+        "aborted",
+        "bytes_out",
+        "conn",
+        "head_sent",
+        "keep_alive",
+        "notes",
+        "request",
+        "response_headers",
+        "start_ns",
+        "start_time",
+        "status",
+        "status_line",
+        "vhost",
+    )
+
+    def __init__(
+        self,
+        request: Request,
+        conn: ConnectionInfo,
+        vhost: VirtualHost,
+        send: Callable[[bytes], None],
+        sendfile: Callable[[int, int, int], None],
+    ) -> None:
+        self.request = request
+        self.conn = conn
+        self.vhost = vhost  # the config.model.VirtualHost that serves this request
+        self._send = send
+        self._sendfile = sendfile
+        self.start_time = time.time()
+        self.start_ns = time.perf_counter_ns()
+        self.status = 0
+        self.status_line = ""
+        self.response_headers: list[tuple[str, str]] = []
+        self.head_sent = False
+        self.keep_alive = request.keep_alive
+        self.aborted = False
+        self.bytes_out = 0  # body bytes sent (%B); the head is counted in head_bytes
+        self.notes: dict[str, str] = {}  # handler name, filename... for the access log
+        self._content_length: int | None = None
+        self._remaining = -1
+        self._chunked = False
+
+    # -- handler API ---------------------------------------------------------------------------
+
+    def start(self, status: str, headers: list[tuple[str, str]]) -> None:
+        """Set the status ("200 OK") and headers; nothing is sent until the first body byte."""
+        if self.head_sent:
+            raise ResponseAlreadyStarted("response head already sent")
+        self.status_line = status
+        self.status = int(status[:3])
+        kept: list[tuple[str, str]] = []
+        self._content_length = None
+        for name, value in headers:
+            lname = name.lower()
+            if lname == "content-length":
+                self._content_length = int(value)
+            elif lname not in _HOP_BY_HOP:
+                kept.append((name, value))
+            elif lname == "connection" and value.lower() == "close":
+                self.keep_alive = False
+        self.response_headers = kept
+
+    def respond(self, status: str, headers: list[tuple[str, str]], body: bytes) -> None:
+        """Start and send a whole response whose body is already in memory (one send)."""
+        self.start(status, headers)
+        if self._content_length is None:
+            self._content_length = len(body)
+        self.write(body)
+
+    def send_error(self, status: int, detail: str = "", headers=()) -> None:
+        """An Apache-style HTML error document. Only valid before the head is sent."""
+        from http import HTTPStatus
+
+        body = error_body(status, detail)
+        self.respond(
+            f"{status} {HTTPStatus(status).phrase}",
+            [("Content-Type", "text/html; charset=iso-8859-1"), *headers],
+            body,
+        )
+
+    def write(self, data: bytes) -> None:
+        if not self.head_sent:
+            if not self.status:
+                raise RuntimeError("write() before start()")
+            if not data:
+                return
+            self._send_head(data)
+            return
+        if data:
+            self._send_body(data)
+
+    def sendfile(self, fd: int, offset: int, count: int) -> None:
+        """Send `count` bytes of an open file with os.sendfile (the head goes out first)."""
+        if not self.head_sent:
+            if self._content_length is None:
+                self._content_length = count
+            self._send_head(b"")
+        if self._chunked or not self._has_body() or count <= 0:
+            if self._chunked and count > 0:
+                import os
+
+                self._send_body(os.pread(fd, count, offset))
+            return
+        if self._remaining >= 0:
+            count = min(count, self._remaining)
+            self._remaining -= count
+        self._sendfile(fd, offset, count)
+        self.bytes_out += count
+
+    def finish(self) -> None:
+        """End the response: send a head if none went out, the last chunk, check the length."""
+        if not self.head_sent:
+            if not self.status:
+                raise RuntimeError("finish() before start()")
+            if self._content_length is None:
+                self._content_length = 0
+            self._send_head(b"")
+        elif self._chunked:
+            self._send(LAST_CHUNK)
+        if self._remaining > 0:
+            # The app promised more than it sent: the stream can no longer be framed.
+            self.keep_alive = False
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _has_body(self) -> bool:
+        return self.request.method != "HEAD" and not bodyless_status(self.status)
+
+    def _send_head(self, first: bytes) -> None:
+        request = self.request
+        length = self._content_length
+        chunked = False
+        if bodyless_status(self.status):
+            length = None
+        elif length is None and request.method != "HEAD":
+            if request.version == "HTTP/1.1":
+                chunked = True
+            else:
+                self.keep_alive = False  # close-delimited body
+        self._chunked = chunked
+        self._remaining = length if length is not None else -1
+        head = build_head(
+            "HTTP/1.1" if request.version != "HTTP/1.0" else "HTTP/1.0",
+            self.status_line,
+            self.response_headers,
+            content_length=length,
+            chunked=chunked,
+            keep_alive=self.keep_alive,
+        )
+        self.head_sent = True
+        self.notes["head_bytes"] = str(len(head))
+        if first and self._has_body():
+            self._send(head + self._frame(first))
+        else:
+            self._send(head)
+
+    def _frame(self, data: bytes) -> bytes:
+        if self._chunked:
+            self.bytes_out += len(data)
+            return chunk(data)
+        if self._remaining >= 0:
+            if len(data) > self._remaining:
+                data = data[: self._remaining]
+            self._remaining -= len(data)
+        self.bytes_out += len(data)
+        return data
+
+    def _send_body(self, data: bytes) -> None:
+        if self._has_body():
+            framed = self._frame(data)
+            if framed:
+                self._send(framed)

@@ -1,0 +1,71 @@
+"""Response heads and body framing: status line, Date/Server, Content-Length or chunked."""
+
+from __future__ import annotations
+
+import time
+from email.utils import formatdate
+
+from mpmd import SERVER_SOFTWARE
+
+_SERVER_HEADER = f"Server: {SERVER_SOFTWARE}\r\n"
+_date_cache: tuple[int, str] = (0, "")
+
+
+def date_header() -> str:
+    """`Date: ...\\r\\n`, formatted at most once per second."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, f"Date: {formatdate(now, usegmt=True)}\r\n")
+    return _date_cache[1]
+
+
+def bodyless_status(status: int) -> bool:
+    """1xx, 204 and 304 never carry a body (RFC 9112 section 6.3)."""
+    return status < 200 or status in (204, 304)
+
+
+def build_head(
+    version: str,
+    status: str,
+    headers: list[tuple[str, str]],
+    *,
+    content_length: int | None,
+    chunked: bool,
+    keep_alive: bool,
+) -> bytes:
+    """Serialise a response head. `headers` must not contain framing or Connection headers."""
+    parts = [f"{version} {status}\r\n", date_header(), _SERVER_HEADER]
+    for name, value in headers:
+        parts.append(f"{name}: {value}\r\n")
+    if content_length is not None:
+        parts.append(f"Content-Length: {content_length}\r\n")
+    elif chunked:
+        parts.append("Transfer-Encoding: chunked\r\n")
+    if not keep_alive:
+        parts.append("Connection: close\r\n")
+    elif version == "HTTP/1.0":
+        parts.append("Connection: keep-alive\r\n")
+    parts.append("\r\n")
+    return "".join(parts).encode("latin-1")
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def error_body(status: int, detail: str = "") -> bytes:
+    """Apache's plain HTML error document for `status` (never a traceback)."""
+    from http import HTTPStatus
+
+    phrase = HTTPStatus(status).phrase
+    text = detail or HTTPStatus(status).description or phrase
+    return (
+        '<!DOCTYPE HTML PUBLIC "-//IETF//DTD HTML 2.0//EN">\n'
+        f"<html><head>\n<title>{status} {phrase}</title>\n</head><body>\n"
+        f"<h1>{phrase}</h1>\n<p>{text}</p>\n</body></html>\n"
+    ).encode("latin-1", "replace")
