@@ -1,0 +1,184 @@
+"""What every child process does between fork and exit, whatever its MPM.
+
+A child: names itself, installs its signal policy (TERM/HUP: exit now; USR1: finish what it
+serves and exit), drops privileges, loads the application (the parent never does, unless
+WSGIPreload), marks its scoreboard records, runs its MPM's serving function and exits with a
+status the parent understands. A child that cannot start exits with CHILD_FATAL, which tells
+the parent not to respawn it in a loop.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mpmd.config.model import ServerConfig
+
+CHILD_FATAL = 15  # APEXIT_CHILDFATAL: the child cannot ever work; the parent stops the server
+CHILD_INIT = 3  # APEXIT_CHILDINIT: failed during initialisation
+
+# Scoreboard states (reference 4.1).
+DEAD, STARTING, READY, GRACEFUL = 0, 1, 2, 9
+
+
+@dataclass
+class ChildSpec:
+    """What the parent hands a child at fork time."""
+
+    config: ServerConfig
+    listeners: list[socket.socket]
+    scoreboard: object
+    slot: int
+    generation: int
+    error_log: object
+    preloaded: object | None = None  # a Router built in the parent (WSGIPreload On)
+
+
+class StopSignal:
+    """Graceful stop requested by the parent: a flag plus a pipe any waiter can poll on."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        os.set_blocking(self.write_fd, False)
+
+    def request(self) -> None:
+        self.requested = True
+        try:
+            os.write(self.write_fd, b"!")
+        except BlockingIOError:
+            pass
+
+
+def run_child(spec: ChildSpec, serve: Callable[[ChildSpec, StopSignal], None]) -> None:
+    """The body of a forked child; never returns."""
+    status = 0
+    try:
+        status = _child(spec, serve)
+    except SystemExit as exit_:
+        status = exit_.code if isinstance(exit_.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+        status = 1
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(status)
+
+
+def _child(spec: ChildSpec, serve: Callable[[ChildSpec, StopSignal], None]) -> int:
+    config = spec.config
+    _set_title(f"mpmd: {config.mpm.name} child gen {spec.generation}")
+    stop = StopSignal()
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    signal.signal(signal.SIGHUP, lambda *_: os._exit(0))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGWINCH, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, lambda *_: stop.request())
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.set_wakeup_fd(-1)
+    process = spec.scoreboard.process(spec.slot)
+    process.pid = os.getpid()
+    process.generation = spec.generation
+    process.quiescing = 0
+    process.not_accepting = 0
+    try:
+        _drop_privileges(config)
+    except (KeyError, PermissionError, OSError) as error:
+        spec.error_log.log("alert", f"cannot switch to User/Group: {error}", ah="AH02155")
+        return CHILD_FATAL
+    serve(spec, stop)
+    return 0
+
+
+def load_context(spec: ChildSpec, stop: StopSignal, *, multithread: bool):
+    """Load the application and open the logs; a failure here is fatal for this child."""
+    from mpmd.mpm.serve import build_child_context
+
+    try:
+        ctx = build_child_context(
+            spec.config,
+            spec.error_log,
+            multithread=multithread,
+            multiprocess=True,
+            router=spec.preloaded,
+        )
+    except Exception:
+        spec.error_log.exception("MP00001: child could not load the application, exiting")
+        raise SystemExit(CHILD_FATAL) from None
+    ctx.stop = stop
+    return ctx
+
+
+def accept_one(
+    listeners: list[socket.socket], poller: select.epoll, stop: StopSignal
+) -> tuple[socket.socket, tuple] | None:
+    """Wait for a connection on any listener, or for a stop request (None).
+
+    Listeners are registered with EPOLLEXCLUSIVE, so the kernel wakes one idle waiter per
+    connection: accept is serialised across children and threads without a mutex.
+    """
+    by_fd = {sock.fileno(): sock for sock in listeners}
+    while not stop.requested:
+        if os.getppid() == 1:  # the parent is gone: stop serving
+            return None
+        for fd, _ in poller.poll(1.0):
+            if fd == stop.read_fd:
+                return None
+            try:
+                return by_fd[fd].accept()
+            except (BlockingIOError, InterruptedError):
+                continue
+    return None
+
+
+def make_poller(listeners: list[socket.socket], stop: StopSignal) -> select.epoll:
+    poller = select.epoll()
+    for sock in listeners:
+        poller.register(sock.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
+    poller.register(stop.read_fd, select.EPOLLIN)
+    return poller
+
+
+def _drop_privileges(config: ServerConfig) -> None:
+    """When started as root: switch to Group then User, as Apache's children do."""
+    if os.getuid() != 0:
+        return
+    import grp
+    import pwd
+
+    if config.group:
+        gid = (
+            int(config.group[1:])
+            if config.group.startswith("#")
+            else grp.getgrnam(config.group).gr_gid
+        )
+        if gid >= 0:
+            os.setgroups([gid])
+            os.setgid(gid)
+    if config.user:
+        uid = (
+            int(config.user[1:])
+            if config.user.startswith("#")
+            else pwd.getpwnam(config.user).pw_uid
+        )
+        if uid >= 0:
+            os.setuid(uid)
+
+
+def _set_title(title: str) -> None:
+    try:
+        import setproctitle
+
+        setproctitle.setproctitle(title)
+    except ImportError:  # pragma: no cover - a declared dependency
+        pass

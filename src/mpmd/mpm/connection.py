@@ -1,0 +1,293 @@
+"""One client connection: read requests, run their handlers, write responses, keep alive or close.
+
+Every MPM serves a connection through this module. Prefork and worker call `serve_blocking()`,
+which owns the socket for the connection's whole keep-alive life. The event loop reads
+and parses in its selector and calls `serve_buffered()` only when a whole request is waiting,
+so a thread is held only while a request is processed. This module never accepts
+connections and never forks; it knows the socket, the protocol engine, the router and the logs.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import time
+from collections.abc import Callable, Sequence
+
+from mpmd.config.model import ServerConfig, VirtualHost
+from mpmd.http.errors import HttpError
+from mpmd.http.exchange import ConnectionInfo, Exchange
+from mpmd.http.protocol import HttpProtocol
+from mpmd.http.response import CONTINUE_100, build_head, error_body
+
+# Scoreboard states (reference 4.1), by code.
+READY, BUSY_READ, BUSY_WRITE, KEEPALIVE, CLOSING = 2, 3, 4, 5, 8
+
+LINGER_SECONDS = 2.0  # the prefork/worker lingering close: read and discard for at most 2 s
+
+
+class ChildContext:
+    """Everything a serving process needs, built once per child (never per request)."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        router,
+        error_log,
+        access_logs: dict[int, Sequence],
+        *,
+        multithread: bool,
+        multiprocess: bool,
+    ) -> None:
+        self.config = config
+        self.router = router
+        self.error_log = error_log
+        self.access_logs = access_logs  # id(VirtualHost) -> its AccessLog writers
+        self.settings = config.main.http  # the connection's limits come from the main server
+        self.multithread = multithread
+        self.multiprocess = multiprocess
+        self.extended_status = config.extended_status
+        self.stop = None  # the child's StopSignal: checked between keep-alive requests
+
+    def close(self) -> None:
+        """Flush buffered access logs before the child exits."""
+        for writers in self.access_logs.values():
+            for writer in writers:
+                writer.flush()
+
+    def logs_for(self, vhost: VirtualHost) -> Sequence:
+        return self.access_logs.get(id(vhost), ())
+
+
+class Connection:
+    """A client socket and its protocol state; owned by exactly one thread or loop at a time."""
+
+    __slots__ = ("ctx", "info", "protocol", "sock", "worker")
+
+    def __init__(self, sock: socket.socket, peer, ctx: ChildContext, worker=None) -> None:
+        self.sock = sock
+        self.ctx = ctx
+        self.worker = worker  # this thread's scoreboard WorkerRecord, or None
+        local = sock.getsockname()
+        self.info = ConnectionInfo(
+            peer[0] if peer else "",
+            peer[1] if peer else 0,
+            local[0],
+            local[1],
+            multithread=ctx.multithread,
+            multiprocess=ctx.multiprocess,
+        )
+        self.protocol = HttpProtocol(ctx.settings, self.recv)
+        self.protocol.set_continue_hook(self._send_continue)
+
+    # -- socket I/O used by the protocol and the exchange --------------------------------------
+
+    def recv(self) -> bytes:
+        """A blocking read bounded by Timeout (the body reader calls this)."""
+        self.sock.settimeout(self.ctx.settings.timeout)
+        return self.sock.recv(65536)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def sendfile(self, fd: int, offset: int, count: int) -> None:
+        """os.sendfile until `count` bytes are out, waiting for writability up to Timeout."""
+        sock_fd = self.sock.fileno()
+        timeout = self.ctx.settings.timeout
+        while count > 0:
+            try:
+                sent = os.sendfile(sock_fd, fd, offset, count)
+            except BlockingIOError:
+                if not select.select([], [sock_fd], [], timeout)[1]:
+                    raise TimeoutError("timed out sending a file") from None
+                continue
+            if sent == 0:
+                raise BrokenPipeError("client closed the connection")
+            offset += sent
+            count -= sent
+
+    def _send_continue(self) -> None:
+        self.sock.sendall(CONTINUE_100)
+
+    # -- serving ---------------------------------------------------------------------------------
+
+    def serve_blocking(self) -> None:
+        """Serve until the client or the keep-alive policy ends the connection (prefork, worker)."""
+        protocol = self.protocol
+        settings = self.ctx.settings
+        worker = self.worker
+        try:
+            while True:
+                if not protocol.buffered():
+                    first = self.info.requests == 0
+                    if not first and worker is not None:
+                        worker.set_state(KEEPALIVE)
+                    if not self._read_request_head(first):
+                        return
+                if not self.serve_buffered():
+                    return
+                stop = self.ctx.stop
+                if settings.keep_alive_timeout <= 0 or (stop is not None and stop.requested):
+                    return
+        except (ConnectionError, TimeoutError, OSError):
+            return
+        finally:
+            self.close()
+
+    def _read_request_head(self, first: bool) -> bool:
+        """Block until a request head is complete, under KeepAliveTimeout and RequestReadTimeout."""
+        protocol = self.protocol
+        settings = self.ctx.settings
+        sock = self.sock
+        stage = settings.header_read_timeout
+        # The first byte of a follow-up request is awaited under KeepAliveTimeout.
+        wait = settings.timeout if first else settings.keep_alive_timeout
+        if first and stage.timeout:
+            wait = min(wait, stage.timeout)
+        sock.settimeout(wait)
+        try:
+            data = sock.recv(65536)
+        except TimeoutError:
+            return False
+        if not data:
+            return False
+        start = time.monotonic()
+        deadline = start + stage.timeout if stage.timeout else 0.0
+        hard = start + (stage.max_timeout or stage.timeout) if stage.timeout else 0.0
+        rate = 1.0 / stage.min_rate if stage.min_rate else 0.0
+        while True:
+            try:
+                protocol.feed(data)
+                if protocol.has_request():
+                    return True
+            except HttpError as error:
+                self._send_error(error)
+                return False
+            if deadline:
+                deadline = min(deadline + len(data) * rate, hard)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return self._header_timeout()
+                sock.settimeout(min(remaining, settings.timeout))
+            else:
+                sock.settimeout(settings.timeout)
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                return self._header_timeout()
+            if not data:
+                return False
+
+    def _header_timeout(self) -> bool:
+        """Apache: a request line not yet complete closes silently; partial headers get 408."""
+        if self.protocol.request_line_complete():
+            self.ctx.error_log.log(
+                "info", "Request header read timeout", module="reqtimeout", ah="AH01382"
+            )
+            self._send_error(HttpError(408, "AH01382: Request header read timeout"))
+        return False
+
+    def serve_buffered(self) -> bool:
+        """Serve every complete request already buffered; False when the connection must close."""
+        protocol = self.protocol
+        ctx = self.ctx
+        router = ctx.router
+        info = self.info
+        worker = self.worker
+        while True:
+            try:
+                request = protocol.next_request()
+            except HttpError as error:
+                self._send_error(error)
+                return False
+            if request is None:
+                return True
+            vhost = router.select_vhost(request.header("host"), info.server_port)
+            exchange = Exchange(request, info, vhost, self.send, self.sendfile)
+            if worker is not None:
+                worker.request_start(
+                    request.request_line, info.client_addr, vhost.server_name, request.version, 0
+                )
+            keep_alive = self._run(exchange)
+            end = time.time()
+            for log in ctx.logs_for(vhost):
+                log.log(exchange, end)
+            if worker is not None:
+                worker.request_end(
+                    exchange.bytes_out, (time.perf_counter_ns() - exchange.start_ns) // 1000, 0
+                )
+            info.requests += 1
+            if not keep_alive:
+                return False
+            try:
+                if not protocol.finish_request(request):
+                    return False
+            except HttpError:
+                return False
+
+    def _run(self, exchange: Exchange) -> bool:
+        """Run the handler and end the response; True if the connection may stay open."""
+        try:
+            self.ctx.router.handle(exchange)
+            exchange.finish()
+        except HttpError as error:
+            if not exchange.head_sent:
+                exchange.keep_alive = False
+                exchange.status = error.status
+                self._send_error(error, exchange)
+            return False
+        except (ConnectionError, TimeoutError, OSError):
+            exchange.aborted = True
+            return False
+        return exchange.keep_alive
+
+    def _send_error(self, error: HttpError, exchange: Exchange | None = None) -> None:
+        """Answer a protocol error with Connection: close (the stream can't be trusted)."""
+        from http import HTTPStatus
+
+        body = error_body(error.status)
+        head = build_head(
+            "HTTP/1.1",
+            f"{error.status} {HTTPStatus(error.status).phrase}",
+            [("Content-Type", "text/html; charset=iso-8859-1")],
+            content_length=len(body),
+            chunked=False,
+            keep_alive=False,
+        )
+        if exchange is not None:
+            exchange.bytes_out = len(body)
+        try:
+            self.sock.settimeout(self.ctx.settings.timeout)
+            self.sock.sendall(head + body)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        """Lingering close: stop sending, drain what the client still sends for up to 2 s."""
+        sock = self.sock
+        if self.worker is not None:
+            self.worker.set_state(CLOSING)
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + LINGER_SECONDS
+            sock.settimeout(LINGER_SECONDS)
+            while sock.recv(512) and time.monotonic() < deadline:
+                pass
+        except OSError:
+            pass
+        sock.close()
+
+
+def make_access_logs(config: ServerConfig, factory: Callable) -> dict[int, Sequence]:
+    """One writer per CustomLog target, shared by the vhosts that name it."""
+    by_spec: dict = {}
+    result: dict[int, Sequence] = {}
+    for vhost in (config.main, *config.vhosts):
+        writers = []
+        for spec in vhost.access_logs or config.main.access_logs:
+            if spec not in by_spec:
+                by_spec[spec] = factory(spec)
+            writers.append(by_spec[spec])
+        result[id(vhost)] = tuple(writers)
+    return result

@@ -1,0 +1,45 @@
+"""Listening sockets: bound once by the parent before any fork, inherited by every child."""
+
+from __future__ import annotations
+
+import socket
+
+from mpmd.config.model import ListenAddress
+
+
+def bind_listeners(addresses: tuple[ListenAddress, ...], backlog: int) -> list[socket.socket]:
+    """Bind every Listen address (IPv4 and IPv6, SO_REUSEADDR) and listen with ListenBacklog."""
+    sockets = []
+    try:
+        for address in addresses:
+            sockets.append(_bind_one(address, backlog))
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _bind_one(address: ListenAddress, backlog: int) -> socket.socket:
+    host = address.host
+    if host == "":
+        family, bind_host = (socket.AF_INET6, "::") if socket.has_ipv6 else (socket.AF_INET, "")
+    elif ":" in host:
+        family, bind_host = socket.AF_INET6, host.strip("[]")
+    else:
+        family, bind_host = socket.AF_INET, host
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            # An unspecified address serves IPv4 too; a literal IPv6 address only IPv6.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if host == "" else 1)
+        sock.bind((bind_host, address.port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError as error:
+        sock.close()
+        raise OSError(
+            error.errno, f"could not bind to address {host or '*'}:{address.port}: {error.strerror}"
+        ) from None
+    return sock

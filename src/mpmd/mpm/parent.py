@@ -1,0 +1,579 @@
+"""The MPM-agnostic parent: listeners, scoreboard, signals, generations, reaping, the tick.
+
+The parent binds every Listen before forking, writes the PidFile, creates the scoreboard and
+forks children; it never serves a request and never imports the application (unless
+WSGIPreload On asks it to, so children share the pages). Signal handlers only record the
+signal; the main loop acts on it: TERM stop, HUP restart, USR1 graceful restart, WINCH
+graceful stop. About once a second it runs the MPM's maintenance policy (a pure function of
+a scoreboard snapshot, see maintenance.py) and carries out the decision.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import select
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mpmd import SERVER_SOFTWARE
+from mpmd.config.model import ServerConfig
+from mpmd.config.syntax import ConfigError
+from mpmd.mpm import maintenance
+from mpmd.mpm.child import CHILD_FATAL, ChildSpec, run_child
+from mpmd.mpm.listeners import bind_listeners
+from mpmd.mpm.scoreboard import Scoreboard
+
+# Apache's reclaim schedule for an ungraceful stop (reference 5): seconds after the first TERM.
+RECLAIM_TERM_AGAIN = (3.0, 5.0, 7.0)
+RECLAIM_KILL = 9.0
+RECLAIM_GIVE_UP = 10.0
+
+# Scoreboard states the parent writes for slots whose child is gone.
+DEAD, GRACEFUL = 0, 9
+BUSY_STATES = frozenset({3, 4})  # R, W: a request is in progress
+
+_SIGNAL_NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP", signal.SIGUSR1: "SIGUSR1"}
+
+
+@dataclass
+class _Child:
+    pid: int
+    slot: int
+    generation: int
+    started: float
+    killed: bool = False  # the parent already replaced it (hung request, memory)
+
+
+def _serve_function(mpm: str) -> Callable:
+    if mpm == "prefork":
+        from mpmd.mpm.prefork import serve_prefork
+
+        return serve_prefork
+    if mpm == "worker":
+        from mpmd.mpm.worker import serve_worker
+
+        return serve_worker
+    from mpmd.mpm.event import serve_event
+
+    return serve_event
+
+
+class Parent:
+    def __init__(
+        self, config: ServerConfig, *, reload: Callable[[], ServerConfig], command_line: str
+    ) -> None:
+        from mpmd.mpm.serve import open_error_log
+
+        self.config = config
+        self.reload = reload
+        self.command_line = command_line
+        self.error_log = open_error_log(config)
+        self.module = f"mpm_{config.mpm.name}"
+        self.generation = 0
+        self.children: dict[int, _Child] = {}
+        self.spawn_state = maintenance.SpawnState()
+        self.pending_starts = 0  # new-generation children still owed after a graceful restart
+        self.signals: list[int] = []
+        self.any_child_ready = False
+        self.failed_children = 0
+        self.preloaded = None
+        self.listeners = []
+        self.scoreboard: Scoreboard | None = None
+
+    # -- start and the main loop -----------------------------------------------------------------
+
+    def run(self) -> int:
+        config = self.config
+        self.listeners = bind_listeners(config.listeners, config.mpm.listen_backlog)
+        self.scoreboard = Scoreboard.create(
+            _scoreboard_path(config),
+            config.mpm.server_limit,
+            config.mpm.thread_limit,
+            config.mpm.name,
+        )
+        self.scoreboard.generation = self.generation
+        self._install_signals()
+        _write_pid_file(config.pid_file)
+        _set_title(f"mpmd: parent -f {config.config_file or '(built-in)'}")
+        self._preload()
+        for warning in config.warnings:
+            self.error_log.log("warn", warning)
+        ah = "AH00163" if config.mpm.name == "prefork" else "AH00489"
+        self.error_log.log(
+            "notice",
+            f"{SERVER_SOFTWARE} configured -- resuming normal operations",
+            module=self.module,
+            ah=ah,
+        )
+        self.error_log.log("notice", f"Command line: '{self.command_line}'", ah="AH00094")
+        free = self._free_slots(config.mpm.start_servers)
+        for slot in free:
+            self._spawn(slot)
+        try:
+            return self._main_loop()
+        finally:
+            self._cleanup()
+
+    def _main_loop(self) -> int:
+        next_tick = time.monotonic() + 1.0
+        while True:
+            reaped = self._reap()
+            while self.signals:
+                signum = self.signals.pop(0)
+                outcome = self._on_signal(signum)
+                if outcome is not None:
+                    return outcome
+            if self._all_failed():
+                self.error_log.log(
+                    "alert",
+                    "A resource shortage or other unrecoverable failure was encountered before "
+                    "any child process initialized successfully... mpmd is exiting!",
+                    module=self.module,
+                    ah="AH02324",
+                )
+                self._reclaim(terminate=True)
+                return 1
+            now = time.monotonic()
+            if now >= next_tick:
+                if not reaped:
+                    self._tick()
+                next_tick = now + 1.0
+            self._wait(max(0.0, next_tick - time.monotonic()))
+
+    def _wait(self, timeout: float) -> None:
+        try:
+            select.select([self._wake_r], [], [], timeout)
+        except InterruptedError:
+            pass
+        try:
+            os.read(self._wake_r, 4096)
+        except BlockingIOError:
+            pass
+
+    def _install_signals(self) -> None:
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        signal.set_wakeup_fd(self._wake_w)
+        for signum in (
+            signal.SIGTERM,
+            signal.SIGINT,
+            signal.SIGHUP,
+            signal.SIGUSR1,
+            signal.SIGWINCH,
+        ):
+            signal.signal(signum, self._enqueue)
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake the loop
+
+    def _enqueue(self, signum: int, frame) -> None:
+        self.signals.append(signum)
+
+    # -- signals ---------------------------------------------------------------------------
+
+    def _on_signal(self, signum: int) -> int | None:
+        log = self.error_log
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            log.log("notice", "caught SIGTERM, shutting down", module=self.module, ah="AH00491")
+            self._reclaim(terminate=True)
+            return 0
+        if signum == signal.SIGWINCH:
+            log.log(
+                "notice",
+                "caught SIGWINCH, shutting down gracefully",
+                module=self.module,
+                ah="AH00492",
+            )
+            self._graceful_stop()
+            return 0
+        if signum == signal.SIGHUP:
+            log.log(
+                "notice",
+                "SIGHUP received.  Attempting to restart",
+                module=self.module,
+                ah="AH00494",
+            )
+            if not self._reload_config():
+                return None
+            self._reclaim(terminate=True)
+            self._new_generation()
+            for slot in self._free_slots(self.config.mpm.start_servers):
+                self._spawn(slot)
+            return None
+        if signum == signal.SIGUSR1:
+            if self.config.mpm.name == "prefork":
+                log.log(
+                    "notice",
+                    "Graceful restart requested, doing restart",
+                    module=self.module,
+                    ah="AH00171",
+                )
+            else:
+                log.log(
+                    "notice",
+                    "SIGUSR1 received.  Doing graceful restart",
+                    module=self.module,
+                    ah="AH00493",
+                )
+            if not self._reload_config():
+                return None
+            for child in self.children.values():
+                self._ask_to_stop(child)
+            self._new_generation()
+            self.spawn_state = maintenance.after_graceful_restart(self.spawn_state)
+            self.pending_starts = self.config.mpm.start_servers
+            self._spawn_pending()
+        return None
+
+    def _reload_config(self) -> bool:
+        """Re-read the configuration; a broken one is logged and the old one kept."""
+        try:
+            config = self.reload()
+        except ConfigError as error:
+            self.error_log.log("error", f"{error}; keeping the running configuration", ah="MP00010")
+            return False
+        except Exception as error:  # a restart must never take the server down
+            self.error_log.log(
+                "error", f"reloading the configuration failed: {error}", ah="MP00010"
+            )
+            return False
+        if config.listeners != self.config.listeners:
+            self.error_log.log(
+                "warn",
+                "Listen changed: restart with stop/start to bind new addresses",
+                ah="MP00011",
+            )
+        self.config = config
+        self.module = f"mpm_{config.mpm.name}"
+        for warning in config.warnings:
+            self.error_log.log("warn", warning)
+        return True
+
+    def _new_generation(self) -> None:
+        self.generation += 1
+        self.scoreboard.generation = self.generation
+        self.error_log.reopen()
+        self._preload()
+        self.error_log.log(
+            "notice",
+            f"{SERVER_SOFTWARE} configured -- resuming normal operations",
+            module=self.module,
+            ah="AH00489",
+        )
+
+    def _ask_to_stop(self, child: _Child) -> None:
+        """Graceful: the child finishes what it serves, then exits (SIGUSR1, as prefork does)."""
+        process = self.scoreboard.process(child.slot)
+        process.quiescing = 1
+        try:
+            os.kill(child.pid, signal.SIGUSR1)
+        except ProcessLookupError:
+            pass
+
+    def _graceful_stop(self) -> None:
+        for sock in self.listeners:
+            sock.close()
+        self.listeners = []
+        for child in self.children.values():
+            self._ask_to_stop(child)
+        limit = self.config.mpm.graceful_shutdown_timeout
+        deadline = time.monotonic() + limit if limit else None
+        while self.children and (deadline is None or time.monotonic() < deadline):
+            self._reap()
+            if self.children:
+                self._wait(0.2)
+        if self.children:
+            self._reclaim(terminate=True)
+
+    # -- children ---------------------------------------------------------------------------
+
+    def _spawn(self, slot: int) -> None:
+        config = self.config
+        spec = ChildSpec(
+            config=config,
+            listeners=self.listeners,
+            scoreboard=self.scoreboard,
+            slot=slot,
+            generation=self.generation,
+            error_log=self.error_log,
+            preloaded=self.preloaded,
+        )
+        process = self.scoreboard.process(slot)
+        process.pid = 0
+        process.generation = self.generation
+        process.quiescing = 0
+        for thread in range(config.mpm.threads_per_child):
+            self.scoreboard.worker(slot, thread).reset_for_new_child(0, self.generation)
+        serve = _serve_function(config.mpm.name)
+        pid = os.fork()
+        if pid == 0:
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            run_child(spec, serve)
+        process.pid = pid
+        self.children[pid] = _Child(pid, slot, self.generation, time.monotonic())
+
+    def _free_slots(self, count: int) -> list[int]:
+        used = {child.slot for child in self.children.values()}
+        limit = min(self.config.mpm.server_limit, self.scoreboard.server_limit)
+        return [slot for slot in range(limit) if slot not in used][:count]
+
+    def _spawn_pending(self) -> None:
+        """After a graceful restart, StartServers new children as slots come free."""
+        if self.pending_starts <= 0:
+            return
+        current = sum(1 for c in self.children.values() if c.generation == self.generation)
+        owed = min(self.pending_starts, self.config.mpm.active_daemons_limit - current)
+        for slot in self._free_slots(max(0, owed)):
+            self._spawn(slot)
+            self.pending_starts -= 1
+
+    def _reap(self) -> int:
+        reaped = 0
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return reaped
+            if pid == 0:
+                return reaped
+            reaped += 1
+            child = self.children.pop(pid, None)
+            if child is None:
+                continue
+            self._mark_dead(child)
+            self._note_exit(child, status)
+            if child.generation != self.generation:
+                self._spawn_pending()
+
+    def _mark_dead(self, child: _Child) -> None:
+        process = self.scoreboard.process(child.slot)
+        if process.pid == child.pid:
+            process.pid = 0
+            process.quiescing = 0
+            for thread in range(self.scoreboard.thread_limit):
+                self.scoreboard.worker(child.slot, thread).set_state(DEAD)
+
+    def _note_exit(self, child: _Child, status: int) -> None:
+        if os.WIFSIGNALED(status):
+            signum = os.WTERMSIG(status)
+            if not child.killed and signum not in (signal.SIGTERM, signal.SIGHUP):
+                name = signal.Signals(signum).name
+                self.error_log.log(
+                    "notice",
+                    f"child pid {child.pid} exit signal {name} ({signum})",
+                    ah="AH00052",
+                )
+            return
+        code = os.waitstatus_to_exitcode(status)
+        if code == CHILD_FATAL:
+            self.failed_children += 1
+            self.spawn_state = maintenance.SpawnState()  # APEXIT_CHILDSICK: back to rate 1
+            self.error_log.log(
+                "error",
+                f"child pid {child.pid} failed to start (exit status {code}); see the lines above",
+                module=self.module,
+                ah="MP00002",
+            )
+
+    def _all_failed(self) -> bool:
+        """Every child failed before serving and none ever initialised: Apache exits."""
+        if not self.failed_children or self.children:
+            return False
+        return not self._some_child_was_ready()
+
+    def _some_child_was_ready(self) -> bool:
+        if self.any_child_ready:
+            return True
+        snap = self.scoreboard.snapshot()
+        self.any_child_ready = any(w.access_count or w.status >= 2 for w in snap.workers)
+        return self.any_child_ready
+
+    # -- the once-a-second tick -----------------------------------------------------------------
+
+    def _tick(self) -> None:
+        scoreboard = self.scoreboard
+        snap = scoreboard.snapshot()
+        if not self.any_child_ready:
+            self.any_child_ready = any(w.status >= 2 and w.pid for w in snap.workers)
+        if self.failed_children and not self.any_child_ready:
+            return  # do not respawn children that cannot start in a hot loop
+        self._spawn_pending()
+        mpm = self.config.mpm
+        if mpm.name == "prefork":
+            decision = maintenance.prefork_maintenance(snap, mpm, self.spawn_state)
+        else:
+            decision = maintenance.threaded_maintenance(snap, mpm, self.spawn_state)
+        self.spawn_state = decision.state
+        for level, ah, message in decision.logs:
+            self.error_log.log(level, message, module=self.module, ah=ah)
+        used = {child.slot for child in self.children.values()}
+        for slot in decision.spawn_slots:
+            if slot not in used:
+                self._spawn(slot)
+        if decision.retire is not None:
+            for child in self.children.values():
+                if child.slot == decision.retire:
+                    self._ask_to_stop(child)
+        self._find_hung_requests(snap)
+        self._check_memory()
+        scoreboard.record_history(time.time())
+
+    def _find_hung_requests(self, snap) -> None:
+        """mpmd extension: a request busy longer than Timeout gets its child replaced."""
+        limit_us = int(self.config.main.http.timeout * 1_000_000)
+        now_us = time.time_ns() // 1000
+        by_pid = {child.pid: child for child in self.children.values()}
+        for worker in snap.workers:
+            child = by_pid.get(worker.pid)
+            if child is None or child.killed or worker.status not in BUSY_STATES:
+                continue
+            if worker.start_time and now_us - worker.start_time > limit_us:
+                child.killed = True
+                self.error_log.log(
+                    "error",
+                    f'request exceeded Timeout ({self.config.main.http.timeout:g} s): "{worker.request}" '
+                    f"from {worker.client}, child pid {child.pid}; replacing the child",
+                    module=self.module,
+                    ah="MP00003",
+                )
+                try:
+                    os.kill(child.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    def _check_memory(self) -> None:
+        """mpmd extension: MaxMemoryPerChild retires a child whose unique memory passed it."""
+        limit = self.config.mpm.max_memory_per_child
+        if not limit:
+            return
+        for child in list(self.children.values()):
+            if child.killed or child.generation != self.generation:
+                continue
+            uss = unique_memory(child.pid)
+            if uss > limit:
+                child.killed = True
+                self.error_log.log(
+                    "notice",
+                    f"child pid {child.pid} uses {uss // 1024} KiB of unique memory, over "
+                    f"MaxMemoryPerChild; retiring it gracefully",
+                    module=self.module,
+                    ah="MP00004",
+                )
+                self._ask_to_stop(child)
+
+    def _preload(self) -> None:
+        """WSGIPreload On: import the app here so children share its pages (mpmd extension)."""
+        self.preloaded = None
+        if self.config.wsgi_preload:
+            from mpmd.mpm.serve import build_router
+
+            self.preloaded = build_router(self.config, self.error_log)
+            gc.freeze()
+
+    # -- stopping ---------------------------------------------------------------------------
+
+    def _reclaim(self, *, terminate: bool) -> None:
+        """Apache's ap_reclaim_child_processes: TERM, TERM again at 3/5/7 s, KILL at 9 s."""
+        start = time.monotonic()
+        if terminate:
+            for child in self.children.values():
+                _signal(child.pid, signal.SIGTERM)
+        resent = set()
+        killed = False
+        pause = 0.016
+        while self.children:
+            self._reap()
+            if not self.children:
+                break
+            elapsed = time.monotonic() - start
+            for mark in RECLAIM_TERM_AGAIN:
+                if elapsed >= mark and mark not in resent:
+                    resent.add(mark)
+                    for child in self.children.values():
+                        self.error_log.log(
+                            "warn",
+                            f"child process {child.pid} still did not exit, sending a SIGTERM",
+                            ah="AH00045",
+                        )
+                        _signal(child.pid, signal.SIGTERM)
+            if elapsed >= RECLAIM_KILL and not killed:
+                killed = True
+                for child in self.children.values():
+                    self.error_log.log(
+                        "error",
+                        f"child process {child.pid} still did not exit, sending a SIGKILL",
+                        ah="AH00046",
+                    )
+                    _signal(child.pid, signal.SIGKILL)
+            if elapsed >= RECLAIM_GIVE_UP:
+                for child in self.children.values():
+                    self.error_log.log(
+                        "error",
+                        f"could not make child process {child.pid} exit, attempting to continue anyway",
+                        ah="AH00047",
+                    )
+                self.children.clear()
+                break
+            time.sleep(pause)
+            pause = min(pause * 4, 1.0)
+        for slot in range(self.scoreboard.server_limit):
+            process = self.scoreboard.process(slot)
+            if process.pid and process.pid not in self.children:
+                process.pid = 0
+
+    def _cleanup(self) -> None:
+        for sock in self.listeners:
+            sock.close()
+        _remove_pid_file(self.config.pid_file)
+        if self.scoreboard is not None:
+            self.scoreboard.close()
+            self.scoreboard.unlink()
+
+
+def unique_memory(pid: int) -> int:
+    """USS in bytes (Private_Clean + Private_Dirty from /proc/PID/smaps_rollup), 0 if gone."""
+    total = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as file:
+            for line in file:
+                if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                    total += int(line.split()[1]) * 1024
+    except OSError:
+        return 0
+    return total
+
+
+def _scoreboard_path(config: ServerConfig) -> str:
+    """The scoreboard lives in /dev/shm, named after the PidFile so mpmctl can find it."""
+    from mpmd.mpm.scoreboard import path_for_pid_file
+
+    return path_for_pid_file(config.pid_file)
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _write_pid_file(path: str) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as file:
+        file.write(f"{os.getpid()}\n")
+
+
+def _remove_pid_file(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _set_title(title: str) -> None:
+    import setproctitle
+
+    setproctitle.setproctitle(title)

@@ -1,0 +1,36 @@
+"""The prefork MPM's child: one process, one thread, one connection at a time.
+
+For applications that are not thread-safe. The child waits in accept (serialised across
+children by EPOLLEXCLUSIVE), serves the whole keep-alive connection, and repeats until it is
+asked to stop or reaches MaxConnectionsPerChild. How many such children run is the parent's
+business (maintenance.prefork_maintenance); this module never forks.
+"""
+
+from __future__ import annotations
+
+import os
+
+from mpmd.mpm.child import READY, ChildSpec, StopSignal, accept_one, load_context, make_poller
+from mpmd.mpm.connection import BUSY_READ, Connection
+
+
+def serve_prefork(spec: ChildSpec, stop: StopSignal) -> None:
+    ctx = load_context(spec, stop, multithread=False)
+    record = spec.scoreboard.worker(spec.slot, 0)
+    record.reset_for_new_child(os.getpid(), spec.generation)
+    poller = make_poller(spec.listeners, stop)
+    limit = spec.config.mpm.max_connections_per_child
+    served = 0
+    while True:
+        record.set_state(READY)
+        accepted = accept_one(spec.listeners, poller, stop)
+        if accepted is None:
+            break
+        sock, peer = accepted
+        record.set_state(BUSY_READ)
+        record.connection_start()
+        Connection(sock, peer, ctx, record).serve_blocking()
+        served += 1
+        if limit and served >= limit:
+            break
+    ctx.close()

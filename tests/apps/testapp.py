@@ -1,0 +1,41 @@
+"""WSGI applications the integration tests mount (WSGIApp / testapp:NAME)."""
+
+import os
+import time
+
+
+def hello(environ, start_response):
+    body = b"Hello, World!"
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def info(environ, start_response):
+    """Reports the serving process and the WSGI facts a test wants to check."""
+    body = (
+        f"pid={os.getpid()} multithread={environ['wsgi.multithread']} "
+        f"multiprocess={environ['wsgi.multiprocess']} script={environ['SCRIPT_NAME']} "
+        f"path={environ['PATH_INFO']}"
+    ).encode()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body]
+
+
+def sleepy(environ, start_response):
+    """Sleeps for ?seconds (default 0.5), then answers with its pid."""
+    query = environ.get("QUERY_STRING", "")
+    seconds = float(query.split("=", 1)[1]) if query.startswith("seconds=") else 0.5
+    time.sleep(seconds)
+    body = f"slept {seconds} in {os.getpid()}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body]
+
+
+def echo(environ, start_response):
+    body = environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+    return [body]
+
+
+def crash(environ, start_response):
+    raise RuntimeError("the application failed on purpose")
