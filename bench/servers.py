@@ -1,0 +1,280 @@
+"""Every server the harness measures: how to configure it, start it, and which URL it serves.
+
+Owns the registry SERVERS (name -> ServerSpec) and the config generators for Apache, nginx and
+mpmd. Peers are configured exactly as in shared/reference/peer-benchmarks.md ("Servers as
+measured"); mpmd gets the same keep-alive policy (KeepAliveTimeout 30, unlimited requests) and no
+access log. Only builds command lines and config text: starting and stopping is process.py's job.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.fixtures import Fixtures
+
+APACHE_MODULES = Path("/usr/lib/apache2/modules")
+
+WSGI_PATHS = {"hello": "/", "1k": "/1k.bin", "1m": "/1m.bin"}
+STATIC_PATHS = {"hello": "/hello.txt", "1k": "/1k.bin", "1m": "/1m.bin"}
+MPMD_PATHS = {"hello": "/hello", "1k": "/1k.bin", "1m": "/1m.bin"}
+
+
+@dataclass(frozen=True)
+class Launch:
+    """A server ready to start: argv, working folder, and an optional config check to run first."""
+
+    cmd: list[str]
+    cwd: Path
+    check_cmd: list[str] | None = None
+    config_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    name: str
+    what: str
+    paths: dict[str, str]
+    build: Callable[[Fixtures, Path, int, Path], Launch]  # (fixtures, run_dir, port, venv_bin)
+    family: str  # "mpmd", "python", "apache", "nginx"
+
+
+# --- Python peers ---------------------------------------------------------------------------
+
+
+def _gunicorn(*extra: str) -> Callable[[Fixtures, Path, int, Path], Launch]:
+    def build(fx: Fixtures, run: Path, port: int, vbin: Path) -> Launch:
+        cmd = [str(vbin / "gunicorn"), "-b", f"127.0.0.1:{port}", *extra]
+        cmd += ["--chdir", str(fx.apps), "--pid", str(run / "gunicorn.pid"), "hello:application"]
+        return Launch(cmd=cmd, cwd=fx.apps)
+
+    return build
+
+
+def _waitress(*extra: str) -> Callable[[Fixtures, Path, int, Path], Launch]:
+    def build(fx: Fixtures, run: Path, port: int, vbin: Path) -> Launch:
+        cmd = [str(vbin / "waitress-serve"), "--host", "127.0.0.1", f"--port={port}"]
+        cmd += ["--threads=8", "--connection-limit=10000", "--backlog=2048", *extra]
+        return Launch(cmd=[*cmd, "hello:application"], cwd=fx.apps)
+
+    return build
+
+
+def _granian(fx: Fixtures, run: Path, port: int, vbin: Path) -> Launch:
+    cmd = [str(vbin / "granian"), "--interface", "wsgi", "--host", "127.0.0.1"]
+    cmd += ["--port", str(port), "--workers", "1", "--working-dir", str(fx.apps)]
+    return Launch(cmd=[*cmd, "hello:application"], cwd=fx.apps)
+
+
+# --- Apache httpd ---------------------------------------------------------------------------
+
+
+def apache_config(fx: Fixtures, run: Path, port: int, mpm: str, wsgi: str | None) -> str:
+    """httpd.conf for one MPM; wsgi is None (static), 'embedded' or 'daemon' (mod_wsgi)."""
+    lines = [
+        f'ServerRoot "{run}"',
+        f'DefaultRuntimeDir "{run}"',
+        f'PidFile "{run}/httpd.pid"',
+        f"Listen 127.0.0.1:{port}",
+        "ServerName 127.0.0.1",
+        f'ErrorLog "{run}/error_log"',
+        "LogLevel warn",
+        f"LoadModule mpm_{mpm}_module {APACHE_MODULES}/mod_mpm_{mpm}.so",
+    ]
+    for module in ("authz_core", "authz_host", "mime", "status"):
+        lines.append(f"LoadModule {module}_module {APACHE_MODULES}/mod_{module}.so")
+    if os.geteuid() == 0:
+        lines += ["User www-data", "Group www-data"]
+    lines += [
+        "TypesConfig /etc/mime.types",
+        "KeepAlive On",
+        "KeepAliveTimeout 30",
+        "MaxKeepAliveRequests 0",
+        "EnableSendfile On",
+        f'DocumentRoot "{fx.static}"',
+        f'<Directory "{fx.static}">',
+        "    Require all granted",
+        "</Directory>",
+    ]
+    if wsgi is not None:
+        lines += [
+            f"LoadModule wsgi_module {APACHE_MODULES}/mod_wsgi.so",
+            f"WSGISocketPrefix {run}/wsgi",
+            f"WSGIScriptAlias / {fx.apps}/hello.py",
+            "WSGIApplicationGroup %{GLOBAL}",
+            f'<Directory "{fx.apps}">',
+            "    Require all granted",
+            "</Directory>",
+        ]
+        if wsgi == "daemon":
+            lines += [
+                f"WSGIDaemonProcess bench processes=2 threads=8 python-path={fx.apps}",
+                "WSGIProcessGroup bench",
+            ]
+    return "\n".join(lines) + "\n"
+
+
+def _apache(mpm: str, wsgi: str | None) -> Callable[[Fixtures, Path, int, Path], Launch]:
+    def build(fx: Fixtures, run: Path, port: int, vbin: Path) -> Launch:
+        conf = run / "httpd.conf"
+        conf.write_text(apache_config(fx, run, port, mpm, wsgi))
+        return Launch(
+            cmd=["apache2", "-f", str(conf), "-DFOREGROUND"],
+            cwd=run,
+            check_cmd=["apache2", "-t", "-f", str(conf)],
+            config_file=conf,
+        )
+
+    return build
+
+
+# --- nginx ----------------------------------------------------------------------------------
+
+
+def nginx_config(fx: Fixtures, run: Path, port: int) -> str:
+    return f"""worker_processes 1;
+worker_rlimit_nofile 20000;
+pid {run}/nginx.pid;
+error_log {run}/error.log warn;
+events {{ worker_connections 10000; }}
+http {{
+    access_log off;
+    sendfile on;
+    keepalive_timeout 30;
+    keepalive_requests 100000000;
+    types {{ text/plain txt; application/octet-stream bin; }}
+    default_type application/octet-stream;
+    server {{
+        listen 127.0.0.1:{port};
+        server_name localhost;
+        root {fx.static};
+    }}
+}}
+"""
+
+
+def _nginx(fx: Fixtures, run: Path, port: int, vbin: Path) -> Launch:
+    conf = run / "nginx.conf"
+    conf.write_text(nginx_config(fx, run, port))
+    base = ["nginx", "-p", f"{run}/", "-e", f"{run}/error.log", "-c", str(conf)]
+    return Launch(
+        cmd=[*base, "-g", "daemon off;"], cwd=run, check_cmd=[*base, "-t"], config_file=conf
+    )
+
+
+# --- mpmd -----------------------------------------------------------------------------------
+
+
+def mpmd_config(fx: Fixtures, run: Path, port: int, mpm: str | None) -> str:
+    """Apache-syntax config for mpmd: hello app at /hello, the static files from DocumentRoot."""
+    lines = [
+        f'ServerRoot "{run}"',
+        f"Listen 127.0.0.1:{port}",
+        f"PidFile {run}/mpmd.pid",
+        f"ErrorLog {run}/error_log",
+        "LogLevel warn",
+    ]
+    if mpm is not None:
+        lines.append(f"LoadModule mpm_{mpm}_module modules/mod_mpm_{mpm}.so")
+    lines += [
+        f'DocumentRoot "{fx.static}"',
+        "KeepAlive On",
+        "KeepAliveTimeout 30",
+        "MaxKeepAliveRequests 0",
+        f'WSGIPythonPath "{fx.apps}"',
+        "WSGIApp /hello hello:application",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _mpmd(mpm: str | None) -> Callable[[Fixtures, Path, int, Path], Launch]:
+    def build(fx: Fixtures, run: Path, port: int, vbin: Path) -> Launch:
+        conf = run / "mpmd.conf"
+        conf.write_text(mpmd_config(fx, run, port, mpm))
+        flags = ["-f", str(conf)] if mpm else ["-X", "-f", str(conf)]
+        return Launch(cmd=[str(vbin / "mpmd"), *flags], cwd=run, config_file=conf)
+
+    return build
+
+
+def _spec(name: str, what: str, paths: dict[str, str], build, family: str) -> ServerSpec:
+    return ServerSpec(name=name, what=what, paths=paths, build=build, family=family)
+
+
+SERVERS: dict[str, ServerSpec] = {
+    s.name: s
+    for s in (
+        _spec("mpmd-X", "mpmd -X: one process, foreground", MPMD_PATHS, _mpmd(None), "mpmd"),
+        _spec("mpmd-prefork", "mpmd prefork MPM", MPMD_PATHS, _mpmd("prefork"), "mpmd"),
+        _spec("mpmd-worker", "mpmd worker MPM", MPMD_PATHS, _mpmd("worker"), "mpmd"),
+        _spec("mpmd-event", "mpmd event MPM", MPMD_PATHS, _mpmd("event"), "mpmd"),
+        _spec(
+            "apache-prefork-wsgi",
+            "Apache prefork + mod_wsgi embedded mode (WSGIApplicationGroup %{GLOBAL})",
+            WSGI_PATHS,
+            _apache("prefork", "embedded"),
+            "apache",
+        ),
+        _spec(
+            "apache-event-wsgid",
+            "Apache event + mod_wsgi daemon mode, WSGIDaemonProcess processes=2 threads=8",
+            WSGI_PATHS,
+            _apache("event", "daemon"),
+            "apache",
+        ),
+        *(
+            _spec(
+                f"apache-{mpm}-static",
+                f"Apache {mpm} MPM, static files (core handler, EnableSendfile On)",
+                STATIC_PATHS,
+                _apache(mpm, None),
+                "apache",
+            )
+            for mpm in ("prefork", "worker", "event")
+        ),
+        _spec(
+            "nginx-static",
+            "nginx, 1 worker process, static files (sendfile on)",
+            STATIC_PATHS,
+            _nginx,
+            "nginx",
+        ),
+        _spec(
+            "gunicorn-sync",
+            "gunicorn sync worker, -w 4 (sync workers never keep a connection alive)",
+            WSGI_PATHS,
+            _gunicorn("-w", "4"),
+            "python",
+        ),
+        _spec(
+            "gunicorn-gthread",
+            "gunicorn gthread worker, -w 2 --threads 8 --keep-alive 30",
+            WSGI_PATHS,
+            _gunicorn("-k", "gthread", "-w", "2", "--threads", "8", "--keep-alive", "30"),
+            "python",
+        ),
+        _spec(
+            "waitress",
+            "waitress, threads=8, connection_limit raised 100 -> 10000, backlog 2048",
+            WSGI_PATHS,
+            _waitress(),
+            "python",
+        ),
+        _spec(
+            "waitress-poll",
+            "waitress as above + --asyncore-use-poll (its default select() dies past 1024 fds)",
+            WSGI_PATHS,
+            _waitress("--asyncore-use-poll"),
+            "python",
+        ),
+        _spec(
+            "granian",
+            "granian --interface wsgi, 1 worker, defaults otherwise",
+            WSGI_PATHS,
+            _granian,
+            "python",
+        ),
+    )
+}
