@@ -1,0 +1,756 @@
+"""Parsed configuration tree + directive registry → one frozen ServerConfig.
+
+This module owns the meaning of a configuration as a whole: which MPM runs, Apache's start-up
+clamping of the pool sizes with Apache's warning texts (reference 2.2-2.4), inheritance from
+the main server into <VirtualHost> blocks, ServerRoot-relative paths, LogFormat nicknames and
+the built-in default used when no configuration file is given.
+
+It never tokenises text (config/syntax.py does) and never validates a single directive's
+arguments by hand (config/directives.py does); it runs once per start or restart, never per
+request.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mpmd.config import directives as reg
+from mpmd.config.model import (
+    MPM_NAMES,
+    AccessLogSpec,
+    AccessRule,
+    AliasMapping,
+    DirectorySection,
+    HttpSettings,
+    ListenAddress,
+    LocationSection,
+    MpmName,
+    MpmSettings,
+    ReadTimeoutStage,
+    ServerConfig,
+    VirtualHost,
+    WsgiMount,
+)
+from mpmd.config.syntax import ConfigError, Node
+
+COMMAND_LINE = "(command line)"
+BUILT_IN = "(built-in)"
+DEFAULT_SITE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "default_site")  # fmt: skip
+DEFAULT_LISTEN = ListenAddress("127.0.0.1", 8080)
+STATIC_MODULES = ("core_module", "so_module", "http_module", "log_config_module",
+                  "version_module", "unixd_module")  # fmt: skip
+# Predefined LogFormat nicknames: Apache predefines CLF; mpmd also knows common and combined.
+PREDEFINED_FORMATS = {
+    "CLF": '%h %l %u %t "%r" %>s %b',
+    "common": '%h %l %u %t "%r" %>s %b',
+    "combined": '%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i"',
+}
+_DIR_SECTIONS = {"directory": False, "directorymatch": True, "location": False,
+                 "locationmatch": True}  # fmt: skip
+
+
+def default_pid_file() -> str:
+    """Per-user pid file for the built-in default: $XDG_RUNTIME_DIR, else /tmp."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
+    return os.path.join(runtime, f"mpmd-{os.getuid()}.pid")
+
+
+def load_config(
+    path: str | None,
+    *,
+    server_root: str | None = None,
+    defines: Sequence[str] = (),
+    pre_directives: Sequence[str] = (),
+    post_directives: Sequence[str] = (),
+    mpm: str | None = None,
+    listen: Sequence[str] = (),
+    app: str | None = None,
+    previous: ServerConfig | None = None,
+) -> ServerConfig:
+    """Read the configuration the way httpd does (-f, -d, -D, -C, -c) and build it."""
+    from mpmd.config.syntax import parse_config  # written in parallel; imported when used
+
+    if mpm is not None and mpm not in MPM_NAMES:
+        raise ConfigError(COMMAND_LINE, 0, f"--mpm must be one of {', '.join(MPM_NAMES)}")
+    config_file = os.path.abspath(path) if path else ""
+    if server_root:
+        root = os.path.abspath(server_root)
+    else:
+        root = os.path.dirname(config_file) if config_file else os.getcwd()
+    define_map = dict(_split_define(d) for d in defines)
+    result = parse_config(
+        config_file or None,
+        server_root=root,
+        defines=define_map,
+        pre_directives=tuple(pre_directives),
+        post_directives=tuple(post_directives),
+        default_mpm=mpm or "event",
+        is_directive=reg.is_directive,
+    )
+    return build_config(
+        result.nodes,
+        config_file=config_file,
+        server_root=result.server_root or root,
+        defines=frozenset(result.defines),
+        parser_warnings=tuple(result.warnings),
+        mpm=mpm,  # type: ignore[arg-type]
+        listen=listen,
+        app=app,
+        previous=previous,
+    )
+
+
+def _split_define(text: str) -> tuple[str, str]:
+    name, _, value = text.partition("=")
+    return name, value
+
+
+@dataclass
+class _Scope:
+    """Everything seen in the main server, one <VirtualHost> or one <Directory>/<Location>."""
+
+    node: Node | None
+    seen: dict[str, list[tuple[Node, Any]]] = field(default_factory=dict)
+    locations: list[LocationSection] = field(default_factory=list)
+    directories: list[DirectorySection] = field(default_factory=list)
+
+    def last(self, name: str, default: Any = None) -> Any:
+        entries = self.seen.get(name)
+        return entries[-1][1] if entries else default
+
+    def all(self, name: str) -> list[Any]:
+        return [value for _, value in self.seen.get(name, ())]
+
+    def has(self, name: str) -> bool:
+        return name in self.seen
+
+
+class _Builder:
+    """One pass over the tree; collects scopes, then turns them into the frozen model."""
+
+    def __init__(self, mpm: MpmName, server_root: str, previous: ServerConfig | None) -> None:
+        self.mpm = mpm
+        self.root = server_root
+        self.previous = previous
+        self.warnings: list[str] = []
+        self._warned: set[str] = set()
+        self.main = _Scope(None)
+        self.vhosts: list[_Scope] = []
+        self.modules: list[str] = []
+
+    # -- walking ------------------------------------------------------------------------
+
+    def warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            self.warnings.append(message)
+
+    def walk(self, nodes: Sequence[Node], scope: _Scope, context: str, section: str) -> None:
+        for node in nodes:
+            if node.children is None:
+                self.directive(node, scope, context, section)
+            else:
+                self.section(node, scope, context, section)
+
+    def section(self, node: Node, scope: _Scope, context: str, parent: str) -> None:
+        key = node.name.lower()
+        if key in reg.CONDITIONAL_SECTIONS:  # normally resolved by the parser
+            self.walk(node.children or (), scope, context, parent)
+            return
+        module = reg.ignored_module(key)
+        if module is not None:
+            self.warn_once("<" + key, reg.ignored_warning(node.where, node.name, module, True))
+            self.check_names(node.children or ())
+            return
+        if key not in reg.SECTIONS:
+            raise ConfigError(node.file, node.line, reg.unknown_message("<" + node.name))
+        label = reg._CANONICAL[key]
+        if context == reg.DIRECTORY or (key == "virtualhost" and context != reg.SERVER):
+            message = f"<{label}> cannot occur within <{parent}> section"
+            raise ConfigError(node.file, node.line, message)
+        if not node.args:
+            raise ConfigError(node.file, node.line,
+                              f"<{label}> directive requires additional arguments")  # fmt: skip
+        if key == "virtualhost":
+            vhost = _Scope(node)
+            self.vhosts.append(vhost)
+            self.walk(node.children or (), vhost, reg.VHOST, label)
+            return
+        self.dir_section(node, key, label, scope)
+
+    def dir_section(self, node: Node, key: str, label: str, scope: _Scope) -> None:
+        regex = _DIR_SECTIONS[key]
+        args = node.args
+        if args[0] == "~":
+            regex, args = True, args[1:]
+        if len(args) != 1:
+            raise ConfigError(node.file, node.line,
+                              f"<{label}> directive requires additional arguments")  # fmt: skip
+        inner = _Scope(node)
+        self.walk(node.children or (), inner, reg.DIRECTORY, label)
+        handler = inner.last("SetHandler")
+        require = self.access_rules(inner) if inner.has("Require") else None
+        if key.startswith("location"):
+            scope.locations.append(LocationSection(args[0], regex, handler, require))
+            return
+        path = args[0] if regex else self.path(args[0]).rstrip("/") or "/"
+        options = None
+        if inner.has("Options"):
+            options = self.options(inner, self.options(self.main, frozenset({"FollowSymLinks"})))
+        index = self.directory_index(inner) if inner.has("DirectoryIndex") else None
+        scope.directories.append(DirectorySection(path, regex, options, index, handler, require))
+
+    def check_names(self, nodes: Sequence[Node]) -> None:
+        """Inside an ignored section: still reject names that are no directive at all."""
+        for node in nodes:
+            name = node.name if node.children is None else "<" + node.name
+            if not reg.is_directive(name) and reg.ignored_module(node.name) is None:
+                raise ConfigError(node.file, node.line, reg.unknown_message(name))
+            if node.children:
+                self.check_names(node.children)
+
+    def directive(self, node: Node, scope: _Scope, context: str, section: str) -> None:
+        d = reg.lookup(node.name)
+        if d is None:
+            module = reg.ignored_module(node.name)
+            if module is not None:
+                self.warn_once(
+                    node.name.lower(), reg.ignored_warning(node.where, node.name, module)
+                )
+                return
+            if node.name.lower() in {n.lower() for n in reg.PARSER_DIRECTIVES}:
+                return
+            raise ConfigError(node.file, node.line, reg.unknown_message(node.name))
+        fail = _failer(node)
+        if context not in d.contexts:
+            if d.name == "ServerAlias":
+                raise fail("ServerAlias only used in <VirtualHost>")
+            if context == reg.VHOST and d.global_only:
+                raise fail(f"{d.name} cannot occur within <VirtualHost> section")
+            raise fail(f"{node.name} not allowed here")
+        try:
+            d.check_arity(node.args)
+            value = d.validate(d.name, node.args)
+        except reg.DirectiveValueError as err:
+            raise fail(str(err)) from None
+        if self.mpm not in d.mpms:
+            self.warn_once(f"mpm:{d.name}", f"{node.where}: {d.name} is not used by the "
+                           f"{self.mpm} MPM; ignored")  # fmt: skip
+            return
+        self.deprecation(node)
+        if d.name == "LoadModule":
+            self.load_module(node, value[0])
+        scope.seen.setdefault(d.name, []).append((node, value))
+
+    def deprecation(self, node: Node) -> None:
+        name = node.name.lower()
+        if name == "maxclients":
+            number = {"prefork": "00188", "worker": "00324", "event": "00521"}[self.mpm]
+            self.warn_once(name, f"AH{number}: MaxClients is deprecated, use MaxRequestWorkers "
+                           "instead.")  # fmt: skip
+        elif name == "maxrequestsperchild":
+            self.warn_once(name, "AH00545: MaxRequestsPerChild is deprecated, use "
+                           "MaxConnectionsPerChild instead.")  # fmt: skip
+
+    def load_module(self, node: Node, module: str) -> None:
+        if module in self.modules:
+            self.warnings.append(f"{node.where}: AH01574: module {module} is already loaded, "
+                                 "skipping")  # fmt: skip
+            return
+        self.modules.append(module)
+
+    # -- turning scopes into model objects -----------------------------------------------
+
+    def path(self, text: str) -> str:
+        return os.path.normpath(os.path.join(self.root, text))
+
+    def log_target(self, text: str) -> str:
+        if text.startswith("|") or text.lower().startswith("syslog") or text == "stderr":
+            return text
+        return self.path(text)
+
+    def options(self, scope: _Scope, base: frozenset[str]) -> frozenset[str]:
+        for parsed in scope.all("Options"):
+            base = reg.apply_options(base, parsed)
+        return base
+
+    @staticmethod
+    def directory_index(scope: _Scope) -> tuple[str, ...]:
+        names: list[str] = []
+        for line in scope.all("DirectoryIndex"):
+            names = [] if [w.lower() for w in line] == ["disabled"] else names + list(line)
+        return tuple(names)
+
+    def access_rules(self, scope: _Scope) -> tuple[AccessRule, ...]:
+        rules = []
+        for node, (negate, provider, values) in scope.seen["Require"]:
+            if provider in ("all", "ip", "local", "host"):
+                rules.append(AccessRule(provider, values, negate))  # type: ignore[arg-type]
+                continue
+            self.warn_once(f"require:{provider}", f"{node.where}: Require {provider} is not "
+                           "implemented by mpmd; treated as 'Require all denied'")  # fmt: skip
+            rules.append(AccessRule("all", ("denied",), negate))
+        return tuple(rules)
+
+    def http(self, scope: _Scope, parent: HttpSettings | None) -> HttpSettings:
+        def get(name: str) -> Any:
+            if scope.has(name):
+                return scope.last(name)
+            if parent is not None:
+                return getattr(parent, _HTTP_FIELDS[name])
+            return reg.lookup(name).default_for(self.mpm)  # type: ignore[union-attr]
+
+        stages = {"header": None, "body": None}
+        if parent is not None:
+            stages = {"header": parent.header_read_timeout, "body": parent.body_read_timeout}
+        for line in scope.all("RequestReadTimeout"):
+            for stage, (timeout, max_timeout, rate) in line.items():
+                if stage in stages:
+                    stages[stage] = ReadTimeoutStage(timeout, max_timeout, rate)
+        for stage, value in stages.items():
+            if value is None:
+                stages[stage] = ReadTimeoutStage(*reg.READ_TIMEOUT_DEFAULTS[stage])
+        return HttpSettings(
+            timeout=get("Timeout"),
+            keep_alive=get("KeepAlive"),
+            keep_alive_timeout=get("KeepAliveTimeout"),
+            max_keep_alive_requests=get("MaxKeepAliveRequests"),
+            limit_request_line=get("LimitRequestLine"),
+            limit_request_field_size=get("LimitRequestFieldSize"),
+            limit_request_fields=get("LimitRequestFields"),
+            limit_request_body=get("LimitRequestBody"),
+            header_read_timeout=stages["header"],  # type: ignore[arg-type]
+            body_read_timeout=stages["body"],  # type: ignore[arg-type]
+        )
+
+    def access_logs(self, scope: _Scope, formats: dict[str, str]) -> tuple[AccessLogSpec, ...]:
+        formats = dict(formats)
+        transfer_format = formats["CLF"]
+        for fmt, nickname in scope.all("LogFormat"):
+            if nickname is None:
+                transfer_format = fmt
+            else:
+                formats[nickname] = fmt
+        logs = []
+        for node, value in _in_order(scope, "CustomLog", "TransferLog"):
+            if node.name.lower() == "transferlog":
+                logs.append(AccessLogSpec(self.log_target(value), transfer_format, None))
+            else:
+                target, fmt, condition = value
+                logs.append(AccessLogSpec(self.log_target(target), formats.get(fmt, fmt),
+                                          condition))  # fmt: skip
+        return tuple(logs)
+
+    def wsgi_mounts(self, scope: _Scope) -> list[WsgiMount]:
+        mounts = []
+        for node, value in _in_order(scope, "WSGIScriptAlias", "WSGIApp"):
+            url = value[0].rstrip("/")
+            if node.name.lower() == "wsgiapp":
+                mounts.append(WsgiMount(url, value[1], "app"))
+            else:
+                mounts.append(WsgiMount(url, self.path(value[1]), "script"))
+        return mounts
+
+
+_HTTP_FIELDS = {
+    "Timeout": "timeout",
+    "KeepAlive": "keep_alive",
+    "KeepAliveTimeout": "keep_alive_timeout",
+    "MaxKeepAliveRequests": "max_keep_alive_requests",
+    "LimitRequestLine": "limit_request_line",
+    "LimitRequestFieldSize": "limit_request_field_size",
+    "LimitRequestFields": "limit_request_fields",
+    "LimitRequestBody": "limit_request_body",
+}
+
+
+def _in_order(scope: _Scope, *names: str) -> list[tuple[Node, Any]]:
+    entries = [entry for name in names for entry in scope.seen.get(name, ())]
+    return sorted(entries, key=lambda e: (e[0].file, e[0].line))
+
+
+def _failer(node: Node):
+    return lambda message: ConfigError(node.file, node.line, message)
+
+
+def _pick_mpm(nodes: Sequence[Node], option: MpmName | None) -> tuple[MpmName, str | None]:
+    """LoadModule mpm_*_module wins, else --mpm, else event; two MPMs is Apache's error."""
+    chosen: MpmName | None = None
+    note = None
+    for node in nodes:
+        if node.children is None and node.name.lower() == "loadmodule" and node.args:
+            module = node.args[0]
+            if module.startswith("mpm_") and module.endswith("_module"):
+                name = module[4:-7]
+                if name not in MPM_NAMES:
+                    raise ConfigError(node.file, node.line, f"Unknown MPM module {module}")
+                if chosen is not None and name != chosen:
+                    raise ConfigError(node.file, node.line, "More than one MPM loaded.")
+                chosen = name  # type: ignore[assignment]
+    if chosen is not None and option is not None and option != chosen:
+        note = f"--mpm {option} ignored: the configuration loads mpm_{chosen}_module"
+    return chosen or option or "event", note
+
+
+def build_config(
+    nodes: Sequence[Node],
+    *,
+    config_file: str,
+    server_root: str,
+    defines: frozenset[str] = frozenset(),
+    parser_warnings: Sequence[str] = (),
+    mpm: MpmName | None = None,
+    listen: Sequence[str] = (),
+    app: str | None = None,
+    previous: ServerConfig | None = None,
+) -> ServerConfig:
+    """The tree (conditionals and includes already resolved) → ServerConfig. Raises ConfigError."""
+    chosen, note = _pick_mpm(nodes, mpm)
+    if previous is not None and previous.mpm.name != chosen:
+        raise ConfigError(config_file or COMMAND_LINE, 0,
+                          "The MPM cannot be changed during restart.")  # fmt: skip
+    b = _Builder(chosen, server_root, previous)
+    b.warnings.extend(parser_warnings)
+    if note:
+        b.warnings.append(note)
+    b.walk(nodes, b.main, reg.SERVER, "")
+    builtin = not config_file
+    main = b.main
+
+    listeners = _listeners(main, listen, builtin)
+    raw = {d.name: main.last(d.name, d.default_for(chosen)) for d in reg.DIRECTIVES
+           if d.group == "mpm" and isinstance(d.default_for(chosen), int | float)}  # fmt: skip
+    mpm_settings, mpm_warnings = clamp_mpm(chosen, raw, previous=previous.mpm if previous else None)
+    b.warnings.extend(mpm_warnings)
+
+    modules = [m for m in STATIC_MODULES]
+    modules += [m for m in b.modules if m not in modules]
+    if not any(m.startswith("mpm_") for m in modules):
+        modules.append(f"mpm_{chosen}_module")
+    if app is not None and not reg._MODULE_CALLABLE.fullmatch(app):
+        raise ConfigError(COMMAND_LINE, 0, f"application '{app}' must be module:callable")
+
+    formats = dict(PREDEFINED_FORMATS)
+    for fmt, nickname in main.all("LogFormat"):
+        if nickname is not None:
+            formats[nickname] = fmt
+    default_port = listeners[0].port if listeners else 80
+    main_vhost = _main_vhost(b, formats, default_port, builtin, app, config_file)
+    vhosts = tuple(_vhost(b, scope, main_vhost, formats, default_port) for scope in b.vhosts)
+
+    pid_file = main.last("PidFile")
+    if pid_file is not None:
+        pid_file = b.path(pid_file)
+    else:
+        pid_file = default_pid_file() if builtin else b.path("logs/httpd.pid")
+    scoreboard = main.last("ScoreBoardFile")
+    python_path = main.last("WSGIPythonPath")
+    return ServerConfig(
+        config_file=config_file,
+        server_root=server_root,
+        mpm=mpm_settings,
+        listeners=listeners,
+        pid_file=pid_file,
+        user=main.last("User"),
+        group=main.last("Group"),
+        main=main_vhost,
+        vhosts=vhosts,
+        extended_status=main.last("ExtendedStatus", "status_module" in modules),
+        buffered_logs=main.last("BufferedLogs", False),
+        wsgi_python_path=tuple(b.path(p) for p in python_path.split(":") if p)
+        if python_path
+        else (),
+        wsgi_preload=main.last("WSGIPreload", False),
+        modules=tuple(modules),
+        defines=defines,
+        warnings=tuple(b.warnings),
+        scoreboard_file=b.path(scoreboard) if scoreboard else "",
+    )
+
+
+def _listeners(main: _Scope, listen: Sequence[str], builtin: bool) -> tuple[ListenAddress, ...]:
+    found: list[ListenAddress] = []
+    if listen:
+        for text in listen:
+            try:
+                host, port = reg.parse_listen(text)
+            except reg.DirectiveValueError as err:
+                raise ConfigError(COMMAND_LINE, 0, f"--listen {text}: {err}") from None
+            found.append(ListenAddress(host, port))
+    else:
+        found = [ListenAddress(host, port) for host, port, _ in main.all("Listen")]
+        if not found and builtin:
+            found = [DEFAULT_LISTEN]
+    return tuple(dict.fromkeys(found))
+
+
+def _server_name(text: str | None, default_port: int) -> tuple[str, int]:
+    if not text:
+        return socket.gethostname(), default_port
+    text = text.split("://", 1)[-1]
+    host, sep, port = text.rpartition(":")
+    if sep and port.isdigit() and not host.endswith(":"):
+        return host.strip("[]"), int(port)
+    return text, default_port
+
+
+def _main_vhost(b: _Builder, formats: dict[str, str], default_port: int, builtin: bool,
+                app: str | None, config_file: str) -> VirtualHost:  # fmt: skip
+    main = b.main
+    name, port = _server_name(main.last("ServerName"), default_port)
+    docroot = main.last("DocumentRoot")
+    document_root = b.path(docroot) if docroot else (DEFAULT_SITE if builtin else b.path("htdocs"))
+    error_log = main.last("ErrorLog") or ("stderr" if builtin else "logs/error_log")
+    mounts = b.wsgi_mounts(main)
+    if app is not None:
+        mounts.append(WsgiMount("", app, "app"))
+    return VirtualHost(
+        addresses=(),
+        server_name=name,
+        server_aliases=(),
+        server_admin=main.last("ServerAdmin", "[no address given]"),
+        port=port,
+        document_root=document_root,
+        directory_index=b.directory_index(main) if main.has("DirectoryIndex") else ("index.html",),
+        options=b.options(main, frozenset({"FollowSymLinks"})),
+        aliases=tuple(AliasMapping(url, b.path(fs)) for url, fs in main.all("Alias")),
+        wsgi_mounts=tuple(mounts),
+        locations=tuple(main.locations),
+        directories=tuple(main.directories),
+        http=b.http(main, None),
+        access_logs=b.access_logs(main, formats),
+        error_log=b.log_target(error_log),
+        log_level=main.last("LogLevel", "warn"),
+        source=BUILT_IN if builtin else config_file,
+    )
+
+
+def _vhost(b: _Builder, scope: _Scope, main: VirtualHost, formats: dict[str, str],
+           default_port: int) -> VirtualHost:  # fmt: skip
+    node = scope.node
+    assert node is not None
+    first_port = default_port
+    for address in node.args:
+        _, sep, port = address.rpartition(":")
+        if sep and port.isdigit():
+            first_port = int(port)
+            break
+    if scope.has("ServerName"):
+        name, port = _server_name(scope.last("ServerName"), first_port)
+    else:
+        name, port = main.server_name, first_port
+    own_logs = scope.has("CustomLog") or scope.has("TransferLog")
+    docroot = scope.last("DocumentRoot")
+    return VirtualHost(
+        addresses=node.args,
+        server_name=name,
+        server_aliases=tuple(a for line in scope.all("ServerAlias") for a in line),
+        server_admin=scope.last("ServerAdmin", main.server_admin),
+        port=port,
+        document_root=b.path(docroot) if docroot else main.document_root,
+        directory_index=b.directory_index(scope)
+        if scope.has("DirectoryIndex")
+        else main.directory_index,
+        options=b.options(scope, main.options),
+        aliases=tuple(AliasMapping(url, b.path(fs)) for url, fs in scope.all("Alias"))
+        + main.aliases,
+        wsgi_mounts=tuple(b.wsgi_mounts(scope)) + main.wsgi_mounts,
+        locations=main.locations + tuple(scope.locations),
+        directories=main.directories + tuple(scope.directories),
+        http=b.http(scope, main.http),
+        access_logs=b.access_logs(scope, formats) if own_logs else main.access_logs,
+        error_log=b.log_target(scope.last("ErrorLog")) if scope.has("ErrorLog") else main.error_log,
+        log_level=scope.last("LogLevel", main.log_level),
+        source=node.where,
+    )
+
+
+# --- Apache's check_config clamping (reference 2.4) and run-time adjustments (2.2, 2.3) ---
+
+# Compile-time limits: MAX_SERVER_LIMIT and MAX_THREAD_LIMIT per MPM.
+MAX_SERVER_LIMIT = {"prefork": 200000, "worker": 20000, "event": 20000}
+MAX_THREAD_LIMIT = {"worker": 20000, "event": 100000}
+# AH number of each check's start-up message; the restart form is the next number.
+_AH = {
+    "prefork": {"sl_max": 175, "sl_min": 177, "sl_restart": 179, "mrw_sl": 180, "mrw_min": 182,
+                "start": 184, "min_spare": 186},
+    "worker": {"sl_max": 300, "sl_min": 302, "sl_restart": 304, "tl_max": 305, "tl_min": 307,
+               "tl_restart": 309, "tpc_max": 310, "tpc_min": 312, "mrw_tpc": 314,
+               "mrw_multiple": 316, "mrw_sl": 318, "start": 320, "min_spare": 322},
+    "event": {"sl_max": 497, "sl_min": 499, "sl_restart": 501, "tl_max": 502, "tl_min": 504,
+              "tl_restart": 506, "tpc_max": 507, "tpc_min": 509, "mrw_tpc": 511,
+              "mrw_multiple": 513, "mrw_sl": 515, "start": 517, "min_spare": 519},
+}  # fmt: skip
+
+
+def clamp_mpm(
+    mpm: MpmName, raw: dict[str, Any], *, previous: MpmSettings | None = None
+) -> tuple[MpmSettings, list[str]]:
+    """Apply Apache's check_config and *_run adjustments; return settings and warnings.
+
+    `raw` maps directive names to configured (or default) values. With `previous` (a restart)
+    the warnings take Apache's restart form, and ServerLimit/ThreadLimit keep their old values.
+    """
+    startup = previous is None
+    ids = _AH[mpm]
+    warnings: list[str] = []
+
+    def warn(check: str, start_text: str, restart_text: str) -> None:
+        number = ids[check] + (0 if startup else 1)
+        text = f"WARNING: {start_text}" if startup else restart_text
+        warnings.append(f"AH{number:05d}: {text}")
+
+    def restart_only(check: str, text: str) -> None:
+        warnings.append(f"AH{ids[check]:05d}: {text}")
+
+    server_limit = int(raw["ServerLimit"])
+    max_sl = MAX_SERVER_LIMIT[mpm]
+    if server_limit > max_sl:
+        warn("sl_max",
+             f"ServerLimit of {server_limit} exceeds compile-time limit of {max_sl} servers, "
+             f"decreasing to {max_sl}.",
+             f"ServerLimit of {server_limit} exceeds compile-time limit of {max_sl}, "
+             "decreasing to match")  # fmt: skip
+        server_limit = max_sl
+    elif server_limit < 1:
+        warn("sl_min", f"ServerLimit of {server_limit} not allowed, increasing to 1.",
+             f"ServerLimit of {server_limit} not allowed, increasing to 1")  # fmt: skip
+        server_limit = 1
+    if previous is not None and server_limit != previous.server_limit:
+        restart_only("sl_restart", f"changing ServerLimit to {server_limit} from original value "
+                     f"of {previous.server_limit} not allowed during restart")  # fmt: skip
+        server_limit = previous.server_limit
+
+    start = int(raw["StartServers"])
+    if mpm == "prefork":
+        return _clamp_prefork(raw, server_limit, start, warn), warnings
+
+    thread_limit = int(raw["ThreadLimit"])
+    max_tl = MAX_THREAD_LIMIT[mpm]
+    if thread_limit > max_tl:
+        warn("tl_max",
+             f"ThreadLimit of {thread_limit} exceeds compile-time limit of {max_tl} threads, "
+             f"decreasing to {max_tl}.",
+             f"ThreadLimit of {thread_limit} exceeds compile-time limit of {max_tl}, "
+             "decreasing to match")  # fmt: skip
+        thread_limit = max_tl
+    elif thread_limit < 1:
+        warn("tl_min", f"ThreadLimit of {thread_limit} not allowed, increasing to 1.",
+             f"ThreadLimit of {thread_limit} not allowed, increasing to 1")  # fmt: skip
+        thread_limit = 1
+    if previous is not None and thread_limit != previous.thread_limit:
+        restart_only("tl_restart", f"changing ThreadLimit to {thread_limit} from original value "
+                     f"of {previous.thread_limit} not allowed during restart")  # fmt: skip
+        thread_limit = previous.thread_limit
+
+    tpc = int(raw["ThreadsPerChild"])
+    if tpc > thread_limit:
+        warn("tpc_max",
+             f"ThreadsPerChild of {tpc} exceeds ThreadLimit of {thread_limit} threads, "
+             f"decreasing to {thread_limit}. To increase, please see the ThreadLimit directive.",
+             f"ThreadsPerChild of {tpc} exceeds ThreadLimit of {thread_limit}, decreasing to "
+             "match")  # fmt: skip
+        tpc = thread_limit
+    elif tpc < 1:
+        warn("tpc_min", f"ThreadsPerChild of {tpc} not allowed, increasing to 1.",
+             f"ThreadsPerChild of {tpc} not allowed, increasing to 1")  # fmt: skip
+        tpc = 1
+
+    workers = int(raw["MaxRequestWorkers"])
+    if workers < tpc:
+        warn("mrw_tpc",
+             f"MaxRequestWorkers of {workers} is less than ThreadsPerChild of {tpc}, increasing "
+             f"to {tpc}. MaxRequestWorkers must be at least as large as the number of threads "
+             "in a single server.",
+             f"MaxRequestWorkers of {workers} is less than ThreadsPerChild of {tpc}, increasing "
+             "to match")  # fmt: skip
+        workers = tpc
+    daemons = workers // tpc
+    if workers % tpc:
+        rounded = daemons * tpc
+        warn("mrw_multiple",
+             f"MaxRequestWorkers of {workers} is not an integer multiple of ThreadsPerChild of "
+             f"{tpc}, decreasing to nearest multiple {rounded}, for a maximum of {daemons} "
+             "servers.",
+             f"MaxRequestWorkers of {workers} is not an integer multiple of ThreadsPerChild of "
+             f"{tpc}, decreasing to nearest multiple {rounded}")  # fmt: skip
+        workers = rounded
+    if daemons > server_limit:
+        warn("mrw_sl",
+             f"MaxRequestWorkers of {workers} would require {daemons} servers and would exceed "
+             f"ServerLimit of {server_limit}, decreasing to {server_limit * tpc}. To increase, "
+             "please see the ServerLimit directive.",
+             f"MaxRequestWorkers of {workers} would require {daemons} servers and exceed "
+             f"ServerLimit of {server_limit}, decreasing to {server_limit * tpc}")  # fmt: skip
+        daemons = server_limit
+        workers = server_limit * tpc
+    if start < 1:
+        warn("start", f"StartServers of {start} not allowed, increasing to 1.",
+             f"StartServers of {start} not allowed, increasing to 1")  # fmt: skip
+        start = 1
+    min_spare = int(raw["MinSpareThreads"])
+    if min_spare < 1:
+        warn("min_spare",
+             f"MinSpareThreads of {min_spare} not allowed, increasing to 1 to avoid almost "
+             "certain server failure. Please read the documentation.",
+             f"MinSpareThreads of {min_spare} not allowed, increasing to 1")  # fmt: skip
+        min_spare = 1
+    # worker_run()/event_run() with one listener bucket: silent adjustments.
+    max_spare = max(int(raw["MaxSpareThreads"]), min_spare + tpc + 1)
+    start = min(start, daemons)
+    return MpmSettings(
+        name=mpm, start_servers=start, min_spare_servers=0, max_spare_servers=0,
+        min_spare_threads=min_spare, max_spare_threads=max_spare, threads_per_child=tpc,
+        thread_limit=thread_limit, server_limit=server_limit, max_request_workers=workers,
+        **_common(raw),
+    ), warnings  # fmt: skip
+
+
+def _clamp_prefork(raw: dict[str, Any], server_limit: int, start: int, warn) -> MpmSettings:
+    workers = int(raw["MaxRequestWorkers"])
+    if workers > server_limit:
+        warn("mrw_sl",
+             f"MaxRequestWorkers of {workers} exceeds ServerLimit value of {server_limit} "
+             f"servers, decreasing MaxRequestWorkers to {server_limit}. To increase, please see "
+             "the ServerLimit directive.",
+             f"MaxRequestWorkers of {workers} exceeds ServerLimit value of {server_limit}, "
+             "decreasing to match")  # fmt: skip
+        workers = server_limit
+    elif workers < 1:
+        warn("mrw_min", f"MaxRequestWorkers of {workers} not allowed, increasing to 1.",
+             f"MaxRequestWorkers of {workers} not allowed, increasing to 1")  # fmt: skip
+        workers = 1
+    if start < 1:
+        warn("start", f"StartServers of {start} not allowed, increasing to 1.",
+             f"StartServers of {start} not allowed, increasing to 1")  # fmt: skip
+        start = 1
+    min_spare = int(raw["MinSpareServers"])
+    if min_spare < 1:
+        warn("min_spare",
+             f"MinSpareServers of {min_spare} not allowed, increasing to 1 to avoid almost "
+             "certain server failure. Please read the documentation.",
+             f"MinSpareServers of {min_spare} not allowed, increasing to 1")  # fmt: skip
+        min_spare = 1
+    # prefork_run() with one listener bucket: silent adjustments.
+    max_spare = max(int(raw["MaxSpareServers"]), min_spare + 1)
+    return MpmSettings(
+        name="prefork", start_servers=min(start, workers), min_spare_servers=min_spare,
+        max_spare_servers=max_spare, min_spare_threads=0, max_spare_threads=0,
+        threads_per_child=1, thread_limit=1, server_limit=server_limit,
+        max_request_workers=workers, **_common(raw),
+    )  # fmt: skip
+
+
+def _common(raw: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "max_connections_per_child": int(raw["MaxConnectionsPerChild"]),
+        "async_request_worker_factor": float(raw.get("AsyncRequestWorkerFactor", 2.0)),
+        "graceful_shutdown_timeout": int(raw["GracefulShutdownTimeout"]),
+        "listen_backlog": int(raw["ListenBacklog"]),
+        "max_memory_per_child": int(raw["MaxMemoryPerChild"]),
+    }
