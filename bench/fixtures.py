@@ -64,6 +64,7 @@ class Fixtures:
 
 def write_fixtures(root: Path) -> Fixtures:
     """Create apps/ and static/ under `root` (a temp dir) and return their paths."""
+    root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o755)
     apps, static = root / "apps", root / "static"
     for folder in (apps, static, root / "run"):

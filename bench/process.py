@@ -116,7 +116,7 @@ class RunningServer:
             text = self.log_path.read_text(errors="replace")
         except OSError:
             return ""
-        return " | ".join(text.strip().splitlines()[-lines:])
+        return " / ".join(text.strip().splitlines()[-lines:])
 
     def __enter__(self) -> RunningServer:
         return self

@@ -105,6 +105,11 @@ def cell_notes(result: dict) -> str:
     return "; ".join(notes)
 
 
+def _row(cells: list[str]) -> str:
+    """One markdown table row; a '|' inside a cell would split it."""
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+
 def _runs_text(result: dict) -> str:
     runs = result.get("runs", [])
     return " / ".join(_num(r["requests_per_sec"]) for r in runs) or "-"
@@ -126,7 +131,7 @@ def load_table(results: list[dict], with_mib: bool) -> list[str]:
         if with_mib:
             cells.append(_num(r.get("median_mib_s")))
         cells += [_num(r.get("pss_mib"), 1), cell_notes(r)]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(_row(cells))
     return lines
 
 
@@ -150,7 +155,7 @@ def idle_table(results: list[dict], idle_conns: int) -> list[str]:
             procs,
             cell_notes(r),
         ]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(_row(cells))
     return lines
 
 

@@ -91,7 +91,7 @@ def _run_check(cmd: list[str], cwd: Path) -> str:
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=30, check=False)
     if proc.returncode == 0:
         return ""
-    return " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-3:])
+    return " / ".join((proc.stdout + proc.stderr).strip().splitlines()[-3:])
 
 
 def measure_server(

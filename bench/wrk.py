@@ -71,7 +71,8 @@ def parse_wrk_output(text: str) -> WrkResult:
     if m := _RE_RPS.search(text):
         result.requests_per_sec = float(m.group(1))
     if m := _RE_TRANSFER.search(text):
-        result.transfer_mib_per_sec = parse_size_bytes(m.group(1), m.group(2)) / 1024**2
+        mib = parse_size_bytes(m.group(1), m.group(2)) / 1024**2
+        result.transfer_mib_per_sec = round(mib, 3)
     if m := _RE_SOCKET_ERRORS.search(text):
         result.socket_errors = dict(
             zip(("connect", "read", "write", "timeout"), map(int, m.groups()), strict=True)

@@ -1,0 +1,286 @@
+"""Unit tests of the benchmark harness's pure parts: wrk parsing, /proc arithmetic, configs,
+the idle client's counting, and the report's tables and targets. No server, no load."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ lives beside src/
+
+from bench import report
+from bench.fixtures import HELLO_BODY, write_fixtures
+from bench.idle_client import IdleCounts, _read_response
+from bench.procfs import (
+    busy_percent,
+    descendants,
+    parse_proc_stat,
+    parse_pss_kib,
+    parse_stat_line,
+)
+from bench.servers import SERVERS, apache_config, mpmd_config, nginx_config
+from bench.workloads import median_run, summarize
+from bench.wrk import parse_time_ms, parse_wrk_output, wrk_command
+
+WRK_KEEPALIVE = """Running 8s test @ http://127.0.0.1:40000/
+  1 threads and 50 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     3.88ms    1.02ms  30.14ms   91.22%
+    Req/Sec    12.97k   512.33    13.80k    72.50%
+  Latency Distribution
+     50%    3.71ms
+     75%    4.02ms
+     90%    4.55ms
+     99%    8.09ms
+  103200 requests in 8.00s, 15.75MB read
+  Socket errors: connect 0, read 5, write 0, timeout 30
+  Non-2xx or 3xx responses: 7
+Requests/sec:  12900.12
+Transfer/sec:      1.97MB
+"""
+
+WRK_BIG = """Running 8s test @ http://127.0.0.1:40000/1m.bin
+  1 threads and 10 connections
+  Latency Distribution
+     50%  850.00us
+     75%    1.20ms
+     90%    2.00ms
+     99%    1.07s
+  21696 requests in 8.00s, 21.19GB read
+Requests/sec:   2712.00
+Transfer/sec:      2.65GB
+"""
+
+
+def test_parse_wrk_keepalive_report() -> None:
+    r = parse_wrk_output(WRK_KEEPALIVE)
+    assert r.requests_per_sec == 12900.12
+    assert r.requests == 103200 and r.seconds == 8.0
+    assert r.bytes_read == round(15.75 * 1024**2)
+    assert r.percentiles_ms == {"50": 3.71, "75": 4.02, "90": 4.55, "99": 8.09}
+    assert r.p99_ms == 8.09
+    assert r.socket_errors == {"connect": 0, "read": 5, "write": 0, "timeout": 30}
+    assert r.non_2xx == 7
+    assert r.transfer_mib_per_sec == pytest.approx(1.97, abs=0.001)
+    assert not r.killed
+
+
+def test_parse_wrk_units_are_binary_and_times_mixed() -> None:
+    r = parse_wrk_output(WRK_BIG)
+    assert r.percentiles_ms["50"] == pytest.approx(0.85)
+    assert r.p99_ms == pytest.approx(1070.0)
+    assert r.transfer_mib_per_sec == pytest.approx(2.65 * 1024, abs=0.01)
+    assert r.socket_errors == {} and r.non_2xx == 0
+
+
+def test_parse_wrk_empty_output_is_zero() -> None:
+    r = parse_wrk_output("")
+    assert r.requests_per_sec == 0.0 and r.p99_ms is None
+
+
+@pytest.mark.parametrize(
+    ("value", "unit", "ms"), [("500", "us", 0.5), ("2", "s", 2000.0), ("1.5", "m", 90_000.0)]
+)
+def test_parse_time_units(value: str, unit: str, ms: float) -> None:
+    assert parse_time_ms(value, unit) == pytest.approx(ms)
+
+
+def test_wrk_command_pins_client_and_bounds_time() -> None:
+    cmd = wrk_command("http://127.0.0.1:1/", 50, 8, ("Connection: close",))
+    assert cmd[:6] == ["timeout", "-s", "INT", "-k", "2", "10"]
+    assert cmd[6:9] == ["taskset", "-c", "0"]
+    assert "-t1" in cmd and "-c50" in cmd and "-d8s" in cmd and "--latency" in cmd
+    assert cmd[cmd.index("-H") + 1] == "Connection: close"
+    assert cmd[-1] == "http://127.0.0.1:1/"
+
+
+PROC_STAT_BEFORE = """cpu  100 0 100 800 0 0 0 0 0 0
+cpu0 50 0 50 400 0 0 0 0 0 0
+cpu1 50 0 50 400 0 0 0 0 0 0
+intr 12345
+"""
+PROC_STAT_AFTER = """cpu  250 0 250 900 0 0 0 0 0 0
+cpu0 140 0 55 400 5 0 0 0 0 0
+cpu1 110 0 140 440 0 0 0 0 0 0
+"""
+
+
+def test_cpu_busy_percent_from_proc_stat() -> None:
+    before, after = parse_proc_stat(PROC_STAT_BEFORE), parse_proc_stat(PROC_STAT_AFTER)
+    # cpu0: busy +95 of +100 jiffies (iowait counts as idle); cpu1: busy +150 of +190.
+    assert busy_percent(before, after, "cpu0") == pytest.approx(95.0)
+    assert busy_percent(before, after, "cpu1") == pytest.approx(100 * 150 / 190)
+    assert busy_percent(before, after, "cpu7") == 0.0
+
+
+def test_stat_line_with_spaces_and_parens_in_name() -> None:
+    fields = " ".join(["S", "42"] + ["0"] * 15 + ["9"] + ["0"] * 30)
+    assert parse_stat_line(f"123 (a b) c)) {fields}") == (42, 9)
+
+
+def test_pss_and_process_tree() -> None:
+    assert parse_pss_kib("Rss: 10 kB\nPss:                2048 kB\nPss_Anon: 1 kB\n") == 2048
+    table = {1: (0, 1), 10: (1, 2), 11: (10, 1), 12: (10, 1), 20: (1, 1), 13: (11, 4)}
+    assert sorted(descendants(10, table)) == [10, 11, 12, 13]
+    assert descendants(99, table) == []
+
+
+def test_fixtures_and_generated_configs(tmp_path: Path) -> None:
+    fx = write_fixtures(tmp_path / "t")
+    assert (fx.static / "hello.txt").read_bytes() == HELLO_BODY
+    assert (fx.static / "1k.bin").stat().st_size == 1024
+    assert (fx.static / "1m.bin").stat().st_size == 1024 * 1024
+    run = fx.run_dir("x")
+    conf = apache_config(fx, run, 4242, "event", "daemon")
+    for line in ("Listen 127.0.0.1:4242", "KeepAliveTimeout 30", "MaxKeepAliveRequests 0"):
+        assert line in conf
+    assert "WSGIDaemonProcess bench processes=2 threads=8" in conf and "CustomLog" not in conf
+    assert "keepalive_requests 100000000;" in nginx_config(fx, run, 4242)
+    mpmd = mpmd_config(fx, run, 4242, "prefork")
+    assert "LoadModule mpm_prefork_module modules/mod_mpm_prefork.so" in mpmd
+    assert "WSGIApp /hello hello:application" in mpmd
+    assert "LoadModule" not in mpmd_config(fx, run, 4242, None)
+
+
+def test_hello_app_serves_hello_and_files(tmp_path: Path) -> None:
+    fx = write_fixtures(tmp_path / "t")
+    namespace: dict = {}
+    exec(compile((fx.apps / "hello.py").read_text(), "hello.py", "exec"), namespace)
+    app = namespace["application"]
+    seen: list = []
+
+    def start_response(status: str, headers: list) -> None:
+        seen.append((status, dict(headers)))
+
+    assert b"".join(app({"PATH_INFO": "/"}, start_response)) == HELLO_BODY
+    assert seen[-1] == ("200 OK", {"Content-Type": "text/plain", "Content-Length": "13"})
+    body = b"".join(app({"PATH_INFO": "/1k.bin"}, start_response))
+    assert body == (fx.static / "1k.bin").read_bytes()
+    assert seen[-1][1]["Content-Length"] == "1024"
+
+
+def test_every_server_has_every_url() -> None:
+    for spec in SERVERS.values():
+        assert set(spec.paths) == {"hello", "1k", "1m"}, spec.name
+
+
+def test_idle_client_reads_one_response_and_counts() -> None:
+    async def read() -> bytes:
+        reader = asyncio.StreamReader()
+        reader.feed_data(b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nHello, World!NEXT")
+        await _read_response(reader)
+        return await reader.read(4)
+
+    assert asyncio.run(read()) == b"NEXT"
+    counts = IdleCounts(connected=1900, connect_failed=100, answered=1800, closed_by_server=300)
+    report_ = counts.report(2000)
+    assert report_["still_open"] == 1500 and report_["never_answered"] == 100
+
+
+def _run(rps: float, p99: float, cpu0: float = 40.0, **extra) -> dict:
+    return {
+        "requests_per_sec": rps,
+        "p99_ms": p99,
+        "transfer_mib_per_sec": rps / 1000,
+        "cpu0": cpu0,
+        "cpu1": 99.0,
+        "socket_errors": {},
+        "non_2xx": 0,
+        **extra,
+    }
+
+
+def test_summarize_takes_medians() -> None:
+    runs = [_run(100, 5.0), _run(300, 1.0, cpu0=97.0), _run(200, 2.0, cpu0=50.0)]
+    s = summarize(runs)
+    assert s["median_rps"] == 200 and s["median_p99_ms"] == 2.0
+    assert s["cpu0"] == 50.0 and median_run(runs)["requests_per_sec"] == 200
+
+
+def _cell(server: str, workload: str, rps: float, **extra) -> dict:
+    runs = [_run(rps, 2.0)]
+    return {"server": server, "workload": workload, "runs": runs, **summarize(runs), **extra}
+
+
+def _data(results: list[dict], duration: float = 8, runs: int = 3) -> dict:
+    return {
+        "date": "2026-11-26 05:00 UTC",
+        "finished": "2026-11-26 05:30 UTC",
+        "command": "python -m bench.run",
+        "settings": {
+            "duration": duration,
+            "runs": runs,
+            "warmup": 2.0,
+            "first_warmup": 6.0,
+            "idle_conns": 2000,
+        },
+        "workloads": ["a", "b", "c", "d", "e"],
+        "workload_titles": {"a": "hello", "b": "close", "c": "1k", "d": "1m", "e": "idle"},
+        "machine": {"cpu": "test cpu"},
+        "versions": {"wrk": "4.1.0"},
+        "servers": {"waitress": {"what": "waitress", "cmd": ["waitress-serve"]}},
+        "results": results,
+    }
+
+
+def test_targets_ratios_and_idle_condition() -> None:
+    idle = {"answered": 2000, "still_open": 2000}
+    data = _data(
+        [
+            _cell("waitress", "a", 10_000),
+            _cell("mpmd-X", "a", 12_000),
+            _cell("mpmd-prefork", "a", 25_000),
+            _cell("mpmd-event", "a", 30_000),
+            _cell("mpmd-event", "e", 25_000, idle=idle, idle_cmd=[]),
+            _cell("mpmd-worker", "a", 1, error="failed to start: boom"),
+        ]
+    )
+    rows = {(r["target"].server, r["target"].workload): r for r in report.target_rows(data)}
+    assert rows[("mpmd-X", "a")]["ratio"] == pytest.approx(1.2) and rows[("mpmd-X", "a")]["met"]
+    assert rows[("mpmd-prefork", "a")]["ratio"] == pytest.approx(2.5)
+    assert not rows[("mpmd-prefork", "a")]["met"]
+    assert rows[("mpmd-worker", "a")]["ratio"] is None
+    assert (
+        rows[("mpmd-event", "e")]["ratio"] == pytest.approx(25 / 30)
+        and rows[("mpmd-event", "e")]["met"]
+    )
+    assert ("mpmd-event", "b") not in rows  # gunicorn-sync was not in the run
+    idle["still_open"] = 1999
+    rows = {(r["target"].server, r["target"].workload): r for r in report.target_rows(data)}
+    assert not rows[("mpmd-event", "e")]["met"]
+
+
+def test_cell_notes() -> None:
+    noisy = {"runs": [_run(100, 1), _run(130, 1), _run(100, 1, socket_errors={"timeout": 3})]}
+    noisy.update(summarize(noisy["runs"]))
+    notes = report.cell_notes(noisy)
+    assert "noisy: spread 30%" in notes and "wrk timeout 3" in notes
+    saturated = {"runs": [_run(100, 1, cpu0=96.0)], "cpu0": 96.0, "cpu1": 40.0}
+    assert "**client-bound**" in report.cell_notes(saturated)
+    died = {"runs": [], "server_died": True, "idle_cmd": [], "idle": {"never_answered": 5}}
+    assert "5 never answered" in report.cell_notes(died) and "died" in report.cell_notes(died)
+    assert report.cell_notes({"error": "failed to start: x"}) == "**failed to start: x**"
+
+
+def test_render_full_run_and_smoke_banner(tmp_path: Path) -> None:
+    cells = [
+        _cell("waitress", "a", 12_900),
+        _cell("waitress", "d", 1_985),
+        _cell("mpmd-X", "a", 1, error="failed to start: no | pipe"),
+    ]
+    full = report.render(_data(cells), "My note.", "x.json")
+    assert "smoke test" not in full
+    assert "| waitress | 12,900 | 12,900 | 2.00 | - |" in full
+    assert "failed to start: no \\| pipe" in full
+    assert "### d. 1m" in full and "| MiB/s |" in full.split("### d.")[1]
+    assert "<!-- NOTES:BEGIN -->\nMy note.\n<!-- NOTES:END -->" in full
+    smoke = report.render(_data(cells, duration=2, runs=1))
+    assert "Harness smoke test, not the measurement of record" in smoke
+    docs = tmp_path / "benchmarks.md"
+    docs.write_text(full)
+    assert report.existing_notes(docs) == "My note."
+    report.write_docs(_data(cells), docs, "y.json")
+    assert "My note." in docs.read_text() and "bench/results/y.json" in docs.read_text()
