@@ -331,8 +331,8 @@ def _directive_expr(code: str, arg: str) -> str | None:
     if code == "T" or code == "^FB":
         if larg not in _SCALE:
             return repr(arg)  # Apache logs a bogus argument as itself
-        if code == "^FB":
-            return f"_ttfb(x, {_SCALE[larg]})"
+        if code == "^FB":  # microseconds unless a unit is given
+            return f"_ttfb(x, {_SCALE[larg] if larg else 1})"
         return f"str(_dur(x, end) // {_SCALE[larg]})"
     if code == "p":
         ports = {
@@ -549,41 +549,41 @@ class PipedLog:
         except BrokenPipeError:
             if os.getpid() != self._owner:
                 raise
-            self._stop()
+            dead = self._proc
             self._start()
+            self._retire(dead)
             write_all(self.fd, data)
 
-    def _stop(self) -> None:
-        proc = self._proc
+    def _retire(self, proc: subprocess.Popen[bytes] | None) -> None:
+        """Let a program whose stdin we closed finish its input, then make sure it is gone.
+
+        MPM children may still hold the pipe open, so EOF is not guaranteed: after a grace
+        period the program gets SIGTERM, as Apache sends on restart.
+        """
         if proc is None or os.getpid() != self._owner:
             return
-        if proc.poll() is None:
-            proc.terminate()
         try:
-            proc.wait(timeout=5)
+            proc.wait(timeout=2)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        self._proc = None
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
     def reopen(self) -> None:
-        """Apache restarts piped loggers on every restart: stop the program, start it again."""
-        os.close(self.fd)
-        self.fd = -1
-        self._stop()
-        self._start()
+        """Apache restarts piped loggers on every restart: start a new program, retire the old."""
+        old = self._proc
+        self._start()  # dup2 onto our fd closes this process's end of the old pipe
+        self._retire(old)
 
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)  # EOF on the program's stdin lets it finish its work
             self.fd = -1
-        proc = self._proc
-        if proc is not None and os.getpid() == self._owner:
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._stop()
-            self._proc = None
+        self._retire(self._proc)
+        self._proc = None
 
 
 def open_log_target(target: str) -> LogFile | PipedLog:
