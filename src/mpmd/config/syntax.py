@@ -74,34 +74,16 @@ STATIC_MODULES: tuple[tuple[str, str], ...] = (
 )
 
 # Section names as Apache spells them; used for <IfSection> and for canonical error messages.
+# fmt: off
 REAL_SECTIONS: tuple[str, ...] = (
-    "VirtualHost",
-    "Directory",
-    "DirectoryMatch",
-    "Location",
-    "LocationMatch",
-    "Files",
-    "FilesMatch",
-    "Proxy",
-    "ProxyMatch",
-    "If",
-    "ElseIf",
-    "Else",
-    "Limit",
-    "LimitExcept",
-    "RequireAll",
-    "RequireAny",
-    "RequireNone",
-    "Macro",
+    "VirtualHost", "Directory", "DirectoryMatch", "Location", "LocationMatch", "Files",
+    "FilesMatch", "Proxy", "ProxyMatch", "If", "ElseIf", "Else", "Limit", "LimitExcept",
+    "RequireAll", "RequireAny", "RequireNone", "Macro",
 )
 CONDITIONAL_SECTIONS: tuple[str, ...] = (
-    "IfModule",
-    "IfDefine",
-    "IfVersion",
-    "IfFile",
-    "IfDirective",
-    "IfSection",
+    "IfModule", "IfDefine", "IfVersion", "IfFile", "IfDirective", "IfSection",
 )
+# fmt: on
 _CANONICAL_SECTION = {name.lower(): name for name in REAL_SECTIONS + CONDITIONAL_SECTIONS}
 
 # apr_isspace: the whitespace Apache trims and splits on (not Unicode spaces).
