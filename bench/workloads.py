@@ -8,6 +8,7 @@ Returns plain dicts (the JSON schema); it never starts or stops servers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import selectors
 import statistics
@@ -184,6 +185,10 @@ def _ask_report(client: subprocess.Popen) -> dict | None:
 
 
 def _stop_client(client: subprocess.Popen) -> None:
+    """Closing its stdin makes the client report and exit; kill it if it does not."""
+    with contextlib.suppress(OSError):
+        if client.stdin is not None:
+            client.stdin.close()
     try:
         client.wait(timeout=15)
     except subprocess.TimeoutExpired:

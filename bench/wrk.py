@@ -7,7 +7,9 @@ report. The parser is pure so it is unit-tested without a server. wrk's units ar
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 from dataclasses import asdict, dataclass, field
 
@@ -99,8 +101,16 @@ def run_wrk(
 ) -> tuple[WrkResult, list[str], str]:
     """Run wrk once; a wrk killed by `timeout` counts as 0 req/s (the reference's rule)."""
     cmd = wrk_command(url, connections, seconds, headers)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 15, check=False)
-    result = parse_wrk_output(proc.stdout)
-    if proc.returncode in (124, 137, -9) or not _RE_RPS.search(proc.stdout):
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=seconds + 15)
+    except BaseException:  # also Ctrl-C / SIGTERM: wrk must not outlive the harness
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    result = parse_wrk_output(stdout)
+    if proc.returncode in (124, 137, -9) or not _RE_RPS.search(stdout):
         result = WrkResult(killed=True, percentiles_ms=result.percentiles_ms)
-    return result, cmd, proc.stdout + proc.stderr
+    return result, cmd, stdout + stderr
