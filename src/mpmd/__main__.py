@@ -1,5 +1,7 @@
-"""`python -m mpmd`: the same as the `mpmd` command."""
+"""`python -m mpmd`: the same as the `mpmd` console script."""
+
+import sys
 
 from mpmd.cli import main
 
-raise SystemExit(main())
+sys.exit(main())

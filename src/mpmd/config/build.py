@@ -35,15 +35,13 @@ from mpmd.config.model import (
     VirtualHost,
     WsgiMount,
 )
-from mpmd.config.syntax import ConfigError, Node
+from mpmd.config.syntax import STATIC_MODULES, ConfigError, Node
 
 COMMAND_LINE = "(command line)"
 BUILT_IN = "(built-in)"
 DEFAULT_SITE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                             "default_site")  # fmt: skip
 DEFAULT_LISTEN = ListenAddress("127.0.0.1", 8080)
-STATIC_MODULES = ("core_module", "so_module", "http_module", "log_config_module",
-                  "version_module", "unixd_module")  # fmt: skip
 # Predefined LogFormat nicknames: Apache predefines CLF; mpmd also knows common and combined.
 PREDEFINED_FORMATS = {
     "CLF": '%h %l %u %t "%r" %>s %b',
@@ -428,7 +426,7 @@ def build_config(
     mpm_settings, mpm_warnings = clamp_mpm(chosen, raw, previous=previous.mpm if previous else None)
     b.warnings.extend(mpm_warnings)
 
-    modules = [m for m in STATIC_MODULES]
+    modules = [ident for ident, _ in STATIC_MODULES]
     modules += [m for m in b.modules if m not in modules]
     if not any(m.startswith("mpm_") for m in modules):
         modules.append(f"mpm_{chosen}_module")

@@ -1,0 +1,305 @@
+"""The command line: `mpmd` takes httpd's flags, `mpmctl` takes apachectl's verbs.
+
+This module owns argument parsing, the -t/-S/-V/-M reports, and process control through the
+PidFile (-k stop|restart|graceful|graceful-stop send TERM/HUP/USR1/WINCH, with apachectl's
+messages). Serving itself is mpm/serve.py, imported only when the server really starts, so
+the reports stay fast and never import application code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import signal
+import sys
+from collections.abc import Sequence
+
+from mpmd import SERVER_SOFTWARE, __version__
+from mpmd.config.build import load_config
+from mpmd.config.model import MPM_NAMES, ServerConfig
+from mpmd.config.syntax import STATIC_MODULES, ConfigError
+
+PROG = "mpmd"
+SIGNALS = {
+    "stop": signal.SIGTERM,
+    "restart": signal.SIGHUP,
+    "graceful": signal.SIGUSR1,
+    "graceful-stop": signal.SIGWINCH,
+}
+MPMCTL_VERBS = ("start", "stop", "restart", "graceful", "graceful-stop", "configtest",
+                "status", "fullstatus")  # fmt: skip
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Apache httpd's prefork/worker/event MPMs for Python WSGI applications.",
+    )
+    p.add_argument("app", nargs="?", help="module:callable to mount at / (gunicorn style)")
+    p.add_argument("-f", dest="file", metavar="FILE", help="configuration file")
+    p.add_argument("-d", dest="server_root", metavar="SERVERROOT", help="ServerRoot")
+    p.add_argument("-D", dest="defines", action="append", default=[], metavar="NAME",
+                   help="define a name for <IfDefine name>")  # fmt: skip
+    p.add_argument("-C", dest="pre", action="append", default=[], metavar="DIRECTIVE",
+                   help="process DIRECTIVE before reading the config file")  # fmt: skip
+    p.add_argument("-c", dest="post", action="append", default=[], metavar="DIRECTIVE",
+                   help="process DIRECTIVE after reading the config file")  # fmt: skip
+    p.add_argument("-k", dest="command", choices=["start", *SIGNALS], help="control the server")
+    p.add_argument("-t", dest="test", action="store_true", help="run syntax check only")
+    p.add_argument("-S", dest="dump", action="store_true", help="show the effective settings")
+    p.add_argument("-M", dest="modules", action="store_true", help="show loaded modules")
+    p.add_argument("-V", dest="version", action="store_true", help="show version and build")
+    p.add_argument("-v", dest="short_version", action="store_true", help="show version")
+    p.add_argument("-X", dest="debug", action="store_true",
+                   help="debug mode: one process, in the foreground")  # fmt: skip
+    p.add_argument("--mpm", choices=MPM_NAMES, help="MPM when the config loads none")
+    p.add_argument("--listen", action="append", default=[], metavar="HOST:PORT",
+                   help="listen here instead of the Listen directives (repeatable)")  # fmt: skip
+    return p
+
+
+class _Options:
+    """Parsed flags plus the way to (re)load the configuration with them."""
+
+    def __init__(self, ns: argparse.Namespace, argv: Sequence[str]) -> None:
+        self.ns = ns
+        self.command_line = shlex.join([PROG, *argv])
+
+    def load(self, previous: ServerConfig | None = None) -> ServerConfig:
+        ns = self.ns
+        defines = list(ns.defines) + (["ONE_PROCESS"] if ns.debug else [])
+        return load_config(ns.file, server_root=ns.server_root, defines=defines,
+                           pre_directives=ns.pre, post_directives=ns.post, mpm=ns.mpm,
+                           listen=ns.listen, app=ns.app, previous=previous)  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`mpmd`: httpd's command line. Returns the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    ns = _parser().parse_args(args)
+    opts = _Options(ns, args)
+    if ns.short_version:
+        print(f"Server version: {SERVER_SOFTWARE} (Python {platform.python_version()})")
+        return 0
+    if ns.command in SIGNALS:
+        return _control(opts, ns.command)
+    try:
+        config = opts.load()
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 1
+    if ns.test or ns.dump or ns.modules or ns.version:
+        _print_warnings(config)
+        if ns.version:
+            print(version_report(config, ns))
+        if ns.modules:
+            print(modules_report(config))
+        if ns.dump:
+            print(settings_report(config))
+        if ns.test:
+            print("Syntax OK")
+        return 0
+    if ns.command == "start":
+        running = _running_pid(config.pid_file)
+        if running is not None:
+            print(f"{PROG} (pid {running}) already running")
+            return 0
+        _print_warnings(config)
+        return _start_detached(opts, config)
+    _print_warnings(config)
+    return _serve(opts, config, single_process=ns.debug)
+
+
+def mpmctl_main(argv: Sequence[str] | None = None) -> int:
+    """`mpmctl VERB [mpmd options]`: apachectl's verbs on top of mpmd's flags."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] not in MPMCTL_VERBS:
+        if args and not args[0].startswith("-"):
+            print(f"usage: mpmctl ({'|'.join(MPMCTL_VERBS)}) [mpmd options]", file=sys.stderr)
+            return 2
+        return main(args)  # like apachectl: anything else goes to the server binary
+    verb, rest = args[0], args[1:]
+    if verb in ("status", "fullstatus"):
+        print(f"mpmctl {verb}: not available yet", file=sys.stderr)
+        return 1
+    if verb == "configtest":
+        return main(["-t", *rest])
+    return main(["-k", verb, *rest])
+
+
+# --- reports ----------------------------------------------------------------------------
+
+
+def _print_warnings(config: ServerConfig) -> None:
+    for warning in config.warnings:
+        print(warning, file=sys.stderr)
+
+
+def _mpm_lines(config: ServerConfig) -> list[str]:
+    m = config.mpm
+    pairs: list[tuple[str, object]] = [("StartServers", m.start_servers)]
+    if m.name == "prefork":
+        pairs += [
+            ("MinSpareServers", m.min_spare_servers),
+            ("MaxSpareServers", m.max_spare_servers),
+        ]
+    else:
+        pairs += [("MinSpareThreads", m.min_spare_threads), ("MaxSpareThreads", m.max_spare_threads),
+                  ("ThreadsPerChild", m.threads_per_child), ("ThreadLimit", m.thread_limit)]  # fmt: skip
+    pairs += [("ServerLimit", m.server_limit), ("MaxRequestWorkers", m.max_request_workers),
+              ("MaxConnectionsPerChild", m.max_connections_per_child)]  # fmt: skip
+    if m.name == "event":
+        factor = m.async_request_worker_factor
+        pairs.append(("AsyncRequestWorkerFactor", int(factor) if factor.is_integer() else factor))
+    pairs += [("GracefulShutdownTimeout", m.graceful_shutdown_timeout),
+              ("ListenBacklog", m.listen_backlog), ("MaxMemoryPerChild", m.max_memory_per_child)]  # fmt: skip
+    return [f"{name} {value}" for name, value in pairs]
+
+
+def _listen_text(host: str, port: int) -> str:
+    if not host:
+        return str(port)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def settings_report(config: ServerConfig) -> str:
+    """`mpmd -S`: comments describe listeners and vhosts; the directive lines are valid config."""
+    lines = [f"# {SERVER_SOFTWARE} effective settings ({config.config_file or 'built-in default'})"]
+    lines.append("# VirtualHost configuration:")
+    main = config.main
+    lines.append(f"#   default server {main.server_name}:{main.port} ({main.source})")
+    for vhost in config.vhosts:
+        names = " ".join((vhost.server_name, *vhost.server_aliases))
+        lines.append(f"#   {' '.join(vhost.addresses)} namevhost {names} port {vhost.port} "
+                     f"({vhost.source})")  # fmt: skip
+    lines += [
+        f'# ServerRoot: "{config.server_root}"',
+        f'# Main DocumentRoot: "{main.document_root}"',
+        f'# Main ErrorLog: "{main.error_log}"',
+        f"# MPM: {config.mpm.name}",
+    ]
+    lines += [f"Listen {_listen_text(a.host, a.port)}" for a in config.listeners]
+    lines.append(f'PidFile "{config.pid_file}"')
+    if config.user:
+        lines.append(f"User {config.user}")
+    if config.group:
+        lines.append(f"Group {config.group}")
+    lines += _mpm_lines(config)
+    return "\n".join(lines)
+
+
+def modules_report(config: ServerConfig) -> str:
+    """`mpmd -M`, shaped like `httpd -M`."""
+    static = {ident for ident, _ in STATIC_MODULES}
+    lines = ["Loaded Modules:"]
+    for module in config.modules:
+        lines.append(f" {module} ({'static' if module in static else 'shared'})")
+    return "\n".join(lines)
+
+
+def version_report(config: ServerConfig, ns: argparse.Namespace) -> str:
+    """`mpmd -V`, shaped like `httpd -V`."""
+    threaded = config.mpm.name != "prefork"
+    bits = "64" if sys.maxsize > 2**32 else "32"
+    return "\n".join([
+        f"Server version: {SERVER_SOFTWARE} (Python {platform.python_version()})",
+        f"Server built:   mpmd {__version__} on {platform.python_implementation()}",
+        f"Architecture:   {bits}-bit",
+        f"Server MPM:     {config.mpm.name}",
+        f"  threaded:     {'yes (fixed thread count)' if threaded else 'no'}",
+        "    forked:     yes (variable process count)",
+        "Server compiled with....",
+        f' -D HTTPD_ROOT="{config.server_root}"',
+        f' -D SERVER_CONFIG_FILE="{config.config_file or "(built-in default)"}"',
+        ' -D DEFAULT_PIDLOG="logs/httpd.pid"',
+        ' -D DEFAULT_ERRORLOG="logs/error_log"',
+        f' -D DEFAULT_MPM="{ns.mpm or "event"}"',
+    ])  # fmt: skip
+
+
+# --- process control --------------------------------------------------------------------
+
+
+def _read_pid(pid_file: str) -> int | None:
+    try:
+        with open(pid_file) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _running_pid(pid_file: str) -> int | None:
+    pid = _read_pid(pid_file)
+    return pid if pid is not None and _alive(pid) else None
+
+
+def _control(opts: _Options, command: str) -> int:
+    """-k stop|restart|graceful|graceful-stop, with apachectl's checks and messages."""
+    try:
+        config = opts.load()
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 1
+    pid = _read_pid(config.pid_file)
+    if pid is None or not _alive(pid):
+        status = f"{PROG} (no pid file) not running" if pid is None else (
+            f"{PROG} (pid {pid}?) not running")  # fmt: skip
+        if command in ("restart", "graceful"):
+            print(f"{PROG} not running, trying to start")
+            _print_warnings(config)
+            return _start_detached(opts, config)
+        print(status)
+        return 0
+    if command in ("restart", "graceful"):
+        _print_warnings(config)
+    os.kill(pid, SIGNALS[command])
+    return 0
+
+
+def _serve(opts: _Options, config: ServerConfig, *, single_process: bool) -> int:
+    from mpmd.mpm.serve import serve  # lazy: the reports never import the process machinery
+
+    current = [config]
+
+    def reload() -> ServerConfig:
+        current[0] = opts.load(previous=current[0])
+        return current[0]
+
+    return serve(config, single_process=single_process, reload=reload,
+                 command_line=opts.command_line)  # fmt: skip
+
+
+def _start_detached(opts: _Options, config: ServerConfig) -> int:
+    """Double fork so the server is re-parented to init and has no controlling terminal."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.fork() > 0:
+        return 0
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    status = 1
+    try:
+        status = _serve(opts, config, single_process=False)
+    finally:
+        os._exit(status)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
