@@ -209,3 +209,20 @@ def test_threads_never_interleave(log_path):
         tids.add(match["tid"])
     assert len(seen) == threads_count * per_thread
     assert len(tids) == threads_count  # each thread's own native id
+
+
+def test_redirect_stderr(log_path):
+    log = ErrorLog(str(log_path))
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child: fd 2 of the test runner stays untouched
+        code = 1
+        try:
+            log.redirect_stderr()
+            os.write(2, b"stray write to stderr\n")
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    log.close()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert read_lines(log_path) == ["stray write to stderr"]

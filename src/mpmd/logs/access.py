@@ -491,8 +491,8 @@ class LogFile:
 
     def __init__(self, path: str) -> None:
         self.target = path
+        # Forked MPM children share this fd; close-on-exec keeps it out of exec'd programs.
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
-        os.set_inheritable(self.fd, True)  # children of the MPM write through the same fd
 
     def write(self, data: bytes) -> None:
         write_all(self.fd, data)
@@ -501,7 +501,8 @@ class LogFile:
         """Open the path again (after logrotate renamed it) onto the same fd number."""
         new_fd = os.open(self.target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         try:
-            os.dup2(new_fd, self.fd)  # atomic: a concurrent writer never sees a closed fd
+            # dup2 is atomic: a concurrent writer never sees a closed fd
+            os.dup2(new_fd, self.fd, inheritable=False)
         finally:
             os.close(new_fd)
 
@@ -537,8 +538,8 @@ class PipedLog:
         if self.fd < 0:
             self.fd = os.dup(proc.stdin.fileno())
         else:
-            os.dup2(proc.stdin.fileno(), self.fd)  # keep the fd number children inherited
-        os.set_inheritable(self.fd, True)
+            # keep the fd number forked children share
+            os.dup2(proc.stdin.fileno(), self.fd, inheritable=False)
         proc.stdin.close()
         self._proc = proc
         self._owner = os.getpid()

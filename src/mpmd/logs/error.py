@@ -231,6 +231,12 @@ class ErrorLog:
         """Graceful restart / logrotate: open the target again onto the same fd."""
         self._sink.reopen()
 
+    def redirect_stderr(self) -> None:
+        """Point fd 2 at this log, as Apache does, so stray writes to stderr (tracebacks from
+        threads, warnings, C libraries) land in the ErrorLog. Call again after reopen()."""
+        if self._sink.fd != 2:
+            os.dup2(self._sink.fd, 2)
+
     def close(self) -> None:
         self._sink.close()
 
