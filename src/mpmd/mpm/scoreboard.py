@@ -145,8 +145,8 @@ class _Layout:
         return self.worker_off + (slot * self.thread_limit + thread) * _WORKER_SIZE
 
 
-class _ProcessField:
-    """A process-record field as a get/set attribute over the shared memory."""
+class _Field:
+    """A record field as a get/set attribute over the shared memory (owner has _mm, _off)."""
 
     __slots__ = ("offset", "st")
 
@@ -154,10 +154,10 @@ class _ProcessField:
         self.offset = offset
         self.st = struct.Struct(fmt)
 
-    def __get__(self, rec: ProcessRecord, owner: type | None = None) -> int:
+    def __get__(self, rec: ProcessRecord | Scoreboard, owner: type | None = None) -> int:
         return self.st.unpack_from(rec._mm, rec._off + self.offset)[0]
 
-    def __set__(self, rec: ProcessRecord, value: int) -> None:
+    def __set__(self, rec: ProcessRecord | Scoreboard, value: int) -> None:
         self.st.pack_into(rec._mm, rec._off + self.offset, value)
 
 
@@ -166,17 +166,17 @@ class ProcessRecord:
 
     __slots__ = ("_mm", "_off", "slot")
 
-    pid = _ProcessField(0, "<q")
-    generation = _ProcessField(8, "<q")
-    quiescing = _ProcessField(16, "<B")  # 0, 1 = going down gracefully, 2 = seen by the parent
-    not_accepting = _ProcessField(17, "<B")  # event: listeners disabled
-    connections = _ProcessField(24, "<q")
-    write_completion = _ProcessField(32, "<q")
-    keep_alive = _ProcessField(40, "<q")
-    lingering_close = _ProcessField(48, "<q")
-    suspended = _ProcessField(56, "<q")
-    wait_io = _ProcessField(64, "<q")
-    start_time = _ProcessField(72, "<q")  # µs
+    pid = _Field(0, "<q")
+    generation = _Field(8, "<q")
+    quiescing = _Field(16, "<B")  # 0, 1 = going down gracefully, 2 = seen by the parent
+    not_accepting = _Field(17, "<B")  # event: listeners disabled
+    connections = _Field(24, "<q")
+    write_completion = _Field(32, "<q")
+    keep_alive = _Field(40, "<q")
+    lingering_close = _Field(48, "<q")
+    suspended = _Field(56, "<q")
+    wait_io = _Field(64, "<q")
+    start_time = _Field(72, "<q")  # µs
 
     def __init__(self, mm: mmap.mmap, offset: int, slot: int) -> None:
         self._mm = mm
@@ -439,11 +439,11 @@ class Snapshot:
         """Every worker record in slot order; active_only keeps those mod_status lists
         with ExtendedStatus (access_count > 0 or status not in `_` / `.`)."""
         tl = self.thread_limit
+        accesses = self._column(_W_COUNTERS)
         for index, status in enumerate(self.statuses):
-            w = self.worker(index // tl, index % tl)
-            if active_only and w.access_count == 0 and status in (DEAD, READY):
+            if active_only and accesses[index] == 0 and status in (DEAD, READY):
                 continue
-            yield w
+            yield self.worker(index // tl, index % tl)
 
     def _column(self, offset: int) -> memoryview:
         lay = self._layout
@@ -511,6 +511,7 @@ class Scoreboard:
     def __init__(self, path: str, mm: mmap.mmap, layout: _Layout, owner: bool) -> None:
         self.path = path
         self._mm = mm
+        self._off = 0  # the global record's fields start at offset 0
         self._layout = layout
         self._owner_pid = os.getpid() if owner else 0
 
@@ -585,39 +586,12 @@ class Scoreboard:
     def _get(self, offset: int) -> int:
         return _I64.unpack_from(self._mm, offset)[0]
 
-    @property
-    def generation(self) -> int:
-        """The running MPM generation: +1 on every restart (ParentServerMPMGeneration)."""
-        return self._get(_G_GENERATION)
-
-    @generation.setter
-    def generation(self, value: int) -> None:
-        _I64.pack_into(self._mm, _G_GENERATION, value)
-
-    @property
-    def config_generation(self) -> int:
-        return self._get(_G_CONFIG_GEN)
-
-    @config_generation.setter
-    def config_generation(self, value: int) -> None:
-        _I64.pack_into(self._mm, _G_CONFIG_GEN, value)
-
-    @property
-    def restart_time(self) -> int:
-        """µs since the epoch of the last (re)start."""
-        return self._get(_G_RESTART)
-
-    @restart_time.setter
-    def restart_time(self, value_us: int) -> None:
-        _I64.pack_into(self._mm, _G_RESTART, value_us)
-
-    @property
-    def start_time(self) -> int:
-        return self._get(_G_START)
-
-    @property
-    def parent_pid(self) -> int:
-        return self._get(_G_PPID)
+    # ParentServerMPMGeneration (+1 per restart) and ParentServerConfigGeneration; times in µs
+    generation = _Field(_G_GENERATION, "<q")
+    config_generation = _Field(_G_CONFIG_GEN, "<q")
+    restart_time = _Field(_G_RESTART, "<q")
+    start_time = _Field(_G_START, "<q")
+    parent_pid = _Field(_G_PPID, "<q")
 
     @property
     def mpm(self) -> str:
