@@ -1,0 +1,199 @@
+"""The directive registry: docs/directives.md is current, and every directive validates."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from mpmd.config import directives as reg
+
+DOCS = pathlib.Path(__file__).resolve().parent.parent / "docs" / "directives.md"
+
+
+def test_generated_docs_are_current() -> None:
+    assert DOCS.read_text() == reg.render_markdown(), (
+        "docs/directives.md is stale: run python -m mpmd.config.directives > docs/directives.md"
+    )
+
+
+# (directive, good args → expected value, bad args → error fragment). Every directive has a row.
+GOOD = {
+    "StartServers": (("4",), 4),
+    "MinSpareServers": (("3",), 3),
+    "MaxSpareServers": (("12",), 12),
+    "MinSpareThreads": (("25",), 25),
+    "MaxSpareThreads": (("75",), 75),
+    "ThreadsPerChild": (("25",), 25),
+    "ThreadLimit": (("64",), 64),
+    "ServerLimit": (("16",), 16),
+    "MaxRequestWorkers": (("150",), 150),
+    "MaxConnectionsPerChild": (("0",), 0),
+    "AsyncRequestWorkerFactor": (("1.5",), 1.5),
+    "GracefulShutdownTimeout": (("30",), 30),
+    "ListenBacklog": (("1024",), 1024),
+    "MaxMemoryPerChild": (("512M",), 512 << 20),
+    "Listen": (("[::1]:8080",), ("::1", 8080, "http")),
+    "PidFile": (("run/x.pid",), "run/x.pid"),
+    "ScoreBoardFile": (("run/sb",), "run/sb"),
+    "ServerRoot": (("/srv",), "/srv"),
+    "ServerName": (("www.example.com:80",), "www.example.com:80"),
+    "ServerAlias": (("a.example", "b.example"), ("a.example", "b.example")),
+    "ServerAdmin": (("root@example.com",), "root@example.com"),
+    "User": (("www-data",), "www-data"),
+    "Group": (("#33",), "#33"),
+    "LoadModule": (("status_module", "mod_status.so"), ("status_module", "mod_status.so")),
+    "ExtendedStatus": (("on",), True),
+    "Timeout": (("2mi",), 120.0),
+    "KeepAlive": (("Off",), False),
+    "KeepAliveTimeout": (("100ms",), 0.1),
+    "MaxKeepAliveRequests": (("0",), 0),
+    "RequestReadTimeout": (("header=10-20,MinRate=100",), {"header": (10, 20, 100)}),
+    "LimitRequestLine": (("4094",), 4094),
+    "LimitRequestFieldSize": (("4094",), 4094),
+    "LimitRequestFields": (("50",), 50),
+    "LimitRequestBody": (("0",), 0),
+    "DocumentRoot": (("/var/www",), "/var/www"),
+    "Alias": (("/icons/", "/usr/share/icons/"), ("/icons/", "/usr/share/icons/")),
+    "DirectoryIndex": (("index.html", "index.htm"), ("index.html", "index.htm")),
+    "Options": (("+Indexes", "-followsymlinks"), (("+", "Indexes"), ("-", "FollowSymLinks"))),
+    "AllowOverride": (("None",), ("None",)),
+    "SetHandler": (("server-status",), "server-status"),
+    "Require": (("not", "ip", "10.1"), (True, "ip", ("10.1.0.0/16",))),
+    "ErrorLog": (("|/usr/bin/rotatelogs x 86400",), "|/usr/bin/rotatelogs x 86400"),
+    "LogLevel": (("info", "ssl:warn"), "info"),
+    "LogFormat": (("%h %l", "short"), ("%h %l", "short")),
+    "CustomLog": (("logs/a", "common", "env=!nolog"), ("logs/a", "common", "env=!nolog")),
+    "TransferLog": (("logs/t",), "logs/t"),
+    "BufferedLogs": (("On",), True),
+    "WSGIScriptAlias": (
+        ("/app", "app.wsgi", "process-group=x"),
+        ("/app", "app.wsgi", ("process-group=x",)),
+    ),
+    "WSGIApp": (("/", "pkg.mod:app"), ("/", "pkg.mod:app")),
+    "WSGIPythonPath": (("/srv/a:/srv/b",), "/srv/a:/srv/b"),
+    "WSGIPreload": (("On",), True),
+}
+BAD = {
+    "StartServers": (("two",), 'StartServers "two" must be an integer'),
+    "MinSpareServers": (("1.5",), "must be an integer"),
+    "MaxSpareServers": (("x",), "must be an integer"),
+    "MinSpareThreads": (("",), "must be an integer"),
+    "MaxSpareThreads": (("ten",), "must be an integer"),
+    "ThreadsPerChild": (("25", "26"), "ThreadsPerChild takes one argument"),
+    "ThreadLimit": ((), "ThreadLimit takes one argument"),
+    "ServerLimit": (("16k",), "must be an integer"),
+    "MaxRequestWorkers": (("lots",), "must be an integer"),
+    "MaxConnectionsPerChild": (("-",), "must be an integer"),
+    "AsyncRequestWorkerFactor": (
+        ("0",),
+        "AsyncRequestWorkerFactor argument must be a positive number",
+    ),
+    "GracefulShutdownTimeout": (("soon",), "must be an integer"),
+    "ListenBacklog": (("0",), "ListenBacklog must be > 0"),
+    "MaxMemoryPerChild": (("lots",), "must be a size"),
+    "Listen": (("127.0.0.1:",), "Port must be specified"),
+    "PidFile": (("a", "b"), "PidFile takes one argument"),
+    "ScoreBoardFile": ((), "takes one argument"),
+    "ServerRoot": (("a", "b"), "takes one argument"),
+    "ServerName": ((), "takes one argument"),
+    "ServerAlias": ((), "ServerAlias requires at least one argument"),
+    "ServerAdmin": (("a", "b"), "takes one argument"),
+    "User": ((), "takes one argument"),
+    "Group": (("a", "b"), "takes one argument"),
+    "LoadModule": (("status_module",), "LoadModule takes two arguments"),
+    "ExtendedStatus": (("yes",), "ExtendedStatus must be On or Off"),
+    "Timeout": (("soon",), "Timeout has wrong format"),
+    "KeepAlive": (("maybe",), "KeepAlive must be On or Off"),
+    "KeepAliveTimeout": (("5 minutes",), "KeepAliveTimeout has wrong format"),
+    "MaxKeepAliveRequests": (("many",), "must be an integer"),
+    "RequestReadTimeout": (("header=20-40",), "Must set MinRate option if using timeout range"),
+    "LimitRequestLine": (("-1",), 'LimitRequestLine "-1" must be a non-negative integer'),
+    "LimitRequestFieldSize": (("-5",), "must be a non-negative integer"),
+    "LimitRequestFields": (("-5",), "must be a non-negative integer"),
+    "LimitRequestBody": (("1G",), "must be an integer"),
+    "DocumentRoot": (("a", "b"), "DocumentRoot takes one argument"),
+    "Alias": (("/x",), "Alias takes two arguments"),
+    "DirectoryIndex": ((), "DirectoryIndex requires at least one argument"),
+    "Options": (("+Indexes", "FollowSymLinks"), "Either all Options must start with + or -"),
+    "AllowOverride": (("Everything",), "Illegal override option Everything"),
+    "SetHandler": (("a", "b"), "SetHandler takes one argument"),
+    "Require": (("all", "maybe"), "Argument for 'Require all' must be 'granted' or 'denied'"),
+    "ErrorLog": ((), "ErrorLog takes one argument"),
+    "LogLevel": (("verbose",), "LogLevel requires level keyword"),
+    "LogFormat": (("a", "b", "c"), "LogFormat takes 1-2 arguments"),
+    "CustomLog": (("logs/a", "common", "when=night"), "error in condition clause"),
+    "TransferLog": (("a", "b"), "TransferLog takes one argument"),
+    "BufferedLogs": (("2",), "BufferedLogs must be On or Off"),
+    "WSGIScriptAlias": (("/app",), "WSGIScriptAlias requires at least two arguments"),
+    "WSGIApp": (("/", "not a target"), "must be module:callable"),
+    "WSGIPythonPath": ((), "takes one argument"),
+    "WSGIPreload": (("sometimes",), "WSGIPreload must be On or Off"),
+}
+
+
+def _run(name: str, args: tuple[str, ...]):
+    directive = reg.lookup(name)
+    assert directive is not None
+    directive.check_arity(args)
+    return directive.validate(directive.name, args)
+
+
+def test_every_directive_has_validation_cases() -> None:
+    names = {d.name for d in reg.DIRECTIVES}
+    assert names == set(GOOD) == set(BAD)
+
+
+@pytest.mark.parametrize("name", sorted(GOOD))
+def test_good_value(name: str) -> None:
+    args, expected = GOOD[name]
+    assert _run(name, args) == expected
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_value(name: str) -> None:
+    args, fragment = BAD[name]
+    with pytest.raises(reg.DirectiveValueError) as err:
+        _run(name, args)
+    assert fragment in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("header=10-5,MinRate=1", "Maximum timeout must be larger than initial timeout"),
+        ("body=10,MinRate=0", "Minimum data rate must be larger than 0"),
+        ("body=ten", "Value 'ten' not numerical"),
+        ("head=10", "Unknown RequestReadTimeout parameter 'head'"),
+        ("header", "Parameter must be in the form 'key=value'"),
+    ],
+)
+def test_request_read_timeout_errors(text: str, message: str) -> None:
+    with pytest.raises(reg.DirectiveValueError, match=message):
+        _run("RequestReadTimeout", (text,))
+
+
+def test_lookup_is_case_insensitive_and_knows_aliases() -> None:
+    assert reg.lookup("maxclients") is reg.lookup("MaxRequestWorkers")
+    assert reg.lookup("MAXREQUESTSPERCHILD").name == "MaxConnectionsPerChild"
+
+
+def test_unknown_directive_suggests_closest_name() -> None:
+    message = reg.unknown_message("MaxRequestWorker")
+    assert message.startswith("Invalid command 'MaxRequestWorker', perhaps misspelled")
+    assert message.endswith("(did you mean MaxRequestWorkers?)")
+    assert "did you mean" not in reg.unknown_message("Frobnicate")
+
+
+def test_ignored_directives_name_their_module() -> None:
+    assert reg.ignored_module("rewriteengine") == "mod_rewrite"
+    assert reg.ignored_module("AddType") == "mod_mime"
+    assert reg.ignored_module("FilesMatch") == "core"
+    assert reg.ignored_module("MaxRequestWorkers") is None
+
+
+def test_options_resolution() -> None:
+    base = frozenset({"FollowSymLinks"})
+    assert reg.apply_options(base, _run("Options", ("+Indexes",))) == {"FollowSymLinks", "Indexes"}
+    assert reg.apply_options(base, _run("Options", ("None",))) == frozenset()
+    assert reg.apply_options(base, _run("Options", ("All",))) == reg.OPTIONS_ALL
