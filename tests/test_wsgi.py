@@ -502,6 +502,33 @@ def test_client_gone_calls_close_and_drops_keep_alive():
     assert exchange.aborted and not exchange.keep_alive
 
 
+def test_client_gone_during_write_is_not_an_app_error():
+    def app(environ, start_response):
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"one")
+        write(b"two")
+        return []
+
+    log = FakeErrorLog()
+    handler = WsgiHandler(app, WsgiMount("", "x", "app"), error_log=log)
+    exchange, _ = make_exchange(make_request(), sink=Sink(fail_after_sends=1))
+    handler(exchange)
+    assert exchange.aborted and not exchange.keep_alive
+    assert [level for level, _, _ in log.lines] == ["info"]
+    assert "Traceback" not in log.text()
+
+
+def test_app_oserror_while_iterating_is_500():
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield from ()
+        raise FileNotFoundError(2, "No such file", "/missing")
+
+    response, log, exchange, _ = run_app(app, make_request())
+    assert response.status == 500 and not exchange.aborted
+    assert "Traceback" in log.text()
+
+
 @pytest.mark.parametrize("status", [400, 408, 413])
 def test_http_error_from_input_becomes_that_status(status):
     def app(environ, start_response):

@@ -235,7 +235,7 @@ def parse_ranges(header: str, size: int) -> list[tuple[int, int]] | None:
         else:
             first = int(first_text)
             last = int(last_text) if last_text else size - 1
-            if last < first:
+            if last_text and last < first:
                 return None
             last = min(last, size - 1)
         if first >= size:

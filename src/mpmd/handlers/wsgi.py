@@ -159,13 +159,14 @@ def _split_host(host: str) -> str:
 class _WsgiCall:
     """One request's start_response/write state (slots instead of closures)."""
 
-    __slots__ = ("exchange", "headers", "started", "status")
+    __slots__ = ("exchange", "gone", "headers", "started", "status")
 
     def __init__(self, exchange: Exchange) -> None:
         self.exchange = exchange
         self.status: str | None = None
         self.headers: list[tuple[str, str]] = []
         self.started = False  # exchange.start() called with the app's status
+        self.gone: OSError | None = None  # the send failed: the client went away
 
     def start_response(self, status: str, headers: list[tuple[str, str]], exc_info=None):
         if exc_info is not None:
@@ -184,12 +185,32 @@ class _WsgiCall:
     def write(self, data: bytes) -> None:
         if not self.started:
             self.begin()
-        self.exchange.write(data)
+        try:
+            self.exchange.write(data)
+        except OSError as exc:
+            self.gone = exc
+            raise
+
+    def respond(self, body: bytes) -> None:
+        try:
+            self.exchange.respond(self.status, self.headers, body)  # type: ignore[arg-type]
+        except OSError as exc:
+            self.gone = exc
+            raise
+
+    def sendfile(self, fd: int, offset: int, count: int) -> None:
+        if not self.started:
+            self.begin()
+        try:
+            self.exchange.sendfile(fd, offset, count)
+        except OSError as exc:
+            self.gone = exc
+            raise
 
     def begin(self) -> None:
         if self.status is None:
             raise AssertionError("the application sent body data before start_response()")
-        self.exchange.start(self.status, list(self.headers))
+        self.exchange.start(self.status, self.headers)
         self.started = True
 
 
@@ -234,25 +255,28 @@ class WsgiHandler:
         self, exchange: Exchange, path_info: str | None = None, script_name: str | None = None
     ) -> dict[str, Any]:
         """The request's environ. `path_info` is the decoded path below the mount."""
-        env = self._base.copy()
         request = exchange.request
         conn = exchange.conn
         if path_info is None:
-            path_info = request.path[len(env["SCRIPT_NAME"]) :]
+            path_info = request.path[len(self._base["SCRIPT_NAME"]) :]
+        # One dict display is cheaper than a copy followed by a dozen stores.
+        env = {
+            **self._base,
+            "REQUEST_METHOD": request.method,
+            "PATH_INFO": path_info,
+            "QUERY_STRING": request.query,
+            "REQUEST_URI": request.target,
+            "SERVER_PROTOCOL": request.version,
+            "SERVER_PORT": str(conn.server_port),
+            "SERVER_ADDR": conn.server_addr,
+            "REMOTE_ADDR": conn.client_addr,
+            "REMOTE_PORT": str(conn.client_port),
+            "wsgi.input": request.body,
+            "wsgi.multithread": conn.multithread,
+            "wsgi.multiprocess": conn.multiprocess,
+        }
         if script_name is not None:
             env["SCRIPT_NAME"] = script_name
-        env["REQUEST_METHOD"] = request.method
-        env["PATH_INFO"] = path_info
-        env["QUERY_STRING"] = request.query
-        env["REQUEST_URI"] = request.target
-        env["SERVER_PROTOCOL"] = request.version
-        env["SERVER_PORT"] = str(conn.server_port)
-        env["SERVER_ADDR"] = conn.server_addr
-        env["REMOTE_ADDR"] = conn.client_addr
-        env["REMOTE_PORT"] = str(conn.client_port)
-        env["wsgi.input"] = request.body
-        env["wsgi.multithread"] = conn.multithread
-        env["wsgi.multiprocess"] = conn.multiprocess
         if request.content_length is not None:
             env["CONTENT_LENGTH"] = str(request.content_length)
         keys = _HEADER_KEYS
@@ -270,7 +294,9 @@ class WsgiHandler:
                 env[key] = value
         host = env.get("HTTP_HOST")
         if host:  # UseCanonicalName Off: the name the client asked for
-            env["SERVER_NAME"] = _split_host(host)
+            env["SERVER_NAME"] = (
+                _split_host(host) if host[0] == "[" else host.partition(":")[0].lower()
+            )
         return env
 
     def __call__(self, exchange: Exchange, path_info: str | None = None) -> None:
@@ -285,7 +311,7 @@ class WsgiHandler:
             self._input_error(exchange, exc)
             return
         except Exception:
-            self._app_error(exchange)
+            self._failed(exchange, call)
             return
         try:
             if (
@@ -295,15 +321,12 @@ class WsgiHandler:
                 and not call.started
                 and not exchange.head_sent
             ):
-                # The hello-world shape: one send with Content-Length.
-                exchange.respond(call.status, list(call.headers), result[0])
+                call.respond(result[0])  # the hello-world shape: one send, Content-Length
                 return
             if type(result) is FileWrapper and call.status is not None:
                 span = result.sendfile_span()
                 if span is not None:
-                    if not call.started:
-                        call.begin()
-                    exchange.sendfile(*span)
+                    call.sendfile(*span)
                     return
             write = call.write
             for data in result:
@@ -313,10 +336,8 @@ class WsgiHandler:
                 call.begin()  # an empty body: the head goes out with Content-Length: 0
         except HttpError as exc:
             self._input_error(exchange, exc)
-        except OSError as exc:
-            self._client_gone(exchange, exc)
         except Exception:
-            self._app_error(exchange)
+            self._failed(exchange, call)
         finally:
             close = getattr(result, "close", None)
             if close is not None:
@@ -329,6 +350,13 @@ class WsgiHandler:
 
     def _client(self, exchange: Exchange) -> str:
         return f"{exchange.conn.client_addr}:{exchange.conn.client_port}"
+
+    def _failed(self, exchange: Exchange, call: _WsgiCall) -> None:
+        """An exception left the app or its iterable: the client's fault, or the app's."""
+        if call.gone is not None:
+            self._client_gone(exchange, call.gone)
+        else:
+            self._app_error(exchange)
 
     def _app_error(self, exchange: Exchange) -> None:
         exchange.keep_alive = False
