@@ -23,9 +23,6 @@ from mpmd.config.model import ServerConfig
 CHILD_FATAL = 15  # APEXIT_CHILDFATAL: the child cannot ever work; the parent stops the server
 CHILD_INIT = 3  # APEXIT_CHILDINIT: failed during initialisation
 
-# Scoreboard states (reference 4.1).
-DEAD, STARTING, READY, GRACEFUL = 0, 1, 2, 9
-
 
 @dataclass
 class ChildSpec:
@@ -86,11 +83,6 @@ def _child(spec: ChildSpec, serve: Callable[[ChildSpec, StopSignal], None]) -> i
     signal.signal(signal.SIGUSR1, lambda *_: stop.request())
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.set_wakeup_fd(-1)
-    process = spec.scoreboard.process(spec.slot)
-    process.pid = os.getpid()
-    process.generation = spec.generation
-    process.quiescing = 0
-    process.not_accepting = 0
     try:
         _drop_privileges(config)
     except (KeyError, PermissionError, OSError) as error:

@@ -20,9 +20,8 @@ from mpmd.http.errors import HttpError
 from mpmd.http.exchange import ConnectionInfo, Exchange
 from mpmd.http.protocol import HttpProtocol
 from mpmd.http.response import CONTINUE_100, build_head, error_body
-
-# Scoreboard states (reference 4.1), by code.
-READY, BUSY_READ, BUSY_WRITE, KEEPALIVE, CLOSING = 2, 3, 4, 5, 8
+from mpmd.http.timeouts import HEADERS
+from mpmd.mpm.scoreboard import CLOSING, KEEPALIVE
 
 LINGER_SECONDS = 2.0  # the prefork/worker lingering close: read and discard for at most 2 s
 
@@ -78,8 +77,7 @@ class Connection:
             multithread=ctx.multithread,
             multiprocess=ctx.multiprocess,
         )
-        self.protocol = HttpProtocol(ctx.settings, self.recv)
-        self.protocol.set_continue_hook(self._send_continue)
+        self.protocol = HttpProtocol(ctx.settings, self.recv, self._send_continue)
 
     # -- socket I/O used by the protocol and the exchange --------------------------------------
 
@@ -157,13 +155,9 @@ class Connection:
         hard = start + (stage.max_timeout or stage.timeout) if stage.timeout else 0.0
         rate = 1.0 / stage.min_rate if stage.min_rate else 0.0
         while True:
-            try:
-                protocol.feed(data)
-                if protocol.has_request():
-                    return True
-            except HttpError as error:
-                self._send_error(error)
-                return False
+            protocol.feed(data)
+            if protocol.buffered():
+                return True
             if deadline:
                 deadline = min(deadline + len(data) * rate, hard)
                 remaining = deadline - time.monotonic()
@@ -181,7 +175,7 @@ class Connection:
 
     def _header_timeout(self) -> bool:
         """Apache: a request line not yet complete closes silently; partial headers get 408."""
-        if self.protocol.request_line_complete():
+        if self.protocol.read_stage() == HEADERS:
             self.ctx.error_log.log(
                 "info", "Request header read timeout", module="reqtimeout", ah="AH01382"
             )
@@ -207,7 +201,11 @@ class Connection:
             exchange = Exchange(request, info, vhost, self.send, self.sendfile)
             if worker is not None:
                 worker.request_start(
-                    request.request_line, info.client_addr, vhost.server_name, request.version, 0
+                    request.request_line,
+                    info.client_addr,
+                    vhost.server_name,
+                    request.version,
+                    time.time_ns() // 1000,
                 )
             keep_alive = self._run(exchange)
             end = time.time()
@@ -215,7 +213,9 @@ class Connection:
                 log.log(exchange, end)
             if worker is not None:
                 worker.request_end(
-                    exchange.bytes_out, (time.perf_counter_ns() - exchange.start_ns) // 1000, 0
+                    exchange.bytes_out,
+                    (time.perf_counter_ns() - exchange.start_ns) // 1000,
+                    int(end * 1_000_000),
                 )
             info.requests += 1
             if not keep_alive:

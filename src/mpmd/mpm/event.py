@@ -21,22 +21,25 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from queue import SimpleQueue
 
-from mpmd.http.errors import HttpError
 from mpmd.mpm.connection import ChildContext, Connection
 
-BODY_BUFFER_LIMIT = 64 * 1024  # bodies up to this size are read in the loop before a hand-off
 ACCEPT_BATCH = 16
+
+
+LINGER_SECONDS = 2.0  # lingering close: drain what the client still sends, then close
+HEAD, KEEP_ALIVE, LINGER = 0, 1, 2  # the timeout classes, one FIFO each
 
 
 class _Parked:
     """A connection the loop owns, with the deadline of the timeout class it is waiting in."""
 
-    __slots__ = ("conn", "deadline", "stamp")
+    __slots__ = ("conn", "deadline", "kind", "stamp")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.deadline = 0.0
         self.stamp = 0  # bumped on every re-park, so stale queue entries are skipped
+        self.kind = HEAD  # which timeout queue it waits in
 
 
 class EventLoop:
@@ -49,6 +52,7 @@ class EventLoop:
         *,
         threads: int,
         worker_record: Callable[[int], object] | None = None,
+        process_record=None,
         max_connections: int = 0,
         wake_fd: int | None = None,
     ) -> None:
@@ -57,6 +61,8 @@ class EventLoop:
         self.selector = selectors.DefaultSelector()
         self.threads = threads
         self.worker_record = worker_record
+        self.process_record = process_record  # the scoreboard's counters for mod_status
+        self.factor = ctx.config.mpm.async_request_worker_factor
         self.max_connections = max_connections  # MaxConnectionsPerChild, 0 = unlimited
         self.accepted = 0
         self.stopping = False
@@ -69,8 +75,11 @@ class EventLoop:
         self._idle_threads = threads
         self._idle_lock = threading.Lock()
         self._pool: list[threading.Thread] = []
-        self._head_q: deque[tuple[float, int, _Parked]] = deque()
-        self._ka_q: deque[tuple[float, int, _Parked]] = deque()
+        self._queues: tuple[deque[tuple[float, int, _Parked]], ...] = (deque(), deque(), deque())
+        self._lingering = 0
+        self._keep_alive = 0
+        self._in_threads = 0  # connections a worker thread owns right now
+        self._next_counts = 0.0
         self._parked: dict[int, _Parked] = {}
         self._stop_fd = wake_fd  # readable once the parent asked this child to stop
 
@@ -103,7 +112,12 @@ class EventLoop:
                         self._accept(data, settings)
                     else:
                         self._readable(data)
-                self._expire(time.monotonic())
+                now = time.monotonic()
+                self._expire(now)
+                if self.threads:
+                    self._set_accepting(not self.stopping and not self._above_limit())
+                if now >= self._next_counts:
+                    self._publish_counts(now)
         finally:
             self._shutdown_pool()
 
@@ -113,16 +127,35 @@ class EventLoop:
             return
         self.stopping = True
         self._set_accepting(False)
-        for _, _, parked in list(self._ka_q):
-            if parked.conn.sock.fileno() in self._parked:
+        for _, stamp, parked in list(self._queues[KEEP_ALIVE]):
+            if parked.stamp == stamp and parked.kind == KEEP_ALIVE:
                 self._close(parked)
+
+    def _above_limit(self) -> bool:
+        """AsyncRequestWorkerFactor (reference 1.4): stop accepting while over the limit."""
+        with self._idle_lock:
+            idle = self._idle_threads
+        if idle == 0:
+            return True
+        connections = len(self._parked) + self._in_threads - self._lingering
+        disabled = 0 if self.accepting else 1
+        return connections >= self.threads + (idle - disabled) * self.factor
+
+    def _publish_counts(self, now: float) -> None:
+        self._next_counts = now + 1.0
+        record = self.process_record
+        if record is not None:
+            record.not_accepting = 0 if self.accepting else 1
+            record.set_connection_counts(
+                len(self._parked) + self._in_threads, 0, self._keep_alive, self._lingering
+            )
 
     def _busy(self) -> int:
         with self._idle_lock:
             return self.threads - self._idle_threads
 
     def _set_accepting(self, on: bool) -> None:
-        if on == self.accepting:
+        if on == self.accepting or not self.listeners:
             return
         self.accepting = on
         for sock in self.listeners:
@@ -148,7 +181,7 @@ class EventLoop:
             self._parked[sock.fileno()] = parked
             self.selector.register(sock, selectors.EVENT_READ, parked)
             first = settings.header_read_timeout.timeout or settings.timeout
-            self._park(parked, self._head_q, first)
+            self._park(parked, HEAD, first)
             self.accepted += 1
             if self.max_connections and self.accepted >= self.max_connections:
                 self.begin_graceful_stop()
@@ -162,24 +195,18 @@ class EventLoop:
             return
         except OSError:
             data = b""
+        if parked.kind == LINGER:
+            if not data:
+                self._close(parked)
+            return
         if not data:
             self._close(parked)
             return
-        try:
-            conn.protocol.feed(data)
-            ready = conn.protocol.has_request() and (
-                conn.protocol.body_complete() or conn.protocol.body_buffered() > BODY_BUFFER_LIMIT
-            )
-        except HttpError as error:
-            self._unpark(parked)
-            conn.sock.setblocking(True)
-            conn._send_error(error)
-            conn.close()
-            return
-        if ready:
+        conn.protocol.feed(data)
+        if conn.protocol.buffered():
             self._dispatch(parked)
         else:
-            self._park(parked, self._head_q, self.ctx.settings.timeout)
+            self._park(parked, HEAD, self.ctx.settings.timeout)
 
     def _dispatch(self, parked: _Parked) -> None:
         self._unpark(parked)
@@ -190,6 +217,7 @@ class EventLoop:
             return
         with self._idle_lock:
             self._idle_threads -= 1
+        self._in_threads += 1
         self._work.put(conn)
 
     def _serve(self, conn: Connection) -> None:
@@ -201,7 +229,7 @@ class EventLoop:
 
     def _resume(self, conn: Connection, keep: bool) -> None:
         if not keep or self.stopping:
-            conn.close()
+            self._linger(conn)
             return
         conn.sock.setblocking(False)
         parked = _Parked(conn)
@@ -211,14 +239,27 @@ class EventLoop:
         if conn.protocol.buffered():
             self._readable_buffered(parked)
         else:
-            self._park(parked, self._ka_q, self.ctx.settings.keep_alive_timeout)
+            self._park(parked, KEEP_ALIVE, self.ctx.settings.keep_alive_timeout)
+
+    def _linger(self, conn: Connection) -> None:
+        """Lingering close in the loop: stop sending, drain the client for up to 2 s."""
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+            conn.sock.setblocking(False)
+        except OSError:
+            conn.sock.close()
+            return
+        parked = _Parked(conn)
+        self._parked[conn.sock.fileno()] = parked
+        self.selector.register(conn.sock, selectors.EVENT_READ, parked)
+        self._park(parked, LINGER, LINGER_SECONDS)
 
     def _readable_buffered(self, parked: _Parked) -> None:
         """A pipelined request is already buffered: dispatch it without waiting for the socket."""
-        if parked.conn.protocol.has_request():
+        if parked.conn.protocol.buffered():
             self._dispatch(parked)
         else:
-            self._park(parked, self._head_q, self.ctx.settings.timeout)
+            self._park(parked, HEAD, self.ctx.settings.timeout)
 
     def _drain_wakeups(self) -> None:
         try:
@@ -228,39 +269,58 @@ class EventLoop:
         returned = self._returned
         while not returned.empty():
             conn, keep = returned.get()
+            self._in_threads -= 1
             self._resume(conn, keep)
 
     # -- timeouts ------------------------------------------------------------------------------
 
-    def _park(self, parked: _Parked, queue: deque, seconds: float) -> None:
+    def _park(self, parked: _Parked, kind: int, seconds: float) -> None:
+        self._count(parked.kind, -1 if parked.stamp and parked.kind != HEAD else 0)
+        parked.kind = kind
         parked.stamp += 1
         parked.deadline = time.monotonic() + seconds
-        queue.append((parked.deadline, parked.stamp, parked))
+        self._count(kind, 1)
+        self._queues[kind].append((parked.deadline, parked.stamp, parked))
+
+    def _count(self, kind: int, delta: int) -> None:
+        if kind == KEEP_ALIVE:
+            self._keep_alive += delta
+        elif kind == LINGER:
+            self._lingering += delta
 
     def _unpark(self, parked: _Parked) -> None:
+        self._count(parked.kind, -1)
+        parked.kind = HEAD
         parked.stamp += 1
         sock = parked.conn.sock
         self._parked.pop(sock.fileno(), None)
         self.selector.unregister(sock)
 
     def _next_timeout(self) -> float:
-        heads = [q[0][0] for q in (self._head_q, self._ka_q) if q]
+        heads = [q[0][0] for q in self._queues if q]
         if not heads:
             return 1.0
         return max(0.0, min(min(heads) - time.monotonic(), 1.0))
 
     def _expire(self, now: float) -> None:
-        for queue in (self._head_q, self._ka_q):
+        workers_busy = self.threads and self._idle_threads == 0
+        for kind, queue in enumerate(self._queues):
             while queue and queue[0][0] <= now:
                 _, stamp, parked = queue.popleft()
-                if parked.stamp == stamp and parked.conn.sock.fileno() in self._parked:
-                    if queue is self._head_q:
-                        self._unpark(parked)
-                        parked.conn.sock.setblocking(True)
-                        parked.conn._header_timeout()
-                        parked.conn.close()
-                    else:
-                        self._close(parked)
+                if parked.stamp != stamp or parked.conn.sock.fileno() not in self._parked:
+                    continue
+                if kind == HEAD:
+                    self._unpark(parked)
+                    parked.conn.sock.setblocking(True)
+                    parked.conn._header_timeout()
+                    self._linger(parked.conn)
+                else:
+                    self._close(parked)
+        if workers_busy and self._keep_alive:
+            # Apache's "kill'em all": with every worker busy, idle keep-alive connections go.
+            for _, stamp, parked in list(self._queues[KEEP_ALIVE]):
+                if parked.stamp == stamp and parked.kind == KEEP_ALIVE:
+                    self._close(parked)
 
     def _close(self, parked: _Parked) -> None:
         self._unpark(parked)

@@ -24,16 +24,14 @@ from mpmd.config.syntax import ConfigError
 from mpmd.mpm import maintenance
 from mpmd.mpm.child import CHILD_FATAL, ChildSpec, run_child
 from mpmd.mpm.listeners import bind_listeners
-from mpmd.mpm.scoreboard import Scoreboard
+from mpmd.mpm.scoreboard import BUSY_READ, BUSY_WRITE, READY, STARTING, Scoreboard, default_path
 
 # Apache's reclaim schedule for an ungraceful stop (reference 5): seconds after the first TERM.
 RECLAIM_TERM_AGAIN = (3.0, 5.0, 7.0)
 RECLAIM_KILL = 9.0
 RECLAIM_GIVE_UP = 10.0
 
-# Scoreboard states the parent writes for slots whose child is gone.
-DEAD, GRACEFUL = 0, 9
-BUSY_STATES = frozenset({3, 4})  # R, W: a request is in progress
+BUSY_STATES = frozenset({BUSY_READ, BUSY_WRITE})  # a request is in progress
 
 _SIGNAL_NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP", signal.SIGUSR1: "SIGUSR1"}
 
@@ -89,10 +87,12 @@ class Parent:
         config = self.config
         self.listeners = bind_listeners(config.listeners, config.mpm.listen_backlog)
         self.scoreboard = Scoreboard.create(
-            _scoreboard_path(config),
+            default_path(os.getpid()),
             config.mpm.server_limit,
             config.mpm.thread_limit,
             config.mpm.name,
+            threads_per_child=config.mpm.threads_per_child,
+            max_request_workers=config.mpm.max_request_workers,
         )
         self.scoreboard.generation = self.generation
         self._install_signals()
@@ -253,7 +253,12 @@ class Parent:
 
     def _new_generation(self) -> None:
         self.generation += 1
-        self.scoreboard.generation = self.generation
+        scoreboard = self.scoreboard
+        scoreboard.generation = self.generation
+        scoreboard.config_generation += 1
+        scoreboard.restart_time = time.time_ns() // 1000
+        mpm = self.config.mpm
+        scoreboard.set_limits(mpm.threads_per_child, mpm.max_request_workers)
         self.error_log.reopen()
         self._preload()
         self.error_log.log(
@@ -300,19 +305,14 @@ class Parent:
             error_log=self.error_log,
             preloaded=self.preloaded,
         )
-        process = self.scoreboard.process(slot)
-        process.pid = 0
-        process.generation = self.generation
-        process.quiescing = 0
-        for thread in range(config.mpm.threads_per_child):
-            self.scoreboard.worker(slot, thread).reset_for_new_child(0, self.generation)
+        self.scoreboard.set_slot_state(slot, STARTING, config.mpm.threads_per_child)
         serve = _serve_function(config.mpm.name)
         pid = os.fork()
         if pid == 0:
             os.close(self._wake_r)
             os.close(self._wake_w)
             run_child(spec, serve)
-        process.pid = pid
+        self.scoreboard.process(slot).start(pid, self.generation)
         self.children[pid] = _Child(pid, slot, self.generation, time.monotonic())
 
     def _free_slots(self, count: int) -> list[int]:
@@ -349,12 +349,8 @@ class Parent:
                 self._spawn_pending()
 
     def _mark_dead(self, child: _Child) -> None:
-        process = self.scoreboard.process(child.slot)
-        if process.pid == child.pid:
-            process.pid = 0
-            process.quiescing = 0
-            for thread in range(self.scoreboard.thread_limit):
-                self.scoreboard.worker(child.slot, thread).set_state(DEAD)
+        if self.scoreboard.process(child.slot).pid == child.pid:
+            self.scoreboard.mark_process_dead(child.slot)
 
     def _note_exit(self, child: _Child, status: int) -> None:
         if os.WIFSIGNALED(status):
@@ -388,7 +384,7 @@ class Parent:
         if self.any_child_ready:
             return True
         snap = self.scoreboard.snapshot()
-        self.any_child_ready = any(w.access_count or w.status >= 2 for w in snap.workers)
+        self.any_child_ready = any(w.pid and w.status >= READY for w in snap.workers())
         return self.any_child_ready
 
     # -- the once-a-second tick -----------------------------------------------------------------
@@ -397,7 +393,7 @@ class Parent:
         scoreboard = self.scoreboard
         snap = scoreboard.snapshot()
         if not self.any_child_ready:
-            self.any_child_ready = any(w.status >= 2 and w.pid for w in snap.workers)
+            self.any_child_ready = any(w.pid and w.status >= READY for w in snap.workers())
         if self.failed_children and not self.any_child_ready:
             return  # do not respawn children that cannot start in a hot loop
         self._spawn_pending()
@@ -419,18 +415,18 @@ class Parent:
                     self._ask_to_stop(child)
         self._find_hung_requests(snap)
         self._check_memory()
-        scoreboard.record_history(time.time())
+        scoreboard.record_history(time.time(), snap)
 
     def _find_hung_requests(self, snap) -> None:
         """mpmd extension: a request busy longer than Timeout gets its child replaced."""
         limit_us = int(self.config.main.http.timeout * 1_000_000)
         now_us = time.time_ns() // 1000
         by_pid = {child.pid: child for child in self.children.values()}
-        for worker in snap.workers:
+        for worker in snap.workers(active_only=True):
             child = by_pid.get(worker.pid)
             if child is None or child.killed or worker.status not in BUSY_STATES:
                 continue
-            if worker.start_time and now_us - worker.start_time > limit_us:
+            if worker.start_time_us and now_us - worker.start_time_us > limit_us:
                 child.killed = True
                 self.error_log.log(
                     "error",
@@ -544,13 +540,6 @@ def unique_memory(pid: int) -> int:
     except OSError:
         return 0
     return total
-
-
-def _scoreboard_path(config: ServerConfig) -> str:
-    """The scoreboard lives in /dev/shm, named after the PidFile so mpmctl can find it."""
-    from mpmd.mpm.scoreboard import path_for_pid_file
-
-    return path_for_pid_file(config.pid_file)
 
 
 def _signal(pid: int, signum: int) -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 
-from mpmd.mpm.child import READY, ChildSpec, StopSignal, accept_one, load_context, make_poller
-from mpmd.mpm.connection import BUSY_READ, Connection
+from mpmd.mpm.child import ChildSpec, StopSignal, accept_one, load_context, make_poller
+from mpmd.mpm.connection import Connection
+from mpmd.mpm.scoreboard import BUSY_READ, READY
 
 
 def serve_prefork(spec: ChildSpec, stop: StopSignal) -> None:

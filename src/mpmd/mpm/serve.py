@@ -24,16 +24,21 @@ def open_error_log(config: ServerConfig) -> ErrorLog:
     return ErrorLog(config.main.error_log, config.main.log_level)
 
 
+def build_router(config: ServerConfig, error_log: ErrorLog) -> Router:
+    """Import the applications (in a child, or in the parent with WSGIPreload On)."""
+    return Router(config, error_log)
+
+
 def build_child_context(
     config: ServerConfig,
     error_log: ErrorLog,
     *,
     multithread: bool,
     multiprocess: bool,
-    extra_handlers=None,
+    router: Router | None = None,
 ) -> ChildContext:
     """Load the applications and open the access logs: done in each child, once."""
-    router = Router(config, error_log, extra_handlers=extra_handlers or {})
+    router = router or build_router(config, error_log)
     access_logs = make_access_logs(
         config,
         lambda spec: AccessLog(
