@@ -64,9 +64,10 @@ class ServerSession:
         run = self.fx.run_dir(f"{self.spec.name}-{self.starts}")
         port = free_port()
         launch = _pinned(self.spec.build(self.fx, run, port, self.vbin))
-        self.record.setdefault("cmd", launch.cmd)
-        if launch.config_file is not None:
-            self.record.setdefault("config", launch.config_file.read_text())
+        if not self.record.get("cmd"):
+            self.record["cmd"] = launch.cmd
+        if launch.config_file is not None and "config" not in self.record:
+            self.record["config"] = launch.config_file.read_text()
         if launch.check_cmd:
             check = _run_check(launch.check_cmd, launch.cwd)
             if check:
@@ -75,7 +76,7 @@ class ServerSession:
         try:
             self.server.wait_ready(self.spec.paths["hello"], READY_TIMEOUT)
         except ServerStartError as exc:
-            tail = self.server.log_tail()
+            tail = self.server.log_tail(lines=2) or _error_log_tail(run)
             self.close()
             raise ServerStartError(f"{exc}; {tail}" if tail else str(exc)) from None
         return self.server
@@ -84,6 +85,16 @@ class ServerSession:
         if self.server is not None:
             self.server.stop()
             self.server = None
+
+
+def _error_log_tail(run: Path) -> str:
+    """Last line of the server's own ErrorLog in its run folder, if it wrote one."""
+    for name in ("error_log", "error.log"):
+        path = run / name
+        if path.exists():
+            lines = path.read_text(errors="replace").strip().splitlines()
+            return lines[-1] if lines else ""
+    return ""
 
 
 def _run_check(cmd: list[str], cwd: Path) -> str:
@@ -107,15 +118,20 @@ def measure_server(
     groups = [[w for w in workloads if not w.idle], [w for w in workloads if w.idle]]
     for group in filter(None, groups):
         session = ServerSession(spec, fx, vbin, record)
+        start_error = ""
         try:
             for workload in group:
                 cell = {"server": spec.name, "workload": workload.key}
+                if start_error:  # never answered once: do not wait for it again
+                    results.append({**cell, "error": start_error})
+                    continue
                 starts_before = session.starts
                 try:
                     server = session.ensure_started()
                 except ServerStartError as exc:
                     log(f"{spec.name}: failed to start: {exc}")
-                    results.append({**cell, "error": f"failed to start: {exc}"[:300]})
+                    start_error = _short(f"failed to start: {exc}")
+                    results.append({**cell, "error": start_error})
                     continue
                 first = session.starts != starts_before
                 log(f"{spec.name} {workload.key}: {workload.title}")
@@ -126,6 +142,12 @@ def measure_server(
         finally:
             session.close()
     return results
+
+
+def _short(text: str, limit: int = 240) -> str:
+    """One table-friendly line: whitespace collapsed, cut at `limit` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _raise_fd_limit() -> None:

@@ -193,8 +193,12 @@ def _mpmd(mpm: str | None) -> Callable[[Fixtures, Path, int, Path], Launch]:
     def build(fx: Fixtures, run: Path, port: int, vbin: Path) -> Launch:
         conf = run / "mpmd.conf"
         conf.write_text(mpmd_config(fx, run, port, mpm))
-        flags = ["-f", str(conf)] if mpm else ["-X", "-f", str(conf)]
-        return Launch(cmd=[str(vbin / "mpmd"), *flags], cwd=run, config_file=conf)
+        mpmd = str(vbin / "mpmd")
+        # -DFOREGROUND as for apache2: the harness owns the process, mpmd must not detach.
+        flags = ["-f", str(conf), "-DFOREGROUND"] if mpm else ["-X", "-f", str(conf)]
+        return Launch(
+            cmd=[mpmd, *flags], cwd=run, check_cmd=[mpmd, "-t", "-f", str(conf)], config_file=conf
+        )
 
     return build
 
