@@ -327,3 +327,48 @@ def test_blocking_body_sends_100_continue_once_before_first_recv() -> None:
     assert request.body.read() == b"data"
     assert log == ["100", "recv", "recv"]
     assert protocol.finish_request(request)
+
+
+# -- RequestReadTimeout arithmetic (timeouts.py) -------------------------------------------
+
+
+def test_read_deadline_extends_by_min_rate_up_to_hard_limit() -> None:
+    from mpmd.http.timeouts import ReadDeadline
+
+    deadline = ReadDeadline(ReadTimeoutStage(timeout=20, max_timeout=40, min_rate=500))
+    assert deadline.remaining(0.0) is None  # not started
+    deadline.start(100.0)
+    assert deadline.remaining(100.0) == 20.0
+    deadline.on_bytes(1000, 101.0)  # 1000 bytes / 500 B/s = +2 s
+    assert deadline.deadline == 122.0
+    deadline.on_bytes(100_000, 102.0)  # +200 s, capped at start + 40
+    assert deadline.deadline == 140.0 and deadline.hard == 140.0
+    assert not deadline.expired(139.9)
+    assert deadline.expired(140.0) and deadline.remaining(141.0) == 0.0
+    deadline.on_bytes(500, 141.0)  # bytes after expiry do not revive it
+    assert deadline.deadline == 140.0
+
+
+def test_read_deadline_without_max_extends_without_cap_and_without_rate_never() -> None:
+    from mpmd.http.timeouts import ReadDeadline
+
+    body = ReadDeadline(ReadTimeoutStage(timeout=20, max_timeout=0, min_rate=500))
+    body.start(0.0)
+    body.on_bytes(50_000, 10.0)
+    assert body.deadline == 120.0 and body.hard is None
+    fixed = ReadDeadline(ReadTimeoutStage(timeout=5, max_timeout=0, min_rate=0))
+    fixed.start(0.0)
+    fixed.on_bytes(10_000, 1.0)
+    assert fixed.deadline == 5.0
+    disabled = ReadDeadline(ReadTimeoutStage(timeout=0, max_timeout=0, min_rate=0))
+    disabled.start(0.0)
+    assert not disabled.enabled and disabled.remaining(1e9) is None and not disabled.expired(1e9)
+
+
+def test_expiry_status_per_stage() -> None:
+    from mpmd.http.timeouts import expiry_status
+
+    assert expiry_status(IDLE) is None
+    assert expiry_status(REQUEST_LINE) is None
+    assert expiry_status(HEADERS) == 408
+    assert expiry_status(BODY) == 408

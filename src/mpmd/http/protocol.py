@@ -38,63 +38,7 @@ DISCARD_LIMIT = 64 * 1024
 # Head bound when LimitRequestFields is 0 (unlimited): memory must stay bounded anyway.
 _UNLIMITED_FIELDS_CAP = 1000
 
-_METHODS = {
-    m.encode(): m
-    for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT")
-}
-_VERSIONS = {b"HTTP/1.1": "HTTP/1.1", b"HTTP/1.0": "HTTP/1.0"}
-
-# Header names as browsers and tools spell them, mapped to the lower-case str once.
-_COMMON_NAMES = [
-    "Host",
-    "Connection",
-    "User-Agent",
-    "Accept",
-    "Accept-Encoding",
-    "Accept-Language",
-    "Accept-Charset",
-    "Cookie",
-    "Content-Length",
-    "Content-Type",
-    "Transfer-Encoding",
-    "Expect",
-    "Referer",
-    "Origin",
-    "Authorization",
-    "Cache-Control",
-    "Pragma",
-    "If-None-Match",
-    "If-Modified-Since",
-    "If-Range",
-    "Range",
-    "Upgrade",
-    "Upgrade-Insecure-Requests",
-    "Sec-Fetch-Dest",
-    "Sec-Fetch-Mode",
-    "Sec-Fetch-Site",
-    "Sec-Fetch-User",
-    "Sec-Ch-Ua",
-    "Sec-Ch-Ua-Mobile",
-    "Sec-Ch-Ua-Platform",
-    "Sec-Ch-Ua-Platform",
-    "DNT",
-    "Priority",
-    "TE",
-    "Via",
-    "X-Forwarded-For",
-    "X-Forwarded-Proto",
-    "X-Forwarded-Host",
-    "X-Real-IP",
-    "X-Requested-With",
-    "Keep-Alive",
-]
-_NAMES: dict[bytes, str] = {}
-for _name in _COMMON_NAMES:
-    for _spelling in (_name, _name.lower(), _name.upper()):
-        _NAMES[_spelling.encode()] = _name.lower()
-_NAMES[b"Sec-CH-UA"] = "sec-ch-ua"
-_NAMES[b"Sec-CH-UA-Mobile"] = "sec-ch-ua-mobile"
-_NAMES[b"Sec-CH-UA-Platform"] = "sec-ch-ua-platform"
+_VERSIONS = {"HTTP/1.1": "HTTP/1.1", "HTTP/1.0": "HTTP/1.0"}
 
 _HOST = "host"
 _CONTENT_LENGTH = "content-length"
@@ -370,20 +314,20 @@ class HttpProtocol:
             raise HttpError(400, "AH00561: Request header exceeds LimitRequestFieldSize")
 
     def _build_request(self, head: bytes, newline: int, upgraded: bool) -> None:
-        """Turn a head llhttp accepted into a Request (or an HttpError) and queue it."""
-        line_end = newline - 1
-        line = head[:line_end]
-        parts = line.split(b" ")
+        """Turn a head llhttp accepted into a Request (or an HttpError) and queue it.
+
+        The head is decoded once (latin-1, byte for byte) and split as str: cheaper than
+        per-header callbacks or per-field decoding, and exact because llhttp already
+        refused bare LF, obs-fold, bad tokens and control characters."""
+        text = head.decode("latin-1")
+        line = text[: newline - 1]
+        parts = line.split(" ")
         if len(parts) != 3:
             raise HttpError(
-                400,
-                "AH10388: Request line has extra spaces or no version",
-                request_line=_text(line),
+                400, "AH10388: Request line has extra spaces or no version", request_line=line
             )
-        method_b, target_b, version_b = parts
-        method = _METHODS.get(method_b) or method_b.decode("latin-1")
-        target = target_b.decode("latin-1")
-        version = _VERSIONS.get(version_b) or _odd_version(version_b, line)
+        method, target, version = parts
+        version = _VERSIONS.get(version) or _odd_version(version, line)
         if target[:1] != "/" or "#" in target:
             _check_target(method, target, line)
 
@@ -393,16 +337,15 @@ class HttpProtocol:
         chunked = False
         connection: str | None = None
         expect: str | None = None
-        if line_end + 4 < len(head):
-            lines = head[newline + 1 : -4].split(b"\r\n")
+        if newline + 3 < len(text):
+            lines = text[newline + 1 : -4].split("\r\n")
             if len(lines) > self._fields_cap:
                 raise HttpError(
                     400,
                     "AH00563: Number of request headers exceeds LimitRequestFields",
-                    request_line=_text(line),
+                    request_line=line,
                 )
             limit_field = self._limit_field
-            names = _NAMES
             special = _SPECIAL
             append = headers.append
             for raw in lines:
@@ -410,24 +353,24 @@ class HttpProtocol:
                     raise HttpError(
                         400,
                         "AH00561: Request header exceeds LimitRequestFieldSize: "
-                        + raw.partition(b":")[0].decode("latin-1")[:80],
-                        request_line=_text(line),
+                        + raw.partition(":")[0][:80],
+                        request_line=line,
                     )
-                name, _, value = raw.partition(b":")
-                lname = names.get(name) or name.decode("latin-1").lower()
-                text = value.strip(b" \t").decode("latin-1")
-                append((lname, text))
-                if lname in special:
-                    if lname == _HOST:
+                name, _, value = raw.partition(":")
+                name = name.lower()
+                value = value.strip(" \t")
+                append((name, value))
+                if name in special:
+                    if name == _HOST:
                         host_count += 1
-                    elif lname == _CONTENT_LENGTH:
-                        content_length = int(text)  # llhttp: digits only, no duplicate
-                    elif lname == _TRANSFER_ENCODING:
+                    elif name == _CONTENT_LENGTH:
+                        content_length = int(value)  # llhttp: digits only, no duplicate
+                    elif name == _TRANSFER_ENCODING:
                         chunked = True  # llhttp: final coding is chunked, no Content-Length
-                    elif lname == _CONNECTION:
-                        connection = text if connection is None else f"{connection}, {text}"
+                    elif name == _CONNECTION:
+                        connection = value if connection is None else f"{connection}, {value}"
                     else:
-                        expect = text if expect is None else f"{expect}, {text}"
+                        expect = value if expect is None else f"{expect}, {value}"
 
         http11 = version == "HTTP/1.1"
         if host_count != 1 and (host_count or http11):
@@ -436,14 +379,14 @@ class HttpProtocol:
                 "AH00569: client sent HTTP/1.1 request without hostname"
                 if not host_count
                 else "AH00550: client sent multiple Host headers",
-                request_line=_text(line),
+                request_line=line,
             )
         if content_length is not None and self._limit_body and content_length > self._limit_body:
             raise HttpError(
                 413,
                 f"AH01588: Requested content-length of {content_length} is larger than the "
                 f"configured limit of {self._limit_body}",
-                request_line=_text(line),
+                request_line=line,
             )
 
         keep_alive = self._keep_alive_allowed and (
@@ -456,7 +399,7 @@ class HttpProtocol:
         if has_body == self._message_done and not upgraded:
             # llhttp framed this message differently from the headers we read: refuse it
             # rather than risk two views of where the next request starts.
-            raise HttpError(400, "Request framing is ambiguous", request_line=_text(line))
+            raise HttpError(400, "Request framing is ambiguous", request_line=line)
 
         expect_continue = False
         if expect:
@@ -467,7 +410,7 @@ class HttpProtocol:
                     417,
                     f"AH00570: client sent an unrecognized expectation value of Expect: {expect}",
                     keep_alive=keep_alive and not has_body,
-                    request_line=_text(line),
+                    request_line=line,
                 )
                 self._queue.append(error)
                 if not error.keep_alive:
@@ -606,25 +549,17 @@ class HttpProtocol:
         self._stopped = True
 
 
-def _text(line: bytes) -> str:
-    return line.decode("latin-1")
-
-
-def _odd_version(version: bytes, line: bytes) -> str:
-    """A version other than 1.0/1.1 that llhttp accepted: HTTP/d.d only, 1.x and above."""
-    if version[:5] != b"HTTP/" or len(version) != 8 or version[5] == 48:  # "0"
-        raise HttpError(
-            400, f"AH02418: Invalid protocol '{_text(version)}'", request_line=_text(line)
-        )
-    if version[5] == 49 and version[7] == 48:  # HTTP/1.0 spelled oddly cannot happen
-        return "HTTP/1.0"
+def _odd_version(version: str, line: str) -> str:
+    """A version other than 1.0/1.1 that llhttp accepted: HTTP/d.d only, 1.2 and above."""
+    if version[:5] != "HTTP/" or len(version) != 8 or version[5] == "0":
+        raise HttpError(400, f"AH02418: Invalid protocol '{version}'", request_line=line)
     return "HTTP/1.1"
 
 
-def _check_target(method: str, target: str, line: bytes) -> None:
+def _check_target(method: str, target: str, line: str) -> None:
     """Targets not starting with "/": `*` for OPTIONS, authority for CONNECT, absolute URIs."""
     if "#" in target:
-        raise HttpError(400, "AH10244: URI with a fragment", request_line=_text(line))
+        raise HttpError(400, "AH10244: URI with a fragment", request_line=line)
     if target[0] == "/":
         return
     if target == "*":
@@ -636,9 +571,7 @@ def _check_target(method: str, target: str, line: bytes) -> None:
         scheme, sep, rest = target.partition("://")
         if sep and scheme and "@" not in rest.partition("/")[0]:
             return
-    raise HttpError(
-        400, f"AH10388: Invalid request target '{target[:80]}'", request_line=_text(line)
-    )
+    raise HttpError(400, f"AH10388: Invalid request target '{target[:80]}'", request_line=line)
 
 
 def _client_keeps_alive(connection: str, http11: bool) -> bool:
