@@ -20,7 +20,7 @@ from mpmd.http.errors import HttpError
 from mpmd.http.exchange import ConnectionInfo, Exchange
 from mpmd.http.protocol import HttpProtocol
 from mpmd.http.response import CONTINUE_100, build_head, error_body
-from mpmd.http.timeouts import HEADERS
+from mpmd.http.timeouts import HEADERS, ReadDeadline
 from mpmd.mpm.scoreboard import CLOSING, KEEPALIVE
 
 LINGER_SECONDS = 2.0  # the prefork/worker lingering close: read and discard for at most 2 s
@@ -150,28 +150,27 @@ class Connection:
             return False
         if not data:
             return False
-        start = time.monotonic()
-        deadline = start + stage.timeout if stage.timeout else 0.0
-        hard = start + (stage.max_timeout or stage.timeout) if stage.timeout else 0.0
-        rate = 1.0 / stage.min_rate if stage.min_rate else 0.0
+        deadline = ReadDeadline(stage)
+        deadline.start(time.monotonic())
         while True:
             protocol.feed(data)
             if protocol.buffered():
                 return True
-            if deadline:
-                deadline = min(deadline + len(data) * rate, hard)
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return self._header_timeout()
-                sock.settimeout(min(remaining, settings.timeout))
-            else:
-                sock.settimeout(settings.timeout)
+            now = time.monotonic()
+            deadline.on_bytes(len(data), now)
+            remaining = deadline.remaining(now)
+            if remaining == 0.0:
+                return self._header_timeout()
+            sock.settimeout(
+                settings.timeout if remaining is None else min(remaining, settings.timeout)
+            )
             try:
                 data = sock.recv(65536)
             except TimeoutError:
                 return self._header_timeout()
             if not data:
-                return False
+                protocol.feed(b"")
+                return protocol.buffered()
 
     def _header_timeout(self) -> bool:
         """Apache: a request line not yet complete closes silently; partial headers get 408."""
