@@ -103,6 +103,7 @@ def load_context(spec: ChildSpec, stop: StopSignal, *, multithread: bool):
             multithread=multithread,
             multiprocess=True,
             router=spec.preloaded,
+            scoreboard=spec.scoreboard,
         )
     except Exception:
         spec.error_log.exception("MP00001: child could not load the application, exiting")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable
 
 from mpmd import SERVER_SOFTWARE
@@ -18,15 +19,29 @@ from mpmd.logs.error import ErrorLog
 from mpmd.mpm.connection import ChildContext, make_access_logs
 from mpmd.mpm.event import EventLoop
 from mpmd.mpm.listeners import bind_listeners
+from mpmd.mpm.scoreboard import READY, Scoreboard, default_path
 
 
 def open_error_log(config: ServerConfig) -> ErrorLog:
     return ErrorLog(config.main.error_log, config.main.log_level)
 
 
-def build_router(config: ServerConfig, error_log: ErrorLog) -> Router:
+def build_router(config: ServerConfig, error_log: ErrorLog, scoreboard=None) -> Router:
     """Import the applications (in a child, or in the parent with WSGIPreload On)."""
-    return Router(config, error_log)
+    return Router(config, error_log, extra_handlers=scoreboard_handlers(config, scoreboard))
+
+
+def scoreboard_handlers(config: ServerConfig, scoreboard) -> dict:
+    """`SetHandler server-status` and `SetHandler metrics`, bound to the scoreboard."""
+    if scoreboard is None:
+        return {}
+    from mpmd.handlers.metrics import make_metrics_handler
+    from mpmd.handlers.status import make_status_handler
+
+    return {
+        "server-status": make_status_handler(config, scoreboard),
+        "metrics": make_metrics_handler(config, scoreboard),
+    }
 
 
 def build_child_context(
@@ -36,9 +51,13 @@ def build_child_context(
     multithread: bool,
     multiprocess: bool,
     router: Router | None = None,
+    scoreboard=None,
 ) -> ChildContext:
     """Load the applications and open the access logs: done in each child, once."""
-    router = router or build_router(config, error_log)
+    if router is None:
+        router = build_router(config, error_log, scoreboard)
+    elif scoreboard is not None:  # preloaded in the parent: bind the status handlers here
+        router.extra_handlers.update(scoreboard_handlers(config, scoreboard))
     access_logs = make_access_logs(
         config,
         lambda spec: AccessLog(
@@ -74,9 +93,21 @@ def _serve_single(config: ServerConfig, command_line: str) -> int:
     """`mpmd -X`: one process, serving in its main thread, in the foreground."""
     error_log = open_error_log(config)
     listeners = bind_listeners(config.listeners, config.mpm.listen_backlog)
-    ctx = build_child_context(config, error_log, multithread=False, multiprocess=False)
-    loop = EventLoop(ctx, listeners, threads=0)
+    scoreboard, record = _single_scoreboard(config)
+    ctx = build_child_context(
+        config, error_log, multithread=False, multiprocess=False, scoreboard=scoreboard
+    )
+    loop = _SingleLoop(ctx, listeners, threads=0, process_record=scoreboard.process(0))
+    loop.record = record
     stop = []
+    next_sample = [0.0]
+
+    def should_stop() -> bool:
+        now = time.time()
+        if now >= next_sample[0]:  # the parent's once-a-second history sample
+            next_sample[0] = now + 1.0
+            scoreboard.record_history(now)
+        return bool(stop)
 
     def on_signal(signum, frame):  # handlers only record; the loop acts
         stop.append(signum)
@@ -92,13 +123,43 @@ def _serve_single(config: ServerConfig, command_line: str) -> int:
     )
     error_log.log("notice", f"Command line: '{command_line}'", ah="AH00094")
     try:
-        loop.run(should_stop=lambda: bool(stop))
+        loop.run(should_stop=should_stop)
     finally:
         for sock in listeners:
             sock.close()
+        scoreboard.close()
+        scoreboard.unlink()
         _remove_pid_file(config.pid_file)
         error_log.log("notice", "caught SIGTERM, shutting down", module="mpm_event", ah="AH00491")
     return 0
+
+
+class _SingleLoop(EventLoop):
+    """`-X`: the loop serves requests itself, so it lends connections the one worker record."""
+
+    record = None
+
+    def _serve(self, conn) -> None:
+        record = self.record
+        conn.worker = record
+        try:
+            super()._serve(conn)
+        finally:
+            conn.worker = None
+            record.set_state(READY)
+
+
+def _single_scoreboard(config: ServerConfig) -> tuple[Scoreboard, object]:
+    """A one-process, one-thread scoreboard so /server-status and mpmctl status work in -X."""
+    scoreboard = Scoreboard.create(
+        default_path(os.getpid()), 1, 1, config.mpm.name, threads_per_child=1,
+        max_request_workers=1,
+    )  # fmt: skip
+    scoreboard.process(0).start(os.getpid(), 0)
+    record = scoreboard.worker(0, 0)
+    record.reset_for_new_child(os.getpid(), 0)
+    record.set_state(READY)
+    return scoreboard, record
 
 
 def _write_pid_file(path: str) -> None:
