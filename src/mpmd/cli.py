@@ -122,8 +122,7 @@ def mpmctl_main(argv: Sequence[str] | None = None) -> int:
         return main(args)  # like apachectl: anything else goes to the server binary
     verb, rest = args[0], args[1:]
     if verb in ("status", "fullstatus"):
-        print(f"mpmctl {verb}: not available yet", file=sys.stderr)
-        return 1
+        return _status(_Options(_parser().parse_args(rest), rest), full=verb == "fullstatus")
     if verb == "configtest":
         return main(["-t", *rest])
     return main(["-k", verb, *rest])
@@ -265,6 +264,38 @@ def _control(opts: _Options, command: str) -> int:
     if command in ("restart", "graceful"):
         _print_warnings(config)
     os.kill(pid, SIGNALS[command])
+    return 0
+
+
+def _status(opts: _Options, *, full: bool) -> int:
+    """mpmctl status|fullstatus: read the running server's scoreboard (PidFile -> pid -> file)."""
+    from mpmd.handlers.status import StatusFacts, StatusView, render_terminal
+    from mpmd.mpm.scoreboard import Scoreboard, default_path
+
+    try:
+        config = opts.load()
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 1
+    pid = _read_pid(config.pid_file)
+    if pid is None or not _alive(pid):
+        print(
+            f"{PROG} (no pid file) not running"
+            if pid is None
+            else f"{PROG} (pid {pid}?) not running"
+        )
+        return 1
+    path = default_path(pid)
+    try:
+        scoreboard = Scoreboard.attach(path)
+    except (OSError, ValueError) as err:
+        print(f"{PROG} (pid {pid}): cannot read the scoreboard {path}: {err}", file=sys.stderr)
+        return 1
+    try:
+        view = StatusView(scoreboard.snapshot(), StatusFacts(config))
+        print(render_terminal(view, full=full, pid=pid), end="")
+    finally:
+        scoreboard.close()
     return 0
 
 
