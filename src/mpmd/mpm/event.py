@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from queue import SimpleQueue
 
 from mpmd.mpm.connection import ChildContext, Connection
+from mpmd.mpm.scoreboard import READY
 
 ACCEPT_BATCH = 16
 
@@ -344,6 +345,8 @@ class EventLoop:
             except OSError:
                 keep = False
             conn.worker = None
+            if record is not None:
+                record.set_state(READY)  # back to `_`: the pool counts this thread idle again
             with self._idle_lock:
                 self._idle_threads += 1
             self._returned.put((conn, keep))
@@ -381,5 +384,5 @@ def serve_event(spec, stop) -> None:
 def _ready_record(spec, index: int):
     record = spec.scoreboard.worker(spec.slot, index)
     record.reset_for_new_child(os.getpid(), spec.generation)
-    record.set_state(2)
+    record.set_state(READY)
     return record
