@@ -131,7 +131,7 @@ def line_chart(
             f"<title>{label}</title></polyline>"
         )
         out.append(f'<text x="{legend_x:.0f}" y="16" fill="{colour}">&#9632; {label}</text>')
-        legend_x += 14 + len(label) * 6.5
+        legend_x += 22 + len(label) * 6.5
     label = short_number(top) + ("B" if bytes_axis else "")
     minutes = span / 60
     ago = f"-{minutes:.0f} min" if minutes >= 1 else f"-{span:.0f} s"
