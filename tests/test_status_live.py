@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import textwrap
 import threading
@@ -313,3 +314,20 @@ def test_status_page_renders_in_headless_chromium(tmp_path):
 def _history_svgs(server: Server) -> list[str]:
     page = get(server.url("/server-status"))[2]
     return page.split("<svg")[1:]
+
+
+def test_status_and_mpmctl_work_in_single_process_mode(tmp_path):
+    server = Server(tmp_path, STATUS_LOCATION.format(extended="On"), args=("-X",))
+    with server:
+        for _ in range(3):
+            assert get(server.url("/hello"))[0] == 200
+        auto = dict(auto_fields(get(server.url("/server-status?auto"))[2]))
+        assert int(auto["Total Accesses"]) >= 3  # the readiness probe counts too
+        assert auto["Scoreboard"] == " W" and auto["Processes"] == " 1"
+        code = "import sys; from mpmd.cli import mpmctl_main; sys.exit(mpmctl_main())"
+        result = subprocess.run(
+            [sys.executable, "-c", code, "status", "-f", str(server.conf)],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"parent pid {server.pid}" in result.stdout and "\n_\n" in result.stdout
