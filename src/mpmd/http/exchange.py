@@ -213,7 +213,8 @@ class Exchange:
             else:
                 self.keep_alive = False  # close-delimited body
         self._chunked = chunked
-        self._remaining = length if length is not None else -1
+        # A HEAD response announces the length but sends no body: nothing remains to send.
+        self._remaining = length if length is not None and self._has_body() else -1
         head = build_head(
             "HTTP/1.1" if request.version != "HTTP/1.0" else "HTTP/1.0",
             self.status_line,

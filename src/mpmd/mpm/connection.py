@@ -62,7 +62,7 @@ class ChildContext:
 class Connection:
     """A client socket and its protocol state; owned by exactly one thread or loop at a time."""
 
-    __slots__ = ("ctx", "info", "protocol", "sock", "worker")
+    __slots__ = ("body_deadline", "ctx", "info", "protocol", "sock", "worker")
 
     def __init__(self, sock: socket.socket, peer, ctx: ChildContext, worker=None) -> None:
         self.sock = sock
@@ -78,13 +78,29 @@ class Connection:
             multiprocess=ctx.multiprocess,
         )
         self.protocol = HttpProtocol(ctx.settings, self.recv, self._send_continue)
+        self.body_deadline: ReadDeadline | None = None  # the current request's body stage
 
     # -- socket I/O used by the protocol and the exchange --------------------------------------
 
     def recv(self) -> bytes:
-        """A blocking read bounded by Timeout (the body reader calls this)."""
-        self.sock.settimeout(self.ctx.settings.timeout)
-        return self.sock.recv(65536)
+        """A blocking body read bounded by Timeout and RequestReadTimeout's body stage.
+
+        The body clock starts at the request's first body read from the socket (as
+        mod_reqtimeout's body stage does); TimeoutError becomes the protocol's 408."""
+        settings = self.ctx.settings
+        deadline = self.body_deadline
+        now = time.monotonic()
+        if deadline is None:
+            deadline = self.body_deadline = ReadDeadline(settings.body_read_timeout)
+            deadline.start(now)
+        remaining = deadline.remaining(now)
+        if remaining == 0.0:
+            raise TimeoutError("request body read timeout")
+        timeout = settings.timeout
+        self.sock.settimeout(timeout if remaining is None else min(remaining, timeout))
+        data = self.sock.recv(65536)
+        deadline.on_bytes(len(data), time.monotonic())
+        return data
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -192,7 +208,9 @@ class Connection:
             try:
                 request = protocol.next_request()
             except HttpError as error:
-                self._send_error(error)
+                self._send_error(error, keep_alive=error.keep_alive)
+                if error.keep_alive:  # 417 to a request without a body: carry on
+                    continue
                 return False
             if request is None:
                 return True
@@ -206,6 +224,7 @@ class Connection:
                     request.version,
                     time.time_ns() // 1000,
                 )
+            self.body_deadline = None
             keep_alive = self._run(exchange)
             end = time.time()
             for log in ctx.logs_for(vhost):
@@ -241,8 +260,10 @@ class Connection:
             return False
         return exchange.keep_alive
 
-    def _send_error(self, error: HttpError, exchange: Exchange | None = None) -> None:
-        """Answer a protocol error with Connection: close (the stream can't be trusted)."""
+    def _send_error(
+        self, error: HttpError, exchange: Exchange | None = None, *, keep_alive: bool = False
+    ) -> None:
+        """Answer a protocol error; Connection: close unless the error keeps the stream (417)."""
         from http import HTTPStatus
 
         body = error_body(error.status)
@@ -252,7 +273,7 @@ class Connection:
             [("Content-Type", "text/html; charset=iso-8859-1")],
             content_length=len(body),
             chunked=False,
-            keep_alive=False,
+            keep_alive=keep_alive,
         )
         if exchange is not None:
             exchange.bytes_out = len(body)
