@@ -91,3 +91,4 @@ def _suite(environ, start_response):
 
 
 validated = validator(_suite)
+unvalidated = _suite  # the same, without the validator's wrapper (which hides file_wrapper)

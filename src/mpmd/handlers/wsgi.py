@@ -367,6 +367,8 @@ class WsgiHandler:
         if not exchange.head_sent:
             exchange.send_error(500)
             exchange.keep_alive = False
+        else:
+            exchange.aborted = True  # the body is cut short: no last chunk, then close
 
     def _input_error(self, exchange: Exchange, exc: HttpError) -> None:
         exchange.keep_alive = False

@@ -190,8 +190,8 @@ class Exchange:
             if self._content_length is None:
                 self._content_length = 0
             self._send_head(b"")
-        elif self._chunked:
-            self._send(LAST_CHUNK)
+        elif self._chunked and not self.aborted:
+            self._send(LAST_CHUNK)  # never after a failure: the client must see the cut
         if self._remaining > 0:
             # The app promised more than it sent: the stream can no longer be framed.
             self.keep_alive = False
