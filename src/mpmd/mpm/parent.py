@@ -415,6 +415,10 @@ class Parent:
                     self._ask_to_stop(child)
         self._find_hung_requests(snap)
         self._check_memory()
+        times = os.times()
+        scoreboard.set_parent_cpu(
+            times.user, times.system, times.children_user, times.children_system
+        )
         scoreboard.record_history(time.time(), snap)
 
     def _find_hung_requests(self, snap) -> None:
