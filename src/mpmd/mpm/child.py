@@ -97,6 +97,8 @@ def load_context(spec: ChildSpec, stop: StopSignal, *, multithread: bool):
     from mpmd.mpm.serve import build_child_context
 
     try:
+        if spec.preloaded is None:
+            import_app_modules(spec.config)
         ctx = build_child_context(
             spec.config,
             spec.error_log,
@@ -110,6 +112,25 @@ def load_context(spec: ChildSpec, stop: StopSignal, *, multithread: bool):
         raise SystemExit(CHILD_FATAL) from None
     ctx.stop = stop
     return ctx
+
+
+def import_app_modules(config: ServerConfig) -> None:
+    """Import every WSGIApp module before the router is built.
+
+    The router answers 500 for a mount it cannot load (mod_wsgi's behaviour, kept for
+    WSGIScriptAlias files); an application module that cannot even be imported instead makes
+    the child exit with CHILD_FATAL, so the parent stops the server rather than serving errors
+    (gunicorn's and the issue's behaviour). The router then finds the module in sys.modules.
+    """
+    import importlib
+
+    for entry in config.wsgi_python_path:
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    for vhost in (config.main, *config.vhosts):
+        for mount in vhost.wsgi_mounts:
+            if mount.kind == "app":
+                importlib.import_module(mount.target.partition(":")[0])
 
 
 def accept_one(
