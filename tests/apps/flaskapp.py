@@ -1,32 +1,15 @@
-"""A small Flask application for the end-to-end WSGI tests (mounted with WSGIApp under /flask)."""
+"""A small Flask application (WSGIApp / flaskapp:app), for the WSGIPreload memory measurement."""
 
-from flask import Flask, jsonify, redirect, request, url_for
+from flask import Flask, jsonify
 
 app = Flask(__name__)
 
 
-@app.get("/")
+@app.route("/")
 def index():
-    return "flask index"
+    return "Hello from Flask"
 
 
-@app.get("/user/<name>")
-def user(name: str):
-    return jsonify(name=name, script_root=request.script_root, path=request.path)
-
-
-@app.post("/echo")
-def echo():
-    if request.is_json:
-        return jsonify(received=request.get_json())
-    return jsonify(form=request.form.to_dict(), size=request.content_length)
-
-
-@app.get("/go")
-def go():
-    return redirect(url_for("user", name="redirected"))
-
-
-@app.get("/fail")
-def fail():
-    raise ValueError("flask view failed on purpose")
+@app.route("/json")
+def as_json():
+    return jsonify(framework="flask", ok=True)
