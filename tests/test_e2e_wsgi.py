@@ -16,10 +16,10 @@ import os
 
 import pytest
 
-from server import Server
+from server import APPS, Server
 from test_e2e_http import Wire
 
-FILE_BYTES = bytes(range(256)) * 64  # what e2eapp's /file serves through wsgi.file_wrapper
+FILE_BYTES = (APPS / "e2eapp.py").read_bytes()  # /file serves the app's own source
 CONFIG = """\
 WSGIApp /v e2eapp:validated
 WSGIApp /raw e2eapp:unvalidated

@@ -10,10 +10,7 @@ that lands in the ErrorLog.
 from __future__ import annotations
 
 import hashlib
-import os
 from wsgiref.validate import validator
-
-FILE_BYTES = bytes(range(256)) * 64  # 16 KiB served through wsgi.file_wrapper
 
 
 def probe(environ, start_response):
@@ -30,14 +27,6 @@ def noread(environ, start_response):
     body = f"{environ['REQUEST_METHOD']} {environ['REQUEST_URI']}\n".encode("latin-1")
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
-
-
-def _file_path(environ) -> str:
-    path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"mpmd-e2e-{os.getpid()}.bin")
-    if not os.path.exists(path):
-        with open(path, "wb") as file:
-            file.write(FILE_BYTES)
-    return path
 
 
 def _suite(environ, start_response):
@@ -75,7 +64,8 @@ def _suite(environ, start_response):
         return [b"then returned\n"]
     if path == "/file":
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
-        return environ["wsgi.file_wrapper"](open(_file_path(environ), "rb"), 4096)
+        # This module's own source: a real file, so the server can sendfile() it.
+        return environ["wsgi.file_wrapper"](open(__file__, "rb"), 4096)
     if path == "/crash":
         raise RuntimeError("e2e crash on purpose: SECRET-TRACEBACK-MARKER")
     if path == "/crash-late":
