@@ -23,7 +23,7 @@ FILE_BYTES = (APPS / "e2eapp.py").read_bytes()  # /file serves the app's own sou
 CONFIG = """\
 WSGIApp /v e2eapp:validated
 WSGIApp /raw e2eapp:unvalidated
-WSGIApp /flask flaskapp:app
+WSGIApp /flask e2e_flaskapp:app
 StartServers 1
 MinSpareThreads 1
 MaxSpareThreads 8
