@@ -19,6 +19,7 @@ from mpmd.config.model import ServerConfig, VirtualHost
 from mpmd.http.errors import HttpError
 from mpmd.http.exchange import ConnectionInfo, Exchange
 from mpmd.http.protocol import HttpProtocol
+from mpmd.http.request import Request
 from mpmd.http.response import CONTINUE_100, build_head, error_body
 from mpmd.http.timeouts import HEADERS, ReadDeadline
 from mpmd.mpm.scoreboard import CLOSING, KEEPALIVE
@@ -197,16 +198,20 @@ class Connection:
             self._send_error(HttpError(408, "AH01382: Request header read timeout"))
         return False
 
-    def serve_buffered(self) -> bool:
-        """Serve every complete request already buffered; False when the connection must close."""
+    def serve_buffered(self, first: Request | None = None) -> bool:
+        """Serve every complete request already buffered; False when the connection must close.
+
+        `first`: a request the caller already took from the protocol (the event loop parses
+        heads, and reads bodies up to a bound, before it hands a connection to a thread)."""
         protocol = self.protocol
         ctx = self.ctx
         router = ctx.router
         info = self.info
         worker = self.worker
+        pending = first
         while True:
             try:
-                request = protocol.next_request()
+                request = pending or protocol.next_request()
             except HttpError as error:
                 self._send_error(error, keep_alive=error.keep_alive)
                 if error.keep_alive:  # 417 to a request without a body: carry on
@@ -214,6 +219,7 @@ class Connection:
                 return False
             if request is None:
                 return True
+            pending = None
             vhost = router.select_vhost(request.header("host"), info.server_port)
             exchange = Exchange(request, info, vhost, self.send, self.sendfile)
             if worker is not None:

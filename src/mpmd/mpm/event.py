@@ -1,19 +1,31 @@
-"""The event MPM's child: one selector loop that owns every idle connection, plus a thread pool.
+"""The event MPM's child: one epoll loop that owns every waiting connection, plus a thread pool.
 
 The keep-alive problem (Apache's event.c): a connection waiting for its next request must not
-hold a thread. Here the loop accepts, reads and parses request heads without blocking, and
-parks idle keep-alive connections; a connection goes to a worker thread only once a whole
-request (head, and a body up to BODY_BUFFER_LIMIT) is buffered. The thread serves what is
-buffered and hands the connection back through a queue and a wake-up pipe. Each timeout class
-(new connections reading a head, keep-alive) has its own FIFO, so expiry is O(1) from the head.
+hold a thread. Here the loop accepts, reads request heads (and bodies up to BODY_BUFFER_LIMIT,
+answering `Expect: 100-continue` itself) and parks idle keep-alive connections; a connection
+goes to a worker thread only once a request is ready. The thread runs the handler and writes
+without waiting: what a slow reader cannot take yet stays queued on the connection, and the
+loop finishes it (write completion). A slow or silent client therefore never holds a thread;
+RequestReadTimeout and Timeout still bound it, enforced by the loop.
+
+Every client socket is registered once, EPOLLONESHOT: an event disarms it, so a connection a
+thread owns cannot wake the loop, and handing it back is one epoll_ctl(MOD). A thread returns
+a keep-alive connection itself (under `_lock`); other returns go through a queue and a wake-up
+pipe. Only the loop closes sockets. Each timeout class has its own queue: FIFOs for keep-alive,
+write completion and the two lingering closes (one timeout per queue, so expiry is O(1) from
+the head), and a heap for connections being read, whose RequestReadTimeout deadlines move
+with MinRate. Stale entries are skipped by a per-connection stamp.
 
 With `threads=0` the loop serves requests itself (`mpmd -X`: one process, one thread).
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import os
-import selectors
+import resource
+import select
 import socket
 import threading
 import time
@@ -21,30 +33,188 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from queue import SimpleQueue
 
+from mpmd.http.errors import HttpError
+from mpmd.http.request import Request
+from mpmd.http.response import CONTINUE_100
+from mpmd.http.timeouts import BODY, IDLE, ReadDeadline, expiry_status
 from mpmd.mpm.connection import ChildContext, Connection
 from mpmd.mpm.scoreboard import READY
 
-ACCEPT_BATCH = 16
+ACCEPT_BATCH = 16  # connections accepted per listener wake-up (the limit is checked for each)
+READ_SIZE = 65536
+BODY_BUFFER_LIMIT = 64 * 1024  # body bytes the loop buffers before handing a request over
+WRITE_BUFFER_LIMIT = 256 * 1024  # queued response bytes before a writing thread waits
+LINGER_SECONDS = 30.0  # MAX_SECS_TO_LINGER: normal lingering close
+SHORT_LINGER_SECONDS = 2.0  # SECONDS_TO_LINGER: after a timeout or error, or while stopping
+MAX_POLL_SECONDS = 1.0  # threads park keep-alive connections without waking the loop
+# "All workers busy" must last this long: under the GIL a thread that has sent its response
+# may wait milliseconds before it counts itself idle, and bursts shorter than that are not
+# the overload Apache's rule (close idle keep-alive connections) is for.
+BUSY_GRACE_SECONDS = 0.1
+
+# Where a connection is (one place at a time). The queues of the first five are the timeout
+# classes; IN_THREAD connections belong to a worker thread, CLOSED ones to nobody.
+READING, KEEP_ALIVE, WRITE_COMPLETION, LINGER, SHORT_LINGER, IN_THREAD, CLOSED = range(7)
+
+_ARM_READ = select.EPOLLIN | select.EPOLLONESHOT
+_ARM_WRITE = select.EPOLLOUT | select.EPOLLONESHOT
 
 
-LINGER_SECONDS = 2.0  # lingering close: drain what the client still sends, then close
-HEAD, KEEP_ALIVE, LINGER = 0, 1, 2  # the timeout classes, one FIFO each
+def raise_open_files_limit() -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit: one child may hold thousands of connections."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            return hard
+        except (ValueError, OSError):
+            pass
+    return soft
 
 
-class _Parked:
-    """A connection the loop owns, with the deadline of the timeout class it is waiting in."""
+class _FileSlice:
+    """A sendfile the socket could not take at once: a duplicated descriptor and what is left."""
 
-    __slots__ = ("conn", "deadline", "kind", "stamp")
+    __slots__ = ("count", "fd", "offset")
 
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
+    def __init__(self, fd: int, offset: int, count: int) -> None:
+        self.fd = os.dup(fd)  # the handler closes its own descriptor when it returns
+        self.offset = offset
+        self.count = count
+
+
+class EventConnection(Connection):
+    """A Connection as the event loop keeps it: where it is, its deadline, unsent output.
+
+    Its socket is in timeout mode (non-blocking at the OS level, Timeout for the blocking
+    reads a thread makes through the protocol); send() and sendfile() write what the socket
+    takes now and queue the rest in `out`, which the loop finishes (write completion).
+    """
+
+    __slots__ = ("deadline", "fd", "keep", "kind", "out", "out_bytes", "reader", "request", "stamp")
+
+    def __init__(self, sock: socket.socket, peer, ctx: ChildContext) -> None:
+        super().__init__(sock, peer, ctx)
+        self.fd = sock.fileno()
+        self.kind = READING
+        self.stamp = 0  # bumped whenever it changes place: older queue entries are stale
         self.deadline = 0.0
-        self.stamp = 0  # bumped on every re-park, so stale queue entries are skipped
-        self.kind = HEAD  # which timeout queue it waits in
+        self.reader: ReadDeadline | None = None  # RequestReadTimeout stage being read
+        self.request: Request | None = None  # parsed in the loop, body still arriving
+        self.keep = True  # after write completion: keep alive, or close
+        self.out: deque | None = None  # bytes / _FileSlice not yet written, None when empty
+        self.out_bytes = 0
+
+    def send(self, data: bytes) -> None:
+        if self.out is None:
+            try:
+                sent = os.write(self.fd, data)
+            except BlockingIOError:
+                sent = 0
+            if sent == len(data):
+                return
+            self.out = deque()
+            data = memoryview(data)[sent:]
+        elif self.out_bytes >= WRITE_BUFFER_LIMIT:
+            self.flush_blocking(WRITE_BUFFER_LIMIT // 2)  # a streaming app waits for the client
+            if self.out is None:
+                self.send(data)
+                return
+        self.out.append(data)
+        self.out_bytes += len(data)
+
+    def sendfile(self, fd: int, offset: int, count: int) -> None:
+        if self.out is None:
+            sock_fd = self.fd
+            while count > 0:
+                try:
+                    sent = os.sendfile(sock_fd, fd, offset, count)
+                except BlockingIOError:
+                    break
+                if sent == 0:
+                    raise BrokenPipeError("client closed the connection")
+                offset += sent
+                count -= sent
+            if count <= 0:
+                return
+            self.out = deque()
+        elif self.out_bytes >= WRITE_BUFFER_LIMIT:
+            self.flush_blocking(WRITE_BUFFER_LIMIT // 2)
+            if self.out is None:
+                self.sendfile(fd, offset, count)
+                return
+        self.out.append(_FileSlice(fd, offset, count))
+
+    def flush(self) -> bool:
+        """Write what the socket takes now; True once nothing is left. Raises OSError."""
+        out = self.out
+        if out is None:
+            return True
+        fd = self.fd
+        while out:
+            item = out[0]
+            if type(item) is _FileSlice:
+                try:
+                    sent = os.sendfile(fd, item.fd, item.offset, item.count)
+                except BlockingIOError:
+                    return False
+                if sent == 0:
+                    raise BrokenPipeError("client closed the connection")
+                item.offset += sent
+                item.count -= sent
+                if item.count > 0:
+                    continue
+                os.close(item.fd)
+            else:
+                try:
+                    sent = os.write(fd, item)
+                except BlockingIOError:
+                    return False
+                self.out_bytes -= sent
+                if sent < len(item):
+                    out[0] = memoryview(item)[sent:]
+                    continue
+            out.popleft()
+        self.out = None
+        self.out_bytes = 0
+        return True
+
+    def flush_blocking(self, target: int = 0) -> None:
+        """Wait (Timeout per step) until at most `target` bytes are queued: a thread's send."""
+        if self.out is None:
+            return
+        poller = select.poll()
+        poller.register(self.fd, select.POLLOUT)
+        timeout_ms = int(self.ctx.settings.timeout * 1000)
+        while not self.flush() and (target == 0 or self.out_bytes > target):
+            if not poller.poll(timeout_ms):
+                raise TimeoutError("timed out writing to the client")
+
+    def discard_output(self) -> None:
+        out = self.out
+        if out is not None:
+            for item in out:
+                if type(item) is _FileSlice:
+                    os.close(item.fd)
+            self.out = None
+            self.out_bytes = 0
+
+    def _send_continue(self) -> None:
+        self.flush_blocking()  # never ahead of a previous response still queued
+        super()._send_continue()
+
+    def _send_error(self, *args, **kwargs) -> None:
+        try:
+            self.flush_blocking()
+        except OSError:
+            return
+        super()._send_error(*args, **kwargs)
 
 
 class EventLoop:
-    """Accept, read, park and dispatch for one child process."""
+    """Accept, read, park, dispatch and finish writes for one child process."""
 
     def __init__(
         self,
@@ -58,31 +228,54 @@ class EventLoop:
         wake_fd: int | None = None,
     ) -> None:
         self.ctx = ctx
-        self.listeners = list(listeners)
-        self.selector = selectors.DefaultSelector()
+        settings = ctx.settings
+        self.listeners = {sock.fileno(): sock for sock in listeners}
+        for sock in listeners:
+            sock.setblocking(False)
         self.threads = threads
         self.worker_record = worker_record
+        self.record = None  # threads=0: the worker record the loop serves under
         self.process_record = process_record  # the scoreboard's counters for mod_status
-        self.factor = ctx.config.mpm.async_request_worker_factor
+        # AsyncRequestWorkerFactor is kept as value x 16, floored at 1, and used as
+        # (value x 16) / 16 in integer arithmetic, exactly as Apache (reference 1.4).
+        self.factor = max(1, int(ctx.config.mpm.async_request_worker_factor * 16)) // 16
         self.max_connections = max_connections  # MaxConnectionsPerChild, 0 = unlimited
+        self.open_files = raise_open_files_limit()
         self.accepted = 0
         self.stopping = False
         self.accepting = False
+        self._timeout = settings.timeout
+        self._keep_alive_timeout = settings.keep_alive_timeout
+        self._header_stage = settings.header_read_timeout
+        self._body_stage = settings.body_read_timeout
+        self._first_wait = settings.header_read_timeout.timeout or settings.timeout
+        self._epoll = select.epoll()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self._returned: SimpleQueue[tuple[Connection, bool]] = SimpleQueue()
-        self._work: SimpleQueue[Connection | None] = SimpleQueue()
-        self._idle_threads = threads
-        self._idle_lock = threading.Lock()
-        self._pool: list[threading.Thread] = []
-        self._queues: tuple[deque[tuple[float, int, _Parked]], ...] = (deque(), deque(), deque())
-        self._lingering = 0
-        self._keep_alive = 0
-        self._in_threads = 0  # connections a worker thread owns right now
-        self._next_counts = 0.0
-        self._parked: dict[int, _Parked] = {}
         self._stop_fd = wake_fd  # readable once the parent asked this child to stop
+        self._parent = os.getppid()
+        self._conns: dict[int, EventConnection] = {}
+        self._work: SimpleQueue[tuple[EventConnection, Request] | None] = SimpleQueue()
+        self._returned: SimpleQueue[tuple[EventConnection, bool]] = SimpleQueue()
+        self._pool: list[threading.Thread] = []
+        # Thread hand-backs are counted under _lock; the loop's own counters are loop-only.
+        self._lock = threading.Lock()
+        self._dispatched = 0  # loop: requests handed to threads
+        self._finished = 0  # threads, under _lock: hand-backs
+        self._ka_in = 0  # under _lock: parked keep-alive
+        self._ka_out = 0  # loop: left the keep-alive queue
+        self._writing = 0  # loop: in write completion
+        self._lingering = 0  # loop: in a lingering close
+        self._busy = False  # Apache's workers_were_busy, reset every loop iteration
+        self._saturated_since: float | None = None  # every thread has had a request since
+        self._seq = itertools.count()
+        self._reading: list[tuple[float, int, int, EventConnection]] = []  # heap
+        self._keep_alive_q: deque[tuple[float, int, EventConnection]] = deque()
+        self._write_q: deque[tuple[float, int, EventConnection]] = deque()
+        self._linger_q: deque[tuple[float, int, EventConnection]] = deque()
+        self._short_linger_q: deque[tuple[float, int, EventConnection]] = deque()
+        self._next_publish = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -91,269 +284,57 @@ class EventLoop:
             thread = threading.Thread(target=self._worker_main, args=(index,), daemon=True)
             thread.start()
             self._pool.append(thread)
-        self.selector.register(self._wake_r, selectors.EVENT_READ, None)
+        epoll = self._epoll
+        epoll.register(self._wake_r, select.EPOLLIN)
         if self._stop_fd is not None:
-            self.selector.register(self._stop_fd, selectors.EVENT_READ, "stop")
+            epoll.register(self._stop_fd, select.EPOLLIN)
         self._set_accepting(True)
-        settings = self.ctx.settings
+        conns = self._conns
+        listeners = self.listeners
+        now = time.monotonic()
         try:
-            while not (self.stopping and not self._parked and self._busy() == 0):
+            while not (self.stopping and not conns):
                 if should_stop():
                     self.begin_graceful_stop()
-                timeout = self._next_timeout()
-                for key, _ in self.selector.select(timeout):
-                    data = key.data
-                    if data is None:
-                        self._drain_wakeups()
-                    elif data == "stop":
-                        self.selector.unregister(self._stop_fd)
+                events = epoll.poll(self._poll_timeout(now))
+                now = time.monotonic()
+                self._busy = False
+                ready_listeners = None
+                for fd, _ in events:
+                    conn = conns.get(fd)
+                    if conn is not None:
+                        kind = conn.kind
+                        if kind in (READING, KEEP_ALIVE):
+                            self._on_readable(conn, now)
+                        elif kind == WRITE_COMPLETION:
+                            self._on_writable(conn, now)
+                        elif kind in (LINGER, SHORT_LINGER):
+                            self._on_linger(conn)
+                    elif fd == self._wake_r:
+                        self._drain_returned(now)
+                    elif fd in listeners:
+                        ready_listeners = ready_listeners or []
+                        ready_listeners.append(listeners[fd])
+                    elif fd == self._stop_fd:
+                        epoll.unregister(fd)
                         self._stop_fd = None
                         self.begin_graceful_stop()
-                    elif isinstance(data, socket.socket):
-                        self._accept(data, settings)
-                    else:
-                        self._readable(data)
-                now = time.monotonic()
-                self._expire(now)
                 if self.threads:
-                    self._set_accepting(not self.stopping and not self._above_limit())
-                if now >= self._next_counts:
-                    self._publish_counts(now)
+                    self._busy = self._workers_busy(now)
+                if ready_listeners:
+                    for sock in ready_listeners:
+                        self._on_listener(sock, now)
+                self._maintain(now)
         finally:
             self._shutdown_pool()
+            epoll.close()
 
     def begin_graceful_stop(self) -> None:
-        """Stop accepting, close idle keep-alive connections, let busy ones finish."""
+        """Stop accepting; keep-alive connections close now, busy ones finish (reference 1.4)."""
         if self.stopping:
             return
         self.stopping = True
         self._set_accepting(False)
-        for _, stamp, parked in list(self._queues[KEEP_ALIVE]):
-            if parked.stamp == stamp and parked.kind == KEEP_ALIVE:
-                self._close(parked)
-
-    def _above_limit(self) -> bool:
-        """AsyncRequestWorkerFactor (reference 1.4): stop accepting while over the limit."""
-        with self._idle_lock:
-            idle = self._idle_threads
-        if idle == 0:
-            return True
-        connections = len(self._parked) + self._in_threads - self._lingering
-        disabled = 0 if self.accepting else 1
-        return connections >= self.threads + (idle - disabled) * self.factor
-
-    def _publish_counts(self, now: float) -> None:
-        self._next_counts = now + 1.0
-        record = self.process_record
-        if record is not None:
-            record.not_accepting = 0 if self.accepting else 1
-            record.set_connection_counts(
-                len(self._parked) + self._in_threads, 0, self._keep_alive, self._lingering
-            )
-
-    def _busy(self) -> int:
-        with self._idle_lock:
-            return self.threads - self._idle_threads
-
-    def _set_accepting(self, on: bool) -> None:
-        if on == self.accepting or not self.listeners:
-            return
-        self.accepting = on
-        for sock in self.listeners:
-            if on:
-                self.selector.register(sock, selectors.EVENT_READ, sock)
-            else:
-                self.selector.unregister(sock)
-
-    # -- loop steps ------------------------------------------------------------------------------
-
-    def _accept(self, listener: socket.socket, settings) -> None:
-        for _ in range(ACCEPT_BATCH):
-            try:
-                sock, peer = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = Connection(sock, peer, self.ctx)
-            parked = _Parked(conn)
-            self._parked[sock.fileno()] = parked
-            self.selector.register(sock, selectors.EVENT_READ, parked)
-            first = settings.header_read_timeout.timeout or settings.timeout
-            self._park(parked, HEAD, first)
-            self.accepted += 1
-            if self.max_connections and self.accepted >= self.max_connections:
-                self.begin_graceful_stop()
-                return
-
-    def _readable(self, parked: _Parked) -> None:
-        conn = parked.conn
-        try:
-            data = conn.sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if parked.kind == LINGER:
-            if not data:
-                self._close(parked)
-            return
-        if not data:
-            self._close(parked)
-            return
-        conn.protocol.feed(data)
-        if conn.protocol.buffered():
-            self._dispatch(parked)
-        else:
-            self._park(parked, HEAD, self.ctx.settings.timeout)
-
-    def _dispatch(self, parked: _Parked) -> None:
-        self._unpark(parked)
-        conn = parked.conn
-        conn.sock.setblocking(True)
-        if self.threads == 0:
-            self._serve(conn)
-            return
-        with self._idle_lock:
-            self._idle_threads -= 1
-        self._in_threads += 1
-        self._work.put(conn)
-
-    def _serve(self, conn: Connection) -> None:
-        try:
-            keep = conn.serve_buffered()
-        except OSError:
-            keep = False
-        self._resume(conn, keep)
-
-    def _resume(self, conn: Connection, keep: bool) -> None:
-        if not keep or self.stopping:
-            self._linger(conn)
-            return
-        conn.sock.setblocking(False)
-        parked = _Parked(conn)
-        fd = conn.sock.fileno()
-        self._parked[fd] = parked
-        self.selector.register(conn.sock, selectors.EVENT_READ, parked)
-        if conn.protocol.buffered():
-            self._readable_buffered(parked)
-        else:
-            self._park(parked, KEEP_ALIVE, self.ctx.settings.keep_alive_timeout)
-
-    def _linger(self, conn: Connection) -> None:
-        """Lingering close in the loop: stop sending, drain the client for up to 2 s."""
-        try:
-            conn.sock.shutdown(socket.SHUT_WR)
-            conn.sock.setblocking(False)
-        except OSError:
-            conn.sock.close()
-            return
-        parked = _Parked(conn)
-        self._parked[conn.sock.fileno()] = parked
-        self.selector.register(conn.sock, selectors.EVENT_READ, parked)
-        self._park(parked, LINGER, LINGER_SECONDS)
-
-    def _readable_buffered(self, parked: _Parked) -> None:
-        """A pipelined request is already buffered: dispatch it without waiting for the socket."""
-        if parked.conn.protocol.buffered():
-            self._dispatch(parked)
-        else:
-            self._park(parked, HEAD, self.ctx.settings.timeout)
-
-    def _drain_wakeups(self) -> None:
-        try:
-            os.read(self._wake_r, 4096)
-        except BlockingIOError:
-            pass
-        returned = self._returned
-        while not returned.empty():
-            conn, keep = returned.get()
-            self._in_threads -= 1
-            self._resume(conn, keep)
-
-    # -- timeouts ------------------------------------------------------------------------------
-
-    def _park(self, parked: _Parked, kind: int, seconds: float) -> None:
-        self._count(parked.kind, -1 if parked.stamp and parked.kind != HEAD else 0)
-        parked.kind = kind
-        parked.stamp += 1
-        parked.deadline = time.monotonic() + seconds
-        self._count(kind, 1)
-        self._queues[kind].append((parked.deadline, parked.stamp, parked))
-
-    def _count(self, kind: int, delta: int) -> None:
-        if kind == KEEP_ALIVE:
-            self._keep_alive += delta
-        elif kind == LINGER:
-            self._lingering += delta
-
-    def _unpark(self, parked: _Parked) -> None:
-        self._count(parked.kind, -1)
-        parked.kind = HEAD
-        parked.stamp += 1
-        sock = parked.conn.sock
-        self._parked.pop(sock.fileno(), None)
-        self.selector.unregister(sock)
-
-    def _next_timeout(self) -> float:
-        heads = [q[0][0] for q in self._queues if q]
-        if not heads:
-            return 1.0
-        return max(0.0, min(min(heads) - time.monotonic(), 1.0))
-
-    def _expire(self, now: float) -> None:
-        workers_busy = self.threads and self._idle_threads == 0
-        for kind, queue in enumerate(self._queues):
-            while queue and queue[0][0] <= now:
-                _, stamp, parked = queue.popleft()
-                if parked.stamp != stamp or parked.conn.sock.fileno() not in self._parked:
-                    continue
-                if kind == HEAD:
-                    self._unpark(parked)
-                    parked.conn.sock.setblocking(True)
-                    parked.conn._header_timeout()
-                    self._linger(parked.conn)
-                else:
-                    self._close(parked)
-        if workers_busy and self._keep_alive:
-            # Apache's "kill'em all": with every worker busy, idle keep-alive connections go.
-            for _, stamp, parked in list(self._queues[KEEP_ALIVE]):
-                if parked.stamp == stamp and parked.kind == KEEP_ALIVE:
-                    self._close(parked)
-
-    def _close(self, parked: _Parked) -> None:
-        self._unpark(parked)
-        try:
-            parked.conn.sock.close()
-        except OSError:
-            pass
-
-    # -- worker threads ---------------------------------------------------------------------
-
-    def _worker_main(self, index: int) -> None:
-        record = self.worker_record(index) if self.worker_record else None
-        work = self._work
-        while True:
-            conn = work.get()
-            if conn is None:
-                return
-            conn.worker = record
-            try:
-                keep = conn.serve_buffered()
-            except OSError:
-                keep = False
-            conn.worker = None
-            if record is not None:
-                record.set_state(READY)  # back to `_`: the pool counts this thread idle again
-            with self._idle_lock:
-                self._idle_threads += 1
-            self._returned.put((conn, keep))
-            try:
-                os.write(self._wake_w, b"\0")
-            except BlockingIOError:
-                pass
 
     def _shutdown_pool(self) -> None:
         for _ in self._pool:
@@ -361,19 +342,479 @@ class EventLoop:
         for thread in self._pool:
             thread.join(timeout=5)
 
+    # -- accepting -------------------------------------------------------------------------------
+
+    def _idle_threads(self) -> int:
+        return self.threads - (self._dispatched - self._finished)
+
+    def _workers_busy(self, now: float) -> bool:
+        """Every thread has a request, and has had one for BUSY_GRACE_SECONDS."""
+        if self._dispatched - self._finished < self.threads:
+            self._saturated_since = None
+            return False
+        if self._saturated_since is None:
+            self._saturated_since = now
+        return now - self._saturated_since >= BUSY_GRACE_SECONDS
+
+    def _above_limit(self) -> bool:
+        """Apache's connections_above_limit(): AsyncRequestWorkerFactor (reference 1.4)."""
+        idle = self._idle_threads()
+        if idle <= 0:
+            return True
+        connections = len(self._conns)
+        lingering = self._lingering
+        if connections <= lingering:
+            return False
+        disabled = 0 if self.accepting else 1
+        return connections - lingering >= self.threads + (idle - disabled) * self.factor
+
+    def _on_listener(self, listener: socket.socket, now: float) -> None:
+        if self.stopping:
+            return
+        if self.threads:
+            if self._busy:
+                self._set_accepting(False)
+                return
+            if self._above_limit():
+                self._set_accepting(False)
+                return
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, peer = listener.accept()
+            except OSError:  # EAGAIN, or EMFILE and friends: try again on the next wake-up
+                return
+            self._add_connection(sock, peer, now)
+            self.accepted += 1
+            if self.max_connections and self.accepted >= self.max_connections:
+                self.begin_graceful_stop()  # MaxConnectionsPerChild counts connections
+                return
+            if self.threads and self._above_limit():
+                return
+
+    def _add_connection(self, sock: socket.socket, peer, now: float) -> None:
+        try:
+            sock.settimeout(self._timeout)  # O_NONBLOCK for the loop, Timeout for threads
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = EventConnection(sock, peer, self.ctx)
+        except OSError:
+            sock.close()
+            return
+        self._conns[conn.fd] = conn
+        # The header clock starts with the first bytes (as behind TCP_DEFER_ACCEPT); until
+        # then the connection waits for the header stage's timeout, or Timeout.
+        self._park_reading(conn, now + self._first_wait)
+        self._epoll.register(conn.fd, _ARM_READ)
+
+    def _set_accepting(self, on: bool) -> None:
+        if on == self.accepting or not self.listeners:
+            return
+        self.accepting = on
+        for fd in self.listeners:
+            if on:
+                self._epoll.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+            else:
+                self._epoll.unregister(fd)
+        if self.process_record is not None:
+            self.process_record.not_accepting = 0 if on else 1
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def _on_readable(self, conn: EventConnection, now: float) -> None:
+        """Read what arrived; hand the request over once its head (and body, bounded) is in."""
+        try:
+            data = os.read(conn.fd, READ_SIZE)
+        except BlockingIOError:
+            self._epoll.modify(conn.fd, _ARM_READ)
+            return
+        except OSError:
+            self._close(conn)
+            return
+        if conn.kind == KEEP_ALIVE:  # its queue entry goes stale; the header clock starts
+            self._ka_out += 1
+            conn.kind = READING
+            conn.stamp += 1
+        protocol = conn.protocol
+        request = conn.request
+        protocol.feed(data)  # b"" tells it the client closed
+        if request is None:
+            if not protocol.buffered():
+                if not data:
+                    self._close(conn)  # gone between requests, or mid request line
+                    return
+                reader = conn.reader
+                restart = reader is None
+                if restart:  # the first bytes of a head start the header clock
+                    reader = conn.reader = ReadDeadline(self._header_stage)
+                    reader.start(now)
+                reader.on_bytes(len(data), now)
+                self._wait_read(conn, now, restart)
+                return
+            try:
+                request = protocol.next_request()
+            except HttpError as error:
+                if not error.keep_alive:
+                    self._fail(conn, error)
+                    return
+                conn._send_error(error, keep_alive=True)  # 417: the connection carries on
+                conn.reader = None
+                self._dispatch_buffered(conn, now)
+                return
+            if request is None:  # cannot happen: buffered() said a request is waiting
+                self._close(conn)
+                return
+            if not (protocol.body_complete(request) or self._body_enough(request) or not data):
+                if protocol.take_continue(request) and not self._write_small(conn, CONTINUE_100):
+                    self._close(conn)
+                    return
+                conn.request = request
+                reader = conn.reader = ReadDeadline(self._body_stage)
+                reader.start(now)
+                self._wait_read(conn, now, restart=True)
+                return
+        else:
+            if conn.reader is not None:
+                conn.reader.on_bytes(len(data), now)
+            if not (protocol.body_complete(request) or self._body_enough(request) or not data):
+                self._wait_read(conn, now)
+                return
+            conn.request = None
+        conn.reader = None
+        self._dispatch(conn, request)
+
+    @staticmethod
+    def _body_enough(request: Request) -> bool:
+        return request.body.buffered >= BODY_BUFFER_LIMIT
+
+    def _write_small(self, conn: EventConnection, data: bytes) -> bool:
+        """A few bytes from the loop (100 Continue); False if the socket would not take them."""
+        try:
+            return os.write(conn.fd, data) == len(data)
+        except OSError:
+            return False
+
+    def _wait_read(self, conn: EventConnection, now: float, restart: bool = False) -> None:
+        """Wait for more of a head or body: RequestReadTimeout's deadline, and Timeout per read."""
+        deadline = now + self._timeout
+        reader = conn.reader
+        if reader is not None and reader.deadline is not None and reader.deadline < deadline:
+            deadline = reader.deadline
+        if restart or deadline < conn.deadline:
+            self._park_reading(conn, deadline)
+        else:
+            conn.deadline = deadline  # later than its heap entry: re-queued when that expires
+        self._epoll.modify(conn.fd, _ARM_READ)
+
+    def _park_reading(self, conn: EventConnection, deadline: float) -> None:
+        conn.kind = READING
+        conn.stamp += 1
+        conn.deadline = deadline
+        heapq.heappush(self._reading, (deadline, next(self._seq), conn.stamp, conn))
+
+    def _read_timeout(self, conn: EventConnection) -> None:
+        """mod_reqtimeout: 408 to partial headers or body, silent close otherwise (8.2)."""
+        stage = BODY if conn.request is not None else conn.protocol.read_stage()
+        if expiry_status(stage) == 408:
+            what = "body" if stage == BODY else "header"
+            self.ctx.error_log.log(
+                "info", f"Request {what} read timeout", module="reqtimeout", ah="AH01382"
+            )
+            conn._send_error(HttpError(408, f"AH01382: Request {what} read timeout"))
+        self._linger(conn, short=True)
+
+    def _fail(self, conn: EventConnection, error: HttpError) -> None:
+        """A request the protocol refused: its error response, then close (reference 8.1)."""
+        conn._send_error(error)
+        self._linger(conn, short=True)
+
+    # -- threads ---------------------------------------------------------------------------------
+
+    def _dispatch(self, conn: EventConnection, request: Request) -> None:
+        conn.kind = IN_THREAD
+        conn.stamp += 1
+        if not self.threads:
+            conn.request = request
+            self._serve(conn)
+            return
+        # With no idle thread Apache closes a readable keep-alive connection; here its request
+        # is already read, so it waits for the next thread (see _workers_busy for the rest).
+        self._dispatched += 1
+        self._work.put((conn, request))
+
+    def _serve(self, conn: EventConnection) -> None:
+        """threads=0: serve the request the loop parked on `conn`, then take it back."""
+        request = conn.request
+        conn.request = None
+        self._hand_back(conn, self._run_request(conn, request), counted=False)
+
+    @staticmethod
+    def _run_request(conn: EventConnection, request: Request | None) -> bool:
+        try:
+            return conn.serve_buffered(request)
+        except OSError:
+            return False
+
+    def _worker_main(self, index: int) -> None:
+        record = self.worker_record(index) if self.worker_record else None
+        work = self._work
+        run_request = self._run_request
+        hand_back = self._hand_back
+        while True:
+            item = work.get()
+            if item is None:
+                return
+            conn, request = item
+            conn.worker = record
+            keep = run_request(conn, request)
+            conn.worker = None
+            if record is not None:
+                record.set_state(READY)  # back to `_`: the pool counts this thread idle again
+            hand_back(conn, keep)
+
+    def _hand_back(self, conn: EventConnection, keep: bool, counted: bool = True) -> None:
+        """A thread is done with `conn`: park it for keep-alive itself, or return it to the loop.
+
+        Parking is the hot path, so a thread does it without waking the loop: it queues the
+        entry and re-arms the socket under _lock, which the loop holds to close keep-alive
+        connections, so no connection is closed between the two."""
+        if keep and conn.out is None and not self.stopping and conn.protocol.read_stage() == IDLE:
+            with self._lock:
+                if counted:
+                    self._finished += 1
+                self._park_keep_alive(conn)
+            if not self.accepting and self.threads:
+                self._wake()  # the listeners may come back now a thread is idle
+            return
+        if counted:
+            with self._lock:
+                self._finished += 1
+        if self.threads:
+            self._returned.put((conn, keep))
+            self._wake()
+        else:
+            self._take_back(conn, keep, time.monotonic())
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full: the loop is awake anyway
+
+    def _park_keep_alive(self, conn: EventConnection) -> None:
+        """Caller holds _lock."""
+        conn.kind = KEEP_ALIVE
+        conn.stamp += 1
+        self._ka_in += 1
+        self._keep_alive_q.append((time.monotonic() + self._keep_alive_timeout, conn.stamp, conn))
+        self._epoll.modify(conn.fd, _ARM_READ)
+
+    def _drain_returned(self, now: float) -> None:
+        try:
+            os.read(self._wake_r, 4096)
+        except BlockingIOError:
+            pass
+        returned = self._returned
+        while not returned.empty():
+            conn, keep = returned.get()
+            self._take_back(conn, keep, now)
+
+    def _take_back(self, conn: EventConnection, keep: bool, now: float) -> None:
+        """The loop resumes a connection a thread could not park: write completion, a partial
+        next head, or a close."""
+        if conn.out is not None:
+            conn.keep = keep
+            self._park_writing(conn, now)
+        elif not keep or self.stopping or conn.protocol.eof:
+            self._linger(conn, short=False)
+        elif conn.protocol.read_stage() != IDLE:  # part of a pipelined head is already here
+            conn.reader = ReadDeadline(self._header_stage)
+            conn.reader.start(now)
+            self._wait_read(conn, now, restart=True)
+        else:
+            with self._lock:
+                self._park_keep_alive(conn)
+
+    # -- write completion and lingering close ----------------------------------------------------
+
+    def _park_writing(self, conn: EventConnection, now: float) -> None:
+        if conn.kind != WRITE_COMPLETION:
+            self._writing += 1
+        conn.kind = WRITE_COMPLETION
+        conn.stamp += 1
+        self._write_q.append((now + self._timeout, conn.stamp, conn))  # Timeout per progress
+        self._epoll.modify(conn.fd, _ARM_WRITE)
+
+    def _on_writable(self, conn: EventConnection, now: float) -> None:
+        try:
+            done = conn.flush()
+        except OSError:
+            self._close(conn)
+            return
+        if not done:
+            self._park_writing(conn, now)
+            return
+        self._writing -= 1
+        conn.kind = IN_THREAD  # between places for a moment
+        if self.stopping or not conn.keep:
+            self._linger(conn, short=False)
+        elif conn.protocol.buffered():
+            self._dispatch_buffered(conn, now)
+        else:
+            self._take_back(conn, True, now)
+
+    def _dispatch_buffered(self, conn: EventConnection, now: float) -> None:
+        """Hand over a request that is already parsed (it arrived while the previous response
+        was being written, or behind a 417), or wait for the next one."""
+        protocol = conn.protocol
+        while True:
+            try:
+                request = protocol.next_request()
+            except HttpError as error:
+                if not error.keep_alive:
+                    self._fail(conn, error)
+                    return
+                conn._send_error(error, keep_alive=True)
+                continue
+            if request is None:
+                self._take_back(conn, True, now)
+            else:  # a body still arriving beyond what is buffered is read by the thread
+                self._dispatch(conn, request)
+            return
+
+    def _linger(self, conn: EventConnection, short: bool) -> None:
+        """Lingering close in the loop: stop sending, drain the client for 30 s (2 s short)."""
+        conn.discard_output()
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close(conn)
+            return
+        self._leave(conn)
+        short = short or self.stopping
+        conn.kind = SHORT_LINGER if short else LINGER
+        conn.stamp += 1
+        self._lingering += 1
+        queue, seconds = (
+            (self._short_linger_q, SHORT_LINGER_SECONDS)
+            if short
+            else (self._linger_q, LINGER_SECONDS)
+        )
+        queue.append((time.monotonic() + seconds, conn.stamp, conn))
+        self._epoll.modify(conn.fd, _ARM_READ)
+
+    def _on_linger(self, conn: EventConnection) -> None:
+        fd = conn.fd
+        try:
+            while os.read(fd, 32768):
+                pass
+        except BlockingIOError:
+            self._epoll.modify(fd, _ARM_READ)
+            return
+        except OSError:
+            pass
+        self._close(conn)  # the client closed (or failed): done
+
+    def _leave(self, conn: EventConnection) -> None:
+        """Take `conn` out of the counters of the place it is leaving."""
+        kind = conn.kind
+        if kind == KEEP_ALIVE:
+            self._ka_out += 1
+        elif kind == WRITE_COMPLETION:
+            self._writing -= 1
+        elif kind in (LINGER, SHORT_LINGER):
+            self._lingering -= 1
+
+    def _close(self, conn: EventConnection) -> None:
+        if conn.kind == CLOSED:
+            return
+        self._leave(conn)
+        conn.kind = CLOSED
+        conn.stamp += 1
+        conn.request = None
+        self._conns.pop(conn.fd, None)
+        conn.discard_output()
+        try:
+            conn.sock.close()  # also removes it from the epoll set
+        except OSError:
+            pass
+
+    # -- timeouts --------------------------------------------------------------------------------
+
+    def _poll_timeout(self, now: float) -> float:
+        first = now + MAX_POLL_SECONDS
+        if self._reading and self._reading[0][0] < first:
+            first = self._reading[0][0]
+        for queue in (self._keep_alive_q, self._write_q, self._short_linger_q, self._linger_q):
+            if queue and queue[0][0] < first:
+                first = queue[0][0]
+        return max(0.0, first - now)
+
+    def _maintain(self, now: float) -> None:
+        """Expire each queue from its head; kill'em all when workers were busy or dying."""
+        expired = False
+        reading = self._reading
+        while reading and reading[0][0] <= now:
+            _, _, stamp, conn = heapq.heappop(reading)
+            if conn.stamp != stamp or conn.kind != READING:
+                continue
+            if conn.deadline > now:  # reads moved it: back in at its real deadline
+                heapq.heappush(reading, (conn.deadline, next(self._seq), stamp, conn))
+                continue
+            expired = True
+            self._read_timeout(conn)
+        kill = (self._busy or self.stopping) and self._ka_in != self._ka_out
+        queue = self._keep_alive_q
+        if queue and (kill or queue[0][0] <= now):
+            with self._lock:  # threads append and re-arm under it
+                while queue and (kill or queue[0][0] <= now):
+                    _, stamp, conn = queue.popleft()
+                    if conn.stamp == stamp and conn.kind == KEEP_ALIVE:
+                        expired = True
+                        self._linger(conn, short=False)
+        # While stopping, a normal lingering close is cut to the short one.
+        cut = LINGER_SECONDS - SHORT_LINGER_SECONDS if self.stopping else 0.0
+        for queue, limit in (
+            (self._write_q, now),
+            (self._linger_q, now + cut),
+            (self._short_linger_q, now),
+        ):
+            while queue and queue[0][0] <= limit:
+                _, stamp, conn = queue.popleft()
+                if conn.stamp != stamp:
+                    continue
+                expired = True
+                if conn.kind == WRITE_COMPLETION:
+                    self._linger(conn, short=True)
+                else:
+                    self._close(conn)
+        idle_again = not (self.stopping or self.accepting or self._busy)
+        if self.threads and idle_again and not self._above_limit():
+            self._set_accepting(True)
+        if expired or now >= self._next_publish:
+            self._publish_counts(now)
+
+    def _publish_counts(self, now: float) -> None:
+        """The process record's async counters mod_status prints (Apache: at queue upkeep)."""
+        self._next_publish = now + 1.0
+        if self._stop_fd is not None and os.getppid() != self._parent:
+            self.begin_graceful_stop()  # the parent is gone
+        record = self.process_record
+        if record is not None:
+            record.set_connection_counts(
+                len(self._conns), self._writing, self._ka_in - self._ka_out, self._lingering
+            )
+
 
 def serve_event(spec, stop) -> None:
     """The event child: the loop in the main thread, ThreadsPerChild workers beside it."""
     from mpmd.mpm.child import load_context
 
     ctx = load_context(spec, stop, multithread=True)
-    for sock in spec.listeners:
-        sock.setblocking(False)
     loop = EventLoop(
         ctx,
         spec.listeners,
         threads=spec.config.mpm.threads_per_child,
         worker_record=lambda index: _ready_record(spec, index),
+        process_record=spec.scoreboard.process(spec.slot),
         max_connections=spec.config.mpm.max_connections_per_child,
         wake_fd=stop.read_fd,
     )
