@@ -1,0 +1,166 @@
+"""A client connection as the event MPM's loop keeps it: writes that never wait, plus its place.
+
+Owns the connection's unsent output. `send()` and `sendfile()` write what the socket takes
+now and queue the rest (bytes, or a duplicated file descriptor and a range); the event loop
+finishes the queue when the socket becomes writable (write completion), so a slow reader
+holds no thread. A thread streaming more than WRITE_BUFFER_LIMIT waits for the client (under
+Timeout) instead of buffering without bound. The fields the loop uses to place the connection
+(kind, stamp, deadline) live here too, so an idle connection is one object. Never touches
+the loop's queues or the epoll set.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+from collections import deque
+
+from mpmd.http.request import Request
+from mpmd.http.timeouts import ReadDeadline
+from mpmd.mpm.connection import ChildContext, Connection
+
+WRITE_BUFFER_LIMIT = 256 * 1024  # queued response bytes before a writing thread waits
+
+# Where a connection is (one place at a time). The queues of the first five are the timeout
+# classes; IN_THREAD connections belong to a worker thread, CLOSED ones to nobody.
+READING, KEEP_ALIVE, WRITE_COMPLETION, LINGER, SHORT_LINGER, IN_THREAD, CLOSED = range(7)
+
+
+class _FileSlice:
+    """A sendfile the socket could not take at once: a duplicated descriptor and what is left."""
+
+    __slots__ = ("count", "fd", "offset")
+
+    def __init__(self, fd: int, offset: int, count: int) -> None:
+        self.fd = os.dup(fd)  # the handler closes its own descriptor when it returns
+        self.offset = offset
+        self.count = count
+
+
+class EventConnection(Connection):
+    """A Connection as the event loop keeps it: where it is, its deadline, unsent output.
+
+    Its socket is in timeout mode (non-blocking at the OS level, Timeout for the blocking
+    reads a thread makes through the protocol); send() and sendfile() write what the socket
+    takes now and queue the rest in `out`, which the loop finishes (write completion).
+    """
+
+    __slots__ = ("deadline", "fd", "keep", "kind", "out", "out_bytes", "reader", "request", "stamp")
+
+    def __init__(self, sock: socket.socket, peer, ctx: ChildContext) -> None:
+        super().__init__(sock, peer, ctx)
+        self.fd = sock.fileno()
+        self.kind = READING
+        self.stamp = 0  # bumped whenever it changes place: older queue entries are stale
+        self.deadline = 0.0
+        self.reader: ReadDeadline | None = None  # RequestReadTimeout stage being read
+        self.request: Request | None = None  # parsed in the loop, body still arriving
+        self.keep = True  # after write completion: keep alive, or close
+        self.out: deque | None = None  # bytes / _FileSlice not yet written, None when empty
+        self.out_bytes = 0
+
+    def send(self, data: bytes) -> None:
+        if self.out is None:
+            try:
+                sent = os.write(self.fd, data)
+            except BlockingIOError:
+                sent = 0
+            if sent == len(data):
+                return
+            self.out = deque()
+            data = memoryview(data)[sent:]
+        elif self.out_bytes >= WRITE_BUFFER_LIMIT:
+            self.flush_blocking(WRITE_BUFFER_LIMIT // 2)  # a streaming app waits for the client
+            if self.out is None:
+                self.send(data)
+                return
+        self.out.append(data)
+        self.out_bytes += len(data)
+
+    def sendfile(self, fd: int, offset: int, count: int) -> None:
+        if self.out is None:
+            sock_fd = self.fd
+            while count > 0:
+                try:
+                    sent = os.sendfile(sock_fd, fd, offset, count)
+                except BlockingIOError:
+                    break
+                if sent == 0:
+                    raise BrokenPipeError("client closed the connection")
+                offset += sent
+                count -= sent
+            if count <= 0:
+                return
+            self.out = deque()
+        elif self.out_bytes >= WRITE_BUFFER_LIMIT:
+            self.flush_blocking(WRITE_BUFFER_LIMIT // 2)
+            if self.out is None:
+                self.sendfile(fd, offset, count)
+                return
+        self.out.append(_FileSlice(fd, offset, count))
+
+    def flush(self) -> bool:
+        """Write what the socket takes now; True once nothing is left. Raises OSError."""
+        out = self.out
+        if out is None:
+            return True
+        fd = self.fd
+        while out:
+            item = out[0]
+            if type(item) is _FileSlice:
+                try:
+                    sent = os.sendfile(fd, item.fd, item.offset, item.count)
+                except BlockingIOError:
+                    return False
+                if sent == 0:
+                    raise BrokenPipeError("client closed the connection")
+                item.offset += sent
+                item.count -= sent
+                if item.count > 0:
+                    continue
+                os.close(item.fd)
+            else:
+                try:
+                    sent = os.write(fd, item)
+                except BlockingIOError:
+                    return False
+                self.out_bytes -= sent
+                if sent < len(item):
+                    out[0] = memoryview(item)[sent:]
+                    continue
+            out.popleft()
+        self.out = None
+        self.out_bytes = 0
+        return True
+
+    def flush_blocking(self, target: int = 0) -> None:
+        """Wait (Timeout per step) until at most `target` bytes are queued: a thread's send."""
+        if self.out is None:
+            return
+        poller = select.poll()
+        poller.register(self.fd, select.POLLOUT)
+        timeout_ms = int(self.ctx.settings.timeout * 1000)
+        while not self.flush() and (target == 0 or self.out_bytes > target):
+            if not poller.poll(timeout_ms):
+                raise TimeoutError("timed out writing to the client")
+
+    def discard_output(self) -> None:
+        out = self.out
+        if out is not None:
+            for item in out:
+                if type(item) is _FileSlice:
+                    os.close(item.fd)
+            self.out = None
+            self.out_bytes = 0
+
+    def _send_continue(self) -> None:
+        self.flush_blocking()  # never ahead of a previous response still queued
+        super()._send_continue()
+
+    def _send_error(self, *args, **kwargs) -> None:
+        try:
+            self.flush_blocking()
+        except OSError:
+            return
+        super()._send_error(*args, **kwargs)
