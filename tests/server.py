@@ -56,7 +56,9 @@ def children_of(pid: int) -> list[int]:
 class Server:
     """One mpmd process tree; `config` is Apache syntax appended to the generated basics."""
 
-    def __init__(self, tmp: Path, config: str = "", *, args: tuple[str, ...] = (), mpm: str | None = None):
+    def __init__(
+        self, tmp: Path, config: str = "", *, args: tuple[str, ...] = (), mpm: str | None = None
+    ):
         self.tmp = tmp
         self.port = free_port()
         self.pid_file = tmp / "mpmd.pid"
@@ -76,7 +78,7 @@ class Server:
                 ErrorLog "{self.error_log}"
                 LogLevel info
                 CustomLog "{self.access_log}" combined
-                DocumentRoot "{tmp / 'htdocs'}"
+                DocumentRoot "{tmp / "htdocs"}"
                 WSGIPythonPath "{APPS}"
                 """
             )

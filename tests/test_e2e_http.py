@@ -324,17 +324,8 @@ def check_case(port: int, name: str, expected: dict, pieces: list[bytes], pace: 
         wire.close()
 
 
-# Cases the committed event loop (`-X` and --mpm event) gets wrong; src/mpmd/mpm/event.py is
-# being reworked elsewhere, so these are not strict: drop an entry once it passes (XPASS).
-EVENT_LOOP_BUGS = {
-    "headers_truncated_at_eof": "event.py closes on EOF mid-head without the protocol's 400",
-}
-
-
 def _case_param(path: Path):
-    reason = EVENT_LOOP_BUGS.get(path.stem)
-    marks = [pytest.mark.xfail(reason=reason, strict=False)] if reason else []
-    return pytest.param(path, marks=marks, id=f"{path.parent.name}/{path.stem}")
+    return pytest.param(path, id=f"{path.parent.name}/{path.stem}")
 
 
 @pytest.mark.parametrize("path", [_case_param(path) for path in CASE_FILES])
@@ -362,8 +353,6 @@ def test_case_folders_are_used() -> None:
 def test_cases_whole_under_each_mpm(pool: ServerPool, mode: str) -> None:
     """The same files, sent whole, to the blocking (prefork, worker) and threaded event paths."""
     for path in CASE_FILES:
-        if mode == "event" and path.stem in EVENT_LOOP_BUGS:
-            continue
         expected, data = load_case(path)
         server = server_for(pool, mode, case_config(expected))
         check_case(server.port, path.stem, expected, [data], 0)
@@ -556,13 +545,8 @@ def test_keep_alive_timeout_closes_idle_connection(pool: ServerPool, mode: str) 
     assert_serves(port)
 
 
-# The event loop re-parks a partial head under Timeout, not the header stage's deadline.
-HEADER_STAGE_XFAIL = pytest.mark.xfail(
-    reason="event.py: a partial head waits under Timeout, not RequestReadTimeout header=",
-    strict=False,
-)
 # (--mpm event runs the same loop as -X, so -X stands for both here, to keep the suite quick.)
-READ_TIMEOUT_MODES = [pytest.param("X", marks=HEADER_STAGE_XFAIL), "prefork", "worker"]
+READ_TIMEOUT_MODES = ["X", "prefork", "worker"]
 
 
 @pytest.mark.slow
