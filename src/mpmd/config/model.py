@@ -51,7 +51,9 @@ class ReadTimeoutStage:
     """One stage of RequestReadTimeout (reference 8.2); timeout 0 disables the stage."""
 
     timeout: int
-    max_timeout: int  # 0 = no cap: with MinRate the deadline keeps moving, as Apache's body=20,MinRate=500
+    max_timeout: (
+        int  # 0 = no cap: with MinRate the deadline keeps moving, as Apache's body=20,MinRate=500
+    )
     min_rate: int  # bytes per second that extend the deadline, 0 = none
 
 
