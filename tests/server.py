@@ -88,6 +88,8 @@ class Server:
         self.proc: subprocess.Popen | None = None
 
     def start(self, *, wait: bool = True) -> Server:
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError("this server is already running: a second start would leak it")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mpmd", "-f", str(self.conf), *self.args],
             stdout=subprocess.PIPE,

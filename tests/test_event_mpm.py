@@ -325,7 +325,7 @@ def test_read_timeouts_are_enforced_by_the_loop(tmp_path):
 
 def test_bodies_and_100_continue_are_read_in_the_loop(tmp_path):
     server = Server(tmp_path, ONE_CHILD + APPS, mpm="event")
-    with server, socket.create_connection(("127.0.0.1", server.start().port), timeout=5) as sock:
+    with server, socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
         payload = bytes(range(256)) * 400  # 100 KiB: more than the loop buffers
         sock.sendall(
             b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
