@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import select
 import socket
+import struct
 import time
 from collections.abc import Callable, Sequence
 
@@ -23,6 +24,15 @@ from mpmd.http.request import Request
 from mpmd.http.response import CONTINUE_100, build_head, error_body
 from mpmd.http.timeouts import HEADERS, ReadDeadline
 from mpmd.mpm.scoreboard import CLOSING, KEEPALIVE
+
+_TIMEVAL = struct.Struct("@ll")  # struct timeval for SO_RCVTIMEO / SO_SNDTIMEO
+
+
+def _timeval(seconds: float) -> bytes:
+    """A kernel socket timeout; never 0, which the kernel reads as "wait forever"."""
+    micros = max(1, int(seconds * 1_000_000))
+    return _TIMEVAL.pack(micros // 1_000_000, micros % 1_000_000)
+
 
 LINGER_SECONDS = 2.0  # the prefork/worker lingering close: read and discard for at most 2 s
 
@@ -63,7 +73,16 @@ class ChildContext:
 class Connection:
     """A client socket and its protocol state; owned by exactly one thread or loop at a time."""
 
-    __slots__ = ("body_deadline", "ctx", "info", "protocol", "sock", "worker")
+    __slots__ = (
+        "_rcvtimeo",
+        "blocking",
+        "body_deadline",
+        "ctx",
+        "info",
+        "protocol",
+        "sock",
+        "worker",
+    )
 
     def __init__(self, sock: socket.socket, peer, ctx: ChildContext, worker=None) -> None:
         self.sock = sock
@@ -80,6 +99,8 @@ class Connection:
         )
         self.protocol = HttpProtocol(ctx.settings, self.recv, self._send_continue)
         self.body_deadline: ReadDeadline | None = None  # the current request's body stage
+        self.blocking = False  # serve_blocking(): kernel timeouts instead of poll() per read
+        self._rcvtimeo = -1.0
 
     # -- socket I/O used by the protocol and the exchange --------------------------------------
 
@@ -97,11 +118,33 @@ class Connection:
         remaining = deadline.remaining(now)
         if remaining == 0.0:
             raise TimeoutError("request body read timeout")
-        timeout = settings.timeout
-        self.sock.settimeout(timeout if remaining is None else min(remaining, timeout))
-        data = self.sock.recv(65536)
+        timeout = settings.timeout if remaining is None else min(remaining, settings.timeout)
+        if self.blocking:
+            data = self._recv_within(timeout)
+        else:
+            self.sock.settimeout(timeout)
+            data = self.sock.recv(65536)
         deadline.on_bytes(len(data), time.monotonic())
         return data
+
+    def _recv_within(self, seconds: float) -> bytes:
+        """One recv() bounded by the kernel's SO_RCVTIMEO: a single system call per read,
+        where a Python socket timeout costs a poll() and mode switches around every one."""
+        if seconds != self._rcvtimeo:
+            self._rcvtimeo = seconds
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(seconds))
+        try:
+            return self.sock.recv(65536)
+        except BlockingIOError:
+            raise TimeoutError("timed out reading from the client") from None
+
+    def _use_kernel_timeouts(self) -> None:
+        """Blocking mode for a connection one thread owns for its whole life (prefork, worker)."""
+        sock = self.sock
+        sock.settimeout(None)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(self.ctx.settings.timeout))
+        self.blocking = True
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -133,6 +176,7 @@ class Connection:
         settings = self.ctx.settings
         worker = self.worker
         try:
+            self._use_kernel_timeouts()
             while True:
                 if not protocol.buffered():
                     first = self.info.requests == 0
@@ -154,15 +198,13 @@ class Connection:
         """Block until a request head is complete, under KeepAliveTimeout and RequestReadTimeout."""
         protocol = self.protocol
         settings = self.ctx.settings
-        sock = self.sock
         stage = settings.header_read_timeout
         # The first byte of a follow-up request is awaited under KeepAliveTimeout.
         wait = settings.timeout if first else settings.keep_alive_timeout
         if first and stage.timeout:
             wait = min(wait, stage.timeout)
-        sock.settimeout(wait)
         try:
-            data = sock.recv(65536)
+            data = self._recv_within(wait)
         except TimeoutError:
             return False
         if not data:
@@ -178,11 +220,10 @@ class Connection:
             remaining = deadline.remaining(now)
             if remaining == 0.0:
                 return self._header_timeout()
-            sock.settimeout(
-                settings.timeout if remaining is None else min(remaining, settings.timeout)
-            )
             try:
-                data = sock.recv(65536)
+                data = self._recv_within(
+                    settings.timeout if remaining is None else min(remaining, settings.timeout)
+                )
             except TimeoutError:
                 return self._header_timeout()
             if not data:
