@@ -55,6 +55,7 @@ READ_SIZE = 65536
 BODY_BUFFER_LIMIT = 64 * 1024  # body bytes the loop buffers before handing a request over
 LINGER_SECONDS = 30.0  # MAX_SECS_TO_LINGER: normal lingering close
 SHORT_LINGER_SECONDS = 2.0  # SECONDS_TO_LINGER: after a timeout or error, or while stopping
+_COMPACT_SLACK = 1024  # stale queue entries tolerated before a queue is compacted
 MAX_POLL_SECONDS = 1.0  # threads park keep-alive connections without waking the loop
 # "All workers busy" must last this long: under the GIL a thread that has sent its response
 # may wait milliseconds before it counts itself idle, and bursts shorter than that are not
@@ -636,6 +637,7 @@ class EventLoop:
                     if conn.stamp == stamp and conn.kind == KEEP_ALIVE:
                         expired = True
                         self._linger(conn, short=False)
+        self._compact_queues()
         # While stopping, a normal lingering close is cut to the short one.
         cut = LINGER_SECONDS - SHORT_LINGER_SECONDS if self.stopping else 0.0
         for queue, limit in (
@@ -657,6 +659,29 @@ class EventLoop:
             self._set_accepting(True)
         if expired or now >= self._next_publish:
             self._publish_counts(now)
+
+    def _compact_queues(self) -> None:
+        """Drop stale entries (connections that moved or closed) once they outnumber the live
+        ones: every re-park appends, so without this a FIFO holds every closed connection of
+        the last 30 s (about 2 KiB each) and every keep-alive request of the last
+        KeepAliveTimeout. Amortised O(1) per append."""
+        for queue, live, lock in (
+            (self._keep_alive_q, self._ka_in - self._ka_out, self._lock),
+            (self._write_q, self._writing, None),
+            (self._linger_q, self._lingering, None),
+            (self._short_linger_q, self._lingering, None),
+        ):
+            if len(queue) <= 2 * live + _COMPACT_SLACK:
+                continue
+            if lock is not None:
+                with lock:
+                    _keep_current(queue)
+            else:
+                _keep_current(queue)
+        reading = self._reading
+        if len(reading) > 2 * len(self._conns) + _COMPACT_SLACK:
+            reading[:] = [e for e in reading if e[-1].stamp == e[-2] and e[-1].kind == READING]
+            heapq.heapify(reading)
 
     def _publish_counts(self, now: float) -> None:
         """The process record's async counters mod_status prints (Apache: at queue upkeep)."""
@@ -693,3 +718,10 @@ def _ready_record(spec, index: int):
     record.reset_for_new_child(os.getpid(), spec.generation)
     record.set_state(READY)
     return record
+
+
+def _keep_current(queue: deque) -> None:
+    """Keep only the entries whose connection is still in the place the entry records."""
+    current = [entry for entry in queue if entry[-1].stamp == entry[-2]]
+    queue.clear()
+    queue.extend(current)
