@@ -7,8 +7,9 @@ import pathlib
 
 import pytest
 
-from mpmd.config.build import DEFAULT_SITE, clamp_mpm, default_pid_file, load_config
+from mpmd.config.build import DEFAULT_SITE, default_pid_file, load_config
 from mpmd.config.model import MpmSettings, ServerConfig
+from mpmd.config.mpm_limits import clamp_mpm
 from mpmd.config.syntax import ConfigError
 
 
