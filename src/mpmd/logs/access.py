@@ -1,8 +1,8 @@
 """Access logs: Apache's LogFormat compiled once into a fast formatter, and the CustomLog writer.
 
 This module owns mod_log_config's format language (reference 6.2: directives, modifiers,
-`ap_escape_logitem`), the log targets (a file opened O_APPEND, or a `|program`), and
-BufferedLogs. It must never split a line across two `write()` calls: every line (or every
+`ap_escape_logitem`) and BufferedLogs; the files and `|program`s it writes to are
+logs/targets.py's. It must never split a line across two `write()` calls: every line (or every
 PIPE_BUF-sized batch of whole lines) goes out in one `os.write`, so many processes can append
 to one file without interleaving.
 
@@ -16,20 +16,16 @@ from __future__ import annotations
 import ast
 import os
 import re
-import shlex
-import subprocess
 import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
 
 from mpmd.http.exchange import Exchange
-
-if TYPE_CHECKING:
-    from mpmd.logs.error import ErrorLog
+from mpmd.logs.error import ErrorLog, errno_text, escape_bytes
+from mpmd.logs.targets import open_log_target
 
 Formatter = Callable[[Exchange, float], str]
 
@@ -68,12 +64,7 @@ def escape_logitem(text: str) -> str:
     """
     if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
         return text
-    if not text.isascii():
-        try:
-            text.encode("latin-1")
-        except UnicodeEncodeError:
-            text = text.encode("utf-8", "surrogateescape").decode("latin-1")
-    return text.translate(_ESCAPES)
+    return escape_bytes(text, _ESCAPES)
 
 
 def _esc_opt(text: str | None) -> str:
@@ -475,125 +466,6 @@ def compile_condition(condition: str | None) -> Callable[[Exchange], bool] | Non
     raise ValueError(f"error in condition clause: {condition}")
 
 
-# -- targets -------------------------------------------------------------------------------
-
-
-def write_all(fd: int, data: bytes) -> None:
-    """One os.write; loop only if the kernel took part of it (disk full, signal)."""
-    written = os.write(fd, data)
-    while written < len(data):
-        data = data[written:]
-        written = os.write(fd, data)
-
-
-class LogFile:
-    """A log file opened O_WRONLY|O_APPEND|O_CREAT (mode 0666 less umask, as APR_OS_DEFAULT)."""
-
-    def __init__(self, path: str) -> None:
-        self.target = path
-        # Forked MPM children share this fd; close-on-exec keeps it out of exec'd programs.
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
-
-    def write(self, data: bytes) -> None:
-        write_all(self.fd, data)
-
-    def reopen(self) -> None:
-        """Open the path again (after logrotate renamed it) onto the same fd number."""
-        new_fd = os.open(self.target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-        try:
-            # dup2 is atomic: a concurrent writer never sees a closed fd
-            os.dup2(new_fd, self.fd, inheritable=False)
-        finally:
-            os.close(new_fd)
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-
-class PipedLog:
-    """`|program` (run directly) or `|$command` (via /bin/sh -c) reading log lines on stdin.
-
-    The process that started the program restarts it if it died; other processes (MPM
-    children) drop the line, as the parent will restart the program.
-    """
-
-    def __init__(self, target: str) -> None:
-        self.target = target
-        command = target[2:] if target.startswith("||") else target[1:]
-        if command.startswith("$"):
-            self.argv = ["/bin/sh", "-c", command[1:]]
-        else:
-            self.argv = shlex.split(command)
-        if not self.argv:
-            raise ValueError(f"no program given for piped log {target!r}")
-        self.fd = -1
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._start()
-
-    def _start(self) -> None:
-        proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, close_fds=True)
-        assert proc.stdin is not None
-        if self.fd < 0:
-            self.fd = os.dup(proc.stdin.fileno())
-        else:
-            # keep the fd number forked children share
-            os.dup2(proc.stdin.fileno(), self.fd, inheritable=False)
-        proc.stdin.close()
-        self._proc = proc
-        self._owner = os.getpid()
-
-    def write(self, data: bytes) -> None:
-        try:
-            write_all(self.fd, data)
-        except BrokenPipeError:
-            if os.getpid() != self._owner:
-                raise
-            dead = self._proc
-            self._start()
-            self._retire(dead)
-            write_all(self.fd, data)
-
-    def _retire(self, proc: subprocess.Popen[bytes] | None) -> None:
-        """Let a program whose stdin we closed finish its input, then make sure it is gone.
-
-        MPM children may still hold the pipe open, so EOF is not guaranteed: after a grace
-        period the program gets SIGTERM, as Apache sends on restart.
-        """
-        if proc is None or os.getpid() != self._owner:
-            return
-        try:
-            proc.wait(timeout=2)
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-    def reopen(self) -> None:
-        """Apache restarts piped loggers on every restart: start a new program, retire the old."""
-        old = self._proc
-        self._start()  # dup2 onto our fd closes this process's end of the old pipe
-        self._retire(old)
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)  # EOF on the program's stdin lets it finish its work
-            self.fd = -1
-        self._retire(self._proc)
-        self._proc = None
-
-
-def open_log_target(target: str) -> LogFile | PipedLog:
-    """A file path or `|program`; OSError if the file cannot be opened."""
-    if target.startswith("|"):
-        return PipedLog(target)
-    return LogFile(target)
-
-
 # -- CustomLog -----------------------------------------------------------------------------
 
 
@@ -683,8 +555,6 @@ class AccessLog:
 
     def _report(self, err: OSError) -> None:
         if self._error_log is not None:
-            from mpmd.logs.error import errno_text
-
             self._error_log.log(
                 "error",
                 f"Error writing to {self.target}",

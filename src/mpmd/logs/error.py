@@ -16,7 +16,7 @@ import time
 import traceback
 from collections.abc import Iterable
 
-from mpmd.logs.access import LogFile, PipedLog, open_log_target, write_all
+from mpmd.logs.targets import LogFile, PipedLog, StderrTarget, open_log_target
 
 LEVELS = (
     "emerg",
@@ -61,15 +61,21 @@ _ESCAPES: dict[int, str] = {code: f"\\x{code:02x}" for code in (*range(0x20), *r
 _ESCAPES.update({8: "\\b", 10: "\\n", 13: "\\r", 9: "\\t", 11: "\\v", 0x5C: "\\\\"})
 
 
-def escape_errorlog_item(text: str) -> str:
-    if text.isascii() and text.isprintable() and "\\" not in text:
-        return text
+def escape_bytes(text: str, escapes: dict[int, str]) -> str:
+    """`text` as one character per byte (a character above 0xff becomes its UTF-8 bytes), each
+    byte then replaced through `escapes`: the slow path the access and error logs share."""
     if not text.isascii():
         try:
             text.encode("latin-1")
         except UnicodeEncodeError:
             text = text.encode("utf-8", "surrogateescape").decode("latin-1")
-    return text.translate(_ESCAPES)
+    return text.translate(escapes)
+
+
+def escape_errorlog_item(text: str) -> str:
+    if text.isascii() and text.isprintable() and "\\" not in text:
+        return text
+    return escape_bytes(text, _ESCAPES)
 
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -97,22 +103,6 @@ _pid = [os.getpid()]
 os.register_at_fork(after_in_child=lambda: _pid.__setitem__(0, os.getpid()))
 
 
-class _StderrTarget:
-    """The process's standard error (fd 2); never closed or reopened by the log."""
-
-    fd = 2
-    target = "stderr"
-
-    def write(self, data: bytes) -> None:
-        write_all(2, data)
-
-    def reopen(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 class ErrorLog:
     """One ErrorLog target with its LogLevel; safe to share between threads and processes."""
 
@@ -120,8 +110,8 @@ class ErrorLog:
         if target == "syslog" or target.startswith("syslog:"):
             raise ValueError("ErrorLog syslog is not supported yet")
         self.target = target
-        self._sink: LogFile | PipedLog | _StderrTarget
-        self._sink = _StderrTarget() if target == "stderr" else open_log_target(target)
+        self._sink: LogFile | PipedLog | StderrTarget
+        self._sink = StderrTarget() if target == "stderr" else open_log_target(target)
         self._level, self._module_levels = parse_log_level(level)
         self._stream: ErrorStream | None = None
 
