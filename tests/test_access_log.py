@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from mpmd.config.model import HttpSettings, ReadTimeoutStage, VirtualHost
+from helpers import make_vhost
+from mpmd.config.model import VirtualHost
 from mpmd.http.exchange import ConnectionInfo, Exchange
 from mpmd.http.request import Request
 from mpmd.logs import access
@@ -31,6 +32,7 @@ from mpmd.logs.access import (
 
 # 26/Nov/2026:04:03:23 UTC, plus 123456 microseconds
 START = calendar.timegm((2026, 11, 26, 4, 3, 23)) + 0.123456
+EXAMPLE_VHOST = make_vhost(server_name="www.example.com")
 
 
 @pytest.fixture(autouse=True)
@@ -43,41 +45,6 @@ def utc(monkeypatch):
     monkeypatch.undo()
     time.tzset()
     access._clf_cache.clear()
-
-
-def make_vhost(server_name: str = "www.example.com", port: int = 80) -> VirtualHost:
-    stage = ReadTimeoutStage(timeout=20, max_timeout=40, min_rate=500)
-    http = HttpSettings(
-        timeout=60,
-        keep_alive=True,
-        keep_alive_timeout=5,
-        max_keep_alive_requests=100,
-        limit_request_line=8190,
-        limit_request_field_size=8190,
-        limit_request_fields=100,
-        limit_request_body=0,
-        header_read_timeout=stage,
-        body_read_timeout=stage,
-    )
-    return VirtualHost(
-        addresses=(),
-        server_name=server_name,
-        server_aliases=(),
-        server_admin="admin@example.com",
-        port=port,
-        document_root="/var/www",
-        directory_index=("index.html",),
-        options=frozenset(),
-        aliases=(),
-        wsgi_mounts=(),
-        locations=(),
-        directories=(),
-        http=http,
-        access_logs=(),
-        error_log="stderr",
-        log_level="warn",
-        source="(test)",
-    )
 
 
 def make_exchange(
@@ -111,7 +78,7 @@ def make_exchange(
         "192.0.2.7", 54321, "198.51.100.1", 8080, multithread=False, multiprocess=True
     )
     sent: list[bytes] = []
-    exchange = Exchange(request, conn, vhost or make_vhost(), sent.append, lambda *a: None)
+    exchange = Exchange(request, conn, vhost or EXAMPLE_VHOST, sent.append, lambda *a: None)
     exchange.start_time = START
     exchange.respond(status, response_headers or [("Content-Type", "text/plain")], body)
     exchange.finish()

@@ -11,22 +11,9 @@ import dataclasses
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mpmd.config.model import HttpSettings, ReadTimeoutStage
+from helpers import DEFAULT_SETTINGS
 from mpmd.http.errors import HttpError
 from mpmd.http.protocol import HttpProtocol
-
-DEFAULT_SETTINGS = HttpSettings(
-    timeout=60,
-    keep_alive=True,
-    keep_alive_timeout=5,
-    max_keep_alive_requests=100,
-    limit_request_line=8190,
-    limit_request_field_size=8190,
-    limit_request_fields=100,
-    limit_request_body=1073741824,
-    header_read_timeout=ReadTimeoutStage(20, 40, 500),
-    body_read_timeout=ReadTimeoutStage(20, 0, 500),
-)
 
 SMALL_LIMITS = dataclasses.replace(
     DEFAULT_SETTINGS,

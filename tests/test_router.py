@@ -3,99 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import pytest
 
+from helpers import FakeErrorLog, make_config, make_vhost, route
 from mpmd.config.model import (
     AccessRule,
     AliasMapping,
     DirectorySection,
-    HttpSettings,
     LocationSection,
-    MpmSettings,
-    ReadTimeoutStage,
-    ServerConfig,
-    VirtualHost,
     WsgiMount,
 )
 from mpmd.handlers.router import AccessCheck, ReverseDns, Router, normalize_path
-from test_wsgi import FakeErrorLog, make_exchange, make_request, parse_response
-
-# -- config builders (shared with test_static) ----------------------------------------------------
-
-HTTP = HttpSettings(
-    timeout=60,
-    keep_alive=True,
-    keep_alive_timeout=5,
-    max_keep_alive_requests=100,
-    limit_request_line=8190,
-    limit_request_field_size=8190,
-    limit_request_fields=100,
-    limit_request_body=1 << 30,
-    header_read_timeout=ReadTimeoutStage(20, 40, 500),
-    body_read_timeout=ReadTimeoutStage(20, 0, 500),
-)
-
-
-def make_vhost(**changes: Any) -> VirtualHost:
-    base = VirtualHost(
-        addresses=(),
-        server_name="localhost",
-        server_aliases=(),
-        server_admin="admin@localhost",
-        port=80,
-        document_root="/nonexistent-docroot",
-        directory_index=("index.html",),
-        options=frozenset({"FollowSymLinks"}),
-        aliases=(),
-        wsgi_mounts=(),
-        locations=(),
-        directories=(),
-        http=HTTP,
-        access_logs=(),
-        error_log="stderr",
-        log_level="warn",
-        source="(test)",
-    )
-    return dataclasses.replace(base, **changes)
-
-
-def make_config(
-    main: VirtualHost | None = None, vhosts: tuple[VirtualHost, ...] = ()
-) -> ServerConfig:
-    mpm = MpmSettings("event", 3, 5, 10, 75, 250, 25, 64, 16, 400, 0, 2.0, 0, 511, 0)
-    return ServerConfig(
-        config_file="",
-        server_root="/",
-        mpm=mpm,
-        listeners=(),
-        pid_file="",
-        user=None,
-        group=None,
-        main=main or make_vhost(),
-        vhosts=vhosts,
-        extended_status=False,
-        buffered_logs=False,
-        wsgi_python_path=(),
-        wsgi_preload=False,
-        modules=(),
-        defines=frozenset(),
-        warnings=(),
-    )
-
-
-def route(router: Router, method: str = "GET", target: str = "/", *, host="localhost", port=80,
-          client="10.0.0.7", headers=None, body=b""):  # fmt: skip
-    """Run one request through the router; returns (response, exchange)."""
-    request = make_request(method, target, headers or [("host", host)], body)
-    vhost = router.select_vhost(host, port)
-    exchange, sink = make_exchange(request, vhost, client=client)
-    router.handle(exchange)
-    if exchange.status:
-        exchange.finish()
-    return parse_response(sink.data, head_only=method == "HEAD" or exchange.status == 304), exchange
-
 
 # -- URL normalisation ----------------------------------------------------------------------------
 
@@ -164,19 +83,10 @@ def test_no_vhosts_means_main_server():
 # -- WSGI mounts ----------------------------------------------------------------------------------
 
 
-def recording_app(label: str, calls: list):
-    def app(environ, start_response):
-        calls.append((label, environ["SCRIPT_NAME"], environ["PATH_INFO"]))
-        start_response("200 OK", [("Content-Type", "text/plain")])
-        return [label.encode()]
-
-    return app
-
-
 def mount_router(tmp_path, calls: list, **changes) -> Router:
     module = tmp_path / "mpmd_router_apps.py"
     module.write_text(
-        "from test_router import recording_app\n"
+        "from helpers import recording_app\n"
         "CALLS = []\n"
         "root = recording_app('root', CALLS)\n"
         "app = recording_app('app', CALLS)\n"

@@ -8,11 +8,10 @@ from email.utils import formatdate
 
 import pytest
 
+from helpers import FakeErrorLog, make_config, make_vhost, route
 from mpmd.config.model import DirectorySection
 from mpmd.handlers.router import Router
 from mpmd.handlers.static import MimeTable, default_mime_table, parse_ranges
-from test_router import make_config, make_vhost, route
-from test_wsgi import FakeErrorLog
 
 SECRET = "outside-secret-contents"
 

@@ -1,170 +1,25 @@
 """WsgiHandler against PEP 3333: environ, start_response, write(), file_wrapper, errors.
 
 No sockets: the Exchange writes into a list, sendfile reads the descriptor with os.pread, and
-the bytes are parsed back into a response. The helpers at the top are shared with the router
-and static tests.
+the bytes are parsed back into a response (the fakes and builders are in tests/helpers.py).
 """
 
 from __future__ import annotations
 
 import io
-import os
 import sys
 import timeit
-import traceback
 import wsgiref.validate
-from typing import Any
 
 import pytest
 
+from helpers import BytesBody, FakeErrorLog, Sink, make_exchange, make_request, parse_response
 from mpmd.config.model import WsgiMount
 from mpmd.handlers.wsgi import FileWrapper, WsgiHandler, load_wsgi_app
-from mpmd.http.errors import HttpError
 from mpmd.http.exchange import ConnectionInfo, Exchange
 from mpmd.http.request import Request
 
-# -- shared fakes -------------------------------------------------------------------------------
-
-
-class FakeErrorLog:
-    """The error_log interface the handlers use, keeping every line for assertions."""
-
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str, dict[str, Any]]] = []
-        self.stream = io.StringIO()
-
-    def log(self, level: str, message: str, *, module="core", ah=None, client=None) -> None:
-        self.lines.append((level, message, {"module": module, "ah": ah, "client": client}))
-
-    def exception(self, message: str, *, client=None) -> None:
-        self.lines.append(("error", message + "\n" + traceback.format_exc(), {"client": client}))
-
-    def enabled(self, level: str) -> bool:
-        return True
-
-    def text(self) -> str:
-        return "\n".join(message for _, message, _ in self.lines)
-
-
-class BytesBody:
-    """A RequestBody over bytes: bounded, optionally raising an HttpError after `fail_after`."""
-
-    def __init__(self, data: bytes = b"", fail_after: int | None = None, status: int = 413):
-        self._io = io.BytesIO(data)
-        self._fail_after = fail_after
-        self._status = status
-
-    def _check(self) -> None:
-        if self._fail_after is not None and self._io.tell() >= self._fail_after:
-            raise HttpError(self._status, "AH01591: Read content-length exceeds the limit")
-
-    def read(self, size: int = -1, /) -> bytes:
-        self._check()
-        return self._io.read(size)
-
-    def readline(self, size: int = -1, /) -> bytes:
-        self._check()
-        return self._io.readline(size)
-
-    def readlines(self, hint: int = -1, /) -> list[bytes]:
-        return self._io.readlines(hint)
-
-    def __iter__(self):
-        return iter(self._io)
-
-
-class Sink:
-    """Collects what the exchange sends; sendfile reads the file as the I/O layer would."""
-
-    def __init__(self, fail_after_sends: int | None = None) -> None:
-        self.chunks: list[bytes] = []
-        self.sendfile_calls: list[tuple[int, int]] = []
-        self.fail_after_sends = fail_after_sends
-
-    def send(self, data: bytes) -> None:
-        if self.fail_after_sends is not None and len(self.chunks) >= self.fail_after_sends:
-            raise BrokenPipeError(32, "Broken pipe")
-        self.chunks.append(data)
-
-    def sendfile(self, fd: int, offset: int, count: int) -> None:
-        self.sendfile_calls.append((offset, count))
-        self.chunks.append(os.pread(fd, count, offset))
-
-    @property
-    def data(self) -> bytes:
-        return b"".join(self.chunks)
-
-
-def make_request(
-    method: str = "GET",
-    target: str = "/",
-    headers: list[tuple[str, str]] | None = None,
-    body: bytes | BytesBody = b"",
-    *,
-    version: str = "HTTP/1.1",
-    chunked: bool = False,
-) -> Request:
-    headers = list(headers if headers is not None else [("host", "example.com")])
-    stream = body if isinstance(body, BytesBody) else BytesBody(body)
-    length = None
-    if isinstance(body, bytes) and body and not chunked:
-        length = len(body)
-        headers.append(("content-length", str(length)))
-    if chunked:
-        headers.append(("transfer-encoding", "chunked"))
-    return Request(method, target, version, headers, stream, keep_alive=True, content_length=length)
-
-
-def make_exchange(
-    request: Request, vhost: Any = None, *, sink: Sink | None = None, client: str = "10.0.0.7"
-) -> tuple[Exchange, Sink]:
-    sink = sink or Sink()
-    conn = ConnectionInfo(client, 50123, "10.0.0.1", 8080, multithread=True, multiprocess=True)
-    return Exchange(request, conn, vhost, sink.send, sink.sendfile), sink
-
-
-class Response:
-    def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-        self.status = status
-        self.headers = headers
-        self.body = body
-
-    def header(self, name: str) -> str | None:
-        for key, value in self.headers:
-            if key.lower() == name.lower():
-                return value
-        return None
-
-
-def parse_response(data: bytes, *, head_only: bool = False) -> Response:
-    """One HTTP/1.x response from bytes: Content-Length, chunked or close-delimited body."""
-    head, _, rest = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ", 2)[1])
-    headers = [tuple(line.split(": ", 1)) for line in lines[1:]]
-    response = Response(status, headers, b"")  # type: ignore[arg-type]
-    if head_only:
-        assert rest == b"", "a HEAD/304 response must not carry a body"
-        return response
-    length = response.header("content-length")
-    if length is not None:
-        assert len(rest) == int(length), (len(rest), length)
-        response.body = rest
-    elif response.header("transfer-encoding") == "chunked":
-        body = b""
-        while True:
-            size_line, _, rest = rest.partition(b"\r\n")
-            size = int(size_line, 16)
-            if size == 0:
-                assert rest == b"\r\n"
-                break
-            body += rest[:size]
-            assert rest[size : size + 2] == b"\r\n"
-            rest = rest[size + 2 :]
-        response.body = body
-    else:
-        response.body = rest
-    return response
+# -- running an app -------------------------------------------------------------------------
 
 
 def run_app(app, request: Request, *, mount_path: str = "", validate: bool = True, sink=None):
