@@ -7,6 +7,7 @@ import pathlib
 import pytest
 
 from mpmd.config import directives as reg
+from mpmd.config import ignored
 
 DOCS = pathlib.Path(__file__).resolve().parent.parent / "docs" / "directives.md"
 
@@ -186,10 +187,10 @@ def test_unknown_directive_suggests_closest_name() -> None:
 
 
 def test_ignored_directives_name_their_module() -> None:
-    assert reg.ignored_module("rewriteengine") == "mod_rewrite"
-    assert reg.ignored_module("AddType") == "mod_mime"
-    assert reg.ignored_module("FilesMatch") == "core"
-    assert reg.ignored_module("MaxRequestWorkers") is None
+    assert ignored.ignored_module("rewriteengine") == "mod_rewrite"
+    assert ignored.ignored_module("AddType") == "mod_mime"
+    assert ignored.ignored_module("FilesMatch") == "core"
+    assert ignored.ignored_module("MaxRequestWorkers") is None
 
 
 def test_options_resolution() -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mpmd.config import directives as reg
+from mpmd.config.ignored import ignored_module, ignored_warning
 from mpmd.config.model import (
     MPM_NAMES,
     AccessLogSpec,
@@ -159,9 +160,9 @@ class _Builder:
         if key in reg.CONDITIONAL_SECTIONS:  # normally resolved by the parser
             self.walk(node.children or (), scope, context, parent)
             return
-        module = reg.ignored_module(key)
+        module = ignored_module(key)
         if module is not None:
-            self.warn_once("<" + key, reg.ignored_warning(node.where, node.name, module, True))
+            self.warn_once("<" + key, ignored_warning(node.where, node.name, module, True))
             self.check_names(node.children or ())
             return
         if key not in reg.SECTIONS:
@@ -206,7 +207,7 @@ class _Builder:
         """Inside an ignored section: still reject names that are no directive at all."""
         for node in nodes:
             name = node.name if node.children is None else "<" + node.name
-            if not reg.is_directive(name) and reg.ignored_module(node.name) is None:
+            if not reg.is_directive(name) and ignored_module(node.name) is None:
                 raise ConfigError(node.file, node.line, reg.unknown_message(name))
             if node.children:
                 self.check_names(node.children)
@@ -214,11 +215,9 @@ class _Builder:
     def directive(self, node: Node, scope: _Scope, context: str, section: str) -> None:
         d = reg.lookup(node.name)
         if d is None:
-            module = reg.ignored_module(node.name)
+            module = ignored_module(node.name)
             if module is not None:
-                self.warn_once(
-                    node.name.lower(), reg.ignored_warning(node.where, node.name, module)
-                )
+                self.warn_once(node.name.lower(), ignored_warning(node.where, node.name, module))
                 return
             if node.name.lower() in {n.lower() for n in reg.PARSER_DIRECTIVES}:
                 return

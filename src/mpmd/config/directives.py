@@ -5,8 +5,8 @@ takes, its default (per MPM where Apache's differ), a validator that turns the a
 a typed value, and a one-line doc. config/build.py reads values only through this table, and
 `python -m mpmd.config.directives` prints docs/directives.md from it.
 
-`IGNORED` lists the directives of Apache modules mpmd does not implement, so that real Apache
-configurations load (with one warning per name). A name in neither table is an error.
+config/ignored.py lists the directives of Apache modules mpmd does not implement, so that real
+Apache configurations load (with one warning per name). A name in neither table is an error.
 
 This module never reads files or builds a ServerConfig: it validates one directive at a time.
 """
@@ -20,6 +20,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mpmd.config.ignored import (
+    IGNORED,
+    IGNORED_BY_NAME,
+    IGNORED_CANONICAL,
+    IGNORED_SECTIONS,
+)
 from mpmd.config.model import MPM_NAMES, MpmName
 
 # Where a directive may appear. "server" = main server config, "vhost" = <VirtualHost>,
@@ -568,144 +574,22 @@ CONDITIONAL_SECTIONS = frozenset(
     {"ifmodule", "ifdefine", "ifversion", "iffile", "ifdirective", "ifsection"}
 )
 
-# Directives of Apache modules (and core features) mpmd does not implement: accepted with one
-# warning per name and ignored, so stock Apache configurations load. module -> names.
-IGNORED: dict[str, str] = {
-    "core": "AcceptFilter AcceptPathInfo AccessFileName AddDefaultCharset AllowEncodedSlashes "
-    "CGIMapExtension CGIPassAuth CGIVar ContentDigest CoreDumpDirectory DefaultRuntimeDir "
-    "DefaultType EnableExceptionHook EnableMMAP EnableSendfile Error ErrorDocument FileETag "
-    "FlushMaxPipelined FlushMaxThreshold ForceType HostnameLookups HttpProtocolOptions "
-    "LimitInternalRecursion LimitXMLRequestBody ListenCoresBucketsRatio MaxMemFree "
-    "MaxRangeOverlaps MaxRangeReversals MaxRanges MergeSlashes MergeTrailers Mutex "
-    "NameVirtualHost Protocol Protocols ProtocolsHonorOrder QualifyRedirectURL "
-    "ReceiveBufferSize RegexDefaultOptions RegisterHttpMethod RLimitCPU RLimitMEM RLimitNPROC "
-    "ScriptInterpreterSource SeeRequestTail SendBufferSize ServerPath ServerSignature "
-    "ServerTokens SetInputFilter SetOutputFilter StrictHostCheck ThreadStackSize TraceEnable "
-    "UseCanonicalName UseCanonicalPhysicalPort",
-    "mod_mime": "AddCharset AddEncoding AddHandler AddInputFilter AddLanguage AddOutputFilter "
-    "AddType DefaultLanguage ModMimeUsePathInfo MultiviewsMatch RemoveCharset RemoveEncoding "
-    "RemoveHandler RemoveInputFilter RemoveLanguage RemoveOutputFilter RemoveType TypesConfig",
-    "mod_mime_magic": "MimeMagicFile",
-    "mod_negotiation": "CacheNegotiatedDocs ForceLanguagePriority LanguagePriority",
-    "mod_autoindex": "AddAlt AddAltByEncoding AddAltByType AddDescription AddIcon "
-    "AddIconByEncoding AddIconByType DefaultIcon HeaderName IndexHeadInsert IndexIgnore "
-    "IndexIgnoreReset IndexOptions IndexOrderDefault IndexStyleSheet ReadmeName",
-    "mod_alias": "AliasMatch Redirect RedirectMatch RedirectPermanent RedirectTemp ScriptAlias "
-    "ScriptAliasMatch",
-    "mod_dir": "DirectoryCheckHandler DirectoryIndexRedirect DirectorySlash FallbackResource",
-    "mod_deflate": "DeflateAlterETag DeflateBufferSize DeflateCompressionLevel "
-    "DeflateFilterNote DeflateInflateLimitRequestBody DeflateInflateRatioBurst "
-    "DeflateInflateRatioLimit DeflateMemLevel DeflateWindowSize",
-    "mod_brotli": "BrotliAlterETag BrotliCompressionMaxInputBlock BrotliCompressionQuality "
-    "BrotliCompressionWindow BrotliFilterNote",
-    "mod_filter": "AddOutputFilterByType FilterChain FilterDeclare FilterProtocol "
-    "FilterProvider FilterTrace",
-    "mod_setenvif": "BrowserMatch BrowserMatchNoCase SetEnvIf SetEnvIfExpr SetEnvIfNoCase",
-    "mod_env": "PassEnv SetEnv UnsetEnv",
-    "mod_headers": "Header RequestHeader",
-    "mod_expires": "ExpiresActive ExpiresByType ExpiresDefault",
-    "mod_rewrite": "RewriteBase RewriteCond RewriteEngine RewriteMap RewriteOptions RewriteRule",
-    "mod_ssl": "SSLCACertificateFile SSLCACertificatePath SSLCADNRequestFile "
-    "SSLCADNRequestPath SSLCARevocationCheck SSLCARevocationFile SSLCARevocationPath "
-    "SSLCertificateChainFile SSLCertificateFile SSLCertificateKeyFile SSLCipherSuite "
-    "SSLCompression SSLCryptoDevice SSLEngine SSLHonorCipherOrder SSLInsecureRenegotiation "
-    "SSLOCSPEnable SSLOpenSSLConfCmd SSLOptions SSLPassPhraseDialog SSLProtocol "
-    "SSLProxyCACertificateFile SSLProxyCheckPeerCN SSLProxyCheckPeerExpire "
-    "SSLProxyCheckPeerName SSLProxyEngine SSLProxyVerify SSLRandomSeed SSLRequire "
-    "SSLRequireSSL SSLSessionCache SSLSessionCacheTimeout SSLSessionTickets SSLStaplingCache "
-    "SSLStrictSNIVHostCheck SSLUseStapling SSLVerifyClient SSLVerifyDepth",
-    "mod_auth_basic": "AuthBasicAuthoritative AuthBasicFake AuthBasicProvider "
-    "AuthBasicUseDigestAlgorithm",
-    "mod_auth_digest": "AuthDigestAlgorithm AuthDigestDomain AuthDigestNonceLifetime "
-    "AuthDigestProvider AuthDigestQop AuthDigestShmemSize",
-    "mod_auth_form": "AuthFormProvider AuthFormLoginRequiredLocation AuthFormLoginSuccessLocation",
-    "mod_authn_core": "AuthName AuthType",
-    "mod_authn_file": "AuthUserFile",
-    "mod_authn_dbm": "AuthDBMType AuthDBMUserFile",
-    "mod_authn_socache": "AuthnCacheContext AuthnCacheEnable AuthnCacheProvideFor "
-    "AuthnCacheSOCache AuthnCacheTimeout",
-    "mod_authz_core": "AuthMerging AuthzSendForbiddenOnFailure",
-    "mod_authz_groupfile": "AuthGroupFile",
-    "mod_authz_dbm": "AuthzDBMType AuthDBMGroupFile",
-    "mod_authnz_ldap": "AuthLDAPBindDN AuthLDAPBindPassword AuthLDAPGroupAttribute "
-    "AuthLDAPGroupAttributeIsDN AuthLDAPRemoteUserAttribute AuthLDAPURL",
-    "mod_access_compat": "Allow Deny Order Satisfy",
-    "mod_proxy": "BalancerGrowth BalancerInherit BalancerMember BalancerPersist NoProxy "
-    "ProxyAddHeaders ProxyBadHeader ProxyBlock ProxyDomain ProxyErrorOverride "
-    "ProxyIOBufferSize ProxyMaxForwards ProxyPass ProxyPassInherit ProxyPassInterpolateEnv "
-    "ProxyPassMatch ProxyPassReverse ProxyPassReverseCookieDomain ProxyPassReverseCookiePath "
-    "ProxyPreserveHost ProxyReceiveBufferSize ProxyRemote ProxyRemoteMatch ProxyRequests "
-    "ProxySet ProxySourceAddress ProxyStatus ProxyTimeout ProxyVia",
-    "mod_proxy_hcheck": "ProxyHCExpr ProxyHCTemplate ProxyHCTPsize",
-    "mod_proxy_fcgi": "ProxyFCGIBackendType ProxyFCGISetEnvIf",
-    "mod_proxy_html": "ProxyHTMLEnable ProxyHTMLExtended ProxyHTMLLinks ProxyHTMLURLMap",
-    "mod_cgi": "ScriptLog ScriptLogBuffer ScriptLogLength",
-    "mod_cgid": "CGIDScriptTimeout ScriptSock",
-    "mod_actions": "Action Script",
-    "mod_include": "SSIErrorMsg SSIETag SSILastModified SSILegacyExprParser SSITimeFormat "
-    "SSIUndefinedEcho XBitHack",
-    "mod_userdir": "UserDir",
-    "mod_info": "AddModuleInfo",
-    "mod_status": "",
-    "mod_charset_lite": "CharsetDefault CharsetOptions CharsetSourceEnc",
-    "mod_dav": "DAV DAVDepthInfinity DAVMinTimeout",
-    "mod_dav_fs": "DAVLockDB",
-    "mod_cache": "CacheDefaultExpire CacheDisable CacheEnable CacheIgnoreHeaders CacheLock "
-    "CacheMaxExpire CacheQuickHandler",
-    "mod_cache_disk": "CacheDirLength CacheDirLevels CacheRoot",
-    "mod_http2": "H2Direct H2MaxSessionStreams H2ModernTLSOnly H2Push H2Upgrade",
-    "mod_remoteip": "RemoteIPHeader RemoteIPInternalProxy RemoteIPTrustedProxy",
-    "mod_usertrack": "CookieDomain CookieExpires CookieName CookieStyle CookieTracking",
-    "mod_speling": "CheckCaseOnly CheckSpelling",
-    "mod_substitute": "Substitute",
-    "mod_sed": "InputSed OutputSed",
-    "mod_macro": "Use UndefMacro",
-    "mod_log_config": "GlobalLog",
-    "mod_logio": "LogIOTrackTTFB",
-    "mod_log_forensic": "ForensicLog",
-    "mod_ldap": "LDAPCacheEntries LDAPCacheTTL LDAPSharedCacheSize LDAPTrustedGlobalCert",
-    "mod_md": "MDCertificateAgreement MDomain MDContactEmail",
-    "mod_wsgi": "WSGIApplicationGroup WSGICallableObject WSGIDaemonProcess WSGIImportScript "
-    "WSGILazyInitialization WSGIPassAuthorization WSGIProcessGroup WSGIPythonHome "
-    "WSGIRestrictEmbedded WSGIScriptAliasMatch WSGISocketPrefix",
-    "mod_php": "php_admin_flag php_admin_value php_flag php_value",
-}
-# Sections whose directives mpmd does not apply (one warning per section name).
-IGNORED_SECTIONS: dict[str, str] = {
-    "core": "Files FilesMatch If ElseIf Else Limit LimitExcept",
-    "mod_authz_core": "RequireAll RequireAny RequireNone AuthzProviderAlias",
-    "mod_authn_core": "AuthnProviderAlias",
-    "mod_proxy": "Proxy ProxyMatch",
-    "mod_macro": "Macro",
-}
-# A hint appended to the "not implemented" warning for some modules.
-IGNORED_NOTES: dict[str, str] = {
-    "mod_mime": "mpmd serves Content-Type from its own MIME table",
-    "mod_ssl": "mpmd serves plain HTTP; terminate TLS in front of it",
-    "mod_wsgi": "mpmd runs WSGI apps in its own processes",
-}
 
-
-def _index() -> tuple[dict[str, Directive], dict[str, str], dict[str, str]]:
+def _index() -> dict[str, Directive]:
     by_name: dict[str, Directive] = {}
     for directive in DIRECTIVES:
         for name in (directive.name, *directive.aliases):
             assert name.lower() not in by_name, name
             by_name[name.lower()] = directive
-    ignored = {n.lower(): module for module, names in IGNORED.items() for n in names.split()}
-    sections = {
-        n.lower(): module for module, names in IGNORED_SECTIONS.items() for n in names.split()
-    }
-    overlap = set(by_name) & (set(ignored) | set(PARSER_DIRECTIVES))
+    overlap = set(by_name) & (set(IGNORED_BY_NAME) | set(PARSER_DIRECTIVES))
     assert not overlap, overlap
-    return by_name, ignored, sections
+    return by_name
 
 
-BY_NAME, IGNORED_BY_NAME, IGNORED_SECTION_BY_NAME = _index()
+BY_NAME = _index()
 _CANONICAL = {
     **{n.lower(): n for d in DIRECTIVES for n in (d.name, *d.aliases)},
-    **{n.lower(): n for names in IGNORED.values() for n in names.split()},
-    **{n.lower(): n for names in IGNORED_SECTIONS.values() for n in names.split()},
+    **IGNORED_CANONICAL,
     **{n.lower(): n for n in PARSER_DIRECTIVES},
     **{
         n.lower(): n
@@ -720,12 +604,6 @@ _CANONICAL = {
 def lookup(name: str) -> Directive | None:
     """The implemented directive called `name` (case-insensitive, aliases included)."""
     return BY_NAME.get(name.lower())
-
-
-def ignored_module(name: str) -> str | None:
-    """The Apache module whose directive (or section) `name` mpmd accepts and ignores."""
-    key = name.lower()
-    return IGNORED_BY_NAME.get(key) or IGNORED_SECTION_BY_NAME.get(key)
 
 
 def is_directive(name: str) -> bool:
@@ -743,15 +621,6 @@ def unknown_message(name: str) -> str:
     if close:
         message += f" (did you mean {_CANONICAL[close[0]]}?)"
     return message
-
-
-def ignored_warning(where: str, name: str, module: str, section: bool = False) -> str:
-    shown = (
-        f"<{_CANONICAL.get(name.lower(), name)}>" if section else _CANONICAL.get(name.lower(), name)
-    )
-    note = IGNORED_NOTES.get(module)
-    text = f"{where}: {shown} ({module}) is not implemented by mpmd; every {shown} is ignored"
-    return f"{text} ({note})" if note else text
 
 
 # --- documentation ------------------------------------------------------------------------
