@@ -1,9 +1,10 @@
 """Apache's configuration language → a tree of nodes that remember FILE:LINE.
 
 This module owns tokenising, line continuation, comments, `${VAR}` expansion, Define/UnDefine,
-Include/IncludeOptional and the conditional sections (<IfModule>, <IfDefine>, <IfVersion>,
-<IfFile>, <IfDirective>, <IfSection>), which are resolved while reading, as Apache does.
-It knows nothing about what a directive means: that is config/directives.py and build.py.
+reading the files an Include/IncludeOptional names (config/includes.py expands the pattern)
+and the conditional sections (<IfModule>, <IfDefine>, <IfVersion>, <IfFile>, <IfDirective>,
+<IfSection>), which are resolved while reading, as Apache does. It knows nothing about what a
+directive means: that is config/directives.py and build.py.
 
 The one idea: Apache executes a few directives *while reading* (EXEC_ON_READ: Define, UnDefine,
 Include*, ServerRoot, LoadModule and the <If...> conditionals); everything else is only
@@ -17,7 +18,8 @@ import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
+
+from mpmd.config.includes import IncludeError, check_include_depth, included_files
 
 
 class ConfigError(Exception):
@@ -56,11 +58,6 @@ class ParseResult:
     warnings: tuple[str, ...]
 
 
-# Apache's limit on nested Include directives (AP_MAX_INCLUDE_DEPTH) and on directory
-# recursion inside one Include (AP_MAX_INCLUDE_DIR_DEPTH).
-MAX_INCLUDE_DEPTH = 128
-MAX_INCLUDE_DIR_DEPTH = 128
-
 # Modules compiled into Debian's apache2 binary (`apache2 -l`): always present for <IfModule>.
 STATIC_MODULES: tuple[tuple[str, str], ...] = (
     ("core_module", "core.c"),
@@ -88,7 +85,6 @@ _CANONICAL_SECTION = {name.lower(): name for name in REAL_SECTIONS + CONDITIONAL
 
 # apr_isspace: the whitespace Apache trims and splits on (not Unicode spaces).
 _SPACE = " \t\n\r\v\f"
-_WILDCARD = re.compile(r"[*?\[]")
 _VERSION = re.compile(r"\d+(?:\.\d+){0,2}")
 _VERSION_FORMAT_ERROR = (
     "Version appears to be invalid. It must have the format major[.minor[.patch]] "
@@ -487,103 +483,19 @@ class _Reader:
     # ------------------------------------------------------------------------ includes
 
     def include(self, pattern: str, optional: bool, src: _Source, line: int) -> list[Node]:
-        if self.include_depth >= MAX_INCLUDE_DEPTH:
-            raise ConfigError(
-                src.name,
-                line,
-                f"Exceeded maximum include depth of {MAX_INCLUDE_DEPTH}, "
-                "There appears to be a recursion.",
-            )
-        path = self.root_relative(pattern)
+        """Read the files an Include names (config/includes.py expands them) in place."""
         nodes: list[Node] = []
-        self.include_depth += 1
         try:
-            for file_name in self.include_files(path, optional, src, line):
-                nodes.extend(self.read_file(file_name, src, line))
-        finally:
-            self.include_depth -= 1
-        return nodes
-
-    def include_files(self, path: str, optional: bool, src: _Source, line: int) -> Iterator[str]:
-        """The files an Include names, in Apache's order (ap_dir_fnmatch / ap_dir_nofnmatch)."""
-        if not _WILDCARD.search(path):
-            yield from self.plain_files(path, optional, 0, src, line)
-            return
-        yield from self.wildcard_files("/", path.lstrip("/"), optional, src, line)
-
-    def plain_files(
-        self, path: str, optional: bool, depth: int, src: _Source, line: int
-    ) -> Iterator[str]:
-        if os.path.isdir(path):
-            depth += 1
-            if depth > MAX_INCLUDE_DIR_DEPTH:
-                raise ConfigError(
-                    src.name,
-                    line,
-                    f"Include/IncludeOptional: Directory {path} exceeds the maximum include "
-                    f"directory nesting level of {MAX_INCLUDE_DIR_DEPTH}. You have probably "
-                    "a recursion somewhere.",
-                )
+            check_include_depth(self.include_depth)
+            self.include_depth += 1
             try:
-                names = sorted(os.listdir(path))
-            except OSError as exc:
-                raise ConfigError(
-                    src.name,
-                    line,
-                    f"Include/IncludeOptional: Could not open directory {path}: "
-                    f"{os.strerror(exc.errno or 0)}",
-                ) from None
-            for name in names:
-                yield from self.plain_files(os.path.join(path, name), optional, depth, src, line)
-            return
-        if optional and not os.path.exists(path):
-            return
-        yield path
-
-    def wildcard_files(
-        self, base: str, rest: str, optional: bool, src: _Source, line: int
-    ) -> Iterator[str]:
-        first, slash, remainder = rest.partition("/")
-        more = remainder if slash else None
-        if not _WILDCARD.search(first):
-            path = os.path.join(base, first)
-            if more is None:
-                yield from self.plain_files(path, optional, 0, src, line)
-            else:
-                yield from self.wildcard_files(path, more, optional, src, line)
-            return
-        try:
-            entries = os.listdir(base)
-        except OSError as exc:
-            if optional and isinstance(exc, FileNotFoundError):
-                return
-            raise ConfigError(
-                src.name,
-                line,
-                f"Include/IncludeOptional: Could not open directory {base}: "
-                f"{os.strerror(exc.errno or 0)}",
-            ) from None
-        matches = sorted(
-            name
-            for name in entries
-            if _fnmatch_period(first, name)
-            and (more is None or os.path.isdir(os.path.join(base, name)))
-        )
-        if not matches:
-            if not optional:
-                raise ConfigError(
-                    src.name,
-                    line,
-                    f"Include/IncludeOptional: No matches for the wildcard '{first}' in "
-                    f"'{base}', failing",
-                )
-            return
-        for name in matches:
-            path = os.path.join(base, name)
-            if more is None:
-                yield from self.plain_files(path, optional, 0, src, line)
-            else:
-                yield from self.wildcard_files(path, more, optional, src, line)
+                for file_name in included_files(self.root_relative(pattern), optional):
+                    nodes.extend(self.read_file(file_name, src, line))
+            finally:
+                self.include_depth -= 1
+        except IncludeError as exc:
+            raise ConfigError(src.name, line, str(exc)) from None
+        return nodes
 
     def read_file(self, path: str, src: _Source | None, line: int) -> list[Node]:
         try:
@@ -628,13 +540,6 @@ def _module_aliases(ident: str, so_path: str | None) -> set[str]:
     if so_path:
         names.add(os.path.basename(so_path))
     return names
-
-
-def _fnmatch_period(pattern: str, name: str) -> bool:
-    """fnmatch with APR_FNM_PERIOD: a leading dot must be matched by a literal dot."""
-    if name.startswith(".") and not pattern.startswith("."):
-        return False
-    return fnmatchcase(name, pattern)
 
 
 def parse_config(
