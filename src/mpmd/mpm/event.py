@@ -16,7 +16,8 @@ write completion and the two lingering closes (one timeout per queue, so expiry 
 the head), and a heap for connections being read, whose RequestReadTimeout deadlines move
 with MinRate. Stale entries are skipped by a per-connection stamp.
 
-With `threads=0` the loop serves requests itself (`mpmd -X`: one process, one thread).
+With `threads=0` the loop serves requests itself (`mpmd -X`: one process, one thread) and every
+connection carries worker record 0.
 """
 
 from __future__ import annotations
@@ -101,7 +102,8 @@ class EventLoop:
         for sock in listeners:
             sock.setblocking(False)
         self.threads = threads
-        self.worker_record = worker_record
+        self.worker_record = worker_record  # thread index -> its scoreboard record
+        self._inline_record = None  # threads=0: record 0, lent to every connection
         self.process_record = process_record  # the scoreboard's counters for mod_status
         # AsyncRequestWorkerFactor is kept as value x 16, floored at 1, and used as
         # (value x 16) / 16 in integer arithmetic, exactly as Apache (reference 1.4).
@@ -147,6 +149,8 @@ class EventLoop:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def run(self, should_stop: Callable[[], bool] = lambda: False) -> None:
+        if not self.threads and self.worker_record is not None:
+            self._inline_record = self.worker_record(0)
         for index in range(self.threads):
             thread = threading.Thread(target=self._worker_main, args=(index,), daemon=True)
             thread.start()
@@ -266,6 +270,7 @@ class EventLoop:
         except OSError:
             sock.close()
             return
+        conn.worker = self._inline_record
         self._conns[conn.fd] = conn
         # The header clock starts with the first bytes (as behind TCP_DEFER_ACCEPT); until
         # then the connection waits for the header stage's timeout, or Timeout.
@@ -411,7 +416,11 @@ class EventLoop:
         """threads=0: serve the request the loop parked on `conn`, then take it back."""
         request = conn.request
         conn.request = None
-        self._hand_back(conn, self._run_request(conn, request), counted=False)
+        keep = self._run_request(conn, request)
+        record = conn.worker
+        if record is not None:
+            record.set_state(READY)
+        self._hand_back(conn, keep, counted=False)
 
     @staticmethod
     def _run_request(conn: EventConnection, request: Request | None) -> bool:

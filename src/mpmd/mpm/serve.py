@@ -97,8 +97,13 @@ def _serve_single(config: ServerConfig, command_line: str) -> int:
     ctx = build_child_context(
         config, error_log, multithread=False, multiprocess=False, scoreboard=scoreboard
     )
-    loop = _SingleLoop(ctx, listeners, threads=0, process_record=scoreboard.process(0))
-    loop.record = record
+    loop = EventLoop(
+        ctx,
+        listeners,
+        threads=0,
+        worker_record=lambda index: record,
+        process_record=scoreboard.process(0),
+    )
     stop = []
     next_sample = [0.0]
 
@@ -132,21 +137,6 @@ def _serve_single(config: ServerConfig, command_line: str) -> int:
         _remove_pid_file(config.pid_file)
         error_log.log("notice", "caught SIGTERM, shutting down", module="mpm_event", ah="AH00491")
     return 0
-
-
-class _SingleLoop(EventLoop):
-    """`-X`: the loop serves requests itself, so it lends connections the one worker record."""
-
-    record = None
-
-    def _serve(self, conn) -> None:
-        record = self.record
-        conn.worker = record
-        try:
-            super()._serve(conn)
-        finally:
-            conn.worker = None
-            record.set_state(READY)
 
 
 def _single_scoreboard(config: ServerConfig) -> tuple[Scoreboard, object]:
