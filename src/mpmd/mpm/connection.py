@@ -17,12 +17,13 @@ import time
 from collections.abc import Callable, Sequence
 
 from mpmd.config.model import ServerConfig, VirtualHost
+from mpmd.http.body import EMPTY_BODY
 from mpmd.http.errors import HttpError
 from mpmd.http.exchange import ConnectionInfo, Exchange
 from mpmd.http.protocol import HttpProtocol
 from mpmd.http.request import Request
 from mpmd.http.response import CONTINUE_100, build_head, error_body
-from mpmd.http.timeouts import HEADERS, ReadDeadline
+from mpmd.http.timeouts import HEADERS, REQUEST_LINE, ReadDeadline
 from mpmd.mpm.scoreboard import CLOSING, KEEPALIVE
 
 _TIMEVAL = struct.Struct("@ll")  # struct timeval for SO_RCVTIMEO / SO_SNDTIMEO
@@ -219,24 +220,28 @@ class Connection:
             deadline.on_bytes(len(data), now)
             remaining = deadline.remaining(now)
             if remaining == 0.0:
-                return self._header_timeout()
+                return self._header_timeout(first)
             try:
                 data = self._recv_within(
                     settings.timeout if remaining is None else min(remaining, settings.timeout)
                 )
             except TimeoutError:
-                return self._header_timeout()
+                return self._header_timeout(first)
             if not data:
                 protocol.feed(b"")
                 return protocol.buffered()
 
-    def _header_timeout(self) -> bool:
-        """Apache: a request line not yet complete closes silently; partial headers get 408."""
-        if self.protocol.read_stage() == HEADERS:
+    def _header_timeout(self, first: bool) -> bool:
+        """Apache: partial headers get 408; a request line not yet complete closes without a
+        response, logged as `"-" 408 -` when it is the connection's first (reference 8.1)."""
+        stage = self.protocol.read_stage()
+        if stage == HEADERS:
             self.ctx.error_log.log(
                 "info", "Request header read timeout", module="reqtimeout", ah="AH01382"
             )
             self._send_error(HttpError(408, "AH01382: Request header read timeout"))
+        elif first and stage == REQUEST_LINE:
+            self.log_refused(HttpError(408, "AH01382: Request header read timeout"))
         return False
 
     def serve_buffered(self, first: Request | None = None) -> bool:
@@ -310,7 +315,9 @@ class Connection:
     def _send_error(
         self, error: HttpError, exchange: Exchange | None = None, *, keep_alive: bool = False
     ) -> None:
-        """Answer a protocol error; Connection: close unless the error keeps the stream (417)."""
+        """Answer a protocol error; Connection: close unless the error keeps the stream (417).
+
+        Without `exchange` the request was refused while it was read: it is logged here."""
         from http import HTTPStatus
 
         body = error_body(error.status)
@@ -322,13 +329,39 @@ class Connection:
             chunked=False,
             keep_alive=keep_alive,
         )
-        if exchange is not None:
-            exchange.bytes_out = len(body)
         try:
             self.sock.settimeout(self.ctx.settings.timeout)
             self.sock.sendall(head + body)
         except OSError:
             pass
+        if exchange is None:
+            self.log_refused(error, len(body))
+        else:
+            exchange.bytes_out = len(body)
+
+    def log_refused(self, error: HttpError, bytes_out: int = 0) -> None:
+        """Apache logs a request it refused while reading it (400, 408, 413, 414, 417...): one
+        access-log line in the vhost of the port, `%r` as far as it was parsed, and one access
+        on the scoreboard. `bytes_out`: the error document sent (0 when none was)."""
+        ctx = self.ctx
+        info = self.info
+        vhost = ctx.router.select_vhost(None, info.server_port)
+        exchange = Exchange(
+            _refused_request(error.request_line), info, vhost, self.send, self.sendfile
+        )
+        exchange.status = error.status
+        exchange.keep_alive = False
+        exchange.bytes_out = bytes_out
+        end = time.time()
+        for log in ctx.logs_for(vhost):
+            log.log(exchange, end)
+        worker = self.worker
+        if worker is not None:
+            worker.request_end(
+                bytes_out,
+                (time.perf_counter_ns() - exchange.start_ns) // 1000,
+                int(end * 1_000_000),
+            )
 
     def close(self) -> None:
         """Lingering close: stop sending, drain what the client still sends for up to 2 s."""
@@ -344,6 +377,15 @@ class Connection:
         except OSError:
             pass
         sock.close()
+
+
+def _refused_request(request_line: str | None) -> Request:
+    """The request as far as it was read; no method when its line never parsed (`%r` is -)."""
+    method = target = version = ""
+    if request_line:
+        method, _, rest = request_line.partition(" ")
+        target, _, version = rest.partition(" ")
+    return Request(method, target, version, [], EMPTY_BODY, keep_alive=False)
 
 
 def make_access_logs(config: ServerConfig, factory: Callable) -> dict[int, Sequence]:

@@ -17,7 +17,8 @@ the head), and a heap for connections being read, whose RequestReadTimeout deadl
 with MinRate. Stale entries are skipped by a per-connection stamp.
 
 With `threads=0` the loop serves requests itself (`mpmd -X`: one process, one thread) and every
-connection carries worker record 0.
+connection carries worker record 0. Requests refused while the loop reads them are logged
+(access log, scoreboard) by the connection, as in the threads.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from queue import SimpleQueue
 from mpmd.http.errors import HttpError
 from mpmd.http.request import Request
 from mpmd.http.response import CONTINUE_100
-from mpmd.http.timeouts import BODY, IDLE, ReadDeadline, expiry_status
+from mpmd.http.timeouts import BODY, IDLE, REQUEST_LINE, ReadDeadline, expiry_status
 from mpmd.mpm.connection import ChildContext
 from mpmd.mpm.event_connection import (
     CLOSED,
@@ -383,14 +384,21 @@ class EventLoop:
         heapq.heappush(self._reading, (deadline, next(self._seq), conn.stamp, conn))
 
     def _read_timeout(self, conn: EventConnection) -> None:
-        """mod_reqtimeout: 408 to partial headers or body, silent close otherwise (8.2)."""
+        """mod_reqtimeout: 408 to partial headers or body, a close without a response otherwise
+        (8.2); a partial first request line is still logged as `"-" 408 -` (8.1)."""
         stage = BODY if conn.request is not None else conn.protocol.read_stage()
         if expiry_status(stage) == 408:
             what = "body" if stage == BODY else "header"
             self.ctx.error_log.log(
                 "info", f"Request {what} read timeout", module="reqtimeout", ah="AH01382"
             )
-            conn._send_error(HttpError(408, f"AH01382: Request {what} read timeout"))
+            request = conn.request  # a body timeout: its head is known, as for %r in a thread
+            line = request.request_line if request is not None else None
+            conn._send_error(
+                HttpError(408, f"AH01382: Request {what} read timeout", request_line=line)
+            )
+        elif stage == REQUEST_LINE and conn.info.requests == 0:
+            conn.log_refused(HttpError(408, "AH01382: Request header read timeout"))
         self._linger(conn, short=True)
 
     def _fail(self, conn: EventConnection, error: HttpError) -> None:
