@@ -1,7 +1,8 @@
 """Children that die, hang or wear out, with real processes, for prefork, worker and event.
 
 kill -9 of a busy child costs only the connections that child held; a request busy past
-Timeout is logged with its request line and its child replaced; MaxConnectionsPerChild
+Timeout is logged with its request line and its child replaced (a threaded child is first
+stopped gracefully, so its other requests finish); MaxConnectionsPerChild
 recycles children while the scoreboard's total access count only grows.
 """
 
@@ -10,11 +11,12 @@ from __future__ import annotations
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 
 import pytest
 
-from mpm_load import Load, Sampler, attach_scoreboard, child_titles
+from mpm_load import Load, Sampler, attach_scoreboard, child_titles, fetch
 from mpmd.mpm.scoreboard import BUSY_WRITE
 from server import Server, pid_alive, wait_for
 
@@ -68,24 +70,46 @@ def test_kill_9_of_a_busy_child_costs_only_its_connections(tmp_path, mpm):
         board.close()
 
 
+def _busy_threads(board, pid: int) -> int:
+    """How many of child `pid`'s threads are running the application."""
+    snap = board.snapshot()
+    return sum(1 for w in snap.workers(active_only=True) if w.pid == pid and w.status == BUSY_WRITE)
+
+
 @pytest.mark.parametrize("mpm", MPMS)
 def test_a_request_past_timeout_is_logged_and_its_child_replaced(tmp_path, mpm):
+    """Prefork: the child is killed at once. Worker/event: it is first stopped gracefully, so a
+    request in its other thread finishes, and killed a further Timeout later."""
+    threaded = mpm != "prefork"
     pool = "StartServers 1\nMinSpareServers 1\nMaxSpareServers 2\n" if mpm == "prefork" else (
         "StartServers 1\nThreadsPerChild 2\nMinSpareThreads 1\nMaxSpareThreads 4\n")  # fmt: skip
     server = Server(tmp_path, f"WSGIApp / testapp:sleepy\nTimeout 2\n{pool}", mpm=mpm)
-    with server:
+    with ThreadPoolExecutor(2) as clients, server:
         board = attach_scoreboard(server.pid)
         hung = wait_for(lambda: list(child_titles(server.pid)), timeout=5)[0]
-        load = Load(server.port, "/hang?seconds=30", clients=1).start()
-        try:
-            wait_for(lambda: f"child pid {hung}; replacing the child" in server.log_text(), 6)
-            wait_for(lambda: not pid_alive(hung), timeout=3)
-            wait_for(lambda: [p for p in child_titles(server.pid) if p != hung], timeout=5)
-        finally:
-            load.stop()
-        line = next(x for x in server.log_text().splitlines() if "exceeded Timeout" in x)
+        hanging = clients.submit(fetch, server.port, "/hang?seconds=30")
+        if threaded:
+            # The other thread starts a request that ends after the graceful stop (the hang is
+            # found past Timeout 2 s, at most a tick later) and before the kill (a further
+            # Timeout later, so past 4 s).
+            wait_for(lambda: _busy_threads(board, hung) == 1, timeout=5)
+            neighbour = clients.submit(fetch, server.port, "/other?seconds=3.5")
+            wait_for(lambda: _busy_threads(board, hung) == 2, timeout=5)
+        wait_for(lambda: f"child pid {hung}; replacing the child" in server.log_text(), 6)
+        if threaded:
+            assert not neighbour.done()  # still running when its child began to stop
+            assert neighbour.result(timeout=5)[0] == 200
+            assert pid_alive(hung)  # the hung request keeps it until the kill
+        wait_for(lambda: not pid_alive(hung), timeout=5 if threaded else 3)
+        with pytest.raises(OSError):  # the hung request itself is cut
+            hanging.result(timeout=5)
+        wait_for(lambda: [p for p in child_titles(server.pid) if p != hung], timeout=5)
+        log = server.log_text()
+        line = next(x for x in log.splitlines() if "exceeded Timeout" in x)
         assert '"GET /hang?seconds=30 HTTP/1.1"' in line and "from 127.0.0.1" in line
-        assert f"child pid {hung} exit signal" not in server.log_text()  # expected, not noise
+        assert ("gracefully" in line) == threaded
+        assert (f"killing child pid {hung}" in log) == threaded
+        assert f"child pid {hung} exit signal" not in log  # expected, not noise
         board.close()
 
 

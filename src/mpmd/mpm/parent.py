@@ -24,7 +24,15 @@ from mpmd.config.syntax import ConfigError
 from mpmd.mpm import maintenance
 from mpmd.mpm.child import CHILD_FATAL, ChildSpec, run_child
 from mpmd.mpm.listeners import bind_listeners
-from mpmd.mpm.scoreboard import BUSY_READ, BUSY_WRITE, READY, STARTING, Scoreboard, default_path
+from mpmd.mpm.scoreboard import (
+    BUSY_READ,
+    BUSY_WRITE,
+    READY,
+    STARTING,
+    Scoreboard,
+    WorkerInfo,
+    default_path,
+)
 
 # Apache's reclaim schedule for an ungraceful stop (reference 5): seconds after the first TERM.
 RECLAIM_TERM_AGAIN = (3.0, 5.0, 7.0)
@@ -43,6 +51,7 @@ class _Child:
     generation: int
     started: float
     killed: bool = False  # the parent already replaced it (hung request, memory)
+    kill_after_us: int = 0  # stopping for a hung request: SIGKILL if one is still busy then
 
 
 def _serve_function(mpm: str) -> Callable:
@@ -422,27 +431,55 @@ class Parent:
         scoreboard.record_history(time.time(), snap)
 
     def _find_hung_requests(self, snap) -> None:
-        """mpmd extension: a request busy longer than Timeout gets its child replaced."""
-        limit_us = int(self.config.main.http.timeout * 1_000_000)
+        """mpmd extension: a request busy longer than Timeout gets its child replaced.
+
+        A prefork child serves only that request, so it is killed at once. A threaded child
+        also serves other requests: it is asked to stop gracefully (the other threads finish
+        theirs) and killed only if, a further Timeout later, a request is still busy past
+        Timeout."""
+        timeout = self.config.main.http.timeout
+        limit_us = int(timeout * 1_000_000)
         now_us = time.time_ns() // 1000
-        by_pid = {child.pid: child for child in self.children.values()}
+        oldest: dict[int, WorkerInfo] = {}  # pid -> its longest-running request past Timeout
         for worker in snap.workers(active_only=True):
-            child = by_pid.get(worker.pid)
-            if child is None or child.killed or worker.status not in BUSY_STATES:
+            started = worker.start_time_us
+            if worker.status not in BUSY_STATES or not started or now_us - started <= limit_us:
                 continue
-            if worker.start_time_us and now_us - worker.start_time_us > limit_us:
-                child.killed = True
+            seen = oldest.get(worker.pid)
+            if seen is None or started < seen.start_time_us:
+                oldest[worker.pid] = worker
+        if not oldest:
+            return
+        threaded = self.config.mpm.name != "prefork"
+        for child in self.children.values():
+            worker = oldest.get(child.pid)
+            if worker is None or child.killed:
+                continue
+            if not child.kill_after_us:
+                how = "gracefully" if threaded else "now"
                 self.error_log.log(
                     "error",
-                    f'request exceeded Timeout ({self.config.main.http.timeout:g} s): "{worker.request}" '
-                    f"from {worker.client}, child pid {child.pid}; replacing the child",
+                    f'request exceeded Timeout ({timeout:g} s): "{worker.request}" from '
+                    f"{worker.client}, child pid {child.pid}; replacing the child {how}",
                     module=self.module,
                     ah="MP00003",
                 )
-                try:
-                    os.kill(child.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                if threaded:
+                    child.kill_after_us = now_us + limit_us
+                    self._ask_to_stop(child)
+                    continue
+            elif now_us < child.kill_after_us:
+                continue
+            else:
+                self.error_log.log(
+                    "error",
+                    f'request still busy a further Timeout after a graceful stop: "{worker.request}"'
+                    f" from {worker.client}; killing child pid {child.pid}",
+                    module=self.module,
+                    ah="MP00003",
+                )
+            child.killed = True
+            _signal(child.pid, signal.SIGKILL)
 
     def _check_memory(self) -> None:
         """mpmd extension: MaxMemoryPerChild retires a child whose unique memory passed it."""
