@@ -78,6 +78,7 @@ class Connection:
         "_rcvtimeo",
         "blocking",
         "body_deadline",
+        "client_done",
         "ctx",
         "info",
         "protocol",
@@ -101,6 +102,7 @@ class Connection:
         self.protocol = HttpProtocol(ctx.settings, self.recv, self._send_continue)
         self.body_deadline: ReadDeadline | None = None  # the current request's body stage
         self.blocking = False  # serve_blocking(): kernel timeouts instead of poll() per read
+        self.client_done = False  # the client said it sends nothing more (see close())
         self._rcvtimeo = -1.0
 
     # -- socket I/O used by the protocol and the exchange --------------------------------------
@@ -289,6 +291,7 @@ class Connection:
                 )
             info.requests += 1
             if not keep_alive:
+                self.client_done = request.body.complete and _client_closes(request)
                 return False
             try:
                 if not protocol.finish_request(request):
@@ -363,11 +366,29 @@ class Connection:
                 int(end * 1_000_000),
             )
 
+    def nothing_more_to_read(self) -> bool:
+        """The client asked to close and sent nothing after its request, so closing cannot
+        turn into a reset that destroys the response it is still reading: no linger needed.
+        (Apache lingers always; nginx's `lingering_close on` makes the same choice.) Only the
+        blocking MPMs skip the linger, where it holds a whole process or thread: the event
+        loop lingers for free and, closing second, leaves TIME_WAIT with the client."""
+        if not self.client_done or self.protocol.buffered():
+            return False
+        try:
+            return not self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return True
+
     def close(self) -> None:
         """Lingering close: stop sending, drain what the client still sends for up to 2 s."""
         sock = self.sock
         if self.worker is not None:
             self.worker.set_state(CLOSING)
+        if self.nothing_more_to_read():
+            sock.close()
+            return
         try:
             sock.shutdown(socket.SHUT_WR)
             deadline = time.monotonic() + LINGER_SECONDS
@@ -377,6 +398,15 @@ class Connection:
         except OSError:
             pass
         sock.close()
+
+
+def _client_closes(request: Request) -> bool:
+    """The client ends the connection itself: `Connection: close`, or HTTP/1.0 without
+    keep-alive."""
+    connection = (request.header("connection") or "").lower()
+    if request.version == "HTTP/1.0":
+        return "keep-alive" not in connection
+    return "close" in connection
 
 
 def _refused_request(request_line: str | None) -> Request:
