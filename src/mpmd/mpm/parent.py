@@ -118,9 +118,7 @@ class Parent:
             ah=ah,
         )
         self.error_log.log("notice", f"Command line: '{self.command_line}'", ah="AH00094")
-        free = self._free_slots(config.mpm.start_servers)
-        for slot in free:
-            self._spawn(slot)
+        self._spawn_start_servers()
         try:
             return self._main_loop()
         finally:
@@ -208,8 +206,7 @@ class Parent:
                 return None
             self._reclaim(terminate=True)
             self._new_generation()
-            for slot in self._free_slots(self.config.mpm.start_servers):
-                self._spawn(slot)
+            self._spawn_start_servers()
             return None
         if signum == signal.SIGUSR1:
             if self.config.mpm.name == "prefork":
@@ -323,6 +320,11 @@ class Parent:
             run_child(spec, serve)
         self.scoreboard.process(slot).start(pid, self.generation)
         self.children[pid] = _Child(pid, slot, self.generation, time.monotonic())
+
+    def _spawn_start_servers(self) -> None:
+        """StartServers children at start and after an ungraceful restart."""
+        for slot in self._free_slots(self.config.mpm.start_servers):
+            self._spawn(slot)
 
     def _free_slots(self, count: int) -> list[int]:
         used = {child.slot for child in self.children.values()}
