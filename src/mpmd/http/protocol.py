@@ -16,7 +16,8 @@ Deviations from Apache (deliberate or imposed by llhttp): Content-Length togethe
 Transfer-Encoding is refused with 400 (Apache drops the length); duplicate Content-Length
 is refused even when the values agree (Apache merges them into "5, 5", which it also
 refuses); unknown or lower-case methods are 400 from llhttp (Apache answers 501 later);
-HTTP/0.9 simple requests are 400 (Apache serves them); raw bytes >= 0x80 in the target are
+HTTP/0.9 simple requests are 400 (Apache serves them); Transfer-Encoding in an HTTP/1.0
+request is 400 and closes (RFC 9112 6.1; Apache reads the chunked body); raw bytes >= 0x80 in the target are
 400; `HTTP/1.2`, `HTTP/2.0`, `HTTP/3.0` on the request line are accepted as HTTP/1.1.
 """
 
@@ -380,6 +381,11 @@ class HttpProtocol:
                 if not host_count
                 else "AH00550: client sent multiple Host headers",
                 request_line=line,
+            )
+        if chunked and not http11:
+            # RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
+            raise HttpError(
+                400, "client sent Transfer-Encoding in an HTTP/1.0 request", request_line=line
             )
         if content_length is not None and self._limit_body and content_length > self._limit_body:
             raise HttpError(
