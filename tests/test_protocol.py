@@ -23,7 +23,7 @@ import pytest
 from helpers import DEFAULT_SETTINGS
 from mpmd.config.model import HttpSettings, ReadTimeoutStage
 from mpmd.http.errors import HttpError
-from mpmd.http.protocol import HttpProtocol
+from mpmd.http.protocol import CLOSED, ERROR, TRANSITIONS, HttpProtocol
 from mpmd.http.timeouts import BODY, HEADERS, IDLE, REQUEST_LINE
 
 CASES = Path(__file__).parent / "protocol_cases"
@@ -211,6 +211,21 @@ def test_read_stage_follows_the_stream() -> None:
     assert protocol.body_complete(request)
     assert protocol.read_stage() == IDLE
     assert request.body.read() == b"abcd"
+
+
+def test_final_states_take_no_more_bytes() -> None:
+    closing = HttpProtocol(DEFAULT_SETTINGS)
+    closing.feed(b"GET / HTTP/1.0\r\n\r\nGET /ignored HTTP/1.0\r\n\r\n")
+    assert closing.state == CLOSED and closing.read_stage() == IDLE
+    assert closing.next_request().path == "/"
+    assert closing.next_request() is None  # bytes after a request without keep-alive
+    failing = HttpProtocol(DEFAULT_SETTINGS)
+    failing.feed(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nBAD\x00\r\n\r\n")
+    assert failing.state == ERROR and failing.buffered()
+    assert failing.next_request().path == "/"
+    with pytest.raises(HttpError):
+        failing.next_request()
+    assert TRANSITIONS[ERROR] == frozenset()
 
 
 def test_event_loop_style_continue_and_buffering() -> None:

@@ -11,6 +11,8 @@ Heads are found with one `bytes.find(b"\\r\\n\\r\\n")` and split in Python after
 accepted them, so a request costs one `feed_data` and no per-header callbacks; the only
 callbacks are `on_body` and `on_message_complete`. Errors are deferred: requests parsed
 before a bad one are still answered in order, then `next_request()` raises the HttpError.
+Where the connection stands is one named state (IDLE, REQUEST_LINE, HEADERS, BODY, CLOSED,
+ERROR) whose transitions are listed in TRANSITIONS and made only by `_enter()`.
 
 Deviations from Apache (deliberate or imposed by llhttp): Content-Length together with
 Transfer-Encoding is refused with 400 (Apache drops the length); duplicate Content-Length
@@ -33,6 +35,22 @@ from mpmd.http.body import EMPTY_BODY, StreamBody
 from mpmd.http.errors import HttpError
 from mpmd.http.request import Request
 from mpmd.http.timeouts import BODY, HEADERS, IDLE, REQUEST_LINE
+
+# The connection's states. The four reading states are the RequestReadTimeout stages of
+# timeouts.py (what the next socket read waits for); the two final ones take no more bytes.
+CLOSED = "closed"  # a request without keep-alive ended, or the client closed: ignore the rest
+ERROR = "error"  # a protocol violation: raised by next_request() once the queue is drained
+_FINAL = frozenset({CLOSED, ERROR})
+# Every transition the engine makes, in one place (h11's way). IDLE -> IDLE/BODY/CLOSED is a
+# whole head parsed from one feed; REQUEST_LINE and HEADERS are heads that arrive in pieces.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    IDLE: frozenset({REQUEST_LINE, HEADERS, IDLE, BODY, CLOSED, ERROR}),
+    REQUEST_LINE: frozenset({HEADERS, IDLE, BODY, CLOSED, ERROR}),
+    HEADERS: frozenset({IDLE, BODY, CLOSED, ERROR}),
+    BODY: frozenset({IDLE, CLOSED, ERROR}),
+    CLOSED: frozenset({ERROR}),  # a late body read that cannot pull more bytes
+    ERROR: frozenset(),
+}
 
 # An unread body is skipped by reading at most this much more; beyond it the connection closes.
 DISCARD_LIMIT = 64 * 1024
@@ -70,7 +88,6 @@ class HttpProtocol:
         "_limit_field",
         "_limit_fields",
         "_limit_line",
-        "_line_done",
         "_max_head",
         "_max_keep_alive",
         "_message_done",
@@ -80,12 +97,12 @@ class HttpProtocol:
         "_sink_keep_alive",
         "_sink_left",
         "_sink_tail",
-        "_stopped",
         "eof",
         "recv",
         "requests_started",
         "send_continue",
         "settings",
+        "state",
     )
 
     def __init__(
@@ -113,9 +130,9 @@ class HttpProtocol:
         self._max_head = self._limit_line + 2 + self._fields_cap * (self._limit_field + 2) + 2
         self._parser = self._new_parser()
         self._queue: deque[Request | HttpError] = deque()
-        self._error: HttpError | None = None  # terminal: raised once the queue is drained
-        self._stopped = False  # a non-keep-alive request ended: ignore whatever follows
-        self._sink: StreamBody | None = None  # the body being parsed
+        self.state = IDLE  # one of TRANSITIONS' keys; changed only by _enter()
+        self._error: HttpError | None = None  # the ERROR state's error
+        self._sink: StreamBody | None = None  # the BODY state's body
         self._sink_left = -1  # Content-Length bytes still to come, -1 for chunked
         self._sink_tail = b""  # last bytes of a chunked body (terminator across feeds)
         self._sink_keep_alive = True
@@ -127,16 +144,15 @@ class HttpProtocol:
     def feed(self, data: bytes) -> None:
         """Bytes from the socket; b"" means EOF. Never raises for bad input: errors are kept
         and raised by next_request() (or by the body being read) in order."""
-        if not data:
-            self.eof = True
-            if self._error is None and not self._stopped:
-                self._on_eof()
+        if self.state in _FINAL:
+            self.eof = self.eof or not data
             return
-        if self._error is not None or self._stopped:
+        if not data:
+            self._on_eof()
             return
         try:
-            while data:
-                data = self._feed_body(data) if self._sink is not None else self._feed_head(data)
+            while data and self.state not in _FINAL:
+                data = self._feed_body(data) if self.state is BODY else self._feed_head(data)
         except HttpError as err:
             self._fail(err)
         except HttpParserCallbackError as err:
@@ -155,13 +171,13 @@ class HttpProtocol:
             if type(item) is HttpError:
                 raise item
             return item  # type: ignore[return-value]
-        if self._error is not None:
-            raise self._error
+        if self.state is ERROR:
+            raise self._error  # type: ignore[misc]
         return None
 
     def buffered(self) -> bool:
         """A parsed request or error is waiting: call next_request() before blocking on recv."""
-        return bool(self._queue) or self._error is not None
+        return bool(self._queue) or self.state is ERROR
 
     def body_complete(self, request: Request) -> bool:
         """The body is fully parsed, or failed (reading it raises): no more bytes are needed."""
@@ -185,17 +201,20 @@ class HttpProtocol:
         another request (the request allowed keep-alive and its body was consumed)."""
         body = request.body
         if body is not EMPTY_BODY and not body.complete and not self._discard(body):  # type: ignore[arg-type]
-            self._stopped = True
+            if self.state is not ERROR:
+                self._enter(CLOSED)
             return False
         return request.keep_alive and body.error is None
 
     def read_stage(self) -> str:
         """What the next socket read waits for: timeouts.IDLE, REQUEST_LINE, HEADERS or BODY."""
-        if self._sink is not None:
-            return BODY
-        if not self._head_buf:
-            return IDLE
-        return HEADERS if self._line_done else REQUEST_LINE
+        state = self.state
+        return IDLE if state in _FINAL else state
+
+    def _enter(self, state: str) -> None:
+        """The one place the state changes; a transition not in TRANSITIONS is a bug."""
+        assert state in TRANSITIONS[self.state], f"{self.state} -> {state}"
+        self.state = state
 
     # -- llhttp callbacks (the only two this class registers) ----------------------------------
 
@@ -233,7 +252,6 @@ class HttpProtocol:
         self._head_fed = 0  # bytes of _head_buf llhttp has seen
         self._head_scanned = 0  # bytes of _head_buf scanned for line ends
         self._head_lines = 0  # line ends seen in _head_buf
-        self._line_done = False
 
     def _feed_head(self, data: bytes) -> bytes:
         """Parse one head if `data` completes it; return the bytes after it."""
@@ -295,15 +313,17 @@ class HttpProtocol:
         if buf is not head_buf:
             head_buf += buf
         scanned = self._head_scanned
-        if not self._line_done:
+        if self.state is not HEADERS:
             newline = head_buf.find(b"\n", scanned)
             if newline < 0:
+                if self.state is IDLE:
+                    self._enter(REQUEST_LINE)
                 if len(head_buf) > self._limit_line + 1:
                     self._check_line_length(head_buf, -1)
                 self._head_scanned = len(head_buf)
                 return  # llhttp sees the request line only once it is whole (as Apache reads it)
             self._check_line_length(head_buf, newline)
-            self._line_done = True
+            self._enter(HEADERS)
         self._parser.feed_data(bytes(head_buf[self._head_fed :]))
         self._head_fed = len(head_buf)
         self._head_lines += head_buf.count(b"\n", scanned)
@@ -419,8 +439,7 @@ class HttpProtocol:
                     request_line=line,
                 )
                 self._queue.append(error)
-                if not error.keep_alive:
-                    self._stopped = True
+                self._enter(IDLE if error.keep_alive else CLOSED)
                 return
 
         body = StreamBody(self, continue_owed=expect_continue) if has_body else EMPTY_BODY
@@ -438,18 +457,17 @@ class HttpProtocol:
         self._queue.append(request)
         if has_body:
             self._start_body(body, content_length, keep_alive, upgraded)
-        elif upgraded:
+            return
+        if upgraded:
             self._parser = self._new_parser()  # llhttp stays in "upgraded" mode otherwise
-            if not keep_alive:
-                self._stopped = True
-        elif not keep_alive:
-            self._stopped = True
+        self._enter(IDLE if keep_alive else CLOSED)
 
     # -- bodies --------------------------------------------------------------------------------
 
     def _start_body(
         self, body: StreamBody, content_length: int | None, keep_alive: bool, upgraded: bool
     ) -> None:
+        self._enter(BODY)
         self._sink = body
         self._sink_keep_alive = keep_alive
         self._sink_left = -1 if content_length is None else content_length
@@ -490,9 +508,7 @@ class HttpProtocol:
         self._parser.feed_data(piece)
         if sink is not None and sink.complete:
             self._sink = None
-            if not self._sink_keep_alive:
-                self._stopped = True
-                return b""
+            self._enter(IDLE if self._sink_keep_alive else CLOSED)
         return rest
 
     def _pull(self, body: StreamBody) -> None:
@@ -535,24 +551,27 @@ class HttpProtocol:
 
     def _fail(self, error: HttpError) -> None:
         """Record a terminal error: no more parsing; the current body (if any) fails too."""
-        if self._error is None:
-            self._error = error
+        if self.state is ERROR:
+            return
+        self._error = error
         sink = self._sink
         if sink is not None and sink.error is None:
             sink.error = error
         self._sink = None
+        self._enter(ERROR)
 
     def _on_eof(self) -> None:
         self.eof = True
-        if self._sink is not None:
+        if self.state is BODY:
             self._fail(
                 HttpError(400, "client closed the connection before the request body was complete")
             )
-        elif self._head_buf and self._line_done:
+        elif self.state is HEADERS:
             # Apache answers 400 to a head cut short after the request line; a partial
             # request line is closed without a response (the I/O layer sees EOF and closes).
             self._fail(HttpError(400, "client closed the connection while sending headers"))
-        self._stopped = True
+        else:
+            self._enter(CLOSED)
 
 
 def _odd_version(version: str, line: str) -> str:
