@@ -33,6 +33,7 @@ from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrad
 from mpmd.config.model import HttpSettings
 from mpmd.http.body import EMPTY_BODY, StreamBody
 from mpmd.http.errors import HttpError
+from mpmd.http.fields import check_target, client_keeps_alive, odd_version
 from mpmd.http.request import Request
 from mpmd.http.timeouts import BODY, HEADERS, IDLE, REQUEST_LINE
 
@@ -348,9 +349,9 @@ class HttpProtocol:
                 400, "AH10388: Request line has extra spaces or no version", request_line=line
             )
         method, target, version = parts
-        version = _VERSIONS.get(version) or _odd_version(version, line)
+        version = _VERSIONS.get(version) or odd_version(version, line)
         if target[:1] != "/" or "#" in target:
-            _check_target(method, target, line)
+            check_target(method, target, line)
 
         headers: list[tuple[str, str]] = []
         host_count = 0
@@ -419,7 +420,7 @@ class HttpProtocol:
             not self._max_keep_alive or self.requests_started < self._max_keep_alive
         )
         if keep_alive:
-            keep_alive = http11 if connection is None else _client_keeps_alive(connection, http11)
+            keep_alive = http11 if connection is None else client_keeps_alive(connection, http11)
         self.requests_started += 1
         has_body = chunked or bool(content_length)
         if has_body == self._message_done and not upgraded:
@@ -572,41 +573,3 @@ class HttpProtocol:
             self._fail(HttpError(400, "client closed the connection while sending headers"))
         else:
             self._enter(CLOSED)
-
-
-def _odd_version(version: str, line: str) -> str:
-    """A version other than 1.0/1.1 that llhttp accepted: HTTP/d.d only, 1.2 and above."""
-    if version[:5] != "HTTP/" or len(version) != 8 or version[5] == "0":
-        raise HttpError(400, f"AH02418: Invalid protocol '{version}'", request_line=line)
-    return "HTTP/1.1"
-
-
-def _check_target(method: str, target: str, line: str) -> None:
-    """Targets not starting with "/": `*` for OPTIONS, authority for CONNECT, absolute URIs."""
-    if "#" in target:
-        raise HttpError(400, "AH10244: URI with a fragment", request_line=line)
-    if target[0] == "/":
-        return
-    if target == "*":
-        if method == "OPTIONS":
-            return
-    elif method == "CONNECT":
-        return
-    else:
-        scheme, sep, rest = target.partition("://")
-        if sep and scheme and "@" not in rest.partition("/")[0]:
-            return
-    raise HttpError(400, f"AH10388: Invalid request target '{target[:80]}'", request_line=line)
-
-
-def _client_keeps_alive(connection: str, http11: bool) -> bool:
-    """Apache's reading of the Connection header: `close` wins; 1.0 needs `keep-alive`."""
-    value = connection.lower()
-    if value == "keep-alive":
-        return True
-    if value == "close":
-        return False
-    tokens = {token.strip() for token in value.split(",")}
-    if "close" in tokens:
-        return False
-    return http11 or "keep-alive" in tokens

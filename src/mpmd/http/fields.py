@@ -1,0 +1,48 @@
+"""Rules for the parts of a request head the protocol interprets beyond framing.
+
+The request line's version and target, and the Connection header's keep-alive wish, as Apache
+reads them. Pure functions over strings llhttp has already validated byte by byte; the
+protocol engine (protocol.py) calls them while it builds a Request.
+"""
+
+from __future__ import annotations
+
+from mpmd.http.errors import HttpError
+
+
+def odd_version(version: str, line: str) -> str:
+    """A version other than 1.0/1.1 that llhttp accepted: HTTP/d.d only, 1.2 and above."""
+    if version[:5] != "HTTP/" or len(version) != 8 or version[5] == "0":
+        raise HttpError(400, f"AH02418: Invalid protocol '{version}'", request_line=line)
+    return "HTTP/1.1"
+
+
+def check_target(method: str, target: str, line: str) -> None:
+    """Targets not starting with "/": `*` for OPTIONS, authority for CONNECT, absolute URIs."""
+    if "#" in target:
+        raise HttpError(400, "AH10244: URI with a fragment", request_line=line)
+    if target[0] == "/":
+        return
+    if target == "*":
+        if method == "OPTIONS":
+            return
+    elif method == "CONNECT":
+        return
+    else:
+        scheme, sep, rest = target.partition("://")
+        if sep and scheme and "@" not in rest.partition("/")[0]:
+            return
+    raise HttpError(400, f"AH10388: Invalid request target '{target[:80]}'", request_line=line)
+
+
+def client_keeps_alive(connection: str, http11: bool) -> bool:
+    """Apache's reading of the Connection header: `close` wins; 1.0 needs `keep-alive`."""
+    value = connection.lower()
+    if value == "keep-alive":
+        return True
+    if value == "close":
+        return False
+    tokens = {token.strip() for token in value.split(",")}
+    if "close" in tokens:
+        return False
+    return http11 or "keep-alive" in tokens
