@@ -10,7 +10,7 @@ The mapping follows Apache's phases, whatever the order of the directives in the
 1. URL to target (translate_name): mod_alias's `Alias` first, then mod_wsgi's mounts
    (`WSGIScriptAlias`, `WSGIApp`), and only then the `DocumentRoot` (core runs last). So
    `Alias /static …` beside an application mounted at `/` serves the files, as Django's
-   mod_wsgi layout expects.
+   mod_wsgi layout expects, and an Alias wins even over a longer mount below it.
 2. `<Location>` `SetHandler` (type_checker, after the mapping) overrides the target's handler:
    `/server-status` answers beside an application at `/`; `SetHandler None` keeps the mapping.
    A `<Directory>` `SetHandler` applies to files reached through Alias or the DocumentRoot.
