@@ -303,6 +303,20 @@ def test_alias_longest_prefix_and_docroot(tmp_path):
     assert response.body == b"icon" and exchange.notes["handler"] == "static"
 
 
+def test_alias_maps_before_any_wsgi_mount(tmp_path):
+    """mod_alias runs before mod_wsgi: an Alias wins even over a longer mount below it."""
+    files = tmp_path / "files"
+    (files / "admin").mkdir(parents=True)
+    (files / "admin" / "f.txt").write_text("file")
+    holder: list = []
+    router = mount_router(tmp_path, holder, aliases=(AliasMapping("/app", str(files)),))
+    response, exchange = route(router, "GET", "/app/admin/f.txt")
+    assert response.body == b"file" and exchange.notes["handler"] == "static"
+    assert route(router, "GET", "/app/x")[0].status == 404
+    route(router, "GET", "/apple")
+    assert holder[0] == [("root", "", "/apple")]
+
+
 @pytest.mark.parametrize(
     ("target", "status"),
     [("/../etc/passwd", 400), ("/%2e%2e/etc/passwd", 400), ("/a%2Fb", 404), ("/a%00", 404)],

@@ -439,8 +439,12 @@ def test_flask_routes():
         app, make_request("GET", "/shop/items/7?q=z", [("host", "h")]), mount_path="/shop"
     )
     assert response.status == 200 and b'"item":7' in response.body and b'"q":"z"' in response.body
+    # Werkzeug reads a terminated wsgi.input with read() and no size, which the validator refuses.
     response, _, _, _ = run_app(
-        app, make_request("POST", "/shop/items/3", [("host", "h")], b"payload"), mount_path="/shop"
+        app,
+        make_request("POST", "/shop/items/3", [("host", "h")], b"payload"),
+        mount_path="/shop",
+        validate=False,
     )
     assert response.status == 201 and b'"data":"payload"' in response.body
     response, _, _, _ = run_app(

@@ -1,6 +1,6 @@
 """A small Flask application for the end-to-end WSGI tests (WSGIApp /flask e2e_flaskapp:app)."""
 
-from flask import Flask, jsonify, redirect, request, url_for
+from flask import Flask, Response, jsonify, redirect, request, url_for
 
 app = Flask(__name__)
 
@@ -25,6 +25,11 @@ def echo():
 @app.get("/go")
 def go():
     return redirect(url_for("user", name="redirected"))
+
+
+@app.get("/stream")
+def stream():
+    return Response((f"part {i}\n" for i in range(3)), mimetype="text/plain")
 
 
 @app.get("/fail")

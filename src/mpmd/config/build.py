@@ -265,6 +265,13 @@ class _Builder:
     def path(self, text: str) -> str:
         return os.path.normpath(os.path.join(self.root, text))
 
+    def aliases(self, scope: _Scope) -> tuple[AliasMapping, ...]:
+        """Alias targets keep a trailing slash: Apache appends the rest of the URL as written."""
+        return tuple(
+            AliasMapping(url, self.path(fs) + ("/" if fs.endswith("/") and fs != "/" else ""))
+            for url, fs in scope.all("Alias")
+        )
+
     def log_target(self, text: str) -> str:
         if text.startswith("|") or text.lower().startswith("syslog") or text == "stderr":
             return text
@@ -514,7 +521,7 @@ def _main_vhost(b: _Builder, formats: dict[str, str], default_port: int, builtin
         document_root=document_root,
         directory_index=b.directory_index(main) if main.has("DirectoryIndex") else ("index.html",),
         options=b.options(main, frozenset({"FollowSymLinks"})),
-        aliases=tuple(AliasMapping(url, b.path(fs)) for url, fs in main.all("Alias")),
+        aliases=b.aliases(main),
         wsgi_mounts=tuple(mounts),
         locations=tuple(main.locations),
         directories=tuple(main.directories),
@@ -553,8 +560,7 @@ def _vhost(b: _Builder, scope: _Scope, main: VirtualHost, formats: dict[str, str
         if scope.has("DirectoryIndex")
         else main.directory_index,
         options=b.options(scope, main.options),
-        aliases=tuple(AliasMapping(url, b.path(fs)) for url, fs in scope.all("Alias"))
-        + main.aliases,
+        aliases=b.aliases(scope) + main.aliases,
         wsgi_mounts=tuple(b.wsgi_mounts(scope)) + main.wsgi_mounts,
         locations=main.locations + tuple(scope.locations),
         directories=main.directories + tuple(scope.directories),

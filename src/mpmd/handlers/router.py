@@ -2,10 +2,24 @@
 
 It owns virtual-host selection (Host against ServerName/ServerAlias among the vhosts of the
 port), URL normalisation (percent-decoding once, dot segments, encoded slashes and NUL refused
-as Apache does), the <Location> walk (SetHandler, Require), WSGI mounts (longest prefix on a
-segment boundary), Alias and DocumentRoot, and `Require` evaluated before any handler runs.
-Everything per configuration is built once in __init__; a request costs a few prefix tests.
+as Apache does), the mapping of a URL to a handler, and `Require` evaluated before any handler
+runs. Everything per configuration is built once in __init__; a request costs a few prefix tests.
 It never answers a request itself beyond 400/403/404/500 and never reads a request body.
+
+The mapping follows Apache's phases, whatever the order of the directives in the file:
+1. URL to target (translate_name): mod_alias's `Alias` first, then mod_wsgi's mounts
+   (`WSGIScriptAlias`, `WSGIApp`), and only then the `DocumentRoot` (core runs last). So
+   `Alias /static …` beside an application mounted at `/` serves the files, as Django's
+   mod_wsgi layout expects, and an Alias wins even over a longer mount below it.
+2. `<Location>` `SetHandler` (type_checker, after the mapping) overrides the target's handler:
+   `/server-status` answers beside an application at `/`; `SetHandler None` keeps the mapping.
+   A `<Directory>` `SetHandler` applies to files reached through Alias or the DocumentRoot.
+Matching is Apache's alias_matches on the normalised path: `/static` matches `/static` and
+`/static/…` (not `/staticx`); `/static/` matches only `/static/…`; the rest of the path is
+appended to the target as written, so `Alias /static/ /srv/static/` maps `/static/x` to
+`/srv/static/x`. Within one phase the longest URL-path wins (Apache takes the first in file
+order and warns AH00671 about one that can never match; both agree on every configuration
+where no mapping is shadowed).
 """
 
 from __future__ import annotations
@@ -230,8 +244,12 @@ class _VhostRoutes:
             name = "wsgi-script" if mount.kind == "script" else "wsgi-app"
             self.mounts.append((prefix, prefix + "/", handler, dir_check, name, filename))
         self.aliases = [
-            (_segment_match(wsgi_str(a.url_path)), wsgi_str(a.url_path), a.fs_path)
-            for a in sorted(vhost.aliases, key=lambda a: len(a.url_path), reverse=True)
+            (_segment_match(url_path), url_path, a.fs_path)
+            for url_path, a in sorted(
+                ((re.sub("/+", "/", wsgi_str(a.url_path)), a) for a in vhost.aliases),
+                key=lambda pair: len(pair[0]),
+                reverse=True,
+            )
         ]
         self.document_root = vhost.document_root.rstrip("/")
 
@@ -250,6 +268,10 @@ class _VhostRoutes:
                 return
             router.run_named(exchange, handler_name)
             return
+        for matches, url_path, fs_path in self.aliases:
+            if matches(path):
+                self._static(exchange, path, fs_path, path[len(url_path) :], require)
+                return
         for prefix, slashed, handler, dir_check, name, filename in self.mounts:
             if not prefix or path == prefix or path.startswith(slashed):
                 exchange.notes["handler"] = name
@@ -260,13 +282,18 @@ class _VhostRoutes:
                     return
                 handler(exchange, path[len(prefix) :])
                 return
-        root = self.document_root
-        below = path
-        for matches, url_path, fs_path in self.aliases:
-            if matches(path):
-                root = fs_path
-                below = path[len(url_path) :]
-                break
+        self._static(exchange, path, self.document_root, path, require)
+
+    def _static(
+        self,
+        exchange: Exchange,
+        path: str,
+        root: str,
+        below: str,
+        require: tuple[AccessRule, ...] | None,
+    ) -> None:
+        """A file under `root` (an Alias target or the DocumentRoot) + the rest of the path."""
+        router = self.router
         fs_path = root + _fs_name(below)
         directory = fs_path if fs_path.endswith("/") else os.path.dirname(fs_path)
         settings = self.static.rules.settings_for(directory.rstrip("/") or "/")

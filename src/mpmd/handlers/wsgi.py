@@ -247,6 +247,9 @@ class WsgiHandler:
             "wsgi.multiprocess": multiprocess,
             "wsgi.run_once": False,
             "wsgi.file_wrapper": FileWrapper,
+            # wsgi.input ends where the body ends (sized or chunked): Werkzeug reads a chunked
+            # body only when told so, as gunicorn and mod_wsgi do.
+            "wsgi.input_terminated": True,
         }
         if mount.kind == "script":
             self._base["SCRIPT_FILENAME"] = mount.target

@@ -2,9 +2,10 @@
 
 A handler gets an Exchange, calls `start()` once with the status and headers, then `write()`,
 `sendfile()` or nothing, and the connection loop calls `finish()`. The exchange chooses the
-framing (Content-Length, chunked, or close-delimited for HTTP/1.0), drops the body for HEAD,
-and keeps the figures the access log and the scoreboard need. It writes through two callables
-the I/O layer provides, so it never touches a socket itself.
+framing (Content-Length, chunked, or close-delimited for HTTP/1.0), drops the body for HEAD
+(whose head carries GET's headers, never a made-up `Content-Length: 0`), and keeps the
+figures the access log and the scoreboard need. It writes through two callables the I/O layer
+provides, so it never touches a socket itself.
 """
 
 from __future__ import annotations
@@ -205,7 +206,9 @@ class Exchange:
         request = self.request
         length = self._content_length
         chunked = False
-        if bodyless_status(self.status):
+        if bodyless_status(self.status) or (length == 0 and request.method == "HEAD"):
+            # HEAD: a handler that answers without producing the body cannot know GET's length,
+            # so `Content-Length: 0` is never announced (Apache's http_header filter drops it).
             length = None
         elif length is None and request.method != "HEAD":
             if request.version == "HTTP/1.1":
