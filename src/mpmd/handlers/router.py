@@ -44,6 +44,7 @@ from mpmd.handlers.static import (
 )
 from mpmd.handlers.wsgi import WsgiHandler, load_failed_handler, load_wsgi_app, wsgi_str
 from mpmd.http.exchange import Exchange
+from mpmd.http.fields import host_name
 
 Handler = Callable[[Exchange], None]
 _HEX = frozenset("0123456789abcdefABCDEF")
@@ -325,14 +326,6 @@ def _address_port(address: str) -> int | None:
     return int(port) if port.isdigit() else None
 
 
-def _host_only(host: str) -> str:
-    host = host.strip().lower()
-    if host.startswith("["):
-        end = host.find("]")
-        return host[: end + 1] if end > 0 else host
-    return host.partition(":")[0].rstrip(".")
-
-
 class Router:
     """Chooses and runs the handler for each request (see the module docstring)."""
 
@@ -398,7 +391,7 @@ class Router:
         exact: set[str] = set()
         wild: list[re.Pattern[str]] = []
         for name in (vhost.server_name, *vhost.server_aliases):
-            name = _host_only(name.partition("://")[2] or name)
+            name = host_name(name.partition("://")[2] or name)
             if any(c in name for c in "*?["):
                 wild.append(re.compile(fnmatch.translate(name)))
             elif name:
@@ -427,7 +420,7 @@ class Router:
         else:
             found = self._vhosts[candidates[0]]
             if host_header:
-                host = _host_only(host_header)
+                host = host_name(host_header)
                 for i in candidates:
                     exact, wild = self._names[i]
                     if host in exact or any(p.match(host) for p in wild):

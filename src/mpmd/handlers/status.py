@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from mpmd import SERVER_SOFTWARE
 from mpmd.config.model import ServerConfig
 from mpmd.http.exchange import Exchange
+from mpmd.http.fields import host_name
 from mpmd.mpm.scoreboard import (
     DEAD,
     GRACEFUL,
@@ -487,12 +488,7 @@ def render_html(
 def request_host(exchange: Exchange) -> str:
     """ap_get_server_name with UseCanonicalName Off: the Host header's name, else ServerName."""
     host = exchange.request.header("host")
-    if host:
-        host = host.strip()
-        if host.startswith("["):
-            return host[: host.find("]") + 1] or host
-        return host.partition(":")[0].lower().rstrip(".") or exchange.vhost.server_name
-    return exchange.vhost.server_name
+    return (host and host_name(host)) or exchange.vhost.server_name
 
 
 def make_status_handler(

@@ -23,6 +23,7 @@ from mpmd import SERVER_SOFTWARE
 from mpmd.config.model import VirtualHost, WsgiMount
 from mpmd.http.errors import HttpError
 from mpmd.http.exchange import Exchange
+from mpmd.http.fields import host_name
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -146,14 +147,6 @@ def _environ_key(name: str) -> str | None:
     if len(_HEADER_KEYS) < 4096:
         _HEADER_KEYS[name] = key
     return key
-
-
-def _split_host(host: str) -> str:
-    """Host header without port, lower-case (IPv6 literals keep their brackets)."""
-    if host.startswith("["):
-        end = host.find("]")
-        return host[: end + 1].lower() if end > 0 else host.lower()
-    return host.partition(":")[0].lower()
 
 
 class _WsgiCall:
@@ -297,9 +290,7 @@ class WsgiHandler:
                 env[key] = value
         host = env.get("HTTP_HOST")
         if host:  # UseCanonicalName Off: the name the client asked for
-            env["SERVER_NAME"] = (
-                _split_host(host) if host[0] == "[" else host.partition(":")[0].lower()
-            )
+            env["SERVER_NAME"] = host_name(host)
         return env
 
     def __call__(self, exchange: Exchange, path_info: str | None = None) -> None:

@@ -1,13 +1,36 @@
 """Rules for the parts of a request head the protocol interprets beyond framing.
 
-The request line's version and target, and the Connection header's keep-alive wish, as Apache
-reads them. Pure functions over strings llhttp has already validated byte by byte; the
-protocol engine (protocol.py) calls them while it builds a Request.
+The request line's version and target, the Connection header's keep-alive wish, the Host
+header's name and a password in an absolute URI, as Apache reads them. Pure functions over
+strings llhttp has already validated byte by byte; the protocol engine calls the first ones
+while it builds a Request, the router, WSGI, status and the logs the last two.
 """
 
 from __future__ import annotations
 
+import re
+
 from mpmd.http.errors import HttpError
+
+# `scheme://user:password@` at the start of an absolute URI: group 1 is `scheme://user`.
+PASSWORD_IN_URI = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*):[^/?#@]*@")
+
+
+def host_name(host: str) -> str:
+    """The name in a Host header (or ServerName): lower-case, without the port and a trailing
+    dot; an IPv6 literal keeps its brackets. Apache's fix_hostname, less its validation."""
+    host = host.strip().lower()
+    if host[:1] == "[":
+        end = host.find("]")
+        return host[: end + 1] if end > 0 else host
+    return host.partition(":")[0].rstrip(".")
+
+
+def hide_password(target: str, replacement: str) -> str:
+    """`http://u:pw@h/` -> `http://u<replacement>@h/` (%r shows `:XXXXXXXX`, status nothing)."""
+    if "@" not in target:
+        return target
+    return PASSWORD_IN_URI.sub(rf"\1{replacement}@", target, count=1)
 
 
 def odd_version(version: str, line: str) -> str:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from urllib.parse import unquote_to_bytes
 
 from mpmd.http.exchange import Exchange
+from mpmd.http.fields import hide_password, host_name
 from mpmd.logs.error import ErrorLog, errno_text, escape_bytes
 from mpmd.logs.targets import open_log_target
 
@@ -102,17 +103,14 @@ def _duration_us(x: Exchange, end: float) -> int:
     return max(0, int(end * 1_000_000) - int(x.start_time * 1_000_000))
 
 
-_PASSWORD_IN_URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*):[^/?#@]*@")
-
-
 def _request_line(x: Exchange) -> str:
     """%r: the request line, with a password in an absolute URI replaced by XXXXXXXX."""
     r = x.request
     if not r.method:
         return "-"  # the request line never arrived (e.g. a 408)
     target = r.target
-    if "@" in target and target[:1] != "/":
-        target = _PASSWORD_IN_URI.sub(r"\1:XXXXXXXX@", target, count=1)
+    if target[:1] != "/":
+        target = hide_password(target, ":XXXXXXXX")
     return escape_logitem(f"{r.method} {target} {r.version}")
 
 
@@ -176,8 +174,7 @@ def _server_name(x: Exchange) -> str:
     host = x.request.header("host")
     if not host:
         return escape_logitem(x.vhost.server_name)
-    host = host[: host.find("]") + 1] if host[0] == "[" else host.partition(":")[0]
-    return escape_logitem(host.rstrip(".").lower())
+    return escape_logitem(host_name(host))
 
 
 def _bytes_in(x: Exchange) -> str:

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import mmap
 import os
-import re
 import struct
 import time
 from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+from mpmd.http.fields import hide_password
 
 # -- worker states (reference 4.1); the index is the state code ------------------------------
 # (".S_": code 1 is STARTING `S`, code 2 READY `_`, as Apache's status_flags)
@@ -92,8 +93,6 @@ _TWO_D = struct.Struct("<2d")
 # time_us, accesses, bytes, busy, idle, graceful, processes, async connections
 _HISTORY = struct.Struct("<qQQ5I4x")
 
-_PASSWORD_IN_URI = re.compile(r"^(\S+ [A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*):[^/?#@]*@")
-
 
 def default_path(parent_pid: int) -> str:
     """Where a scoreboard lives when ScoreBoardFile is not set: derivable from the PidFile."""
@@ -103,9 +102,10 @@ def default_path(parent_pid: int) -> str:
 
 def strip_password(request_line: str) -> str:
     """`GET http://u:pw@h/ HTTP/1.1` -> `GET http://u@h/ HTTP/1.1`, as Apache's status view."""
-    if "@" not in request_line:
+    method, space, rest = request_line.partition(" ")
+    if not space or rest[:1] == "/":
         return request_line
-    return _PASSWORD_IN_URI.sub(r"\1@", request_line, count=1)
+    return method + space + hide_password(rest, "")
 
 
 def _now_us() -> int:
