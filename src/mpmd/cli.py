@@ -57,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mpm", choices=MPM_NAMES, help="MPM when the config loads none")
     p.add_argument("--listen", action="append", default=[], metavar="HOST:PORT",
                    help="listen here instead of the Listen directives (repeatable)")  # fmt: skip
+    p.add_argument("--chdir", metavar="DIR",
+                   help="change to DIR first; the app is imported from there (gunicorn's flag)")  # fmt: skip
     return p
 
 
@@ -79,6 +81,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`mpmd`: httpd's command line. Returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
     ns = _parser().parse_args(args)
+    if ns.chdir:
+        # -f and -d name paths relative to where mpmd was started
+        ns.file = ns.file and os.path.abspath(ns.file)
+        ns.server_root = ns.server_root and os.path.abspath(ns.server_root)
+        try:
+            os.chdir(ns.chdir)
+        except OSError as err:
+            print(f"{PROG}: --chdir {ns.chdir}: {err.strerror}", file=sys.stderr)
+            return 1
     opts = _Options(ns, args)
     if ns.short_version:
         print(f"Server version: {SERVER_SOFTWARE} (Python {platform.python_version()})")

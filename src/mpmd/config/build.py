@@ -446,6 +446,8 @@ def build_config(
         pid_file = default_pid_file() if builtin else b.path("logs/httpd.pid")
     scoreboard = main.last("ScoreBoardFile")
     python_path = main.last("WSGIPythonPath")
+    # The positional app's project folder, inserted last so it leads sys.path, as gunicorn's.
+    app_path = (os.getcwd(),) if app is not None else ()
     return ServerConfig(
         config_file=config_file,
         server_root=server_root,
@@ -458,9 +460,8 @@ def build_config(
         vhosts=vhosts,
         extended_status=main.last("ExtendedStatus", "status_module" in modules),
         buffered_logs=main.last("BufferedLogs", False),
-        wsgi_python_path=tuple(b.path(p) for p in python_path.split(":") if p)
-        if python_path
-        else (),
+        wsgi_python_path=(tuple(b.path(p) for p in python_path.split(":") if p) if python_path
+                          else ()) + app_path,  # fmt: skip
         wsgi_preload=main.last("WSGIPreload", False),
         modules=tuple(modules),
         defines=defines,
