@@ -32,12 +32,26 @@ MPMCTL_VERBS = ("start", "stop", "restart", "graceful", "graceful-stop", "config
                 "status", "fullstatus")  # fmt: skip
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=PROG,
-        description="Apache httpd's prefork/worker/event MPMs for Python WSGI applications.",
-    )
-    p.add_argument("app", nargs="?", help="module:callable to mount at / (gunicorn style)")
+def _parser(*, ctl: bool = False) -> argparse.ArgumentParser:
+    """mpmd's flags; for mpmctl the positional argument is the verb instead of the app."""
+    if ctl:
+        p = argparse.ArgumentParser(
+            prog="mpmctl",
+            usage=f"mpmctl [mpmd options] {{{','.join(MPMCTL_VERBS)}}} [mpmd options]",
+            description="Control mpmd the way apachectl controls httpd. Without a verb the "
+            "options go to mpmd itself.",
+        )
+        p.add_argument("verb", nargs="?", choices=MPMCTL_VERBS, metavar="VERB",
+                       help="start: start detached; stop, restart, graceful, graceful-stop: "
+                       "signal the server in PidFile (restart and graceful test the "
+                       "configuration first); configtest: check the configuration; status, "
+                       "fullstatus: print the scoreboard")  # fmt: skip
+    else:
+        p = argparse.ArgumentParser(
+            prog=PROG,
+            description="Apache httpd's prefork/worker/event MPMs for Python WSGI applications.",
+        )
+        p.add_argument("app", nargs="?", help="module:callable to mount at / (gunicorn style)")
     p.add_argument("-f", dest="file", metavar="FILE", help="configuration file")
     p.add_argument("-d", dest="server_root", metavar="SERVERROOT", help="ServerRoot")
     p.add_argument("-D", dest="defines", action="append", default=[], metavar="NAME",
@@ -65,9 +79,9 @@ def _parser() -> argparse.ArgumentParser:
 class _Options:
     """Parsed flags plus the way to (re)load the configuration with them."""
 
-    def __init__(self, ns: argparse.Namespace, argv: Sequence[str]) -> None:
+    def __init__(self, ns: argparse.Namespace, argv: Sequence[str], prog: str = PROG) -> None:
         self.ns = ns
-        self.command_line = shlex.join([PROG, *argv])
+        self.command_line = shlex.join([prog, *argv])
 
     def load(self, previous: ServerConfig | None = None) -> ServerConfig:
         ns = self.ns
@@ -80,7 +94,10 @@ class _Options:
 def main(argv: Sequence[str] | None = None) -> int:
     """`mpmd`: httpd's command line. Returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
-    ns = _parser().parse_args(args)
+    return _run(_parser().parse_args(args), args)
+
+
+def _run(ns: argparse.Namespace, args: list[str], prog: str = PROG) -> int:
     if ns.chdir:
         # -f and -d name paths relative to where mpmd was started
         ns.file = ns.file and os.path.abspath(ns.file)
@@ -90,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError as err:
             print(f"{PROG}: --chdir {ns.chdir}: {err.strerror}", file=sys.stderr)
             return 1
-    opts = _Options(ns, args)
+    opts = _Options(ns, args, prog)
     if ns.short_version:
         print(f"Server version: {SERVER_SOFTWARE} (Python {platform.python_version()})")
         return 0
@@ -124,19 +141,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def mpmctl_main(argv: Sequence[str] | None = None) -> int:
-    """`mpmctl VERB [mpmd options]`: apachectl's verbs on top of mpmd's flags."""
+    """`mpmctl [mpmd options] VERB [mpmd options]`: apachectl's verbs on top of mpmd's flags."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] not in MPMCTL_VERBS:
-        if args and not args[0].startswith("-"):
-            print(f"usage: mpmctl ({'|'.join(MPMCTL_VERBS)}) [mpmd options]", file=sys.stderr)
-            return 2
-        return main(args)  # like apachectl: anything else goes to the server binary
-    verb, rest = args[0], args[1:]
+    parser = _parser(ctl=True)
+    if not args:
+        parser.print_help(sys.stderr)
+        return 2
+    ns = parser.parse_args(args)
+    verb = ns.verb
+    ns.app = None
     if verb in ("status", "fullstatus"):
-        return _status(_Options(_parser().parse_args(rest), rest), full=verb == "fullstatus")
+        return _status(_Options(ns, args, "mpmctl"), full=verb == "fullstatus")
     if verb == "configtest":
-        return main(["-t", *rest])
-    return main(["-k", verb, *rest])
+        ns.test = True
+    elif verb is not None:
+        ns.command = verb
+    return _run(ns, args, "mpmctl")  # like apachectl: without a verb the flags go to the server
 
 
 # --- reports ----------------------------------------------------------------------------
