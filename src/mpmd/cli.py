@@ -127,6 +127,10 @@ def _run(ns: argparse.Namespace, args: list[str], prog: str = PROG) -> int:
         if ns.dump:
             print(settings_report(config))
         if ns.test:
+            if not config.listeners:  # the server would stop with AH00451: say so now
+                print(f"{config.config_file}: no Listen directive: the server would have no "
+                      "listening sockets", file=sys.stderr)  # fmt: skip
+                return 1
             print("Syntax OK")
         return 0
     if ns.command == "start":
@@ -332,6 +336,7 @@ def _status(opts: _Options, *, full: bool) -> int:
 
 def _serve(opts: _Options, config: ServerConfig, *, single_process: bool) -> int:
     from mpmd.mpm.serve import serve  # lazy: the reports never import the process machinery
+    from mpmd.mpm.startup import StartupError
 
     current = [config]
 
@@ -339,8 +344,12 @@ def _serve(opts: _Options, config: ServerConfig, *, single_process: bool) -> int
         current[0] = opts.load(previous=current[0])
         return current[0]
 
-    return serve(config, single_process=single_process, reload=reload,
-                 command_line=opts.command_line)  # fmt: skip
+    try:
+        return serve(config, single_process=single_process, reload=reload,
+                     command_line=opts.command_line)  # fmt: skip
+    except StartupError as err:  # Apache's start-up messages go to stderr; exit 1
+        print(*err.lines, sep="\n", file=sys.stderr)
+        return 1
 
 
 def _start_detached(opts: _Options, config: ServerConfig) -> int:

@@ -27,6 +27,7 @@ from mpmd.config.ignored import (
     IGNORED_SECTIONS,
 )
 from mpmd.config.model import MPM_NAMES, MpmName
+from mpmd.logs.targets import is_syslog, parse_syslog
 
 # Where a directive may appear. "server" = main server config, "vhost" = <VirtualHost>,
 # "directory" = <Directory>, <Location> and their Match forms.
@@ -291,10 +292,27 @@ def v_wsgi_script_alias(name: str, args: tuple[str, ...]) -> tuple[str, str, tup
     return args[0], args[1], args[2:]
 
 
+def v_error_log(name: str, args: tuple[str, ...]) -> str:
+    """A file, `|program` or `syslog[:facility[:tag]]`; a facility syslog lacks is refused."""
+    if is_syslog(args[0]):
+        try:
+            parse_syslog(args[0])
+        except ValueError as err:
+            raise DirectiveValueError(f"{name} {args[0]}: {err}") from None
+    return args[0]
+
+
 def v_custom_log(name: str, args: tuple[str, ...]) -> tuple[str, str, str | None]:
+    """`env=[!]VAR` (any case, as Apache); ap_expr conditions (`expr=`) are not implemented."""
     condition = args[2] if len(args) > 2 else None
-    if condition is not None and not condition.lower().startswith(("env=", "expr=")):
-        raise DirectiveValueError("error in condition clause")
+    if condition is not None:
+        kind, _, rest = condition.partition("=")
+        if kind.lower() == "expr":
+            raise DirectiveValueError("expr= conditions are not implemented by mpmd; use "
+                                      "env=[!]VAR")  # fmt: skip
+        if kind.lower() != "env" or not rest:
+            raise DirectiveValueError("error in condition clause")
+        condition = "env=" + rest
     return args[0], args[1], condition
 
 
@@ -531,8 +549,8 @@ DIRECTIVES: tuple[Directive, ...] = (
        "Selects which authenticated users or groups may access a protected space", v_require,
        repeatable=True),
     # Logs (reference 6.1)
-    _d("ErrorLog", "logs", SV, TAKE1, "file|\"|program\"|syslog", "logs/error_log",
-       "The filename of the error log", v_string),
+    _d("ErrorLog", "logs", SV, TAKE1, "file|\"|program\"|syslog[:facility[:tag]]",
+       "logs/error_log", "The filename of the error log", v_error_log),
     _d("LogLevel", "logs", SV, ITERATE, "[module:]level ...", "warn",
        "Level of verbosity in error logging", v_loglevel),
     _d("LogFormat", "logs", SV, TAKE12, "format [nickname]", None,
@@ -540,7 +558,7 @@ DIRECTIVES: tuple[Directive, ...] = (
        repeatable=True),
     _d("CustomLog", "logs", SV, TAKE23, "file|\"|program\" format|nickname [env=[!]VAR]", None,
        "a file name, a custom log format string or format name, and an optional "
-       "\"env=\" or \"expr=\" clause (see docs)", v_custom_log, repeatable=True),
+       "\"env=\" clause (mpmd has no \"expr=\")", v_custom_log, repeatable=True),
     _d("TransferLog", "logs", SV, TAKE1, "file|\"|program\"", None,
        "the filename of the access log", v_string, repeatable=True),
     _d("BufferedLogs", "logs", S, FLAG, "On|Off", False,
