@@ -303,7 +303,8 @@ def _control(opts: _Options, command: str) -> int:
 
 
 def _status(opts: _Options, *, full: bool) -> int:
-    """mpmctl status|fullstatus: read the running server's scoreboard (PidFile -> pid -> file)."""
+    """mpmctl status|fullstatus: read the running server's scoreboard (ScoreBoardFile, else
+    PidFile -> pid -> the default path)."""
     from mpmd.handlers.status import StatusFacts, StatusView, render_terminal
     from mpmd.mpm.scoreboard import Scoreboard, default_path
 
@@ -320,7 +321,7 @@ def _status(opts: _Options, *, full: bool) -> int:
             else f"{PROG} (pid {pid}?) not running"
         )
         return 1
-    path = default_path(pid)
+    path = config.scoreboard_file or default_path(pid)
     try:
         scoreboard = Scoreboard.attach(path)
     except (OSError, ValueError) as err:

@@ -488,8 +488,9 @@ DIRECTIVES: tuple[Directive, ...] = (
     _d("PidFile", "mpm", S, TAKE1, "path", "logs/httpd.pid",
        "A file for logging the server process ID", v_string, **_MPM),
     _d("ScoreBoardFile", "mpm", S, TAKE1, "path", None,
-       "A file for Apache to maintain runtime process management information (mpmd: a "
-       "file-backed scoreboard that mpmctl status can read; default anonymous memory)",
+       "A file for Apache to maintain runtime process management information (mpmd: the "
+       "scoreboard's shared memory, which mpmctl status reads; default "
+       "/dev/shm/mpmd-PID.scoreboard)",
        v_string, **_MPM),
     # Server identity and process
     _d("ServerRoot", "core", S, TAKE1, "path", "(directory of the config file)",
