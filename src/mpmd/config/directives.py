@@ -544,8 +544,8 @@ DIRECTIVES: tuple[Directive, ...] = (
        "Controls what groups of directives can be configured by per-directory config files "
        "(mpmd never reads .htaccess)", v_allow_override),
     _d("SetHandler", "content", D, TAKE1, "handler", None,
-       "A handler name that overrides any other configured handler (server-status, metrics, "
-       "balancer-manager, wsgi-script, none)", v_string),
+       "A handler name that overrides any other configured handler (mpmd has server-status, "
+       "metrics and none)", v_string),
     _d("Require", "content", D, ITERATE, "[not] all|ip|local|host ...", None,
        "Selects which authenticated users or groups may access a protected space", v_require,
        repeatable=True),
