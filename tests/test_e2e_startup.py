@@ -104,7 +104,9 @@ def test_missing_access_log_directory(tmp_path):
     assert not server.pid_file.exists()
 
 
-@pytest.mark.parametrize("debug", [(), ("-X",)], ids=["parent", "single process"])
+@pytest.mark.parametrize(
+    "debug", [(), ("-X",), ("-k", "start")], ids=["parent", "single process", "detached"]
+)
 def test_address_already_in_use(tmp_path, debug):
     server = Server(tmp_path)
     with socket.socket() as taken:

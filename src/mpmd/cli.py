@@ -14,7 +14,7 @@ import platform
 import shlex
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from mpmd import SERVER_SOFTWARE, __version__
 from mpmd.config.build import load_config
@@ -335,7 +335,13 @@ def _status(opts: _Options, *, full: bool) -> int:
     return 0
 
 
-def _serve(opts: _Options, config: ServerConfig, *, single_process: bool) -> int:
+def _serve(
+    opts: _Options,
+    config: ServerConfig,
+    *,
+    single_process: bool,
+    on_started: Callable[[], None] | None = None,
+) -> int:
     from mpmd.mpm.serve import serve  # lazy: the reports never import the process machinery
     from mpmd.mpm.startup import StartupError
 
@@ -347,29 +353,49 @@ def _serve(opts: _Options, config: ServerConfig, *, single_process: bool) -> int
 
     try:
         return serve(config, single_process=single_process, reload=reload,
-                     command_line=opts.command_line)  # fmt: skip
+                     command_line=opts.command_line, on_started=on_started)  # fmt: skip
     except StartupError as err:  # Apache's start-up messages go to stderr; exit 1
         print(*err.lines, sep="\n", file=sys.stderr)
         return 1
 
 
+_STARTED = b"\0started\n"
+
+
 def _start_detached(opts: _Options, config: ServerConfig) -> int:
-    """Double fork so the server is re-parented to init and has no controlling terminal."""
+    """Double fork so the server is re-parented to init and has no controlling terminal.
+
+    Until the server has started, its stderr is a pipe this process reads, so a start-up
+    failure (AH00072 …) is printed here and `-k start` exits 1, as apachectl start does."""
     sys.stdout.flush()
     sys.stderr.flush()
+    read_fd, write_fd = os.pipe()
     if os.fork() > 0:
-        return 0
+        os.close(write_fd)
+        with os.fdopen(read_fd, "rb") as pipe:
+            report = pipe.read()  # EOF once the server started or exited
+        sys.stderr.write(report.removesuffix(_STARTED).decode(errors="replace"))
+        return 0 if report.endswith(_STARTED) else 1
+    os.close(read_fd)
     os.setsid()
     if os.fork() > 0:
         os._exit(0)
     devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    os.close(devnull)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+
+    def started() -> None:
+        sys.stderr.flush()
+        os.write(2, _STARTED)
+        os.dup2(devnull, 2)  # closes the pipe: the waiting command returns 0
+
     status = 1
     try:
-        status = _serve(opts, config, single_process=False)
+        status = _serve(opts, config, single_process=False, on_started=started)
     finally:
+        sys.stderr.flush()
         os._exit(status)
 
 

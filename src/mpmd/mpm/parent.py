@@ -70,9 +70,15 @@ def _serve_function(mpm: str) -> Callable:
 
 class Parent:
     def __init__(
-        self, config: ServerConfig, *, reload: Callable[[], ServerConfig], command_line: str
+        self,
+        config: ServerConfig,
+        *,
+        reload: Callable[[], ServerConfig],
+        command_line: str,
+        on_started: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
+        self.on_started = on_started  # `-k start` waits for this to report success
         self.reload = reload
         self.command_line = command_line
         self.error_log = open_error_log(config)
@@ -110,6 +116,8 @@ class Parent:
         self._install_signals()
         _set_title(f"mpmd: parent -f {config.config_file or '(built-in)'}")
         self._preload()
+        if self.on_started is not None:
+            self.on_started()
         for warning in config.warnings:
             self.error_log.log("warn", warning)
         ah = "AH00163" if config.mpm.name == "prefork" else "AH00489"

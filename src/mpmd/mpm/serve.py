@@ -84,12 +84,14 @@ def serve(
     single_process: bool,
     reload: Callable[[], ServerConfig],
     command_line: str,
+    on_started: Callable[[], None] | None = None,
 ) -> int:
     """Run the server until it is stopped; returns the exit status."""
     if not single_process:
         from mpmd.mpm.parent import Parent
 
-        return Parent(config, reload=reload, command_line=command_line).run()
+        parent = Parent(config, reload=reload, command_line=command_line, on_started=on_started)
+        return parent.run()
     return _serve_single(config, command_line)
 
 
