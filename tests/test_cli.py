@@ -98,7 +98,20 @@ def test_control_without_a_server(tmp_path) -> None:
     assert result.stdout == f"mpmd (pid {pid.pid}?) not running\n"
 
 
-def test_control_signals_the_pid_file_process(tmp_path) -> None:
+MPMCTL = pathlib.Path(sys.executable).with_name("mpmctl")
+
+
+def test_mpmctl_help_lists_its_verbs() -> None:
+    result = subprocess.run([str(MPMCTL), "--help"], capture_output=True, text=True, timeout=20)
+    assert result.returncode == 0
+    for verb in ("start", "stop", "restart", "graceful", "graceful-stop", "configtest",
+                 "status", "fullstatus"):  # fmt: skip
+        assert verb in result.stdout
+    assert "-f FILE" in result.stdout
+
+
+@pytest.mark.parametrize("order", ["verb first", "options first"])
+def test_control_signals_the_pid_file_process(tmp_path, order) -> None:
     sleeper = subprocess.Popen([sys.executable, "-c", "import signal, sys, time\n"
         "signal.signal(signal.SIGUSR1, lambda *a: sys.exit(7))\nprint('ready', flush=True)\n"
         "time.sleep(30)"], stdout=subprocess.PIPE, text=True)  # fmt: skip
@@ -106,7 +119,8 @@ def test_control_signals_the_pid_file_process(tmp_path) -> None:
         assert sleeper.stdout.readline() == "ready\n"
         conf = write(tmp_path, f"Listen 8080\nPidFile {tmp_path}/run.pid\n")
         (tmp_path / "run.pid").write_text(f"{sleeper.pid}\n")
-        result = run("graceful", "-f", conf, tool="mpmctl")
+        args = ["graceful", "-f", conf] if order == "verb first" else ["-f", conf, "graceful"]
+        result = subprocess.run([str(MPMCTL), *args], capture_output=True, text=True, timeout=20)
         assert result.returncode == 0, result.stderr
         assert sleeper.wait(timeout=10) == 7
     finally:
@@ -124,6 +138,7 @@ def test_restart_refuses_a_broken_config(tmp_path) -> None:
 def test_mpmctl_verbs(tmp_path) -> None:
     conf = write(tmp_path, "Listen 8080\n")
     assert run("configtest", "-f", conf, tool="mpmctl").stdout == "Syntax OK\n"
+    assert run("-f", conf, "configtest", tool="mpmctl").stdout == "Syntax OK\n"
     status = run("status", tool="mpmctl")
     assert status.returncode == 1 and "not running" in status.stdout  # no PidFile here
     assert run("frobnicate", tool="mpmctl").returncode == 2

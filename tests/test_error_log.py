@@ -6,6 +6,7 @@ from __future__ import annotations
 import calendar
 import os
 import re
+import syslog
 import threading
 import time
 
@@ -165,11 +166,22 @@ def test_stderr_target(capfd):
     assert PREFIX.match(err.rstrip("\n"))["rest"] == "MP00001: to standard error"
 
 
-def test_unsupported_targets():
-    with pytest.raises(ValueError, match="not supported yet"):
-        ErrorLog("syslog")
-    with pytest.raises(ValueError, match="not supported yet"):
-        ErrorLog("syslog:local7")
+def test_syslog_target(monkeypatch):
+    calls = []
+    monkeypatch.setattr(syslog, "openlog", lambda *args: calls.append(("openlog", *args)))
+    monkeypatch.setattr(syslog, "syslog", lambda *args: calls.append(args))
+    monkeypatch.setattr(syslog, "closelog", lambda: None)
+    log = ErrorLog("syslog:daemon", "info")
+    log.log("warn", "to syslog", ah="MP00001")
+    log.log("debug", "filtered out")
+    log.close()
+    assert calls[0] == ("openlog", "mpmd", syslog.LOG_PID | syslog.LOG_NDELAY, syslog.LOG_DAEMON)
+    priority, line = calls[1]
+    assert priority == syslog.LOG_WARNING and len(calls) == 2
+    # syslog stamps the time itself: the line starts at [module:level], as Apache's
+    assert line.startswith("[core:warn] [pid ") and line.endswith("] MP00001: to syslog")
+    with pytest.raises(ValueError, match="unknown syslog facility 'local9'"):
+        ErrorLog("syslog:local9")
 
 
 def test_reopen_after_rename(log_path, tmp_path):

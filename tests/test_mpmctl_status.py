@@ -70,3 +70,14 @@ def test_status_when_not_running_says_so(tmp_path):
     result = mpmctl("status", "-f", str(conf))
     assert result.returncode == 1
     assert "not running" in result.stdout
+
+
+def test_score_board_file_holds_the_scoreboard_mpmctl_reads(tmp_path):
+    board = tmp_path / "run" / "scoreboard"
+    board.parent.mkdir()
+    with Server(tmp_path, f'ScoreBoardFile "{board}"\nStartServers 1\n', mpm="prefork") as server:
+        assert board.stat().st_size > 0  # the shared memory lives at ScoreBoardFile
+        result = mpmctl("-f", str(server.conf), "status")
+        assert result.returncode == 0, result.stderr
+        assert f"prefork MPM, parent pid {server.pid}" in result.stdout
+    assert not board.exists()  # removed with the server, like the default one

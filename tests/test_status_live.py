@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -325,6 +326,26 @@ def test_status_page_renders_in_headless_chromium(tmp_path):
 def _history_svgs(server: Server) -> list[str]:
     page = get(server.url("/server-status"))[2]
     return page.split("<svg")[1:]
+
+
+@pytest.mark.parametrize("mpm", ["prefork", "event"])
+def test_cpu_column_shows_the_cpu_a_child_used(tmp_path, mpm):
+    """The per-worker CPU column (and the CPU Usage line) come from the child's times()."""
+    config = STATUS_LOCATION.format(extended="On") + "WSGIApp /burn testapp:burn\n"
+    with Server(tmp_path, config, mpm=mpm) as server:
+        status, _, pid = get(server.url("/burn?seconds=0.2"))
+        assert status == 200
+        row = re.compile(rf"<td>{pid}</td><td>[\d/]+</td><td>.*?\n</td><td>([\d.]+)</td>")
+
+        def cpu_of_that_child() -> float:
+            page = get(server.url("/server-status"))[2]
+            return max((float(cpu) for cpu in row.findall(page)), default=0.0)
+
+        assert wait_for(lambda: cpu_of_that_child() >= 0.1, timeout=10)
+        auto = get(server.url("/server-status?auto"))[2]
+        used = sum(float(re.search(rf"^CPU{kind}: (\S+)$", auto, re.M)[1])
+                   for kind in ("User", "System"))  # fmt: skip
+        assert used >= 0.1
 
 
 def test_status_and_mpmctl_work_in_single_process_mode(tmp_path):

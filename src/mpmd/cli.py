@@ -14,7 +14,7 @@ import platform
 import shlex
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from mpmd import SERVER_SOFTWARE, __version__
 from mpmd.config.build import load_config
@@ -32,12 +32,26 @@ MPMCTL_VERBS = ("start", "stop", "restart", "graceful", "graceful-stop", "config
                 "status", "fullstatus")  # fmt: skip
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=PROG,
-        description="Apache httpd's prefork/worker/event MPMs for Python WSGI applications.",
-    )
-    p.add_argument("app", nargs="?", help="module:callable to mount at / (gunicorn style)")
+def _parser(*, ctl: bool = False) -> argparse.ArgumentParser:
+    """mpmd's flags; for mpmctl the positional argument is the verb instead of the app."""
+    if ctl:
+        p = argparse.ArgumentParser(
+            prog="mpmctl",
+            usage=f"mpmctl [mpmd options] {{{','.join(MPMCTL_VERBS)}}} [mpmd options]",
+            description="Control mpmd the way apachectl controls httpd. Without a verb the "
+            "options go to mpmd itself.",
+        )
+        p.add_argument("verb", nargs="?", choices=MPMCTL_VERBS, metavar="VERB",
+                       help="start: start detached; stop, restart, graceful, graceful-stop: "
+                       "signal the server in PidFile (restart and graceful test the "
+                       "configuration first); configtest: check the configuration; status, "
+                       "fullstatus: print the scoreboard")  # fmt: skip
+    else:
+        p = argparse.ArgumentParser(
+            prog=PROG,
+            description="Apache httpd's prefork/worker/event MPMs for Python WSGI applications.",
+        )
+        p.add_argument("app", nargs="?", help="module:callable to mount at / (gunicorn style)")
     p.add_argument("-f", dest="file", metavar="FILE", help="configuration file")
     p.add_argument("-d", dest="server_root", metavar="SERVERROOT", help="ServerRoot")
     p.add_argument("-D", dest="defines", action="append", default=[], metavar="NAME",
@@ -57,15 +71,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mpm", choices=MPM_NAMES, help="MPM when the config loads none")
     p.add_argument("--listen", action="append", default=[], metavar="HOST:PORT",
                    help="listen here instead of the Listen directives (repeatable)")  # fmt: skip
+    p.add_argument("--chdir", metavar="DIR",
+                   help="change to DIR first; the app is imported from there (gunicorn's flag)")  # fmt: skip
     return p
 
 
 class _Options:
     """Parsed flags plus the way to (re)load the configuration with them."""
 
-    def __init__(self, ns: argparse.Namespace, argv: Sequence[str]) -> None:
+    def __init__(self, ns: argparse.Namespace, argv: Sequence[str], prog: str = PROG) -> None:
         self.ns = ns
-        self.command_line = shlex.join([PROG, *argv])
+        self.command_line = shlex.join([prog, *argv])
 
     def load(self, previous: ServerConfig | None = None) -> ServerConfig:
         ns = self.ns
@@ -78,8 +94,20 @@ class _Options:
 def main(argv: Sequence[str] | None = None) -> int:
     """`mpmd`: httpd's command line. Returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
-    ns = _parser().parse_args(args)
-    opts = _Options(ns, args)
+    return _run(_parser().parse_args(args), args)
+
+
+def _run(ns: argparse.Namespace, args: list[str], prog: str = PROG) -> int:
+    if ns.chdir:
+        # -f and -d name paths relative to where mpmd was started
+        ns.file = ns.file and os.path.abspath(ns.file)
+        ns.server_root = ns.server_root and os.path.abspath(ns.server_root)
+        try:
+            os.chdir(ns.chdir)
+        except OSError as err:
+            print(f"{PROG}: --chdir {ns.chdir}: {err.strerror}", file=sys.stderr)
+            return 1
+    opts = _Options(ns, args, prog)
     if ns.short_version:
         print(f"Server version: {SERVER_SOFTWARE} (Python {platform.python_version()})")
         return 0
@@ -99,6 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ns.dump:
             print(settings_report(config))
         if ns.test:
+            if not config.listeners:  # the server would stop with AH00451: say so now
+                print(f"{config.config_file}: no Listen directive: the server would have no "
+                      "listening sockets", file=sys.stderr)  # fmt: skip
+                return 1
             print("Syntax OK")
         return 0
     if ns.command == "start":
@@ -113,19 +145,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def mpmctl_main(argv: Sequence[str] | None = None) -> int:
-    """`mpmctl VERB [mpmd options]`: apachectl's verbs on top of mpmd's flags."""
+    """`mpmctl [mpmd options] VERB [mpmd options]`: apachectl's verbs on top of mpmd's flags."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] not in MPMCTL_VERBS:
-        if args and not args[0].startswith("-"):
-            print(f"usage: mpmctl ({'|'.join(MPMCTL_VERBS)}) [mpmd options]", file=sys.stderr)
-            return 2
-        return main(args)  # like apachectl: anything else goes to the server binary
-    verb, rest = args[0], args[1:]
+    parser = _parser(ctl=True)
+    if not args:
+        parser.print_help(sys.stderr)
+        return 2
+    ns = parser.parse_args(args)
+    verb = ns.verb
+    ns.app = None
     if verb in ("status", "fullstatus"):
-        return _status(_Options(_parser().parse_args(rest), rest), full=verb == "fullstatus")
+        return _status(_Options(ns, args, "mpmctl"), full=verb == "fullstatus")
     if verb == "configtest":
-        return main(["-t", *rest])
-    return main(["-k", verb, *rest])
+        ns.test = True
+    elif verb is not None:
+        ns.command = verb
+    return _run(ns, args, "mpmctl")  # like apachectl: without a verb the flags go to the server
 
 
 # --- reports ----------------------------------------------------------------------------
@@ -268,7 +303,8 @@ def _control(opts: _Options, command: str) -> int:
 
 
 def _status(opts: _Options, *, full: bool) -> int:
-    """mpmctl status|fullstatus: read the running server's scoreboard (PidFile -> pid -> file)."""
+    """mpmctl status|fullstatus: read the running server's scoreboard (ScoreBoardFile, else
+    PidFile -> pid -> the default path)."""
     from mpmd.handlers.status import StatusFacts, StatusView, render_terminal
     from mpmd.mpm.scoreboard import Scoreboard, default_path
 
@@ -285,7 +321,7 @@ def _status(opts: _Options, *, full: bool) -> int:
             else f"{PROG} (pid {pid}?) not running"
         )
         return 1
-    path = default_path(pid)
+    path = config.scoreboard_file or default_path(pid)
     try:
         scoreboard = Scoreboard.attach(path)
     except (OSError, ValueError) as err:
@@ -299,8 +335,15 @@ def _status(opts: _Options, *, full: bool) -> int:
     return 0
 
 
-def _serve(opts: _Options, config: ServerConfig, *, single_process: bool) -> int:
+def _serve(
+    opts: _Options,
+    config: ServerConfig,
+    *,
+    single_process: bool,
+    on_started: Callable[[], None] | None = None,
+) -> int:
     from mpmd.mpm.serve import serve  # lazy: the reports never import the process machinery
+    from mpmd.mpm.startup import StartupError
 
     current = [config]
 
@@ -308,27 +351,51 @@ def _serve(opts: _Options, config: ServerConfig, *, single_process: bool) -> int
         current[0] = opts.load(previous=current[0])
         return current[0]
 
-    return serve(config, single_process=single_process, reload=reload,
-                 command_line=opts.command_line)  # fmt: skip
+    try:
+        return serve(config, single_process=single_process, reload=reload,
+                     command_line=opts.command_line, on_started=on_started)  # fmt: skip
+    except StartupError as err:  # Apache's start-up messages go to stderr; exit 1
+        print(*err.lines, sep="\n", file=sys.stderr)
+        return 1
+
+
+_STARTED = b"\0started\n"
 
 
 def _start_detached(opts: _Options, config: ServerConfig) -> int:
-    """Double fork so the server is re-parented to init and has no controlling terminal."""
+    """Double fork so the server is re-parented to init and has no controlling terminal.
+
+    Until the server has started, its stderr is a pipe this process reads, so a start-up
+    failure (AH00072 …) is printed here and `-k start` exits 1, as apachectl start does."""
     sys.stdout.flush()
     sys.stderr.flush()
+    read_fd, write_fd = os.pipe()
     if os.fork() > 0:
-        return 0
+        os.close(write_fd)
+        with os.fdopen(read_fd, "rb") as pipe:
+            report = pipe.read()  # EOF once the server started or exited
+        sys.stderr.write(report.removesuffix(_STARTED).decode(errors="replace"))
+        return 0 if report.endswith(_STARTED) else 1
+    os.close(read_fd)
     os.setsid()
     if os.fork() > 0:
         os._exit(0)
     devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    os.close(devnull)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+
+    def started() -> None:
+        sys.stderr.flush()
+        os.write(2, _STARTED)
+        os.dup2(devnull, 2)  # closes the pipe: the waiting command returns 0
+
     status = 1
     try:
-        status = _serve(opts, config, single_process=False)
+        status = _serve(opts, config, single_process=False, on_started=started)
     finally:
+        sys.stderr.flush()
         os._exit(status)
 
 

@@ -31,6 +31,17 @@ def sleepy(environ, start_response):
     return [body]
 
 
+def burn(environ, start_response):
+    """Uses ?seconds (default 0.2) of CPU time, then answers with its pid."""
+    query = environ.get("QUERY_STRING", "")
+    seconds = float(query.split("=", 1)[1]) if query.startswith("seconds=") else 0.2
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(os.getpid()).encode()]
+
+
 def echo(environ, start_response):
     body = environ["wsgi.input"].read()
     start_response("200 OK", [("Content-Type", "application/octet-stream")])

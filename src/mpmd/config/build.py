@@ -453,6 +453,9 @@ def build_config(
         pid_file = default_pid_file() if builtin else b.path("logs/httpd.pid")
     scoreboard = main.last("ScoreBoardFile")
     python_path = main.last("WSGIPythonPath")
+    python_paths = tuple(b.path(p) for p in python_path.split(":") if p) if python_path else ()
+    if app is not None:  # its project folder, inserted last so it leads sys.path, as gunicorn's
+        python_paths += (os.getcwd(),)
     return ServerConfig(
         config_file=config_file,
         server_root=server_root,
@@ -465,9 +468,7 @@ def build_config(
         vhosts=vhosts,
         extended_status=main.last("ExtendedStatus", "status_module" in modules),
         buffered_logs=main.last("BufferedLogs", False),
-        wsgi_python_path=tuple(b.path(p) for p in python_path.split(":") if p)
-        if python_path
-        else (),
+        wsgi_python_path=python_paths,
         wsgi_preload=main.last("WSGIPreload", False),
         modules=tuple(modules),
         defines=defines,

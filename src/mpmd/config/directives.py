@@ -27,6 +27,7 @@ from mpmd.config.ignored import (
     IGNORED_SECTIONS,
 )
 from mpmd.config.model import MPM_NAMES, MpmName
+from mpmd.logs.targets import is_syslog, parse_syslog
 
 # Where a directive may appear. "server" = main server config, "vhost" = <VirtualHost>,
 # "directory" = <Directory>, <Location> and their Match forms.
@@ -291,10 +292,27 @@ def v_wsgi_script_alias(name: str, args: tuple[str, ...]) -> tuple[str, str, tup
     return args[0], args[1], args[2:]
 
 
+def v_error_log(name: str, args: tuple[str, ...]) -> str:
+    """A file, `|program` or `syslog[:facility[:tag]]`; a facility syslog lacks is refused."""
+    if is_syslog(args[0]):
+        try:
+            parse_syslog(args[0])
+        except ValueError as err:
+            raise DirectiveValueError(f"{name} {args[0]}: {err}") from None
+    return args[0]
+
+
 def v_custom_log(name: str, args: tuple[str, ...]) -> tuple[str, str, str | None]:
+    """`env=[!]VAR` (any case, as Apache); ap_expr conditions (`expr=`) are not implemented."""
     condition = args[2] if len(args) > 2 else None
-    if condition is not None and not condition.lower().startswith(("env=", "expr=")):
-        raise DirectiveValueError("error in condition clause")
+    if condition is not None:
+        kind, _, rest = condition.partition("=")
+        if kind.lower() == "expr":
+            raise DirectiveValueError("expr= conditions are not implemented by mpmd; use "
+                                      "env=[!]VAR")  # fmt: skip
+        if kind.lower() != "env" or not rest:
+            raise DirectiveValueError("error in condition clause")
+        condition = "env=" + rest
     return args[0], args[1], condition
 
 
@@ -470,8 +488,9 @@ DIRECTIVES: tuple[Directive, ...] = (
     _d("PidFile", "mpm", S, TAKE1, "path", "logs/httpd.pid",
        "A file for logging the server process ID", v_string, **_MPM),
     _d("ScoreBoardFile", "mpm", S, TAKE1, "path", None,
-       "A file for Apache to maintain runtime process management information (mpmd: a "
-       "file-backed scoreboard that mpmctl status can read; default anonymous memory)",
+       "A file for Apache to maintain runtime process management information (mpmd: the "
+       "scoreboard's shared memory, which mpmctl status reads; default "
+       "/dev/shm/mpmd-PID.scoreboard)",
        v_string, **_MPM),
     # Server identity and process
     _d("ServerRoot", "core", S, TAKE1, "path", "(directory of the config file)",
@@ -525,14 +544,14 @@ DIRECTIVES: tuple[Directive, ...] = (
        "Controls what groups of directives can be configured by per-directory config files "
        "(mpmd never reads .htaccess)", v_allow_override),
     _d("SetHandler", "content", D, TAKE1, "handler", None,
-       "A handler name that overrides any other configured handler (server-status, metrics, "
-       "balancer-manager, wsgi-script, none)", v_string),
+       "A handler name that overrides any other configured handler (mpmd has server-status, "
+       "metrics and none)", v_string),
     _d("Require", "content", D, ITERATE, "[not] all|ip|local|host ...", None,
        "Selects which authenticated users or groups may access a protected space", v_require,
        repeatable=True),
     # Logs (reference 6.1)
-    _d("ErrorLog", "logs", SV, TAKE1, "file|\"|program\"|syslog", "logs/error_log",
-       "The filename of the error log", v_string),
+    _d("ErrorLog", "logs", SV, TAKE1, "file|\"|program\"|syslog[:facility[:tag]]",
+       "logs/error_log", "The filename of the error log", v_error_log),
     _d("LogLevel", "logs", SV, ITERATE, "[module:]level ...", "warn",
        "Level of verbosity in error logging", v_loglevel),
     _d("LogFormat", "logs", SV, TAKE12, "format [nickname]", None,
@@ -540,7 +559,7 @@ DIRECTIVES: tuple[Directive, ...] = (
        repeatable=True),
     _d("CustomLog", "logs", SV, TAKE23, "file|\"|program\" format|nickname [env=[!]VAR]", None,
        "a file name, a custom log format string or format name, and an optional "
-       "\"env=\" or \"expr=\" clause (see docs)", v_custom_log, repeatable=True),
+       "\"env=\" clause (mpmd has no \"expr=\")", v_custom_log, repeatable=True),
     _d("TransferLog", "logs", SV, TAKE1, "file|\"|program\"", None,
        "the filename of the access log", v_string, repeatable=True),
     _d("BufferedLogs", "logs", S, FLAG, "On|Off", False,

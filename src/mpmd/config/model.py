@@ -167,4 +167,4 @@ class ServerConfig:
     modules: tuple[str, ...]  # loaded module names, e.g. ("mpm_event_module", "status_module")
     defines: frozenset[str]
     warnings: tuple[str, ...]  # Apache-worded start-up warnings, printed by the CLI / parent
-    scoreboard_file: str = ""  # ScoreBoardFile: a file-backed scoreboard; "" = anonymous memory
+    scoreboard_file: str = ""  # ScoreBoardFile: the scoreboard's path; "" = the default

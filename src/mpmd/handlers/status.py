@@ -183,10 +183,15 @@ class StatusView:
         self.kbytes = totals.bytes // KBYTE
         self.duration_ms = totals.duration_us // 1000
         self.duration_us = totals.duration_us
-        user, system, cuser, csystem = snap.parent_cpu
+        # A worker's CPU is its process's times() at its last request: take each process's
+        # latest (mod_status's max per process, threads share one count), then add them up.
+        per_process: dict[int, tuple[float, float]] = {}
         for worker in snap.workers(active_only=True):
-            user += worker.cpu_user
-            system += worker.cpu_system
+            seen = per_process.get(worker.slot, (0.0, 0.0))
+            per_process[worker.slot] = max(seen, (worker.cpu_user, worker.cpu_system))
+        user, system, cuser, csystem = snap.parent_cpu
+        user += sum(u for u, _ in per_process.values())
+        system += sum(s for _, s in per_process.values())
         self.cpu = (user, system, cuser, csystem)
         self.processes = snap.live_processes()
 

@@ -458,8 +458,6 @@ def compile_condition(condition: str | None) -> Callable[[Exchange], bool] | Non
             return lambda x: key not in x.notes
         key = "env:" + name
         return lambda x: key in x.notes
-    if condition.startswith("expr="):
-        raise ValueError("CustomLog expr= conditions are not supported yet")
     raise ValueError(f"error in condition clause: {condition}")
 
 

@@ -16,7 +16,14 @@ import time
 import traceback
 from collections.abc import Iterable
 
-from mpmd.logs.targets import LogFile, PipedLog, StderrTarget, open_log_target
+from mpmd.logs.targets import (
+    LogFile,
+    PipedLog,
+    StderrTarget,
+    SyslogTarget,
+    is_syslog,
+    open_log_target,
+)
 
 LEVELS = (
     "emerg",
@@ -107,11 +114,16 @@ class ErrorLog:
     """One ErrorLog target with its LogLevel; safe to share between threads and processes."""
 
     def __init__(self, target: str, level: str = "warn") -> None:
-        if target == "syslog" or target.startswith("syslog:"):
-            raise ValueError("ErrorLog syslog is not supported yet")
         self.target = target
-        self._sink: LogFile | PipedLog | StderrTarget
-        self._sink = StderrTarget() if target == "stderr" else open_log_target(target)
+        self._sink: LogFile | PipedLog | StderrTarget | SyslogTarget
+        if target == "stderr":
+            self._sink = StderrTarget()
+        elif is_syslog(target):
+            self._sink = SyslogTarget(target)
+        else:
+            self._sink = open_log_target(target)
+        # syslog stamps its own time, so Apache leaves the date out of syslog lines
+        self._syslog = self._sink if isinstance(self._sink, SyslogTarget) else None
         self._level, self._module_levels = parse_log_level(level)
         self._stream: ErrorStream | None = None
 
@@ -140,8 +152,8 @@ class ErrorLog:
         now: float | None = None,
     ) -> str:
         """One line (with its newline) in Apache's default error-log shape."""
-        stamp = _ctime_usec(time.time() if now is None else now)
-        parts = [f"[{stamp}] [{module}:{level}] [pid {_pid[0]}:tid {threading.get_native_id()}] "]
+        parts = [] if self._syslog else [f"[{_ctime_usec(time.time() if now is None else now)}] "]
+        parts.append(f"[{module}:{level}] [pid {_pid[0]}:tid {threading.get_native_id()}] ")
         if errno_text:
             parts.append(f"{errno_text}: ")
         if client:
@@ -177,7 +189,7 @@ class ErrorLog:
             errno_text=errno_text,
             referer=referer,
         )
-        self._write(line)
+        self._write(line, level)
 
     def exception(
         self,
@@ -224,14 +236,17 @@ class ErrorLog:
     def redirect_stderr(self) -> None:
         """Point fd 2 at this log, as Apache does, so stray writes to stderr (tracebacks from
         threads, warnings, C libraries) land in the ErrorLog. Call again after reopen()."""
-        if self._sink.fd != 2:
+        if self._sink.fd not in (-1, 2):  # syslog has no fd: stderr stays where it is
             os.dup2(self._sink.fd, 2)
 
     def close(self) -> None:
         self._sink.close()
 
-    def _write(self, line: str) -> None:
+    def _write(self, line: str, level: str = "error") -> None:
         try:
+            if self._syslog is not None:
+                self._syslog.send(_RANK[level], line)
+                return
             self._sink.write(line.encode("utf-8", "backslashreplace"))
         except OSError:
             pass  # nowhere left to report it; Apache drops the line too

@@ -1,4 +1,4 @@
-"""Log targets: where the access and error logs' bytes go (a file, a `|program`, stderr).
+"""Log targets: where the access and error logs' bytes go (a file, a `|program`, stderr, syslog).
 
 This module owns opening a log target the way Apache does (a file O_APPEND with mode 0666 less
 umask, or a piped logger it restarts), reopening it onto the same fd on restart or logrotate,
@@ -12,6 +12,12 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import syslog
+
+# Apache's facility names for `ErrorLog syslog:facility` (log.c's table).
+SYSLOG_FACILITIES = ("auth", "authpriv", "cron", "daemon", "ftp", "kern", "local0", "local1",
+                     "local2", "local3", "local4", "local5", "local6", "local7", "lpr", "mail",
+                     "news", "syslog", "user", "uucp")  # fmt: skip
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -137,6 +143,49 @@ class StderrTarget:
 
     def close(self) -> None:
         pass
+
+
+def is_syslog(target: str) -> bool:
+    """Apache treats any ErrorLog starting with `syslog` (any case) as syslog."""
+    return target[:6].lower() == "syslog"
+
+
+def parse_syslog(target: str) -> tuple[str, str]:
+    """`syslog[:facility[:tag]]` → (facility, tag); local7 and "mpmd" by default, as Apache's
+    (with its program name). ValueError for a facility syslog(3) does not have."""
+    _, _, rest = target.partition(":")
+    facility, _, tag = rest.partition(":")
+    facility = facility.lower() or "local7"
+    if facility not in SYSLOG_FACILITIES:
+        raise ValueError(f"unknown syslog facility '{facility}' (one of "
+                         f"{', '.join(SYSLOG_FACILITIES)})")  # fmt: skip
+    return facility, tag or "mpmd"
+
+
+class SyslogTarget:
+    """`ErrorLog syslog[:facility[:tag]]`: each line goes to syslog(3) at its level's priority
+    (emerg … debug map one to one; trace levels are debug). There is no fd to share or reopen."""
+
+    fd = -1
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        facility, tag = parse_syslog(target)
+        syslog.openlog(tag, syslog.LOG_PID | syslog.LOG_NDELAY,
+                       getattr(syslog, f"LOG_{facility.upper()}"))  # fmt: skip
+
+    def send(self, priority: int, text: str) -> None:
+        for line in text.splitlines():
+            syslog.syslog(min(priority, syslog.LOG_DEBUG), line)
+
+    def write(self, data: bytes) -> None:
+        self.send(syslog.LOG_ERR, data.decode("utf-8", "backslashreplace"))
+
+    def reopen(self) -> None:
+        pass
+
+    def close(self) -> None:
+        syslog.closelog()
 
 
 def open_log_target(target: str) -> LogFile | PipedLog:

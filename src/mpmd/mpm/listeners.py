@@ -7,6 +7,14 @@ import socket
 from mpmd.config.model import ListenAddress
 
 
+class BindError(OSError):
+    """A Listen address could not be bound; `address` as Apache prints it (`[::]:80`)."""
+
+    def __init__(self, error: OSError, address: str) -> None:
+        super().__init__(error.errno, f"could not bind to address {address}: {error.strerror}")
+        self.address = address
+
+
 def bind_listeners(addresses: tuple[ListenAddress, ...], backlog: int) -> list[socket.socket]:
     """Bind every Listen address (IPv4 and IPv6, SO_REUSEADDR) and listen with ListenBacklog."""
     sockets = []
@@ -39,7 +47,6 @@ def _bind_one(address: ListenAddress, backlog: int) -> socket.socket:
         sock.setblocking(False)
     except OSError as error:
         sock.close()
-        raise OSError(
-            error.errno, f"could not bind to address {host or '*'}:{address.port}: {error.strerror}"
-        ) from None
+        shown = f"[{bind_host}]" if family == socket.AF_INET6 else bind_host or "0.0.0.0"
+        raise BindError(error, f"{shown}:{address.port}") from None
     return sock

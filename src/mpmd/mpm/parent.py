@@ -23,15 +23,15 @@ from mpmd.config.model import ServerConfig
 from mpmd.config.syntax import ConfigError
 from mpmd.mpm import maintenance
 from mpmd.mpm.child import CHILD_FATAL, ChildSpec, run_child
-from mpmd.mpm.listeners import bind_listeners
-from mpmd.mpm.scoreboard import (
-    BUSY_READ,
-    BUSY_WRITE,
-    READY,
-    STARTING,
-    Scoreboard,
-    WorkerInfo,
-    default_path,
+from mpmd.mpm.scoreboard import BUSY_READ, BUSY_WRITE, READY, STARTING, Scoreboard, WorkerInfo
+from mpmd.mpm.startup import (
+    StartupError,
+    bind,
+    check_access_logs,
+    create_scoreboard,
+    open_error_log,
+    remove_pid_file,
+    write_pid_file,
 )
 
 # Apache's reclaim schedule for an ungraceful stop (reference 5): seconds after the first TERM.
@@ -70,11 +70,15 @@ def _serve_function(mpm: str) -> Callable:
 
 class Parent:
     def __init__(
-        self, config: ServerConfig, *, reload: Callable[[], ServerConfig], command_line: str
+        self,
+        config: ServerConfig,
+        *,
+        reload: Callable[[], ServerConfig],
+        command_line: str,
+        on_started: Callable[[], None] | None = None,
     ) -> None:
-        from mpmd.mpm.serve import open_error_log
-
         self.config = config
+        self.on_started = on_started  # `-k start` waits for this to report success
         self.reload = reload
         self.command_line = command_line
         self.error_log = open_error_log(config)
@@ -94,20 +98,26 @@ class Parent:
 
     def run(self) -> int:
         config = self.config
-        self.listeners = bind_listeners(config.listeners, config.mpm.listen_backlog)
-        self.scoreboard = Scoreboard.create(
-            default_path(os.getpid()),
-            config.mpm.server_limit,
-            config.mpm.thread_limit,
-            config.mpm.name,
-            threads_per_child=config.mpm.threads_per_child,
-            max_request_workers=config.mpm.max_request_workers,
-        )
+        try:  # Apache's order: logs, listeners, then the PidFile and the scoreboard
+            check_access_logs(config)
+            self.listeners = bind(config)
+            self.scoreboard = create_scoreboard(
+                config,
+                config.mpm.server_limit,
+                config.mpm.thread_limit,
+                threads_per_child=config.mpm.threads_per_child,
+                max_request_workers=config.mpm.max_request_workers,
+            )
+            write_pid_file(config.pid_file)
+        except StartupError:
+            self._cleanup()
+            raise
         self.scoreboard.generation = self.generation
         self._install_signals()
-        _write_pid_file(config.pid_file)
         _set_title(f"mpmd: parent -f {config.config_file or '(built-in)'}")
         self._preload()
+        if self.on_started is not None:
+            self.on_started()
         for warning in config.warnings:
             self.error_log.log("warn", warning)
         ah = "AH00163" if config.mpm.name == "prefork" else "AH00489"
@@ -566,7 +576,7 @@ class Parent:
     def _cleanup(self) -> None:
         for sock in self.listeners:
             sock.close()
-        _remove_pid_file(self.config.pid_file)
+        remove_pid_file(self.config.pid_file)
         if self.scoreboard is not None:
             self.scoreboard.close()
             self.scoreboard.unlink()
@@ -589,19 +599,6 @@ def _signal(pid: int, signum: int) -> None:
     try:
         os.kill(pid, signum)
     except ProcessLookupError:
-        pass
-
-
-def _write_pid_file(path: str) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w") as file:
-        file.write(f"{os.getpid()}\n")
-
-
-def _remove_pid_file(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
         pass
 
 

@@ -289,7 +289,8 @@ class WorkerRecord:
         mm[off] = BUSY_WRITE
 
     def request_end(self, bytes_sent: int, duration_us: int, now_us: int) -> None:
-        """ap_increment_counts: slot, child and connection counters, duration, histogram."""
+        """ap_increment_counts: slot, child and connection counters, duration, histogram, and
+        the process's CPU times (Apache's times(): per process, as seen by this worker)."""
         self._access += 1
         self._my_access += 1
         self._conn_count += 1
@@ -306,10 +307,8 @@ class WorkerRecord:
         hist = self._hist
         hist[i] += 1
         _U64.pack_into(self._mm, self._off + _W_HIST + 8 * i, hist[i])
-
-    def set_cpu_times(self, user: float, system: float) -> None:
-        """Optional: CPU seconds used by this worker (the status page's CPU column)."""
-        _TWO_D.pack_into(self._mm, self._off + _W_CPU, user, system)
+        cpu = os.times()
+        _TWO_D.pack_into(self._mm, self._off + _W_CPU, cpu.user, cpu.system)
 
     def reset_for_new_child(self, pid: int, generation: int, tid: int = 0) -> None:
         """A new child takes the slot: my_* and connection counters reset, slot totals kept."""

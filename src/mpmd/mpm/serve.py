@@ -18,12 +18,16 @@ from mpmd.logs.access import AccessLog
 from mpmd.logs.error import ErrorLog
 from mpmd.mpm.connection import ChildContext, make_access_logs
 from mpmd.mpm.event import EventLoop
-from mpmd.mpm.listeners import bind_listeners
-from mpmd.mpm.scoreboard import READY, Scoreboard, default_path
-
-
-def open_error_log(config: ServerConfig) -> ErrorLog:
-    return ErrorLog(config.main.error_log, config.main.log_level)
+from mpmd.mpm.scoreboard import READY, Scoreboard
+from mpmd.mpm.startup import (
+    StartupError,
+    bind,
+    check_access_logs,
+    create_scoreboard,
+    open_error_log,
+    remove_pid_file,
+    write_pid_file,
+)
 
 
 def build_router(config: ServerConfig, error_log: ErrorLog, scoreboard=None) -> Router:
@@ -80,20 +84,33 @@ def serve(
     single_process: bool,
     reload: Callable[[], ServerConfig],
     command_line: str,
+    on_started: Callable[[], None] | None = None,
 ) -> int:
     """Run the server until it is stopped; returns the exit status."""
     if not single_process:
         from mpmd.mpm.parent import Parent
 
-        return Parent(config, reload=reload, command_line=command_line).run()
+        parent = Parent(config, reload=reload, command_line=command_line, on_started=on_started)
+        return parent.run()
     return _serve_single(config, command_line)
 
 
 def _serve_single(config: ServerConfig, command_line: str) -> int:
     """`mpmd -X`: one process, serving in its main thread, in the foreground."""
     error_log = open_error_log(config)
-    listeners = bind_listeners(config.listeners, config.mpm.listen_backlog)
-    scoreboard, record = _single_scoreboard(config)
+    check_access_logs(config)
+    listeners = bind(config)
+    scoreboard = None
+    try:
+        scoreboard, record = _single_scoreboard(config)
+        write_pid_file(config.pid_file)
+    except StartupError:
+        for sock in listeners:
+            sock.close()
+        if scoreboard is not None:
+            scoreboard.close()
+            scoreboard.unlink()
+        raise
     ctx = build_child_context(
         config, error_log, multithread=False, multiprocess=False, scoreboard=scoreboard
     )
@@ -119,7 +136,6 @@ def _serve_single(config: ServerConfig, command_line: str) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGWINCH):
         signal.signal(signum, on_signal)
-    _write_pid_file(config.pid_file)
     error_log.log(
         "notice",
         f"{SERVER_SOFTWARE} configured -- resuming normal operations",
@@ -134,34 +150,16 @@ def _serve_single(config: ServerConfig, command_line: str) -> int:
             sock.close()
         scoreboard.close()
         scoreboard.unlink()
-        _remove_pid_file(config.pid_file)
+        remove_pid_file(config.pid_file)
         error_log.log("notice", "caught SIGTERM, shutting down", module="mpm_event", ah="AH00491")
     return 0
 
 
 def _single_scoreboard(config: ServerConfig) -> tuple[Scoreboard, object]:
     """A one-process, one-thread scoreboard so /server-status and mpmctl status work in -X."""
-    scoreboard = Scoreboard.create(
-        default_path(os.getpid()), 1, 1, config.mpm.name, threads_per_child=1,
-        max_request_workers=1,
-    )  # fmt: skip
+    scoreboard = create_scoreboard(config, 1, 1, threads_per_child=1, max_request_workers=1)
     scoreboard.process(0).start(os.getpid(), 0)
     record = scoreboard.worker(0, 0)
     record.reset_for_new_child(os.getpid(), 0)
     record.set_state(READY)
     return scoreboard, record
-
-
-def _write_pid_file(path: str) -> None:
-    if not path:
-        return
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w") as file:
-        file.write(f"{os.getpid()}\n")
-
-
-def _remove_pid_file(path: str) -> None:
-    try:
-        os.unlink(path)
-    except (FileNotFoundError, TypeError):
-        pass
