@@ -39,3 +39,23 @@ def echo(environ, start_response):
 
 def crash(environ, start_response):
     raise RuntimeError("the application failed on purpose")
+
+
+def noisy(environ, start_response):
+    """Writes to stdout and stderr as careless applications do, and from a dying thread."""
+    import sys
+    import threading
+
+    tag = environ.get("QUERY_STRING", "")
+    print(f"print to stdout {tag}")
+    print(f"print to stderr {tag}", file=sys.stderr)
+    os.write(2, f"raw write to fd 2 {tag}\n".encode())
+
+    def die():
+        raise RuntimeError(f"thread died {tag}")
+
+    thread = threading.Thread(target=die)
+    thread.start()
+    thread.join()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"noisy"]

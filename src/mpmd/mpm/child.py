@@ -86,6 +86,7 @@ def _exit_now(signum: int, frame) -> None:
 def _child(spec: ChildSpec, serve: Callable[[ChildSpec, StopSignal], None]) -> int:
     config = spec.config
     _set_title(f"mpmd: {config.mpm.name} child gen {spec.generation}")
+    sys.stdout.reconfigure(line_buffering=True)  # an app's print() reaches the ErrorLog now
     stop = StopSignal()
     signal.signal(signal.SIGTERM, _exit_now)
     signal.signal(signal.SIGHUP, _exit_now)

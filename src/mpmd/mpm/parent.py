@@ -107,6 +107,7 @@ class Parent:
         self._install_signals()
         _write_pid_file(config.pid_file)
         _set_title(f"mpmd: parent -f {config.config_file or '(built-in)'}")
+        self.error_log.capture_output()
         self._preload()
         for warning in config.warnings:
             self.error_log.log("warn", warning)
@@ -266,6 +267,7 @@ class Parent:
         mpm = self.config.mpm
         scoreboard.set_limits(mpm.threads_per_child, mpm.max_request_workers)
         self.error_log.reopen()
+        self.error_log.capture_output()
         self._preload()
         self.error_log.log(
             "notice",
