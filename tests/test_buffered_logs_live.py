@@ -32,7 +32,7 @@ def test_no_line_lost_across_graceful_restart_restart_and_stop(tmp_path, mpm):
         board = attach_scoreboard(server.pid)
         with Load(server.port, "/counted", clients=4) as load:
             for generation in (1, 2, 3):
-                wait_for(lambda: load.ok > 100 * generation, timeout=20)
+                wait_for(lambda g=generation: load.ok > 100 * g, timeout=20)
                 server.signal(signal.SIGUSR1)
                 wait_for(lambda g=generation: board.snapshot().generation == g, timeout=10)
         assert load.failures == [], load.failures[:3]
