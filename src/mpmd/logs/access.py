@@ -248,6 +248,7 @@ def start_flush_thread() -> None:
 
     threading.Thread(target=run, name="mpmd-log-flush", daemon=True).start()
 
+
 _NAMESPACE: dict[str, object] = {
     "_esc": escape_logitem,
     "_esc_opt": _esc_opt,
