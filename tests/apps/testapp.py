@@ -59,3 +59,15 @@ def noisy(environ, start_response):
     thread.join()
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"noisy"]
+
+
+_hoard: list[bytearray] = []
+
+
+def hog(environ, start_response):
+    """Keeps ?mb=N (default 64) MiB of touched memory for the life of the process."""
+    query = environ.get("QUERY_STRING", "")
+    megabytes = int(query.split("=", 1)[1]) if query.startswith("mb=") else 64
+    _hoard.append(bytearray(b"x" * (megabytes << 20)))
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [f"pid={os.getpid()}".encode()]
