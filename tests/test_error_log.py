@@ -223,18 +223,19 @@ def test_threads_never_interleave(log_path):
     assert len(tids) == threads_count  # each thread's own native id
 
 
-def test_redirect_stderr(log_path):
+def test_capture_output(log_path):
     log = ErrorLog(str(log_path))
     pid = os.fork()
-    if pid == 0:  # pragma: no cover - child: fd 2 of the test runner stays untouched
+    if pid == 0:  # pragma: no cover - child: fds 1 and 2 of the test runner stay untouched
         code = 1
         try:
-            log.redirect_stderr()
+            log.capture_output()
             os.write(2, b"stray write to stderr\n")
+            os.write(1, b"stray write to stdout\n")
             code = 0
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     log.close()
     assert os.waitstatus_to_exitcode(status) == 0
-    assert read_lines(log_path) == ["stray write to stderr"]
+    assert read_lines(log_path) == ["stray write to stderr", "stray write to stdout"]

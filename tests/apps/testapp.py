@@ -50,3 +50,35 @@ def echo(environ, start_response):
 
 def crash(environ, start_response):
     raise RuntimeError("the application failed on purpose")
+
+
+def noisy(environ, start_response):
+    """Writes to stdout and stderr as careless applications do, and from a dying thread."""
+    import sys
+    import threading
+
+    tag = environ.get("QUERY_STRING", "")
+    print(f"print to stdout {tag}")
+    print(f"print to stderr {tag}", file=sys.stderr)
+    os.write(2, f"raw write to fd 2 {tag}\n".encode())
+
+    def die():
+        raise RuntimeError(f"thread died {tag}")
+
+    thread = threading.Thread(target=die)
+    thread.start()
+    thread.join()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"noisy"]
+
+
+_hoard: list[bytearray] = []
+
+
+def hog(environ, start_response):
+    """Keeps ?mb=N (default 64) MiB of touched memory for the life of the process."""
+    query = environ.get("QUERY_STRING", "")
+    megabytes = int(query.split("=", 1)[1]) if query.startswith("mb=") else 64
+    _hoard.append(bytearray(b"x" * (megabytes << 20)))
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [f"pid={os.getpid()}".encode()]

@@ -43,6 +43,7 @@ NICKNAMES: dict[str, str] = {
 }
 
 PIPE_BUF = 4096  # Linux: the largest write the kernel keeps whole on a pipe; BufferedLogs size
+FLUSH_INTERVAL = 0.5  # BufferedLogs: checked this often, so no line waits more than a second
 
 # -- ap_escape_logitem ------------------------------------------------------------------------
 
@@ -222,6 +223,28 @@ def _after_fork_in_child() -> None:
 
 _open_access_logs: weakref.WeakSet[AccessLog] = weakref.WeakSet()
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def flush_access_logs() -> None:
+    """Write out every buffered line of this process: called on every way a child ends, from
+    its exit path and from its TERM handler (the main thread; the locks are reentrant)."""
+    for log in list(_open_access_logs):
+        log.flush()
+
+
+def start_flush_thread() -> None:
+    """BufferedLogs: a daemon thread writes out any line older than FLUSH_INTERVAL, so a line
+    never waits more than a second for traffic to fill the buffer (`tail -f` works)."""
+
+    def run() -> None:
+        while True:
+            time.sleep(FLUSH_INTERVAL)
+            now = time.monotonic()
+            for log in list(_open_access_logs):
+                log.flush_if_due(now, FLUSH_INTERVAL)
+
+    threading.Thread(target=run, name="mpmd-log-flush", daemon=True).start()
+
 
 _NAMESPACE: dict[str, object] = {
     "_esc": escape_logitem,
@@ -488,7 +511,8 @@ class AccessLog:
         self._buffer: list[bytes] = []
         self._buffered_bytes = 0
         self._last_flush = time.monotonic()
-        self._lock = threading.Lock()
+        # Reentrant: a child's TERM handler flushes in the main thread, which may hold it.
+        self._lock = threading.RLock()
         _open_access_logs.add(self)
 
     def log(self, exchange: Exchange, end_time: float) -> None:
@@ -538,9 +562,11 @@ class AccessLog:
         self._last_flush = time.monotonic()
         if self._buffer:
             data = b"".join(self._buffer)
+            self._write(data)
+            # cleared only once written: a TERM handler interrupting this writes the lines again
+            # rather than losing them
             self._buffer.clear()
             self._buffered_bytes = 0
-            self._write(data)
 
     def _write(self, data: bytes) -> None:
         try:
@@ -564,4 +590,4 @@ class AccessLog:
         """After fork: the parent's pending lines are the parent's to write, not the child's."""
         self._buffer = []
         self._buffered_bytes = 0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()

@@ -233,11 +233,18 @@ class ErrorLog:
         """Graceful restart / logrotate: open the target again onto the same fd."""
         self._sink.reopen()
 
-    def redirect_stderr(self) -> None:
-        """Point fd 2 at this log, as Apache does, so stray writes to stderr (tracebacks from
-        threads, warnings, C libraries) land in the ErrorLog. Call again after reopen()."""
-        if self._sink.fd not in (-1, 2):  # syslog has no fd: stderr stays where it is
-            os.dup2(self._sink.fd, 2)
+    def capture_output(self) -> None:
+        """Point fds 2 and 1 at this log, as Apache does for stderr and mod_wsgi for an app's
+        stdout, so print(), stray writes, a dying thread's traceback and C libraries' output land
+        in the ErrorLog (not in /dev/null once detached). Call again after reopen()."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        fd = self._sink.fd
+        if fd == -1:  # syslog has no fd: stdout and stderr stay where they are
+            return
+        if fd != 2:
+            os.dup2(fd, 2)
+        os.dup2(fd, 1)
 
     def close(self) -> None:
         self._sink.close()

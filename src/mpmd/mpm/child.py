@@ -1,7 +1,7 @@
 """What every child process does between fork and exit, whatever its MPM.
 
-A child: names itself, installs its signal policy (TERM/HUP: exit now; USR1: finish what it
-serves and exit), drops privileges, loads the application (the parent never does, unless
+A child: names itself, installs its signal policy (TERM/HUP: flush the buffered access logs
+and exit now; USR1: finish what it serves and exit), drops privileges, loads the application (the parent never does, unless
 WSGIPreload), marks its scoreboard records, runs its MPM's serving function and exits with a
 status the parent understands. A child that cannot start exits with CHILD_FATAL, which tells
 the parent not to respawn it in a loop.
@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mpmd.config.model import ServerConfig
+from mpmd.logs.access import flush_access_logs
 
 CHILD_FATAL = 15  # APEXIT_CHILDFATAL: the child cannot ever work; the parent stops the server
 CHILD_INIT = 3  # APEXIT_CHILDINIT: failed during initialisation
@@ -66,18 +67,29 @@ def run_child(spec: ChildSpec, serve: Callable[[ChildSpec, StopSignal], None]) -
         status = 1
     finally:
         try:
+            flush_access_logs()  # BufferedLogs: whatever way the child ends
             sys.stdout.flush()
             sys.stderr.flush()
         finally:
             os._exit(status)
 
 
+def _exit_now(signum: int, frame) -> None:
+    """TERM/HUP: exit at once, but write out buffered log lines first (Apache's child exit
+    hooks flush mod_log_config's buffers too)."""
+    try:
+        flush_access_logs()
+    finally:
+        os._exit(0)
+
+
 def _child(spec: ChildSpec, serve: Callable[[ChildSpec, StopSignal], None]) -> int:
     config = spec.config
     _set_title(f"mpmd: {config.mpm.name} child gen {spec.generation}")
+    sys.stdout.reconfigure(line_buffering=True)  # an app's print() reaches the ErrorLog now
     stop = StopSignal()
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-    signal.signal(signal.SIGHUP, lambda *_: os._exit(0))
+    signal.signal(signal.SIGTERM, _exit_now)
+    signal.signal(signal.SIGHUP, _exit_now)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGWINCH, signal.SIG_IGN)
     signal.signal(signal.SIGUSR1, lambda *_: stop.request())

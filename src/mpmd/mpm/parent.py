@@ -16,14 +16,15 @@ import select
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from mpmd import SERVER_SOFTWARE
 from mpmd.config.model import ServerConfig
 from mpmd.config.syntax import ConfigError
-from mpmd.mpm import maintenance
+from mpmd.mpm import maintenance, reexec
 from mpmd.mpm.child import CHILD_FATAL, ChildSpec, run_child
-from mpmd.mpm.scoreboard import BUSY_READ, BUSY_WRITE, READY, STARTING, Scoreboard, WorkerInfo
+from mpmd.mpm.reclaim import reclaim
+from mpmd.mpm.scoreboard import READY, STARTING, Scoreboard
 from mpmd.mpm.startup import (
     StartupError,
     bind,
@@ -33,14 +34,12 @@ from mpmd.mpm.startup import (
     remove_pid_file,
     write_pid_file,
 )
+from mpmd.mpm.watchdog import Watchdog
 
-# Apache's reclaim schedule for an ungraceful stop (reference 5): seconds after the first TERM.
-RECLAIM_TERM_AGAIN = (3.0, 5.0, 7.0)
-RECLAIM_KILL = 9.0
-RECLAIM_GIVE_UP = 10.0
-
-BUSY_STATES = frozenset({BUSY_READ, BUSY_WRITE})  # a request is in progress
-
+_ALL_FAILED = (
+    "A resource shortage or other unrecoverable failure was encountered before any child "
+    "process initialized successfully... mpmd is exiting!"
+)
 _SIGNAL_NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP", signal.SIGUSR1: "SIGUSR1"}
 
 
@@ -68,7 +67,7 @@ def _serve_function(mpm: str) -> Callable:
     return serve_event
 
 
-class Parent:
+class Parent(Watchdog):
     def __init__(
         self,
         config: ServerConfig,
@@ -98,6 +97,9 @@ class Parent:
 
     def run(self) -> int:
         config = self.config
+        handoff = reexec.take_handoff(config.scoreboard_file)
+        if handoff is not None:
+            return self._resume(handoff)
         try:  # Apache's order: logs, listeners, then the PidFile and the scoreboard
             check_access_logs(config)
             self.listeners = bind(config)
@@ -115,9 +117,6 @@ class Parent:
         self.scoreboard.generation = self.generation
         self._install_signals()
         _set_title(f"mpmd: parent -f {config.config_file or '(built-in)'}")
-        self._preload()
-        if self.on_started is not None:
-            self.on_started()
         for warning in config.warnings:
             self.error_log.log("warn", warning)
         ah = "AH00163" if config.mpm.name == "prefork" else "AH00489"
@@ -128,9 +127,31 @@ class Parent:
             ah=ah,
         )
         self.error_log.log("notice", f"Command line: '{self.command_line}'", ah="AH00094")
-        self._spawn_start_servers()
         try:
+            if not self._preload():
+                return self._stop_unloadable()
+            if self.on_started is not None:
+                self.on_started()
+            self.error_log.capture_output()
+            self._spawn_start_servers()
             return self._main_loop()
+        finally:
+            self._cleanup()
+
+    def _resume(self, handoff: reexec.Handoff) -> int:
+        """The new image after a re-exec restart: adopt what survived exec, then start the
+        next generation as the old image would have."""
+        self.listeners = handoff.listeners
+        self.scoreboard = handoff.scoreboard
+        self.generation = handoff.generation
+        self.children = {fields["pid"]: _Child(**fields) for fields in handoff.children}
+        self._install_signals()
+        reexec.unblock_signals()
+        _set_title(f"mpmd: parent -f {self.config.config_file or '(built-in)'}")
+        self.error_log.capture_output()
+        try:
+            outcome = self._begin_generation(graceful=handoff.graceful)
+            return self._main_loop() if outcome is None else outcome
         finally:
             self._cleanup()
 
@@ -144,13 +165,7 @@ class Parent:
                 if outcome is not None:
                     return outcome
             if self._all_failed():
-                self.error_log.log(
-                    "alert",
-                    "A resource shortage or other unrecoverable failure was encountered before "
-                    "any child process initialized successfully... mpmd is exiting!",
-                    module=self.module,
-                    ah="AH02324",
-                )
+                self.error_log.log("alert", _ALL_FAILED, module=self.module, ah="AH02324")
                 self._reclaim(terminate=True)
                 return 1
             now = time.monotonic()
@@ -215,9 +230,7 @@ class Parent:
             if not self._reload_config():
                 return None
             self._reclaim(terminate=True)
-            self._new_generation()
-            self._spawn_start_servers()
-            return None
+            return self._begin_generation(graceful=False)
         if signum == signal.SIGUSR1:
             if self.config.mpm.name == "prefork":
                 log.log(
@@ -237,10 +250,7 @@ class Parent:
                 return None
             for child in self.children.values():
                 self._ask_to_stop(child)
-            self._new_generation()
-            self.spawn_state = maintenance.after_graceful_restart(self.spawn_state)
-            self.pending_starts = self.config.mpm.start_servers
-            self._spawn_pending()
+            return self._begin_generation(graceful=True)
         return None
 
     def _reload_config(self) -> bool:
@@ -267,8 +277,35 @@ class Parent:
             self.error_log.log("warn", warning)
         return True
 
+    def _begin_generation(self, *, graceful: bool) -> int | None:
+        """Start the next generation; a parent holding preloaded application code first
+        re-execs itself (reexec.py), so the new generation forks from the new code."""
+        if self.preloaded is not None:
+            error = reexec.exec_fresh(
+                graceful=graceful,
+                generation=self.generation,
+                listeners=self.listeners,
+                children=[asdict(child) for child in self.children.values()],
+                command_line=self.command_line,
+            )
+            self.error_log.log(
+                "error", f"re-exec failed ({error}); the preloaded code stays", ah="MP00006"
+            )
+        self._new_generation()
+        if not self._preload():
+            return self._stop_unloadable()
+        if graceful:
+            self.spawn_state = maintenance.after_graceful_restart(self.spawn_state)
+            self.pending_starts = self.config.mpm.start_servers
+            self._spawn_pending()
+        else:
+            self._spawn_start_servers()
+        return None
+
     def _new_generation(self) -> None:
         self.generation += 1
+        self.any_child_ready = False  # "no child ever started" is judged per generation
+        self.failed_children = 0
         scoreboard = self.scoreboard
         scoreboard.generation = self.generation
         scoreboard.config_generation += 1
@@ -276,7 +313,7 @@ class Parent:
         mpm = self.config.mpm
         scoreboard.set_limits(mpm.threads_per_child, mpm.max_request_workers)
         self.error_log.reopen()
-        self._preload()
+        self.error_log.capture_output()
         self.error_log.log(
             "notice",
             f"{SERVER_SOFTWARE} configured -- resuming normal operations",
@@ -405,8 +442,15 @@ class Parent:
         if self.any_child_ready:
             return True
         snap = self.scoreboard.snapshot()
-        self.any_child_ready = any(w.pid and w.status >= READY for w in snap.workers())
+        self.any_child_ready = self._ready_in(snap)
         return self.any_child_ready
+
+    def _ready_in(self, snap) -> bool:
+        """A worker of the current generation got as far as serving."""
+        generation = self.generation
+        return any(
+            w.pid and w.status >= READY and w.generation == generation for w in snap.workers()
+        )
 
     # -- the once-a-second tick -----------------------------------------------------------------
 
@@ -414,7 +458,7 @@ class Parent:
         scoreboard = self.scoreboard
         snap = scoreboard.snapshot()
         if not self.any_child_ready:
-            self.any_child_ready = any(w.pid and w.status >= READY for w in snap.workers())
+            self.any_child_ready = self._ready_in(snap)
         if self.failed_children and not self.any_child_ready:
             return  # do not respawn children that cannot start in a hot loop
         self._spawn_pending()
@@ -442,132 +486,35 @@ class Parent:
         )
         scoreboard.record_history(time.time(), snap)
 
-    def _find_hung_requests(self, snap) -> None:
-        """mpmd extension: a request busy longer than Timeout gets its child replaced.
-
-        A prefork child serves only that request, so it is killed at once. A threaded child
-        also serves other requests: it is asked to stop gracefully (the other threads finish
-        theirs) and killed only if, a further Timeout later, a request is still busy past
-        Timeout."""
-        timeout = self.config.main.http.timeout
-        limit_us = int(timeout * 1_000_000)
-        now_us = time.time_ns() // 1000
-        oldest: dict[int, WorkerInfo] = {}  # pid -> its longest-running request past Timeout
-        for worker in snap.workers(active_only=True):
-            started = worker.start_time_us
-            if worker.status not in BUSY_STATES or not started or now_us - started <= limit_us:
-                continue
-            seen = oldest.get(worker.pid)
-            if seen is None or started < seen.start_time_us:
-                oldest[worker.pid] = worker
-        if not oldest:
-            return
-        threaded = self.config.mpm.name != "prefork"
-        for child in self.children.values():
-            worker = oldest.get(child.pid)
-            if worker is None or child.killed:
-                continue
-            if not child.kill_after_us:
-                how = "gracefully" if threaded else "now"
-                self.error_log.log(
-                    "error",
-                    f'request exceeded Timeout ({timeout:g} s): "{worker.request}" from '
-                    f"{worker.client}, child pid {child.pid}; replacing the child {how}",
-                    module=self.module,
-                    ah="MP00003",
-                )
-                if threaded:
-                    child.kill_after_us = now_us + limit_us
-                    self._ask_to_stop(child)
-                    continue
-            elif now_us < child.kill_after_us:
-                continue
-            else:
-                self.error_log.log(
-                    "error",
-                    f'request still busy a further Timeout after a graceful stop: "{worker.request}"'
-                    f" from {worker.client}; killing child pid {child.pid}",
-                    module=self.module,
-                    ah="MP00003",
-                )
-            child.killed = True
-            _signal(child.pid, signal.SIGKILL)
-
-    def _check_memory(self) -> None:
-        """mpmd extension: MaxMemoryPerChild retires a child whose unique memory passed it."""
-        limit = self.config.mpm.max_memory_per_child
-        if not limit:
-            return
-        for child in list(self.children.values()):
-            if child.killed or child.generation != self.generation:
-                continue
-            uss = unique_memory(child.pid)
-            if uss > limit:
-                child.killed = True
-                self.error_log.log(
-                    "notice",
-                    f"child pid {child.pid} uses {uss // 1024} KiB of unique memory, over "
-                    f"MaxMemoryPerChild; retiring it gracefully",
-                    module=self.module,
-                    ah="MP00004",
-                )
-                self._ask_to_stop(child)
-
-    def _preload(self) -> None:
-        """WSGIPreload On: import the app here so children share its pages (mpmd extension)."""
+    def _preload(self) -> bool:
+        """WSGIPreload On: import the app here so children share its pages (mpmd extension).
+        False if it cannot be imported: the server stops, as when no child can load it."""
         self.preloaded = None
-        if self.config.wsgi_preload:
-            from mpmd.mpm.serve import build_router
+        if not self.config.wsgi_preload:
+            return True
+        from mpmd.mpm.child import import_app_modules
+        from mpmd.mpm.serve import build_router
 
+        try:
+            import_app_modules(self.config)
             self.preloaded = build_router(self.config, self.error_log)
-            gc.freeze()
+        except Exception:
+            self.error_log.exception("MP00005: the parent could not preload the application")
+            return False
+        gc.freeze()  # once per process image: a restart re-execs (reexec.py)
+        return True
+
+    def _stop_unloadable(self) -> int:
+        """Children already serving finish (a graceful stop), then the server exits."""
+        self.error_log.log("alert", _ALL_FAILED, module=self.module, ah="AH02324")
+        self._graceful_stop()
+        return 1
 
     # -- stopping ---------------------------------------------------------------------------
 
     def _reclaim(self, *, terminate: bool) -> None:
-        """Apache's ap_reclaim_child_processes: TERM, TERM again at 3/5/7 s, KILL at 9 s."""
-        start = time.monotonic()
-        if terminate:
-            for child in self.children.values():
-                _signal(child.pid, signal.SIGTERM)
-        resent = set()
-        killed = False
-        pause = 0.016
-        while self.children:
-            self._reap()
-            if not self.children:
-                break
-            elapsed = time.monotonic() - start
-            for mark in RECLAIM_TERM_AGAIN:
-                if elapsed >= mark and mark not in resent:
-                    resent.add(mark)
-                    for child in self.children.values():
-                        self.error_log.log(
-                            "warn",
-                            f"child process {child.pid} still did not exit, sending a SIGTERM",
-                            ah="AH00045",
-                        )
-                        _signal(child.pid, signal.SIGTERM)
-            if elapsed >= RECLAIM_KILL and not killed:
-                killed = True
-                for child in self.children.values():
-                    self.error_log.log(
-                        "error",
-                        f"child process {child.pid} still did not exit, sending a SIGKILL",
-                        ah="AH00046",
-                    )
-                    _signal(child.pid, signal.SIGKILL)
-            if elapsed >= RECLAIM_GIVE_UP:
-                for child in self.children.values():
-                    self.error_log.log(
-                        "error",
-                        f"could not make child process {child.pid} exit, attempting to continue anyway",
-                        ah="AH00047",
-                    )
-                self.children.clear()
-                break
-            time.sleep(pause)
-            pause = min(pause * 4, 1.0)
+        """Stop every child on Apache's schedule (reclaim.py), then clear their slots."""
+        reclaim(self.children, self._reap, self.error_log, terminate=terminate)
         for slot in range(self.scoreboard.server_limit):
             process = self.scoreboard.process(slot)
             if process.pid and process.pid not in self.children:
@@ -580,26 +527,6 @@ class Parent:
         if self.scoreboard is not None:
             self.scoreboard.close()
             self.scoreboard.unlink()
-
-
-def unique_memory(pid: int) -> int:
-    """USS in bytes (Private_Clean + Private_Dirty from /proc/PID/smaps_rollup), 0 if gone."""
-    total = 0
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as file:
-            for line in file:
-                if line.startswith(("Private_Clean:", "Private_Dirty:")):
-                    total += int(line.split()[1]) * 1024
-    except OSError:
-        return 0
-    return total
-
-
-def _signal(pid: int, signum: int) -> None:
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
 
 
 def _set_title(title: str) -> None:

@@ -545,7 +545,8 @@ class Scoreboard:
         return cls(path, mm, layout, owner=True)
 
     @classmethod
-    def attach(cls, path: str, readonly: bool = True) -> Scoreboard:
+    def attach(cls, path: str, readonly: bool = True, *, owner: bool = False) -> Scoreboard:
+        """`owner`: the parent re-attaching its own scoreboard after a re-exec (reexec.py)."""
         fd = os.open(path, os.O_RDONLY if readonly else os.O_RDWR)
         try:
             size = os.fstat(fd).st_size
@@ -560,7 +561,7 @@ class Scoreboard:
         if layout is None or layout.size != size:
             mm.close()
             raise ValueError(f"{path}: not an mpmd scoreboard")
-        return cls(path, mm, layout, owner=False)
+        return cls(path, mm, layout, owner=owner)
 
     def close(self) -> None:
         self._mm.close()

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from mpmd import SERVER_SOFTWARE
 from mpmd.config.model import ServerConfig
 from mpmd.handlers.router import Router
-from mpmd.logs.access import AccessLog
+from mpmd.logs.access import AccessLog, start_flush_thread
 from mpmd.logs.error import ErrorLog
 from mpmd.mpm.connection import ChildContext, make_access_logs
 from mpmd.mpm.event import EventLoop
@@ -68,6 +68,8 @@ def build_child_context(
             spec.target, spec.format, buffered=config.buffered_logs, condition=spec.condition
         ),
     )
+    if config.buffered_logs:
+        start_flush_thread()
     return ChildContext(
         config,
         router,
@@ -146,6 +148,7 @@ def _serve_single(config: ServerConfig, command_line: str) -> int:
     try:
         loop.run(should_stop=should_stop)
     finally:
+        ctx.close()  # BufferedLogs: the last lines reach the file
         for sock in listeners:
             sock.close()
         scoreboard.close()
