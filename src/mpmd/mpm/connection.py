@@ -59,7 +59,14 @@ class ChildContext:
         self.multithread = multithread
         self.multiprocess = multiprocess
         self.extended_status = config.extended_status
-        self.stop = None  # the child's StopSignal: checked between keep-alive requests
+        self.stop = None  # the child's StopSignal: once set, responses say close
+
+    @property
+    def stopping(self) -> bool:
+        """The child is going away (graceful restart or stop, MaxConnectionsPerChild,
+        MaxMemoryPerChild, a hung request): no response may promise keep-alive."""
+        stop = self.stop
+        return stop is not None and stop.requested
 
     def close(self) -> None:
         """Flush buffered access logs before the child exits."""
@@ -187,10 +194,9 @@ class Connection:
                         worker.set_state(KEEPALIVE)
                     if not self._read_request_head(first):
                         return
-                if not self.serve_buffered():
-                    return
-                stop = self.ctx.stop
-                if settings.keep_alive_timeout <= 0 or (stop is not None and stop.requested):
+                # A response sent before the child began to stop promised keep-alive: the next
+                # request is awaited and answered (with close), never cut off.
+                if not self.serve_buffered() or settings.keep_alive_timeout <= 0:
                     return
         except (ConnectionError, TimeoutError, OSError):
             return
@@ -269,7 +275,7 @@ class Connection:
                 return True
             pending = None
             vhost = router.select_vhost(request.header("host"), info.server_port)
-            exchange = Exchange(request, info, vhost, self.send, self.sendfile)
+            exchange = Exchange(request, info, vhost, self.send, self.sendfile, self._last_one)
             if worker is not None:
                 worker.request_start(
                     request.request_line,
@@ -298,6 +304,12 @@ class Connection:
                     return False
             except HttpError:
                 return False
+
+    def _last_one(self) -> bool:
+        """Asked as a response head is built: the child is stopping and no further request was
+        read from this client, so this response ends the connection and says close (Apache's
+        ap_set_keepalive asks is_mpm_running()). A request already read is still answered."""
+        return self.ctx.stopping and not self.protocol.buffered()
 
     def _run(self, exchange: Exchange) -> bool:
         """Run the handler and end the response; True if the connection may stay open."""
