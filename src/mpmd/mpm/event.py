@@ -439,6 +439,9 @@ class EventLoop:
             return conn.serve_buffered(request)
         except OSError:
             return False
+        except Exception:  # never leak the connection or the thread's busy count
+            conn.log_failure()
+            return False
 
     def _worker_main(self, index: int) -> None:
         record = self.worker_record(index) if self.worker_record else None
