@@ -643,7 +643,8 @@ class EventLoop:
 
         A dying child (Apache kills its keep-alive connections at once) keeps them to their
         KeepAliveTimeout instead: a client may be sending on one right now, and its request
-        is answered (with close) rather than lost to the race."""
+        is answered (with close) rather than lost to the race. `mpmd -X` (no StopSignal) has
+        no next generation to send its clients to and closes them at once."""
         expired = False
         reading = self._reading
         while reading and reading[0][0] <= now:
@@ -655,7 +656,8 @@ class EventLoop:
                 continue
             expired = True
             self._read_timeout(conn)
-        kill = self._busy and self._ka_in != self._ka_out
+        dying = self.stopping and self.ctx.stop is None
+        kill = (self._busy or dying) and self._ka_in != self._ka_out
         queue = self._keep_alive_q
         if queue and (kill or queue[0][0] <= now):
             ending = []
