@@ -82,3 +82,16 @@ def hog(environ, start_response):
     _hoard.append(bytearray(b"x" * (megabytes << 20)))
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [f"pid={os.getpid()}".encode()]
+
+
+def gate(environ, start_response):
+    """Holds the request until the file ?path=... exists (at most 30 s), then answers with its
+    pid; it creates `path`.in on entry, so a test knows the request is being processed."""
+    path = environ.get("QUERY_STRING", "").partition("path=")[2]
+    open(path + ".in", "w").close()
+    deadline = time.monotonic() + 30
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    body = f"released in {os.getpid()}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body]

@@ -69,6 +69,7 @@ class Exchange:
     __slots__ = (
         "_buffered_chunked",
         "_chunked",
+        "_closing",
         "_content_length",
         "_headers",
         "_remaining",
@@ -96,12 +97,16 @@ class Exchange:
         vhost: VirtualHost,
         send: Callable[[bytes], None],
         sendfile: Callable[[int, int, int], None],
+        closing: Callable[[], bool] | None = None,
     ) -> None:
         self.request = request
         self.conn = conn
         self.vhost = vhost  # the config.model.VirtualHost that serves this request
         self._send = send
         self._sendfile = sendfile
+        # The I/O layer's say, asked as the head is built: True when this response must end
+        # the connection (its process is stopping), so the head says close.
+        self._closing = closing
         self.start_time = time.time()
         self.start_ns = time.perf_counter_ns()
         self.status = 0
@@ -216,6 +221,8 @@ class Exchange:
             else:
                 self.keep_alive = False  # close-delimited body
         self._chunked = chunked
+        if self.keep_alive and self._closing is not None and self._closing():
+            self.keep_alive = False
         # A HEAD response announces the length but sends no body: nothing remains to send.
         self._remaining = length if length is not None and self._has_body() else -1
         head = build_head(

@@ -36,6 +36,9 @@ def _timeval(seconds: float) -> bytes:
 
 
 LINGER_SECONDS = 2.0  # the prefork/worker lingering close: read and discard for at most 2 s
+# What a handler raises when the client went away or stalled (a send timeout under
+# SO_SNDTIMEO is EAGAIN): no fault of the handler's, nothing to log.
+_CLIENT_GONE = (ConnectionError, TimeoutError, BlockingIOError)
 
 
 class ChildContext:
@@ -59,7 +62,14 @@ class ChildContext:
         self.multithread = multithread
         self.multiprocess = multiprocess
         self.extended_status = config.extended_status
-        self.stop = None  # the child's StopSignal: checked between keep-alive requests
+        self.stop = None  # the child's StopSignal: once set, responses say close
+
+    @property
+    def stopping(self) -> bool:
+        """The child is going away (graceful restart or stop, MaxConnectionsPerChild,
+        MaxMemoryPerChild, a hung request): no response may promise keep-alive."""
+        stop = self.stop
+        return stop is not None and stop.requested
 
     def close(self) -> None:
         """Flush buffered access logs before the child exits."""
@@ -187,12 +197,14 @@ class Connection:
                         worker.set_state(KEEPALIVE)
                     if not self._read_request_head(first):
                         return
-                if not self.serve_buffered():
-                    return
-                stop = self.ctx.stop
-                if settings.keep_alive_timeout <= 0 or (stop is not None and stop.requested):
+                # A response sent before the child began to stop promised keep-alive: the next
+                # request is awaited and answered (with close), never cut off.
+                if not self.serve_buffered() or settings.keep_alive_timeout <= 0:
                     return
         except (ConnectionError, TimeoutError, OSError):
+            return
+        except Exception:
+            self.log_failure()
             return
         finally:
             self.close()
@@ -269,7 +281,7 @@ class Connection:
                 return True
             pending = None
             vhost = router.select_vhost(request.header("host"), info.server_port)
-            exchange = Exchange(request, info, vhost, self.send, self.sendfile)
+            exchange = Exchange(request, info, vhost, self.send, self.sendfile, self._last_one)
             if worker is not None:
                 worker.request_start(
                     request.request_line,
@@ -299,6 +311,12 @@ class Connection:
             except HttpError:
                 return False
 
+    def _last_one(self) -> bool:
+        """Asked as a response head is built: the child is stopping and no further request was
+        read from this client, so this response ends the connection and says close (Apache's
+        ap_set_keepalive asks is_mpm_running()). A request already read is still answered."""
+        return self.ctx.stopping and not self.protocol.buffered()
+
     def _run(self, exchange: Exchange) -> bool:
         """Run the handler and end the response; True if the connection may stay open."""
         try:
@@ -310,10 +328,30 @@ class Connection:
                 exchange.status = error.status
                 self._send_error(error, exchange)
             return False
-        except (ConnectionError, TimeoutError, OSError):
+        except _CLIENT_GONE:
             exchange.aborted = True
             return False
+        except Exception:
+            self._handler_failed(exchange)
+            return False
         return exchange.keep_alive
+
+    def _handler_failed(self, exchange: Exchange) -> None:
+        """A bug in a handler (static, status, metrics...): a logged 500, or a cut response if
+        its head went out; the connection closes and the worker carries on."""
+        info = self.info
+        self.ctx.error_log.exception(
+            f"MP00007: handler {exchange.notes.get('handler', '-')!r} failed for "
+            f'"{exchange.request.request_line}"',
+            client=f"{info.client_addr}:{info.client_port}",
+            module="core",
+        )
+        exchange.keep_alive = False
+        if exchange.head_sent:
+            exchange.aborted = True
+        else:
+            exchange.status = 500
+            self._send_error(HttpError(500), exchange)
 
     def _send_error(
         self, error: HttpError, exchange: Exchange | None = None, *, keep_alive: bool = False
@@ -366,6 +404,16 @@ class Connection:
                 int(end * 1_000_000),
             )
 
+    def log_failure(self) -> None:
+        """A bug outside any handler (they are caught in _run) while serving this connection:
+        logged with its traceback; the connection closes, the thread or process carries on."""
+        info = self.info
+        self.ctx.error_log.exception(
+            "MP00008: serving a connection failed; it is closed",
+            client=f"{info.client_addr}:{info.client_port}",
+            module="core",
+        )
+
     def nothing_more_to_read(self) -> bool:
         """The client asked to close and sent nothing after its request, so closing cannot
         turn into a reset that destroys the response it is still reading: no linger needed.
@@ -375,7 +423,10 @@ class Connection:
         if not self.client_done or self.protocol.buffered():
             return False
         try:
-            return not self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            # Non-blocking first: in timeout mode (an error answer sets it) Python would poll
+            # for up to Timeout before even a MSG_DONTWAIT recv.
+            self.sock.setblocking(False)
+            return not self.sock.recv(1, socket.MSG_PEEK)
         except BlockingIOError:
             return True
         except OSError:

@@ -202,10 +202,13 @@ class EventLoop:
             epoll.close()
 
     def begin_graceful_stop(self) -> None:
-        """Stop accepting; keep-alive connections close now, busy ones finish (reference 1.4)."""
+        """Stop accepting; busy connections finish, and from now on every response says close
+        (see _maintain for the keep-alive ones)."""
         if self.stopping:
             return
         self.stopping = True
+        if self.ctx.stop is not None:  # MaxConnectionsPerChild, orphaned: responses say close
+            self.ctx.stop.request()
         self._set_accepting(False)
 
     def _shutdown_pool(self) -> None:
@@ -436,6 +439,9 @@ class EventLoop:
             return conn.serve_buffered(request)
         except OSError:
             return False
+        except Exception:  # never leak the connection or the thread's busy count
+            conn.log_failure()
+            return False
 
     def _worker_main(self, index: int) -> None:
         record = self.worker_record(index) if self.worker_record else None
@@ -507,7 +513,7 @@ class EventLoop:
         if conn.out is not None:
             conn.keep = keep
             self._park_writing(conn, now)
-        elif not keep or self.stopping or conn.protocol.eof:
+        elif not keep or conn.protocol.eof:  # a keep-alive promise is kept while stopping
             self._linger(conn, short=False)
         elif conn.protocol.read_stage() != IDLE:  # part of a pipelined head is already here
             conn.reader = ReadDeadline(self._header_stage)
@@ -538,7 +544,7 @@ class EventLoop:
             return
         self._writing -= 1
         conn.kind = IN_THREAD  # between places for a moment
-        if self.stopping or not conn.keep:
+        if not conn.keep:
             self._linger(conn, short=False)
         elif conn.protocol.buffered():
             self._dispatch_buffered(conn, now)
@@ -633,7 +639,12 @@ class EventLoop:
         return max(0.0, first - now)
 
     def _maintain(self, now: float) -> None:
-        """Expire each queue from its head; kill'em all when workers were busy or dying."""
+        """Expire each queue from its head; kill'em all when workers were busy.
+
+        A dying child (Apache kills its keep-alive connections at once) keeps them to their
+        KeepAliveTimeout instead: a client may be sending on one right now, and its request
+        is answered (with close) rather than lost to the race. `mpmd -X` (no StopSignal) has
+        no next generation to send its clients to and closes them at once."""
         expired = False
         reading = self._reading
         while reading and reading[0][0] <= now:
@@ -645,15 +656,21 @@ class EventLoop:
                 continue
             expired = True
             self._read_timeout(conn)
-        kill = (self._busy or self.stopping) and self._ka_in != self._ka_out
+        dying = self.stopping and self.ctx.stop is None
+        kill = (self._busy or dying) and self._ka_in != self._ka_out
         queue = self._keep_alive_q
         if queue and (kill or queue[0][0] <= now):
+            ending = []
             with self._lock:  # threads append and re-arm under it
                 while queue and (kill or queue[0][0] <= now):
                     _, stamp, conn = queue.popleft()
                     if conn.stamp == stamp and conn.kind == KEEP_ALIVE:
-                        expired = True
-                        self._linger(conn, short=False)
+                        ending.append(conn)
+            for conn in ending:
+                expired = True
+                self._on_readable(conn, now)  # a request that arrived meanwhile is served
+                if conn.kind == KEEP_ALIVE:  # nothing had arrived: close
+                    self._linger(conn, short=False)
         self._compact_queues()
         # While stopping, a normal lingering close is cut to the short one.
         cut = LINGER_SECONDS - SHORT_LINGER_SECONDS if self.stopping else 0.0

@@ -28,10 +28,12 @@ def serve_prefork(spec: ChildSpec, stop: StopSignal) -> None:
         if accepted is None:
             break
         sock, peer = accepted
+        served += 1
+        if limit and served >= limit:
+            stop.request()  # MaxConnectionsPerChild: this connection's responses say close
         record.set_state(BUSY_READ)
         record.connection_start()
         Connection(sock, peer, ctx, record).serve_blocking()
-        served += 1
-        if limit and served >= limit:
+        if stop.requested:
             break
     ctx.close()
