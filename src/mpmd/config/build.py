@@ -262,6 +262,10 @@ class _Builder:
 
     # -- turning scopes into model objects -----------------------------------------------
 
+    def default(self, name: str) -> Any:
+        """The registry's default for `name` under this MPM: build.py restates none."""
+        return reg.BY_NAME[name.lower()].default_for(self.mpm)
+
     def path(self, text: str) -> str:
         return os.path.normpath(os.path.join(self.root, text))
 
@@ -306,7 +310,7 @@ class _Builder:
                 return scope.last(name)
             if parent is not None:
                 return getattr(parent, _HTTP_FIELDS[name])
-            return reg.lookup(name).default_for(self.mpm)  # type: ignore[union-attr]
+            return self.default(name)
 
         stages = {"header": None, "body": None}
         if parent is not None:
@@ -317,7 +321,7 @@ class _Builder:
                     stages[stage] = ReadTimeoutStage(timeout, max_timeout, rate)
         for stage, value in stages.items():
             if value is None:
-                stages[stage] = ReadTimeoutStage(*reg.READ_TIMEOUT_DEFAULTS[stage])
+                stages[stage] = ReadTimeoutStage(*self.default("RequestReadTimeout")[stage])
         return HttpSettings(
             timeout=get("Timeout"),
             keep_alive=get("KeepAlive"),
@@ -435,7 +439,7 @@ def build_config(
     modules += [m for m in b.modules if m not in modules]
     if not any(m.startswith("mpm_") for m in modules):
         modules.append(f"mpm_{chosen}_module")
-    if app is not None and not reg._MODULE_CALLABLE.fullmatch(app):
+    if app is not None and not reg.MODULE_CALLABLE.fullmatch(app):
         raise ConfigError(COMMAND_LINE, 0, f"application '{app}' must be module:callable")
 
     formats = dict(PREDEFINED_FORMATS)
