@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 
 import pytest
 
+from mpmd.config import directives as reg
 from mpmd.config.build import DEFAULT_SITE, default_pid_file, load_config
 from mpmd.config.model import MpmSettings, ServerConfig
 from mpmd.config.mpm_limits import clamp_mpm
@@ -368,6 +370,43 @@ def test_config_file_defaults(tmp_path) -> None:
     assert config.pid_file == str(tmp_path / "logs/httpd.pid")
     assert config.main.error_log == str(tmp_path / "logs/error_log")
     assert config.main.access_logs == ()
+
+
+def test_absent_directives_take_the_registry_default(tmp_path, monkeypatch) -> None:
+    """Change each default in the registry: the built config follows, as build.py restates none."""
+    changed = {
+        "PidFile": "run/other.pid",
+        "ErrorLog": "logs/other_log",
+        "LogLevel": "info",
+        "ServerAdmin": "admin@example.com",
+        "DocumentRoot": "public",
+        "DirectoryIndex": ("default.htm",),
+        "Options": ("Indexes",),
+        "ExtendedStatus": True,
+        "BufferedLogs": True,
+        "WSGIPreload": True,
+        "KeepAlive": False,
+        "RequestReadTimeout": {"header": (5, 0, 0), "body": (7, 0, 0)},
+        "ListenBacklog": 64,
+    }
+    for name, value in changed.items():
+        directive = dataclasses.replace(reg.BY_NAME[name.lower()], default=value)
+        monkeypatch.setitem(reg.BY_NAME, name.lower(), directive)
+    config = _load(tmp_path, "Listen 80\n<Directory /srv>\n  Options +ExecCGI\n</Directory>\n")
+    main = config.main
+    assert config.pid_file == str(tmp_path / "run/other.pid")
+    assert main.error_log == str(tmp_path / "logs/other_log")
+    assert main.log_level == "info"
+    assert main.server_admin == "admin@example.com"
+    assert main.document_root == str(tmp_path / "public")
+    assert main.directory_index == ("default.htm",)
+    assert main.options == {"Indexes"}
+    assert main.directories[0].options == {"Indexes", "ExecCGI"}
+    assert config.extended_status and config.buffered_logs and config.wsgi_preload
+    assert main.http.keep_alive is False
+    assert main.http.header_read_timeout.timeout == 5
+    assert main.http.body_read_timeout.timeout == 7
+    assert config.mpm.listen_backlog == 64
 
 
 def test_built_in_default(tmp_path, monkeypatch) -> None:

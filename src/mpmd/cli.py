@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from mpmd import SERVER_SOFTWARE, __version__
+from mpmd.config import directives as reg
 from mpmd.config.build import load_config
 from mpmd.config.model import MPM_NAMES, ServerConfig
 from mpmd.config.syntax import STATIC_MODULES, ConfigError
@@ -247,8 +248,8 @@ def version_report(config: ServerConfig, ns: argparse.Namespace) -> str:
         "Server compiled with....",
         f' -D HTTPD_ROOT="{config.server_root}"',
         f' -D SERVER_CONFIG_FILE="{config.config_file or "(built-in default)"}"',
-        ' -D DEFAULT_PIDLOG="logs/httpd.pid"',
-        ' -D DEFAULT_ERRORLOG="logs/error_log"',
+        f' -D DEFAULT_PIDLOG="{reg.BY_NAME["pidfile"].default}"',
+        f' -D DEFAULT_ERRORLOG="{reg.BY_NAME["errorlog"].default}"',
         f' -D DEFAULT_MPM="{ns.mpm or "event"}"',
     ])  # fmt: skip
 

@@ -199,7 +199,7 @@ class _Builder:
         path = args[0] if regex else self.path(args[0]).rstrip("/") or "/"
         options = None
         if inner.has("Options"):
-            options = self.options(inner, self.options(self.main, frozenset({"FollowSymLinks"})))
+            options = self.options(inner, self.options(self.main, self.default_options()))
         index = self.directory_index(inner) if inner.has("DirectoryIndex") else None
         scope.directories.append(DirectorySection(path, regex, options, index, handler, require))
 
@@ -262,6 +262,13 @@ class _Builder:
 
     # -- turning scopes into model objects -----------------------------------------------
 
+    def default(self, name: str) -> Any:
+        """The registry's default for `name` under this MPM: build.py restates none."""
+        return reg.BY_NAME[name.lower()].default_for(self.mpm)
+
+    def default_options(self) -> frozenset[str]:
+        return frozenset(self.default("Options"))
+
     def path(self, text: str) -> str:
         return os.path.normpath(os.path.join(self.root, text))
 
@@ -306,7 +313,7 @@ class _Builder:
                 return scope.last(name)
             if parent is not None:
                 return getattr(parent, _HTTP_FIELDS[name])
-            return reg.lookup(name).default_for(self.mpm)  # type: ignore[union-attr]
+            return self.default(name)
 
         stages = {"header": None, "body": None}
         if parent is not None:
@@ -317,7 +324,7 @@ class _Builder:
                     stages[stage] = ReadTimeoutStage(timeout, max_timeout, rate)
         for stage, value in stages.items():
             if value is None:
-                stages[stage] = ReadTimeoutStage(*reg.READ_TIMEOUT_DEFAULTS[stage])
+                stages[stage] = ReadTimeoutStage(*self.default("RequestReadTimeout")[stage])
         return HttpSettings(
             timeout=get("Timeout"),
             keep_alive=get("KeepAlive"),
@@ -426,8 +433,8 @@ def build_config(
     main = b.main
 
     listeners = _listeners(main, listen, builtin)
-    raw = {d.name: main.last(d.name, d.default_for(chosen)) for d in reg.DIRECTIVES
-           if d.group == "mpm" and isinstance(d.default_for(chosen), int | float)}  # fmt: skip
+    raw = {d.name: main.last(d.name, b.default(d.name)) for d in reg.DIRECTIVES
+           if d.group == "mpm" and isinstance(b.default(d.name), int | float)}  # fmt: skip
     mpm_settings, mpm_warnings = clamp_mpm(chosen, raw, previous=previous.mpm if previous else None)
     b.warnings.extend(mpm_warnings)
 
@@ -435,7 +442,7 @@ def build_config(
     modules += [m for m in b.modules if m not in modules]
     if not any(m.startswith("mpm_") for m in modules):
         modules.append(f"mpm_{chosen}_module")
-    if app is not None and not reg._MODULE_CALLABLE.fullmatch(app):
+    if app is not None and not reg.MODULE_CALLABLE.fullmatch(app):
         raise ConfigError(COMMAND_LINE, 0, f"application '{app}' must be module:callable")
 
     formats = dict(PREDEFINED_FORMATS)
@@ -450,7 +457,7 @@ def build_config(
     if pid_file is not None:
         pid_file = b.path(pid_file)
     else:
-        pid_file = default_pid_file() if builtin else b.path("logs/httpd.pid")
+        pid_file = default_pid_file() if builtin else b.path(b.default("PidFile"))
     scoreboard = main.last("ScoreBoardFile")
     python_path = main.last("WSGIPythonPath")
     python_paths = tuple(b.path(p) for p in python_path.split(":") if p) if python_path else ()
@@ -466,10 +473,12 @@ def build_config(
         group=main.last("Group"),
         main=main_vhost,
         vhosts=vhosts,
-        extended_status=main.last("ExtendedStatus", "status_module" in modules),
-        buffered_logs=main.last("BufferedLogs", False),
+        extended_status=main.last(
+            "ExtendedStatus", "status_module" in modules or b.default("ExtendedStatus")
+        ),
+        buffered_logs=main.last("BufferedLogs", b.default("BufferedLogs")),
         wsgi_python_path=python_paths,
-        wsgi_preload=main.last("WSGIPreload", False),
+        wsgi_preload=main.last("WSGIPreload", b.default("WSGIPreload")),
         modules=tuple(modules),
         defines=defines,
         warnings=tuple(b.warnings),
@@ -508,8 +517,11 @@ def _main_vhost(b: _Builder, formats: dict[str, str], default_port: int, builtin
     main = b.main
     name, port = _server_name(main.last("ServerName"), default_port)
     docroot = main.last("DocumentRoot")
-    document_root = b.path(docroot) if docroot else (DEFAULT_SITE if builtin else b.path("htdocs"))
-    error_log = main.last("ErrorLog") or ("stderr" if builtin else "logs/error_log")
+    if docroot:
+        document_root = b.path(docroot)
+    else:
+        document_root = DEFAULT_SITE if builtin else b.path(b.default("DocumentRoot"))
+    error_log = main.last("ErrorLog") or ("stderr" if builtin else b.default("ErrorLog"))
     mounts = b.wsgi_mounts(main)
     if app is not None:
         mounts.append(WsgiMount("", app, "app"))
@@ -517,11 +529,13 @@ def _main_vhost(b: _Builder, formats: dict[str, str], default_port: int, builtin
         addresses=(),
         server_name=name,
         server_aliases=(),
-        server_admin=main.last("ServerAdmin", "[no address given]"),
+        server_admin=main.last("ServerAdmin", b.default("ServerAdmin")),
         port=port,
         document_root=document_root,
-        directory_index=b.directory_index(main) if main.has("DirectoryIndex") else ("index.html",),
-        options=b.options(main, frozenset({"FollowSymLinks"})),
+        directory_index=b.directory_index(main)
+        if main.has("DirectoryIndex")
+        else b.default("DirectoryIndex"),
+        options=b.options(main, b.default_options()),
         aliases=b.aliases(main),
         wsgi_mounts=tuple(mounts),
         locations=tuple(main.locations),
@@ -529,7 +543,7 @@ def _main_vhost(b: _Builder, formats: dict[str, str], default_port: int, builtin
         http=b.http(main, None),
         access_logs=b.access_logs(main, formats),
         error_log=b.log_target(error_log),
-        log_level=main.last("LogLevel", "warn"),
+        log_level=main.last("LogLevel", b.default("LogLevel")),
         source=BUILT_IN if builtin else config_file,
     )
 
