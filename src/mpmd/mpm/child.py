@@ -18,8 +18,11 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import setproctitle
+
 from mpmd.config.model import ServerConfig
 from mpmd.logs.access import flush_access_logs
+from mpmd.mpm.context import build_child_context
 
 CHILD_FATAL = 15  # APEXIT_CHILDFATAL: the child cannot ever work; the parent stops the server
 CHILD_INIT = 3  # APEXIT_CHILDINIT: failed during initialisation
@@ -85,7 +88,7 @@ def _exit_now(signum: int, frame) -> None:
 
 def _child(spec: ChildSpec, serve: Callable[[ChildSpec, StopSignal], None]) -> int:
     config = spec.config
-    _set_title(f"mpmd: {config.mpm.name} child gen {spec.generation}")
+    set_title(f"mpmd: {config.mpm.name} child gen {spec.generation}")
     sys.stdout.reconfigure(line_buffering=True)  # an app's print() reaches the ErrorLog now
     stop = StopSignal()
     signal.signal(signal.SIGTERM, _exit_now)
@@ -106,8 +109,6 @@ def _child(spec: ChildSpec, serve: Callable[[ChildSpec, StopSignal], None]) -> i
 
 def load_context(spec: ChildSpec, stop: StopSignal, *, multithread: bool):
     """Load the application and open the logs; a failure here is fatal for this child."""
-    from mpmd.mpm.serve import build_child_context
-
     try:
         if spec.preloaded is None:
             import_app_modules(spec.config)
@@ -201,10 +202,6 @@ def _drop_privileges(config: ServerConfig) -> None:
             os.setuid(uid)
 
 
-def _set_title(title: str) -> None:
-    try:
-        import setproctitle
-
-        setproctitle.setproctitle(title)
-    except ImportError:  # pragma: no cover - a declared dependency
-        pass
+def set_title(title: str) -> None:
+    """The process title `ps` shows (parent and children): one helper for both."""
+    setproctitle.setproctitle(title)

@@ -14,9 +14,7 @@ import select
 import socket
 import struct
 import time
-from collections.abc import Callable, Sequence
 
-from mpmd.config.model import ServerConfig, VirtualHost
 from mpmd.http.body import EMPTY_BODY
 from mpmd.http.errors import HttpError
 from mpmd.http.exchange import ConnectionInfo, Exchange
@@ -24,6 +22,7 @@ from mpmd.http.protocol import HttpProtocol
 from mpmd.http.request import Request
 from mpmd.http.response import CONTINUE_100, build_head, error_body
 from mpmd.http.timeouts import HEADERS, REQUEST_LINE, ReadDeadline
+from mpmd.mpm.context import ChildContext
 from mpmd.mpm.scoreboard import CLOSING, KEEPALIVE
 
 _TIMEVAL = struct.Struct("@ll")  # struct timeval for SO_RCVTIMEO / SO_SNDTIMEO
@@ -39,46 +38,6 @@ LINGER_SECONDS = 2.0  # the prefork/worker lingering close: read and discard for
 # What a handler raises when the client went away or stalled (a send timeout under
 # SO_SNDTIMEO is EAGAIN): no fault of the handler's, nothing to log.
 _CLIENT_GONE = (ConnectionError, TimeoutError, BlockingIOError)
-
-
-class ChildContext:
-    """Everything a serving process needs, built once per child (never per request)."""
-
-    def __init__(
-        self,
-        config: ServerConfig,
-        router,
-        error_log,
-        access_logs: dict[int, Sequence],
-        *,
-        multithread: bool,
-        multiprocess: bool,
-    ) -> None:
-        self.config = config
-        self.router = router
-        self.error_log = error_log
-        self.access_logs = access_logs  # id(VirtualHost) -> its AccessLog writers
-        self.settings = config.main.http  # the connection's limits come from the main server
-        self.multithread = multithread
-        self.multiprocess = multiprocess
-        self.extended_status = config.extended_status
-        self.stop = None  # the child's StopSignal: once set, responses say close
-
-    @property
-    def stopping(self) -> bool:
-        """The child is going away (graceful restart or stop, MaxConnectionsPerChild,
-        MaxMemoryPerChild, a hung request): no response may promise keep-alive."""
-        stop = self.stop
-        return stop is not None and stop.requested
-
-    def close(self) -> None:
-        """Flush buffered access logs before the child exits."""
-        for writers in self.access_logs.values():
-            for writer in writers:
-                writer.flush()
-
-    def logs_for(self, vhost: VirtualHost) -> Sequence:
-        return self.access_logs.get(id(vhost), ())
 
 
 class Connection:
@@ -467,17 +426,3 @@ def _refused_request(request_line: str | None) -> Request:
         method, _, rest = request_line.partition(" ")
         target, _, version = rest.partition(" ")
     return Request(method, target, version, [], EMPTY_BODY, keep_alive=False)
-
-
-def make_access_logs(config: ServerConfig, factory: Callable) -> dict[int, Sequence]:
-    """One writer per CustomLog target, shared by the vhosts that name it."""
-    by_spec: dict = {}
-    result: dict[int, Sequence] = {}
-    for vhost in (config.main, *config.vhosts):
-        writers = []
-        for spec in vhost.access_logs or config.main.access_logs:
-            if spec not in by_spec:
-                by_spec[spec] = factory(spec)
-            writers.append(by_spec[spec])
-        result[id(vhost)] = tuple(writers)
-    return result

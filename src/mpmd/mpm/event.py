@@ -39,7 +39,8 @@ from mpmd.http.errors import HttpError
 from mpmd.http.request import Request
 from mpmd.http.response import CONTINUE_100
 from mpmd.http.timeouts import BODY, IDLE, REQUEST_LINE, ReadDeadline, expiry_status
-from mpmd.mpm.connection import ChildContext
+from mpmd.mpm.child import load_context
+from mpmd.mpm.context import ChildContext
 from mpmd.mpm.event_connection import (
     CLOSED,
     IN_THREAD,
@@ -731,8 +732,6 @@ class EventLoop:
 
 def serve_event(spec, stop) -> None:
     """The event child: the loop in the main thread, ThreadsPerChild workers beside it."""
-    from mpmd.mpm.child import load_context
-
     ctx = load_context(spec, stop, multithread=True)
     loop = EventLoop(
         ctx,

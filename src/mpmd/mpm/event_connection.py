@@ -18,7 +18,8 @@ from collections import deque
 
 from mpmd.http.request import Request
 from mpmd.http.timeouts import ReadDeadline
-from mpmd.mpm.connection import ChildContext, Connection
+from mpmd.mpm.connection import Connection
+from mpmd.mpm.context import ChildContext
 
 WRITE_BUFFER_LIMIT = 256 * 1024  # queued response bytes before a writing thread waits
 

@@ -15,14 +15,15 @@ import os
 import select
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from mpmd import SERVER_SOFTWARE
 from mpmd.config.model import ServerConfig
 from mpmd.config.syntax import ConfigError
 from mpmd.mpm import maintenance, reexec
-from mpmd.mpm.child import CHILD_FATAL, ChildSpec, run_child
+from mpmd.mpm.child import CHILD_FATAL, ChildSpec, import_app_modules, run_child, set_title
 from mpmd.mpm.reclaim import reclaim
 from mpmd.mpm.scoreboard import READY, STARTING, Scoreboard
 from mpmd.mpm.startup import (
@@ -36,11 +37,13 @@ from mpmd.mpm.startup import (
 )
 from mpmd.mpm.watchdog import Watchdog
 
+if TYPE_CHECKING:
+    from mpmd.mpm.mpms import Mpm
+
 _ALL_FAILED = (
     "A resource shortage or other unrecoverable failure was encountered before any child "
     "process initialized successfully... mpmd is exiting!"
 )
-_SIGNAL_NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP", signal.SIGUSR1: "SIGUSR1"}
 
 
 @dataclass
@@ -53,25 +56,12 @@ class _Child:
     kill_after_us: int = 0  # stopping for a hung request: SIGKILL if one is still busy then
 
 
-def _serve_function(mpm: str) -> Callable:
-    if mpm == "prefork":
-        from mpmd.mpm.prefork import serve_prefork
-
-        return serve_prefork
-    if mpm == "worker":
-        from mpmd.mpm.worker import serve_worker
-
-        return serve_worker
-    from mpmd.mpm.event import serve_event
-
-    return serve_event
-
-
 class Parent(Watchdog):
     def __init__(
         self,
         config: ServerConfig,
         *,
+        mpms: Mapping[str, Mpm],
         reload: Callable[[], ServerConfig],
         command_line: str,
         on_started: Callable[[], None] | None = None,
@@ -81,7 +71,8 @@ class Parent(Watchdog):
         self.reload = reload
         self.command_line = command_line
         self.error_log = open_error_log(config)
-        self.module = f"mpm_{config.mpm.name}"
+        self.mpms = mpms  # the MPMs by name (mpms.py): this class never branches on one
+        self.mpm = mpms[config.mpm.name]
         self.generation = 0
         self.children: dict[int, _Child] = {}
         self.spawn_state = maintenance.SpawnState()
@@ -92,6 +83,10 @@ class Parent(Watchdog):
         self.preloaded = None
         self.listeners = []
         self.scoreboard: Scoreboard | None = None
+
+    @property
+    def module(self) -> str:
+        return self.mpm.module
 
     # -- start and the main loop -----------------------------------------------------------------
 
@@ -116,16 +111,10 @@ class Parent(Watchdog):
             raise
         self.scoreboard.generation = self.generation
         self._install_signals()
-        _set_title(f"mpmd: parent -f {config.config_file or '(built-in)'}")
+        set_title(f"mpmd: parent -f {config.config_file or '(built-in)'}")
         for warning in config.warnings:
             self.error_log.log("warn", warning)
-        ah = "AH00163" if config.mpm.name == "prefork" else "AH00489"
-        self.error_log.log(
-            "notice",
-            f"{SERVER_SOFTWARE} configured -- resuming normal operations",
-            module=self.module,
-            ah=ah,
-        )
+        self._log_configured()
         self.error_log.log("notice", f"Command line: '{self.command_line}'", ah="AH00094")
         try:
             if not self._preload():
@@ -147,7 +136,7 @@ class Parent(Watchdog):
         self.children = {fields["pid"]: _Child(**fields) for fields in handoff.children}
         self._install_signals()
         reexec.unblock_signals()
-        _set_title(f"mpmd: parent -f {self.config.config_file or '(built-in)'}")
+        set_title(f"mpmd: parent -f {self.config.config_file or '(built-in)'}")
         self.error_log.capture_output()
         try:
             outcome = self._begin_generation(graceful=handoff.graceful)
@@ -206,52 +195,42 @@ class Parent(Watchdog):
     # -- signals ---------------------------------------------------------------------------
 
     def _on_signal(self, signum: int) -> int | None:
-        log = self.error_log
-        if signum in (signal.SIGTERM, signal.SIGINT):
-            log.log("notice", "caught SIGTERM, shutting down", module=self.module, ah="AH00491")
-            self._reclaim(terminate=True)
-            return 0
-        if signum == signal.SIGWINCH:
-            log.log(
-                "notice",
-                "caught SIGWINCH, shutting down gracefully",
-                module=self.module,
-                ah="AH00492",
-            )
-            self._graceful_stop()
-            return 0
-        if signum == signal.SIGHUP:
-            log.log(
-                "notice",
-                "SIGHUP received.  Attempting to restart",
-                module=self.module,
-                ah="AH00494",
-            )
-            if not self._reload_config():
-                return None
-            self._reclaim(terminate=True)
-            return self._begin_generation(graceful=False)
-        if signum == signal.SIGUSR1:
-            if self.config.mpm.name == "prefork":
-                log.log(
-                    "notice",
-                    "Graceful restart requested, doing restart",
-                    module=self.module,
-                    ah="AH00171",
-                )
-            else:
-                log.log(
-                    "notice",
-                    "SIGUSR1 received.  Doing graceful restart",
-                    module=self.module,
-                    ah="AH00493",
-                )
-            if not self._reload_config():
-                return None
-            for child in self.children.values():
-                self._ask_to_stop(child)
-            return self._begin_generation(graceful=True)
-        return None
+        """Dispatch to the signal's own method (gunicorn's arbiter); an int ends the server."""
+        return getattr(self, f"_on_{signal.Signals(signum).name.lower()}")()
+
+    def _notice(self, ah: str, text: str) -> None:
+        self.error_log.log("notice", text, module=self.module, ah=ah)
+
+    def _on_sigterm(self) -> int:
+        """stop: every child is terminated, in-flight requests included (Apache's schedule)."""
+        self._notice(self.mpm.messages.sigterm, "caught SIGTERM, shutting down")
+        self._reclaim(terminate=True)
+        return 0
+
+    _on_sigint = _on_sigterm
+
+    def _on_sigwinch(self) -> int:
+        """graceful-stop: the listeners close, children finish, GracefulShutdownTimeout."""
+        self._notice(self.mpm.messages.sigwinch, "caught SIGWINCH, shutting down gracefully")
+        self._graceful_stop()
+        return 0
+
+    def _on_sighup(self) -> int | None:
+        """restart: the children are terminated and a new generation starts at once."""
+        self._notice(self.mpm.messages.sighup, "SIGHUP received.  Attempting to restart")
+        if not self._reload_config():
+            return None
+        self._reclaim(terminate=True)
+        return self._begin_generation(graceful=False)
+
+    def _on_sigusr1(self) -> int | None:
+        """graceful: old children finish what they serve while the new generation starts."""
+        self._notice(*self.mpm.messages.sigusr1)
+        if not self._reload_config():
+            return None
+        for child in self.children.values():
+            self._ask_to_stop(child)
+        return self._begin_generation(graceful=True)
 
     def _reload_config(self) -> bool:
         """Re-read the configuration; a broken one is logged and the old one kept."""
@@ -272,7 +251,7 @@ class Parent(Watchdog):
                 ah="MP00011",
             )
         self.config = config
-        self.module = f"mpm_{config.mpm.name}"
+        self.mpm = self.mpms[config.mpm.name]
         for warning in config.warnings:
             self.error_log.log("warn", warning)
         return True
@@ -314,11 +293,14 @@ class Parent(Watchdog):
         scoreboard.set_limits(mpm.threads_per_child, mpm.max_request_workers)
         self.error_log.reopen()
         self.error_log.capture_output()
+        self._log_configured()
+
+    def _log_configured(self) -> None:
         self.error_log.log(
             "notice",
             f"{SERVER_SOFTWARE} configured -- resuming normal operations",
             module=self.module,
-            ah="AH00489",
+            ah=self.mpm.messages.configured,
         )
 
     def _ask_to_stop(self, child: _Child) -> None:
@@ -359,7 +341,7 @@ class Parent(Watchdog):
             preloaded=self.preloaded,
         )
         self.scoreboard.set_slot_state(slot, STARTING, config.mpm.threads_per_child)
-        serve = _serve_function(config.mpm.name)
+        serve = self.mpm.child_main
         pid = os.fork()
         if pid == 0:
             os.close(self._wake_r)
@@ -463,10 +445,7 @@ class Parent(Watchdog):
             return  # do not respawn children that cannot start in a hot loop
         self._spawn_pending()
         mpm = self.config.mpm
-        if mpm.name == "prefork":
-            decision = maintenance.prefork_maintenance(snap, mpm, self.spawn_state)
-        else:
-            decision = maintenance.threaded_maintenance(snap, mpm, self.spawn_state)
+        decision = self.mpm.maintenance(snap, mpm, self.spawn_state)
         self.spawn_state = decision.state
         for level, ah, message in decision.logs:
             self.error_log.log(level, message, module=self.module, ah=ah)
@@ -492,8 +471,7 @@ class Parent(Watchdog):
         self.preloaded = None
         if not self.config.wsgi_preload:
             return True
-        from mpmd.mpm.child import import_app_modules
-        from mpmd.mpm.serve import build_router
+        from mpmd.mpm.context import build_router  # the parent imports handlers only here
 
         try:
             import_app_modules(self.config)
@@ -527,9 +505,3 @@ class Parent(Watchdog):
         if self.scoreboard is not None:
             self.scoreboard.close()
             self.scoreboard.unlink()
-
-
-def _set_title(title: str) -> None:
-    import setproctitle
-
-    setproctitle.setproctitle(title)

@@ -1,7 +1,8 @@
 """Entry point from the command line to a running server: `-X` in this process, else the parent.
 
-Builds what a serving process needs (router, logs) from a ServerConfig. The parent machinery
-lives in parent.py; this module only chooses between it and the single-process debug mode.
+A leaf: nothing in mpmd imports it but the command line. It hands the parent the MPM
+descriptors (mpms.py), or runs one event loop in this process (`-X`, a debugging mode with
+the event MPM's loop and no threads); what a serving process needs is built by context.py.
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ from collections.abc import Callable
 
 from mpmd import SERVER_SOFTWARE
 from mpmd.config.model import ServerConfig
-from mpmd.handlers.router import Router
-from mpmd.logs.access import AccessLog, start_flush_thread
-from mpmd.logs.error import ErrorLog
-from mpmd.mpm.connection import ChildContext, make_access_logs
+from mpmd.mpm.context import build_child_context
 from mpmd.mpm.event import EventLoop
+from mpmd.mpm.mpms import MPMS
+from mpmd.mpm.parent import Parent
 from mpmd.mpm.scoreboard import READY, Scoreboard
 from mpmd.mpm.startup import (
     StartupError,
@@ -30,56 +30,6 @@ from mpmd.mpm.startup import (
 )
 
 
-def build_router(config: ServerConfig, error_log: ErrorLog, scoreboard=None) -> Router:
-    """Import the applications (in a child, or in the parent with WSGIPreload On)."""
-    return Router(config, error_log, extra_handlers=scoreboard_handlers(config, scoreboard))
-
-
-def scoreboard_handlers(config: ServerConfig, scoreboard) -> dict:
-    """`SetHandler server-status` and `SetHandler metrics`, bound to the scoreboard."""
-    if scoreboard is None:
-        return {}
-    from mpmd.handlers.metrics import make_metrics_handler
-    from mpmd.handlers.status import make_status_handler
-
-    return {
-        "server-status": make_status_handler(config, scoreboard),
-        "metrics": make_metrics_handler(config, scoreboard),
-    }
-
-
-def build_child_context(
-    config: ServerConfig,
-    error_log: ErrorLog,
-    *,
-    multithread: bool,
-    multiprocess: bool,
-    router: Router | None = None,
-    scoreboard=None,
-) -> ChildContext:
-    """Load the applications and open the access logs: done in each child, once."""
-    if router is None:
-        router = build_router(config, error_log, scoreboard)
-    elif scoreboard is not None:  # preloaded in the parent: bind the status handlers here
-        router.extra_handlers.update(scoreboard_handlers(config, scoreboard))
-    access_logs = make_access_logs(
-        config,
-        lambda spec: AccessLog(
-            spec.target, spec.format, buffered=config.buffered_logs, condition=spec.condition
-        ),
-    )
-    if config.buffered_logs:
-        start_flush_thread()
-    return ChildContext(
-        config,
-        router,
-        error_log,
-        access_logs,
-        multithread=multithread,
-        multiprocess=multiprocess,
-    )
-
-
 def serve(
     config: ServerConfig,
     *,
@@ -90,9 +40,13 @@ def serve(
 ) -> int:
     """Run the server until it is stopped; returns the exit status."""
     if not single_process:
-        from mpmd.mpm.parent import Parent
-
-        parent = Parent(config, reload=reload, command_line=command_line, on_started=on_started)
+        parent = Parent(
+            config,
+            mpms=MPMS,
+            reload=reload,
+            command_line=command_line,
+            on_started=on_started,
+        )
         return parent.run()
     return _serve_single(config, command_line)
 

@@ -37,7 +37,7 @@ class Watchdog:
                 oldest[worker.pid] = worker
         if not oldest:
             return
-        threaded = self.config.mpm.name != "prefork"
+        threaded = self.mpm.threaded
         for child in self.children.values():
             worker = oldest.get(child.pid)
             if worker is None or child.killed:

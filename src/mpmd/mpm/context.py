@@ -1,0 +1,120 @@
+"""What a serving process needs, built once per child: ChildContext and its builders.
+
+Owns the router (the applications imported, the status and metrics handlers bound to the
+scoreboard), the access-log writers and the child's stop state. Built in each child, or the
+router in the parent with WSGIPreload On. Imports handlers, logs and the scoreboard only:
+never the MPMs, the parent or the entry point, so every MPM can use it without a cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from mpmd.config.model import ServerConfig, VirtualHost
+from mpmd.handlers.router import Router
+from mpmd.logs.access import AccessLog, start_flush_thread
+from mpmd.logs.error import ErrorLog
+
+
+class ChildContext:
+    """Everything a serving process needs, built once per child (never per request)."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        router,
+        error_log,
+        access_logs: dict[int, Sequence],
+        *,
+        multithread: bool,
+        multiprocess: bool,
+    ) -> None:
+        self.config = config
+        self.router = router
+        self.error_log = error_log
+        self.access_logs = access_logs  # id(VirtualHost) -> its AccessLog writers
+        self.settings = config.main.http  # the connection's limits come from the main server
+        self.multithread = multithread
+        self.multiprocess = multiprocess
+        self.extended_status = config.extended_status
+        self.stop = None  # the child's StopSignal: once set, responses say close
+
+    @property
+    def stopping(self) -> bool:
+        """The child is going away (graceful restart or stop, MaxConnectionsPerChild,
+        MaxMemoryPerChild, a hung request): no response may promise keep-alive."""
+        stop = self.stop
+        return stop is not None and stop.requested
+
+    def close(self) -> None:
+        """Flush buffered access logs before the child exits."""
+        for writers in self.access_logs.values():
+            for writer in writers:
+                writer.flush()
+
+    def logs_for(self, vhost: VirtualHost) -> Sequence:
+        return self.access_logs.get(id(vhost), ())
+
+
+def build_router(config: ServerConfig, error_log: ErrorLog, scoreboard=None) -> Router:
+    """Import the applications (in a child, or in the parent with WSGIPreload On)."""
+    return Router(config, error_log, extra_handlers=scoreboard_handlers(config, scoreboard))
+
+
+def scoreboard_handlers(config: ServerConfig, scoreboard) -> dict:
+    """`SetHandler server-status` and `SetHandler metrics`, bound to the scoreboard."""
+    if scoreboard is None:
+        return {}
+    from mpmd.handlers.metrics import make_metrics_handler
+    from mpmd.handlers.status import make_status_handler
+
+    return {
+        "server-status": make_status_handler(config, scoreboard),
+        "metrics": make_metrics_handler(config, scoreboard),
+    }
+
+
+def build_child_context(
+    config: ServerConfig,
+    error_log: ErrorLog,
+    *,
+    multithread: bool,
+    multiprocess: bool,
+    router: Router | None = None,
+    scoreboard=None,
+) -> ChildContext:
+    """Load the applications and open the access logs: done in each child, once."""
+    if router is None:
+        router = build_router(config, error_log, scoreboard)
+    elif scoreboard is not None:  # preloaded in the parent: bind the status handlers here
+        router.extra_handlers.update(scoreboard_handlers(config, scoreboard))
+    access_logs = make_access_logs(
+        config,
+        lambda spec: AccessLog(
+            spec.target, spec.format, buffered=config.buffered_logs, condition=spec.condition
+        ),
+    )
+    if config.buffered_logs:
+        start_flush_thread()
+    return ChildContext(
+        config,
+        router,
+        error_log,
+        access_logs,
+        multithread=multithread,
+        multiprocess=multiprocess,
+    )
+
+
+def make_access_logs(config: ServerConfig, factory: Callable) -> dict[int, Sequence]:
+    """One writer per CustomLog target, shared by the vhosts that name it."""
+    by_spec: dict = {}
+    result: dict[int, Sequence] = {}
+    for vhost in (config.main, *config.vhosts):
+        writers = []
+        for spec in vhost.access_logs or config.main.access_logs:
+            if spec not in by_spec:
+                by_spec[spec] = factory(spec)
+            writers.append(by_spec[spec])
+        result[id(vhost)] = tuple(writers)
+    return result
