@@ -169,6 +169,36 @@ def only_child(server: Server) -> int:
     return kids[0]
 
 
+def process_record(board: Scoreboard, pid: int, condition=lambda p: True):
+    """Child `pid`'s process record if `condition` holds for it (counts published each second)."""
+    live = [p for p in board.snapshot().live_processes() if p.pid == pid]
+    return live[0] if live and condition(live[0]) else None
+
+
+def _tcp_sockets() -> list[tuple[int, int, int, int, int]]:
+    """IPv4 TCP sockets of this network namespace: (local port, remote port, state, tx_queue,
+    rx_queue); for a listening socket rx_queue is its accept queue."""
+    out = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        queues = fields[4].split(":")
+        out.append(
+            (
+                int(fields[1].split(":")[1], 16),
+                int(fields[2].split(":")[1], 16),
+                int(fields[3], 16),
+                int(queues[0], 16),
+                int(queues[1], 16),
+            )
+        )
+    return out
+
+
+def accept_queue(port: int) -> int:
+    """Connections waiting in the backlog of the listener on `port`, not yet accepted."""
+    return sum(rx for local, _, state, _, rx in _tcp_sockets() if local == port and state == 0x0A)
+
+
 # -- idle keep-alive at scale --------------------------------------------------------------------
 
 
@@ -381,35 +411,82 @@ def test_write_completion_frees_the_threads_from_slow_readers(tmp_path):
 
 def test_async_request_worker_factor_stops_accepting(tmp_path):
     """Over ThreadsPerChild + factor x idle connections the child takes its listeners out of
-    the poll set and shows it in its process record (reference 1.4)."""
-    config = ONE_CHILD + "AsyncRequestWorkerFactor 1\nExtendedStatus On\n" + APPS
+    the poll set and shows it in its process record (reference 1.4). The connections here are
+    still sending their heads, so none can be closed to make room."""
+    config = ONE_CHILD + "AsyncRequestWorkerFactor 1\nRequestReadTimeout header=60\n" + APPS
     with Server(tmp_path, config, mpm="event") as server:
         child = only_child(server)
         # 25 threads, 25 idle, factor 1: the child stops accepting at 50 connections.
-        idle = open_connections(server.port, 50, HELLO, answered=True)
+        slow = open_connections(server.port, 50, SLOW_HEAD, answered=False)
         board = Scoreboard.attach(default_path(server.pid))
         try:
 
             def record():
-                live = [p for p in board.snapshot().live_processes() if p.pid == child]
-                return (
-                    live[0]
-                    if live and live[0].not_accepting and live[0].connections >= 50
-                    else None
-                )
+                return process_record(board, child, lambda p: p.not_accepting)
 
-            late = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            wait_for(lambda: process_record(board, child, lambda p: p.connections >= 50))
+            late = socket.create_connection(("127.0.0.1", server.port), timeout=10)
             late.sendall(HELLO)  # the child checks the limit when a connection is waiting
-            process = wait_for(record, timeout=5)
-            assert process.keep_alive >= 49  # the idle ones wait in the keep-alive queue
-            late.settimeout(0.5)
-            with pytest.raises(TimeoutError):
-                late.recv(100)  # queued in the backlog, not accepted
-            close_all(idle[:10])  # below the limit again: accepting resumes
-            late.settimeout(5)
+            wait_for(record)
+            wait_for(lambda: accept_queue(server.port) == 1)  # waiting, not accepted
+            close_all(slow[:10])  # below the limit again: accepting resumes
             assert read_response(late).endswith(b"Hello, World!")
             late.close()
-            wait_for(lambda: not record(), timeout=5)
+            wait_for(lambda: not record())
+        finally:
+            board.close()
+            close_all(slow)
+
+
+# -- the connection limit ------------------------------------------------------------------------
+
+# One child with two threads: with factor f it holds 2 + 2 x f connections while both are idle.
+SMALL_CHILD = """\
+StartServers 1
+ServerLimit 1
+ThreadsPerChild 2
+MaxRequestWorkers 2
+MinSpareThreads 1
+MaxSpareThreads 3
+KeepAliveTimeout 60
+MaxKeepAliveRequests 0
+"""
+
+
+@pytest.mark.slow
+def test_idle_keep_alive_connections_make_room_for_a_new_client(tmp_path):
+    """A child full of idle keep-alive connections does not keep a new client waiting: it
+    takes it and closes its oldest idle connection (docs/extensions.md)."""
+    with Server(
+        tmp_path, SMALL_CHILD + "AsyncRequestWorkerFactor 1\n" + APPS, mpm="event"
+    ) as server:
+        child = only_child(server)
+        board = Scoreboard.attach(default_path(server.pid))
+        idle = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(4)]
+        try:
+            for sock in idle:  # answered one after the other: parked in this order
+                sock.sendall(HELLO)
+                assert read_response(sock).endswith(b"Hello, World!")
+            # full: 2 threads + 1 x 2 idle threads, every one of them parked in keep-alive
+            wait_for(lambda: process_record(board, child, lambda p: p.keep_alive == 4))
+            response, _ = get(server.port)
+            assert response.endswith(b"Hello, World!")
+            wait_for(lambda: still_open(idle) == 3)
+            assert idle[0].recv(100) == b""  # the oldest one was closed
         finally:
             board.close()
             close_all(idle)
+
+
+def test_async_request_worker_factor_below_one_counts_as_one(tmp_path):
+    """Apache floors the factor at 1 (reference 1.4): with 0.5 and two idle threads a child
+    accepts 2 + 2 x 1 connections, not just ThreadsPerChild. Two connections still sending
+    their heads, then a third one is served."""
+    config = SMALL_CHILD + "AsyncRequestWorkerFactor 0.5\nRequestReadTimeout header=60\n" + APPS
+    with Server(tmp_path, config, mpm="event") as server:
+        slow = open_connections(server.port, 2, SLOW_HEAD, answered=False)
+        try:
+            response, _ = get(server.port)
+            assert response.endswith(b"Hello, World!")
+        finally:
+            close_all(slow)
