@@ -9,6 +9,7 @@ from __future__ import annotations
 import resource
 import selectors
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -197,6 +198,14 @@ def _tcp_sockets() -> list[tuple[int, int, int, int, int]]:
 def accept_queue(port: int) -> int:
     """Connections waiting in the backlog of the listener on `port`, not yet accepted."""
     return sum(rx for local, _, state, _, rx in _tcp_sockets() if local == port and state == 0x0A)
+
+
+def unsent_to(server_port: int, client: socket.socket) -> int:
+    """Bytes the server's side of `client`'s connection holds that the client has not taken."""
+    port = client.getsockname()[1]
+    return sum(
+        tx for local, remote, _, tx, _ in _tcp_sockets() if (local, remote) == (server_port, port)
+    )
 
 
 # -- idle keep-alive at scale --------------------------------------------------------------------
@@ -490,3 +499,39 @@ def test_async_request_worker_factor_below_one_counts_as_one(tmp_path):
             assert response.endswith(b"Hello, World!")
         finally:
             close_all(slow)
+
+
+def test_a_client_that_never_reads_its_errors_does_not_stall_the_loop(tmp_path):
+    """Error responses the loop writes itself (here a 417 for each of thousands of pipelined
+    requests) wait in write completion when the client does not read them: another client is
+    served while that one is still stuck."""
+    config = SMALL_CHILD + APPS
+    request = b"GET /hello HTTP/1.1\r\nHost: x\r\nExpect: bogus\r\n\r\n"
+    with Server(tmp_path, config, mpm="event") as server:
+        child = only_child(server)
+        board = Scoreboard.attach(default_path(server.pid))
+        stuck = socket.socket()
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.connect(("127.0.0.1", server.port))
+        # ~20 MiB of 417 responses, far beyond the socket buffers (tcp_wmem's maximum: 4 MiB)
+        flood = threading.Thread(target=_send_quietly, args=(stuck, request * 60000), daemon=True)
+        flood.start()
+        try:
+            wait_for(lambda: unsent_to(server.port, stuck) > 0)
+            response, _ = get(server.port)
+            assert response.endswith(b"Hello, World!")
+            assert unsent_to(server.port, stuck) > 0  # the first client is still stuck
+            wait_for(lambda: process_record(board, child, lambda p: p.write_completion == 1))
+        finally:
+            board.close()
+            stuck.shutdown(socket.SHUT_RDWR)  # wakes the sender blocked in sendall
+            stuck.close()
+            flood.join(10)
+
+
+def _send_quietly(sock: socket.socket, data: bytes) -> None:
+    """sendall until the test closes the socket under it."""
+    try:
+        sock.sendall(data)
+    except OSError:
+        pass

@@ -373,7 +373,7 @@ class EventLoop:
                 request = protocol.next_request()
             except HttpError as error:
                 if not error.keep_alive:
-                    self._fail(conn, error)
+                    self._fail(conn, error, now)
                     return
                 conn._send_error(error, keep_alive=True)  # 417: the connection carries on
                 conn.reader = None
@@ -430,7 +430,7 @@ class EventLoop:
         conn.deadline = deadline
         heapq.heappush(self._reading, (deadline, next(self._seq), conn.stamp, conn))
 
-    def _read_timeout(self, conn: EventConnection) -> None:
+    def _read_timeout(self, conn: EventConnection, now: float) -> None:
         """mod_reqtimeout: 408 to partial headers or body, a close without a response otherwise
         (8.2); a partial first request line is still logged as `"-" 408 -` (8.1)."""
         stage = BODY if conn.request is not None else conn.protocol.read_stage()
@@ -446,12 +446,22 @@ class EventLoop:
             )
         elif stage == REQUEST_LINE and conn.info.requests == 0:
             conn.log_refused(HttpError(408, "AH01382: Request header read timeout"))
-        self._linger(conn, short=True)
+        self._close_after_error(conn, now)
 
-    def _fail(self, conn: EventConnection, error: HttpError) -> None:
+    def _fail(self, conn: EventConnection, error: HttpError, now: float) -> None:
         """A request the protocol refused: its error response, then close (reference 8.1)."""
         conn._send_error(error)
-        self._linger(conn, short=True)
+        self._close_after_error(conn, now)
+
+    def _close_after_error(self, conn: EventConnection, now: float) -> None:
+        """The short lingering close, once the error response is out: what the socket did not
+        take is finished by write completion (under Timeout), never waited for here."""
+        if conn.out is None:
+            self._linger(conn, short=True)
+            return
+        conn.keep = False
+        conn.after_error = True
+        self._park_writing(conn, now)
 
     # -- threads ---------------------------------------------------------------------------------
 
@@ -586,7 +596,7 @@ class EventLoop:
         self._writing -= 1
         conn.kind = IN_THREAD  # between places for a moment
         if self.stopping or not conn.keep:
-            self._linger(conn, short=False)
+            self._linger(conn, short=conn.after_error)
         elif conn.protocol.buffered():
             self._dispatch_buffered(conn, now)
         else:
@@ -601,7 +611,7 @@ class EventLoop:
                 request = protocol.next_request()
             except HttpError as error:
                 if not error.keep_alive:
-                    self._fail(conn, error)
+                    self._fail(conn, error, now)
                     return
                 conn._send_error(error, keep_alive=True)
                 continue
@@ -701,7 +711,7 @@ class EventLoop:
                 heapq.heappush(reading, (conn.deadline, next(self._seq), stamp, conn))
                 continue
             expired = True
-            self._read_timeout(conn)
+            self._read_timeout(conn, now)
         kill = (self._busy or self.stopping) and self._ka_in != self._ka_out
         queue = self._keep_alive_q
         if queue and (kill or queue[0][0] <= now):
