@@ -288,9 +288,11 @@ class EventLoop:
         Apache here, as nginx reuses connections): a child that stopped accepting because it
         is full, with a thread idle and keep-alive connections parked, takes the clients still
         waiting in the backlog and closes its oldest keep-alive connections to make room."""
-        if now < self._next_probe or self._ka_in == self._ka_out or self._idle_threads() <= 0:
+        if now < self._next_probe:
             return
         self._next_probe = now + REUSE_PROBE_SECONDS
+        if self._idle_threads() <= 0:
+            return  # every thread busy: the listeners come back, or kill'em all, when it lasts
         for listener in self.listeners.values():
             if self.stopping:
                 return

@@ -170,6 +170,8 @@ class EventConnection(Connection):
             self.out_bytes = 0
 
     def _send_continue(self) -> None:
+        # A thread's body read only (HttpProtocol._pull): the loop writes its 100 Continue
+        # with one non-blocking write (EventLoop._write_small).
         self.flush_blocking()  # never ahead of a previous response still queued
         super()._send_continue()
 
