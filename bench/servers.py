@@ -178,11 +178,6 @@ def mpmd_config(fx: Fixtures, run: Path, port: int, mpm: str | None) -> str:
     ]
     if mpm is not None:
         lines.append(f"LoadModule mpm_{mpm}_module modules/mod_mpm_{mpm}.so")
-    if mpm == "event":
-        # Apache's advice for many idle keep-alive clients: with the default factor 2 a child
-        # accepts ThreadsPerChild + 2 x idle threads = 75 connections, so workload e's 2,000
-        # would need 27 children. The other workloads are unaffected.
-        lines.append("AsyncRequestWorkerFactor 32")
     lines += [
         f'DocumentRoot "{fx.static}"',
         "KeepAlive On",

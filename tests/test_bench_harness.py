@@ -143,6 +143,8 @@ def test_fixtures_and_generated_configs(tmp_path: Path) -> None:
     assert "LoadModule mpm_prefork_module modules/mod_mpm_prefork.so" in mpmd
     assert "WSGIApp /hello hello:application" in mpmd
     assert "LoadModule" not in mpmd_config(fx, run, 4242, None)
+    # workload e measures the event MPM as shipped: no connection-limit tuning (issue 9)
+    assert "AsyncRequestWorkerFactor" not in mpmd_config(fx, run, 4242, "event")
 
 
 def test_hello_app_serves_hello_and_files(tmp_path: Path) -> None:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import resource
 import selectors
 import socket
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from mpmd.mpm.scoreboard import Scoreboard, default_path
+from mpmd.mpm.scoreboard import READY, Scoreboard, default_path
 from server import Server, children_of, wait_for
 
 HELLO = b"GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n"
@@ -169,6 +170,50 @@ def only_child(server: Server) -> int:
     return kids[0]
 
 
+def process_record(board: Scoreboard, pid: int, condition=lambda p: True):
+    """Child `pid`'s process record if `condition` holds for it (counts published each second)."""
+    live = [p for p in board.snapshot().live_processes() if p.pid == pid]
+    return live[0] if live and condition(live[0]) else None
+
+
+def all_threads_idle(board: Scoreboard, pid: int) -> bool:
+    """Every worker thread of child `pid` waits for work (`_`): no connection holds one."""
+    threads = [w for w in board.snapshot().workers() if w.pid == pid]
+    return bool(threads) and all(w.status == READY for w in threads)
+
+
+def _tcp_sockets() -> list[tuple[int, int, int, int, int]]:
+    """IPv4 TCP sockets of this network namespace: (local port, remote port, state, tx_queue,
+    rx_queue); for a listening socket rx_queue is its accept queue."""
+    out = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        queues = fields[4].split(":")
+        out.append(
+            (
+                int(fields[1].split(":")[1], 16),
+                int(fields[2].split(":")[1], 16),
+                int(fields[3], 16),
+                int(queues[0], 16),
+                int(queues[1], 16),
+            )
+        )
+    return out
+
+
+def accept_queue(port: int) -> int:
+    """Connections waiting in the backlog of the listener on `port`, not yet accepted."""
+    return sum(rx for local, _, state, _, rx in _tcp_sockets() if local == port and state == 0x0A)
+
+
+def unsent_to(server_port: int, client: socket.socket) -> int:
+    """Bytes the server's side of `client`'s connection holds that the client has not taken."""
+    port = client.getsockname()[1]
+    return sum(
+        tx for local, remote, _, tx, _ in _tcp_sockets() if (local, remote) == (server_port, port)
+    )
+
+
 # -- idle keep-alive at scale --------------------------------------------------------------------
 
 
@@ -191,9 +236,10 @@ def test_five_thousand_idle_keep_alive_connections_on_one_child(tmp_path):
         finally:
             close_all(idle)
 
+    # Served beside them (keep_alive_rate checks every answer); how fast is the benchmark's
+    # business (workload e), not a threshold a loaded test machine can hold.
     print(f"hello-world alone {alone:.0f} req/s, beside 5000 idle {crowded:.0f} req/s")
     print(f"child PSS {pss_before} KiB -> {pss_after} KiB")
-    assert crowded >= 0.8 * alone
     assert (pss_after - pss_before) / 5000 < 20  # KiB per idle connection
     assert pss_after / 5000 < 20  # even charging the whole child to them
 
@@ -205,31 +251,33 @@ SLOW_HEAD = b"GET /hello HTTP/1.1\r\nHost: localhost\r\nX-Slow: "
 
 @pytest.mark.slow
 def test_slowloris_never_delays_a_normal_request_on_event(tmp_path):
+    """500 clients dripping their heads hold no thread: the child's threads are all idle
+    between normal requests, which are served while every slow client is still held."""
     config = ONE_CHILD + "AsyncRequestWorkerFactor 50\n" + APPS
     with Server(tmp_path, config, mpm="event") as server:
+        child = only_child(server)
+        board = Scoreboard.attach(default_path(server.pid))
         slow = open_connections(server.port, 500, SLOW_HEAD, answered=False)
         try:
+            wait_for(lambda: process_record(board, child, lambda p: p.connections >= 500))
             timings = []
-            next_drip = time.monotonic()
-            end = next_drip + 6.0  # two drips: every slow client sends one byte per 5 s
-            while time.monotonic() < end:
-                if time.monotonic() >= next_drip:
-                    for sock in slow:
-                        sock.send(b"a")
-                    next_drip += 5.0
-                response, seconds = get(server.port)
-                assert response.startswith(b"HTTP/1.1 200")
-                timings.append(seconds)
-                time.sleep(0.25)  # pacing between samples, not a wait for a condition
-            assert still_open(slow) == 500  # none was answered or cut yet
+            for _ in range(2):  # two drips: each slow client sends one more byte of its head
+                for sock in slow:
+                    sock.send(b"a")
+                for _ in range(5):
+                    response, seconds = get(server.port)
+                    assert response.startswith(b"HTTP/1.1 200")
+                    timings.append(seconds)
+                    wait_for(lambda: all_threads_idle(board, child))
+            assert still_open(slow) == 500  # none was answered or cut meanwhile
         finally:
+            board.close()
             close_all(slow)
     timings.sort()
     print(
         f"normal request beside 500 slowloris: median {timings[len(timings) // 2] * 1000:.1f} ms,"
         f" worst {timings[-1] * 1000:.1f} ms over {len(timings)}"
     )
-    assert timings[-1] < 0.1
 
 
 BLOCKING_POOLS = {
@@ -245,7 +293,8 @@ BLOCKING_POOLS = {
 def test_slowloris_is_cut_by_request_read_timeout_on_blocking_mpms(tmp_path, mpm):
     """A blocking MPM gives each slow client a worker until RequestReadTimeout cuts it: 500
     of them are served in rounds of MaxRequestWorkers, each round lasting the header timeout.
-    Service comes back once they are cut, within that bound."""
+    Service comes back once they are cut. (Without the cut they would be held for ever: the
+    drips keep them inside Timeout, so `bound` is only a generous limit on the wait.)"""
     workers = 40 if mpm == "prefork" else 100
     header_timeout = 1
     config = BLOCKING_POOLS[mpm] + f"RequestReadTimeout header={header_timeout}\n" + APPS
@@ -254,7 +303,7 @@ def test_slowloris_is_cut_by_request_read_timeout_on_blocking_mpms(tmp_path, mpm
         start = time.monotonic()
         slow = open_connections(server.port, 500, SLOW_HEAD, answered=False)
         rounds = -(-500 // workers)
-        bound = rounds * (header_timeout + 0.5) + 5.0
+        bound = rounds * (header_timeout + 2.0) + 30.0
         sel = selectors.DefaultSelector()
         for sock in slow:
             sel.register(sock, selectors.EVENT_READ, bytearray())
@@ -294,7 +343,6 @@ def test_slowloris_is_cut_by_request_read_timeout_on_blocking_mpms(tmp_path, mpm
     assert all(a.startswith(b"HTTP/1.1 408") or a == b"" for a in answers)
     assert sum(a.startswith(b"HTTP/1.1 408") for a in answers) >= 400
     assert response.startswith(b"HTTP/1.1 200")
-    assert seconds < 1.0
 
 
 # -- the loop's own duties -----------------------------------------------------------------------
@@ -313,11 +361,10 @@ def test_read_timeouts_are_enforced_by_the_loop(tmp_path):
             head.sendall(SLOW_HEAD)
             body.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
             assert get(server.port)[0].startswith(b"HTTP/1.1 200")  # meanwhile: served
-            start = time.monotonic()
+            # within the clients' 5 s, so by RequestReadTimeout, not by Timeout (60 s)
             assert line.recv(100) == b""
             assert head.recv(100).startswith(b"HTTP/1.1 408")
             assert body.recv(100).startswith(b"HTTP/1.1 408")
-            assert time.monotonic() - start < 3.0
         finally:
             for sock in (line, head, body):
                 sock.close()
@@ -351,6 +398,8 @@ def test_write_completion_frees_the_threads_from_slow_readers(tmp_path):
         .replace("MaxSpareThreads 50", "MaxSpareThreads 3")
     )
     with Server(tmp_path, config + APPS, mpm="event") as server:
+        child = only_child(server)
+        board = Scoreboard.attach(default_path(server.pid))
         file_body = bytes(range(256)) * 65536
         (tmp_path / "htdocs" / "big.bin").write_bytes(file_body)
         memory_body = bytes(range(256)) * 49152
@@ -368,48 +417,133 @@ def test_write_completion_frees_the_threads_from_slow_readers(tmp_path):
                 sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
                 sock.sendall(request)
                 stalled.append(sock)
-            time.sleep(0.5)  # let both responses fill the socket buffers (no condition to poll)
+            # both responses wait in write completion, in the loop: no thread holds them
+            wait_for(lambda: process_record(board, child, lambda p: p.write_completion == 2))
             for _ in range(5):
-                response, seconds = get(server.port, timeout=5)
+                response, _ = get(server.port, timeout=5)
                 assert response.endswith(b"Hello, World!")
-                assert seconds < 1.0
+            assert all(unsent_to(server.port, sock) > 0 for sock in stalled)  # still stalled
             for sock, (_, body) in zip(stalled, requests, strict=True):
                 assert read_response(sock).endswith(body)  # completed once read
         finally:
+            board.close()
             close_all(stalled)
 
 
 def test_async_request_worker_factor_stops_accepting(tmp_path):
     """Over ThreadsPerChild + factor x idle connections the child takes its listeners out of
-    the poll set and shows it in its process record (reference 1.4)."""
-    config = ONE_CHILD + "AsyncRequestWorkerFactor 1\nExtendedStatus On\n" + APPS
+    the poll set and shows it in its process record (reference 1.4). The connections here are
+    still sending their heads, so none can be closed to make room."""
+    config = ONE_CHILD + "AsyncRequestWorkerFactor 1\nRequestReadTimeout header=60\n" + APPS
     with Server(tmp_path, config, mpm="event") as server:
         child = only_child(server)
         # 25 threads, 25 idle, factor 1: the child stops accepting at 50 connections.
-        idle = open_connections(server.port, 50, HELLO, answered=True)
+        slow = open_connections(server.port, 50, SLOW_HEAD, answered=False)
         board = Scoreboard.attach(default_path(server.pid))
         try:
 
             def record():
-                live = [p for p in board.snapshot().live_processes() if p.pid == child]
-                return (
-                    live[0]
-                    if live and live[0].not_accepting and live[0].connections >= 50
-                    else None
-                )
+                return process_record(board, child, lambda p: p.not_accepting)
 
-            late = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            wait_for(lambda: process_record(board, child, lambda p: p.connections >= 50))
+            late = socket.create_connection(("127.0.0.1", server.port), timeout=10)
             late.sendall(HELLO)  # the child checks the limit when a connection is waiting
-            process = wait_for(record, timeout=5)
-            assert process.keep_alive >= 49  # the idle ones wait in the keep-alive queue
-            late.settimeout(0.5)
-            with pytest.raises(TimeoutError):
-                late.recv(100)  # queued in the backlog, not accepted
-            close_all(idle[:10])  # below the limit again: accepting resumes
-            late.settimeout(5)
+            wait_for(record)
+            wait_for(lambda: accept_queue(server.port) == 1)  # waiting, not accepted
+            close_all(slow[:10])  # below the limit again: accepting resumes
             assert read_response(late).endswith(b"Hello, World!")
             late.close()
-            wait_for(lambda: not record(), timeout=5)
+            wait_for(lambda: not record())
+        finally:
+            board.close()
+            close_all(slow)
+
+
+# -- the connection limit ------------------------------------------------------------------------
+
+# One child with two threads: with factor f it holds 2 + 2 x f connections while both are idle.
+SMALL_CHILD = """\
+StartServers 1
+ServerLimit 1
+ThreadsPerChild 2
+MaxRequestWorkers 2
+MinSpareThreads 1
+MaxSpareThreads 3
+KeepAliveTimeout 60
+MaxKeepAliveRequests 0
+"""
+
+
+@pytest.mark.slow
+def test_idle_keep_alive_connections_make_room_for_a_new_client(tmp_path):
+    """A child full of idle keep-alive connections does not keep a new client waiting: it
+    takes it and closes its oldest idle connection (docs/extensions.md)."""
+    with Server(
+        tmp_path, SMALL_CHILD + "AsyncRequestWorkerFactor 1\n" + APPS, mpm="event"
+    ) as server:
+        child = only_child(server)
+        board = Scoreboard.attach(default_path(server.pid))
+        idle = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(4)]
+        try:
+            for sock in idle:  # answered one after the other: parked in this order
+                sock.sendall(HELLO)
+                assert read_response(sock).endswith(b"Hello, World!")
+            # full: 2 threads + 1 x 2 idle threads, every one of them parked in keep-alive
+            wait_for(lambda: process_record(board, child, lambda p: p.keep_alive == 4))
+            response, _ = get(server.port)
+            assert response.endswith(b"Hello, World!")
+            wait_for(lambda: still_open(idle) == 3)
+            assert idle[0].recv(100) == b""  # the oldest one was closed
         finally:
             board.close()
             close_all(idle)
+
+
+def test_async_request_worker_factor_below_one_counts_as_one(tmp_path):
+    """Apache floors the factor at 1 (reference 1.4): with 0.5 and two idle threads a child
+    accepts 2 + 2 x 1 connections, not just ThreadsPerChild. Two connections still sending
+    their heads, then a third one is served."""
+    config = SMALL_CHILD + "AsyncRequestWorkerFactor 0.5\nRequestReadTimeout header=60\n" + APPS
+    with Server(tmp_path, config, mpm="event") as server:
+        slow = open_connections(server.port, 2, SLOW_HEAD, answered=False)
+        try:
+            response, _ = get(server.port)
+            assert response.endswith(b"Hello, World!")
+        finally:
+            close_all(slow)
+
+
+def test_a_client_that_never_reads_its_errors_does_not_stall_the_loop(tmp_path):
+    """Error responses the loop writes itself (here a 417 for each of thousands of pipelined
+    requests) wait in write completion when the client does not read them: another client is
+    served while that one is still stuck."""
+    config = SMALL_CHILD + APPS
+    request = b"GET /hello HTTP/1.1\r\nHost: x\r\nExpect: bogus\r\n\r\n"
+    with Server(tmp_path, config, mpm="event") as server:
+        child = only_child(server)
+        board = Scoreboard.attach(default_path(server.pid))
+        stuck = socket.socket()
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.connect(("127.0.0.1", server.port))
+        # ~20 MiB of 417 responses, far beyond the socket buffers (tcp_wmem's maximum: 4 MiB)
+        flood = threading.Thread(target=_send_quietly, args=(stuck, request * 60000), daemon=True)
+        flood.start()
+        try:
+            wait_for(lambda: unsent_to(server.port, stuck) > 0)
+            response, _ = get(server.port)
+            assert response.endswith(b"Hello, World!")
+            assert unsent_to(server.port, stuck) > 0  # the first client is still stuck
+            wait_for(lambda: process_record(board, child, lambda p: p.write_completion == 1))
+        finally:
+            board.close()
+            stuck.shutdown(socket.SHUT_RDWR)  # wakes the sender blocked in sendall
+            stuck.close()
+            flood.join(10)
+
+
+def _send_quietly(sock: socket.socket, data: bytes) -> None:
+    """sendall until the test closes the socket under it."""
+    try:
+        sock.sendall(data)
+    except OSError:
+        pass

@@ -329,15 +329,19 @@ class Connection:
             chunked=False,
             keep_alive=keep_alive,
         )
-        try:
-            self.sock.settimeout(self.ctx.settings.timeout)
-            self.sock.sendall(head + body)
-        except OSError:
-            pass
+        self.write_error(head + body)
         if exchange is None:
             self.log_refused(error, len(body))
         else:
             exchange.bytes_out = len(body)
+
+    def write_error(self, data: bytes) -> None:
+        """Send an error response, waiting at most Timeout for a client that does not read."""
+        try:
+            self.sock.settimeout(self.ctx.settings.timeout)
+            self.sock.sendall(data)
+        except OSError:
+            pass
 
     def log_refused(self, error: HttpError, bytes_out: int = 0) -> None:
         """Apache logs a request it refused while reading it (400, 408, 413, 414, 417...): one

@@ -51,6 +51,7 @@ from mpmd.mpm.event_connection import (
     WRITE_COMPLETION,
     EventConnection,
 )
+from mpmd.mpm.event_limit import connections_above_limit, connections_over_limit, worker_factor
 from mpmd.mpm.scoreboard import READY
 
 ACCEPT_BATCH = 16  # connections accepted per listener wake-up (the limit is checked for each)
@@ -64,6 +65,10 @@ MAX_POLL_SECONDS = 1.0  # threads park keep-alive connections without waking the
 # may wait milliseconds before it counts itself idle, and bursts shorter than that are not
 # the overload Apache's rule (close idle keep-alive connections) is for.
 BUSY_GRACE_SECONDS = 0.1
+# A full child looks this long after it stopped accepting (and as often while full) for
+# clients left waiting in the backlog, which it then takes by closing idle keep-alive
+# connections; the delay leaves them first to the children that still accept.
+REUSE_PROBE_SECONDS = 0.1
 
 
 _ARM_READ = select.EPOLLIN | select.EPOLLONESHOT
@@ -107,9 +112,7 @@ class EventLoop:
         self.worker_record = worker_record  # thread index -> its scoreboard record
         self._inline_record = None  # threads=0: record 0, lent to every connection
         self.process_record = process_record  # the scoreboard's counters for mod_status
-        # AsyncRequestWorkerFactor is kept as value x 16, floored at 1, and used as
-        # (value x 16) / 16 in integer arithmetic, exactly as Apache (reference 1.4).
-        self.factor = max(1, int(ctx.config.mpm.async_request_worker_factor * 16)) // 16
+        self.factor = worker_factor(ctx.config.mpm.async_request_worker_factor)
         self.max_connections = max_connections  # MaxConnectionsPerChild, 0 = unlimited
         self.open_files = raise_open_files_limit()
         self.accepted = 0
@@ -147,6 +150,7 @@ class EventLoop:
         self._linger_q: deque[tuple[float, int, EventConnection]] = deque()
         self._short_linger_q: deque[tuple[float, int, EventConnection]] = deque()
         self._next_publish = 0.0
+        self._next_probe = 0.0  # full: when to look for clients waiting in the backlog
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -234,15 +238,14 @@ class EventLoop:
 
     def _above_limit(self) -> bool:
         """Apache's connections_above_limit(): AsyncRequestWorkerFactor (reference 1.4)."""
-        idle = self._idle_threads()
-        if idle <= 0:
-            return True
-        connections = len(self._conns)
-        lingering = self._lingering
-        if connections <= lingering:
-            return False
-        disabled = 0 if self.accepting else 1
-        return connections - lingering >= self.threads + (idle - disabled) * self.factor
+        return connections_above_limit(
+            len(self._conns),
+            self._lingering,
+            self._idle_threads(),
+            self.threads,
+            self.factor,
+            disabled=not self.accepting,
+        )
 
     def _on_listener(self, listener: socket.socket, now: float) -> None:
         if self.stopping:
@@ -254,18 +257,62 @@ class EventLoop:
             if self._above_limit():
                 self._set_accepting(False)
                 return
+        self._accept(listener, now, reuse=False)
+
+    def _accept(self, listener: socket.socket, now: float, reuse: bool) -> None:
+        """Accept a batch; with `reuse` (the child is full), each new connection closes the
+        oldest idle keep-alive one, and the batch ends when none is left."""
         for _ in range(ACCEPT_BATCH):
+            if reuse and self._ka_in == self._ka_out:
+                return
             try:
                 sock, peer = listener.accept()
             except OSError:  # EAGAIN, or EMFILE and friends: try again on the next wake-up
                 return
             self._add_connection(sock, peer, now)
             self.accepted += 1
+            if reuse:
+                self._close_oldest_keep_alive(
+                    connections_over_limit(
+                        len(self._conns),
+                        self._lingering,
+                        self._idle_threads(),
+                        self.threads,
+                        self.factor,
+                    )
+                )
             if self.max_connections and self.accepted >= self.max_connections:
                 self.begin_graceful_stop()  # MaxConnectionsPerChild counts connections
                 return
-            if self.threads and self._above_limit():
+            if self.threads and not reuse and self._above_limit():
                 return
+
+    def _reuse_keep_alive(self, now: float) -> None:
+        """An idle keep-alive connection never keeps a new client waiting (mpmd goes beyond
+        Apache here, as nginx reuses connections): a child that stopped accepting because it
+        is full, with a thread idle and keep-alive connections parked, takes the clients still
+        waiting in the backlog and closes its oldest keep-alive connections to make room."""
+        if now < self._next_probe:
+            return
+        self._next_probe = now + REUSE_PROBE_SECONDS
+        if self._idle_threads() <= 0:
+            return  # every thread busy: the listeners come back, or kill'em all, when it lasts
+        for listener in self.listeners.values():
+            if self.stopping:
+                return
+            self._accept(listener, now, reuse=True)
+
+    def _close_oldest_keep_alive(self, count: int) -> None:
+        """Lingering close for the `count` connections parked in keep-alive the longest."""
+        if count <= 0:
+            return
+        queue = self._keep_alive_q
+        with self._lock:  # threads append and re-arm under it
+            while queue and count > 0:
+                _, stamp, conn = queue.popleft()
+                if conn.stamp == stamp and conn.kind == KEEP_ALIVE:
+                    self._linger(conn, short=False)
+                    count -= 1
 
     def _add_connection(self, sock: socket.socket, peer, now: float) -> None:
         try:
@@ -286,6 +333,8 @@ class EventLoop:
         if on == self.accepting or not self.listeners:
             return
         self.accepting = on
+        if not on:
+            self._next_probe = time.monotonic() + REUSE_PROBE_SECONDS
         for fd in self.listeners:
             if on:
                 self._epoll.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
@@ -330,7 +379,7 @@ class EventLoop:
                 request = protocol.next_request()
             except HttpError as error:
                 if not error.keep_alive:
-                    self._fail(conn, error)
+                    self._fail(conn, error, now)
                     return
                 conn._send_error(error, keep_alive=True)  # 417: the connection carries on
                 conn.reader = None
@@ -387,7 +436,7 @@ class EventLoop:
         conn.deadline = deadline
         heapq.heappush(self._reading, (deadline, next(self._seq), conn.stamp, conn))
 
-    def _read_timeout(self, conn: EventConnection) -> None:
+    def _read_timeout(self, conn: EventConnection, now: float) -> None:
         """mod_reqtimeout: 408 to partial headers or body, a close without a response otherwise
         (8.2); a partial first request line is still logged as `"-" 408 -` (8.1)."""
         stage = BODY if conn.request is not None else conn.protocol.read_stage()
@@ -403,12 +452,22 @@ class EventLoop:
             )
         elif stage == REQUEST_LINE and conn.info.requests == 0:
             conn.log_refused(HttpError(408, "AH01382: Request header read timeout"))
-        self._linger(conn, short=True)
+        self._close_after_error(conn, now)
 
-    def _fail(self, conn: EventConnection, error: HttpError) -> None:
+    def _fail(self, conn: EventConnection, error: HttpError, now: float) -> None:
         """A request the protocol refused: its error response, then close (reference 8.1)."""
         conn._send_error(error)
-        self._linger(conn, short=True)
+        self._close_after_error(conn, now)
+
+    def _close_after_error(self, conn: EventConnection, now: float) -> None:
+        """The short lingering close, once the error response is out: what the socket did not
+        take is finished by write completion (under Timeout), never waited for here."""
+        if conn.out is None:
+            self._linger(conn, short=True)
+            return
+        conn.keep = False
+        conn.after_error = True
+        self._park_writing(conn, now)
 
     # -- threads ---------------------------------------------------------------------------------
 
@@ -546,7 +605,7 @@ class EventLoop:
         self._writing -= 1
         conn.kind = IN_THREAD  # between places for a moment
         if not conn.keep:
-            self._linger(conn, short=False)
+            self._linger(conn, short=conn.after_error)
         elif conn.protocol.buffered():
             self._dispatch_buffered(conn, now)
         else:
@@ -561,7 +620,7 @@ class EventLoop:
                 request = protocol.next_request()
             except HttpError as error:
                 if not error.keep_alive:
-                    self._fail(conn, error)
+                    self._fail(conn, error, now)
                     return
                 conn._send_error(error, keep_alive=True)
                 continue
@@ -637,7 +696,17 @@ class EventLoop:
         for queue in (self._keep_alive_q, self._write_q, self._short_linger_q, self._linger_q):
             if queue and queue[0][0] < first:
                 first = queue[0][0]
+        if self._full_with_keep_alive() and self._next_probe < first:
+            first = self._next_probe
         return max(0.0, first - now)
+
+    def _full_with_keep_alive(self) -> bool:
+        """Not accepting only because of the connection limit, with keep-alive parked."""
+        return (
+            self.threads > 0
+            and not (self.accepting or self.stopping or self._busy)
+            and self._ka_in != self._ka_out
+        )
 
     def _maintain(self, now: float) -> None:
         """Expire each queue from its head; kill'em all when workers were busy.
@@ -656,7 +725,7 @@ class EventLoop:
                 heapq.heappush(reading, (conn.deadline, next(self._seq), stamp, conn))
                 continue
             expired = True
-            self._read_timeout(conn)
+            self._read_timeout(conn, now)
         dying = self.stopping and self.ctx.stop is None
         kill = (self._busy or dying) and self._ka_in != self._ka_out
         queue = self._keep_alive_q
@@ -692,6 +761,8 @@ class EventLoop:
         idle_again = not (self.stopping or self.accepting or self._busy)
         if self.threads and idle_again and not self._above_limit():
             self._set_accepting(True)
+        if self._full_with_keep_alive():
+            self._reuse_keep_alive(now)
         if expired or now >= self._next_publish:
             self._publish_counts(now)
 

@@ -4,7 +4,8 @@ Owns the connection's unsent output. `send()` and `sendfile()` write what the so
 now and queue the rest (bytes, or a duplicated file descriptor and a range); the event loop
 finishes the queue when the socket becomes writable (write completion), so a slow reader
 holds no thread. A thread streaming more than WRITE_BUFFER_LIMIT waits for the client (under
-Timeout) instead of buffering without bound. The fields the loop uses to place the connection
+Timeout) instead of buffering without bound; error responses, which the loop writes too, are
+only queued, never waited for. The fields the loop uses to place the connection
 (kind, stamp, deadline) live here too, so an idle connection is one object. Never touches
 the loop's queues or the epoll set.
 """
@@ -47,7 +48,18 @@ class EventConnection(Connection):
     takes now and queue the rest in `out`, which the loop finishes (write completion).
     """
 
-    __slots__ = ("deadline", "fd", "keep", "kind", "out", "out_bytes", "reader", "request", "stamp")
+    __slots__ = (
+        "after_error",
+        "deadline",
+        "fd",
+        "keep",
+        "kind",
+        "out",
+        "out_bytes",
+        "reader",
+        "request",
+        "stamp",
+    )
 
     def __init__(self, sock: socket.socket, peer, ctx: ChildContext) -> None:
         super().__init__(sock, peer, ctx)
@@ -58,10 +70,18 @@ class EventConnection(Connection):
         self.reader: ReadDeadline | None = None  # RequestReadTimeout stage being read
         self.request: Request | None = None  # parsed in the loop, body still arriving
         self.keep = True  # after write completion: keep alive, or close
+        self.after_error = False  # after write completion: the short lingering close
         self.out: deque | None = None  # bytes / _FileSlice not yet written, None when empty
         self.out_bytes = 0
 
     def send(self, data: bytes) -> None:
+        if self.out is not None and self.out_bytes >= WRITE_BUFFER_LIMIT:
+            self.flush_blocking(WRITE_BUFFER_LIMIT // 2)  # a streaming app waits for the client
+        self.queue(data)
+
+    def queue(self, data: bytes) -> None:
+        """Write what the socket takes now and queue the rest behind any queued output; never
+        waits, so the loop may call it. Raises OSError."""
         if self.out is None:
             try:
                 sent = os.write(self.fd, data)
@@ -71,11 +91,6 @@ class EventConnection(Connection):
                 return
             self.out = deque()
             data = memoryview(data)[sent:]
-        elif self.out_bytes >= WRITE_BUFFER_LIMIT:
-            self.flush_blocking(WRITE_BUFFER_LIMIT // 2)  # a streaming app waits for the client
-            if self.out is None:
-                self.send(data)
-                return
         self.out.append(data)
         self.out_bytes += len(data)
 
@@ -156,12 +171,15 @@ class EventConnection(Connection):
             self.out_bytes = 0
 
     def _send_continue(self) -> None:
+        # A thread's body read only (HttpProtocol._pull): the loop writes its 100 Continue
+        # with one non-blocking write (EventLoop._write_small).
         self.flush_blocking()  # never ahead of a previous response still queued
         super()._send_continue()
 
-    def _send_error(self, *args, **kwargs) -> None:
+    def write_error(self, data: bytes) -> None:
+        """Queued behind what is still unsent and left to write completion: the loop answers
+        refused requests itself, and a client that does not read must not stall it."""
         try:
-            self.flush_blocking()
+            self.queue(data)
         except OSError:
-            return
-        super()._send_error(*args, **kwargs)
+            pass  # the client is gone: the loop's next write or read closes the connection
