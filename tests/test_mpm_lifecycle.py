@@ -5,6 +5,7 @@ GracefulShutdownTimeout bounds a graceful stop, SIGHUP replaces every child, and
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 
@@ -102,3 +103,35 @@ def test_logrotate_rename_then_graceful_loses_no_line(tmp_path, buffered):
 
     assert count(rotated) > 0 and count(server.access_log) > 0
     assert count(rotated) + count(server.access_log) == load.ok
+
+
+def _term_pending(pid: int) -> bool:
+    """SIGTERM is queued for `pid` and not yet delivered (its bit in ShdPnd or SigPnd)."""
+    with open(f"/proc/{pid}/status") as status:
+        masks = [line.split()[1] for line in status if line.startswith(("ShdPnd:", "SigPnd:"))]
+    return any(int(mask, 16) & (1 << (signal.SIGTERM - 1)) for mask in masks)
+
+
+@pytest.mark.parametrize("mpm", ["prefork", "worker", "event"])
+def test_a_stopped_child_writes_the_line_of_the_request_it_is_answering(tmp_path, mpm):
+    """Stop and restart TERM the children. A request being answered then still finishes (for
+    at most a second) and gets its access-log line: the client may already have its response
+    when the child would otherwise die between the last byte and the line."""
+    gate = tmp_path / "gate"
+    config = "WSGIApp /gate testapp:gate\nStartServers 1\n"
+    with Server(tmp_path, config, mpm=mpm) as server:
+        child = next(iter(wait_for(lambda: child_titles(server.pid), timeout=10)))
+        outcome: list[object] = []
+        client = threading.Thread(
+            target=lambda: outcome.append(fetch(server.port, f"/gate?path={gate}", timeout=20))
+        )
+        client.start()
+        wait_for(lambda: (tmp_path / "gate.in").exists(), timeout=10)
+        os.kill(child, signal.SIGTERM)  # what the parent's stop sends each child
+        wait_for(lambda: not pid_alive(child) or not _term_pending(child), timeout=5)
+        assert pid_alive(child)  # it waits for the request it is answering ...
+        gate.touch()
+        client.join(20)
+        assert outcome and outcome[0][0] == 200  # ... which is answered
+        wait_for(lambda: not pid_alive(child), timeout=5)  # and then it exits
+        assert f'"GET /gate?path={gate} HTTP/1.1" 200' in server.access_log.read_text()

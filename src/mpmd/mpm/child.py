@@ -14,6 +14,7 @@ import select
 import signal
 import socket
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,9 +24,12 @@ import setproctitle
 from mpmd.config.model import ServerConfig
 from mpmd.logs.access import flush_access_logs
 from mpmd.mpm.context import build_child_context
+from mpmd.mpm.scoreboard import BUSY_WRITE
 
 CHILD_FATAL = 15  # APEXIT_CHILDFATAL: the child cannot ever work; the parent stops the server
 CHILD_INIT = 3  # APEXIT_CHILDINIT: failed during initialisation
+FINISH_SECONDS = 1.0  # TERM: how long requests being answered get to write their log line
+POLL_SECONDS = 0.01
 
 
 @dataclass
@@ -77,13 +81,42 @@ def run_child(spec: ChildSpec, serve: Callable[[ChildSpec, StopSignal], None]) -
             os._exit(status)
 
 
-def _exit_now(signum: int, frame) -> None:
-    """TERM/HUP: exit at once, but write out buffered log lines first (Apache's child exit
-    hooks flush mod_log_config's buffers too)."""
+def _exit_now(*_) -> None:
+    """Exit at once, but write out buffered log lines first (Apache's child exit hooks flush
+    mod_log_config's buffers too)."""
     try:
         flush_access_logs()
     finally:
         os._exit(0)
+
+
+class _Ending:
+    """TERM/HUP (stop, restart): the child ends within FINISH_SECONDS.
+
+    Apache's child exits at once, which can lose the access-log line of a request whose
+    response the client already has (it is written just after the last byte). Here the child
+    exits as soon as none of its workers is answering a request (state W: the line is written
+    before the state changes), polled every POLL_SECONDS by an interval timer so the handler
+    never blocks the serving thread; a second TERM exits at once. In-flight requests are still
+    cut at FINISH_SECONDS, as a stop aborts them."""
+
+    def __init__(self, records: list) -> None:
+        self.records = records  # this child's scoreboard worker records
+        self.deadline: float | None = None
+
+    def on_signal(self, signum: int, frame) -> None:
+        if self.deadline is not None or not self._answering():
+            _exit_now()
+        self.deadline = time.monotonic() + FINISH_SECONDS
+        signal.signal(signal.SIGALRM, self._check)
+        signal.setitimer(signal.ITIMER_REAL, POLL_SECONDS, POLL_SECONDS)
+
+    def _check(self, signum: int, frame) -> None:
+        if not self._answering() or time.monotonic() >= self.deadline:  # type: ignore[operator]
+            _exit_now()
+
+    def _answering(self) -> bool:
+        return any(record.state == BUSY_WRITE for record in self.records)
 
 
 def _child(spec: ChildSpec, serve: Callable[[ChildSpec, StopSignal], None]) -> int:
@@ -91,8 +124,10 @@ def _child(spec: ChildSpec, serve: Callable[[ChildSpec, StopSignal], None]) -> i
     set_title(f"mpmd: {config.mpm.name} child gen {spec.generation}")
     sys.stdout.reconfigure(line_buffering=True)  # an app's print() reaches the ErrorLog now
     stop = StopSignal()
-    signal.signal(signal.SIGTERM, _exit_now)
-    signal.signal(signal.SIGHUP, _exit_now)
+    threads = range(config.mpm.threads_per_child)  # 1 for prefork
+    ending = _Ending([spec.scoreboard.worker(spec.slot, index) for index in threads])
+    signal.signal(signal.SIGTERM, ending.on_signal)
+    signal.signal(signal.SIGHUP, ending.on_signal)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGWINCH, signal.SIG_IGN)
     signal.signal(signal.SIGUSR1, lambda *_: stop.request())

@@ -247,6 +247,11 @@ class WorkerRecord:
         ) = _W_COUNTERS_ST.unpack_from(self._mm, self._off + _W_COUNTERS)  # fmt: skip
         self._hist = list(struct.unpack_from("<15Q", self._mm, self._off + _W_HIST))
 
+    @property
+    def state(self) -> int:
+        """This worker's state key (READY, BUSY_WRITE ...), as its last writer set it."""
+        return self._mm[self._off]
+
     def set_state(self, state: int) -> None:
         """Apache's update_child_status: READY and DEAD also reset the connection counters."""
         if state in _RESET_STATES:
