@@ -195,7 +195,19 @@ def test_status_page_options_access_and_metrics(tmp_path):
         assert accesses <= samples[("mpmd_requests_total", ())] <= int(later["Total Accesses"])
         states = {k[1][0][1]: v for k, v in samples.items() if k[0] == "mpmd_workers"}
         assert sum(states.values()) == len(auto["Scoreboard"].strip())
-        assert states["ready"] >= 1 and states["dead"] >= 1  # the pool may grow meanwhile
+
+        def worker_states() -> dict[str, float] | None:
+            """A scrape showing ready and dead workers (a growing pool may show neither)."""
+            scrape = get(server.url("/metrics"))[2]
+            found = {
+                s.labels["state"]: s.value
+                for family in text_string_to_metric_families(scrape)
+                for s in family.samples
+                if s.name == "mpmd_workers"
+            }
+            return found if found.get("ready", 0) >= 1 and found.get("dead", 0) >= 1 else None
+
+        wait_for(worker_states, timeout=10)
         assert samples[("mpmd_max_request_workers", ())] == 400
         inf = samples[("mpmd_request_duration_seconds_bucket", (("le", "+Inf"),))]
         assert inf == samples[("mpmd_request_duration_seconds_count", ())] >= accesses
