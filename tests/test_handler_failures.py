@@ -1,10 +1,10 @@
 """A bug in a handler that is not a WSGI application is a logged 500; the worker lives on.
 
-Real servers in every process model. The faults are real inputs that make a handler raise:
-Python refuses to convert an integer of more than 4300 digits, and both the static handler
-(a Range bound) and the status handler (`?refresh=`) convert one. Each request gets a 500
-whose traceback is in the ErrorLog (MP00007), the same process serves the next request, and
-the scoreboard counts no thread busy afterwards but the one reading it.
+Real servers in every process model. The faults are planted by tests/apps/faulty_handlers.py,
+mounted as a WSGIApp: the static handler raises for `fault.txt`, the status handler for a
+`fault` query. Each request gets a 500 whose traceback is in the ErrorLog (MP00007), the same
+process serves the next request, and the scoreboard counts no thread busy afterwards but the
+one reading it.
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ from server import Server, wait_for
 
 pytestmark = pytest.mark.slow
 
-HUGE = "9" * 5000  # past sys.get_int_max_str_digits(): int() raises ValueError
 FAULTS = {
-    "static": f"GET /file.txt HTTP/1.1\r\nHost: localhost\r\nRange: bytes={HUGE}-\r\n\r\n",
-    "server-status": f"GET /server-status?refresh={HUGE} HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    "static": "GET /fault.txt HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    "server-status": "GET /server-status?fault HTTP/1.1\r\nHost: localhost\r\n\r\n",
 }
 # One process with two threads (one for prefork): the next request must find the same pid.
 MODES = {
@@ -33,6 +32,7 @@ MODES = {
 }
 CONFIG = """\
 WSGIApp /pid testapp:info
+WSGIApp /faults faulty_handlers:application
 <Location /server-status>
     SetHandler server-status
 </Location>
@@ -63,7 +63,7 @@ def _busy_workers(port: int) -> int:
 def test_a_failing_handler_is_a_logged_500_and_the_worker_lives_on(tmp_path, mode):
     args, pool = MODES[mode]
     with Server(tmp_path, CONFIG + pool, args=args) as server:
-        (tmp_path / "htdocs" / "file.txt").write_text("some text\n")
+        (tmp_path / "htdocs" / "fault.txt").write_text("some text\n")
         status, body, _ = _ask(server.port, "GET /pid HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert status == 200
         pid = body.split()[0]
@@ -78,5 +78,6 @@ def test_a_failing_handler_is_a_logged_500_and_the_worker_lives_on(tmp_path, mod
         log = server.log_text()
     for handler in FAULTS:
         assert re.search(rf"\[core:error\] .*MP00007: handler '{handler}' failed for", log), log
-    assert log.count("ValueError: Exceeds the limit (4300 digits)") == 2
+    assert log.count("RuntimeError: a static handler bug on purpose") == 1
+    assert log.count("RuntimeError: a status handler bug on purpose") == 1
     assert log.count("Traceback (most recent call last):") == 2

@@ -199,6 +199,9 @@ def test_if_none_match_and_if_modified_since(site):
         ("bytes=5-1", 6, None),
         ("items=0-1", 6, None),
         ("bytes=" + ",".join(f"{i}-{i}" for i in range(0, 402, 2)), 1000, None),
+        ("bytes=\u00b2-", 6, None),  # str.isdigit() says yes, int() says no
+        ("bytes=" + "9" * 5000 + "-", 6, None),  # past int()'s 4,300 digits
+        ("bytes=0-" + "9" * 30, 6, None),
     ],
 )
 def test_parse_ranges(header, size, expected):

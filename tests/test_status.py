@@ -133,6 +133,8 @@ def test_show_time_and_byte_formats_match_mod_status():
         ("refresh=0", (False, False, 10)),
         ("refresh=3x&auto", (True, False, 3)),
         ("x=notable", (False, True, None)),
+        ("refresh=" + "9" * 5000, (False, False, int("9" * 18))),  # atol's range
+        ("refresh=\u00b2", (False, False, 10)),
     ],
 )
 def test_query_options_match_as_substrings(query, expected):

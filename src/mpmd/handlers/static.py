@@ -205,6 +205,11 @@ def _etag_in(header: str, etag: str, *, weak: bool) -> bool:
     return False
 
 
+def _is_offset(text: str) -> bool:
+    """Empty, or ASCII digits that fit an off_t (int() would take `²` or 5,000 digits)."""
+    return not text or (text.isascii() and text.isdigit() and len(text) <= 18)
+
+
 def parse_ranges(header: str, size: int) -> list[tuple[int, int]] | None:
     """Byte ranges (first, last inclusive), merged as Apache does.
 
@@ -223,8 +228,8 @@ def parse_ranges(header: str, size: int) -> list[tuple[int, int]] | None:
         if not dash:
             return None
         first_text, last_text = first_text.strip(), last_text.strip()
-        if (first_text and not first_text.isdigit()) or (last_text and not last_text.isdigit()):
-            return None
+        if not (_is_offset(first_text) and _is_offset(last_text)):
+            return None  # not ASCII digits, or past any file size (Apache's strtoff fails)
         if not first_text:
             if not last_text:
                 return None

@@ -136,9 +136,9 @@ def parse_query(query: str) -> tuple[bool, bool, int | None]:
             sign = -1 if digits.startswith("-") else 1
             digits = digits.lstrip("+-")
             end = 0
-            while end < len(digits) and digits[end].isdigit():
+            while end < len(digits) and "0" <= digits[end] <= "9":
                 end += 1
-            seconds = sign * int(digits[:end] or 0)
+            seconds = sign * int(digits[:end][:18] or 0)  # atol's range, not 5,000 digits
         refresh = seconds if seconds >= 1 else DEFAULT_REFRESH
     return "auto" in query, "notable" in query, refresh
 
