@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
@@ -144,3 +145,14 @@ class Server:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def call(server: Server, method: str, path: str, body=None, headers=None, **kw):
+    """One request on its own connection: (status, headers as a dict, body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers=headers or {}, **kw)
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read()
+    finally:
+        conn.close()

@@ -10,13 +10,12 @@ headers, and `Require host` grants or refuses by the client's double-reverse nam
 
 from __future__ import annotations
 
-import http.client
 import json
 
 import pytest
 
 from mpmd.handlers.router import ReverseDns
-from server import Server, wait_for
+from server import Server, call, wait_for
 from test_e2e_http import Wire
 
 SCRIPT = """\
@@ -58,16 +57,6 @@ def site(request, tmp_path_factory):
         yield server
     finally:
         server.stop()
-
-
-def call(server: Server, method: str, path: str, body=None, headers=None, **kw):
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-    try:
-        conn.request(method, path, body=body, headers=headers or {}, **kw)
-        resp = conn.getresponse()
-        return resp.status, dict(resp.getheaders()), resp.read()
-    finally:
-        conn.close()
 
 
 def is_app(body: bytes) -> bool:

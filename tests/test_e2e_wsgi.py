@@ -10,13 +10,12 @@ ErrorLog and never in the response, and the worker serves the next request.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import os
 
 import pytest
 
-from server import APPS, Server
+from server import APPS, Server, call
 from test_e2e_http import Wire
 
 FILE_BYTES = (APPS / "e2eapp.py").read_bytes()  # /file serves the app's own source
@@ -42,16 +41,6 @@ def server(request, tmp_path_factory):
         srv.stop()
     log = srv.log_text()
     assert "AssertionError" not in log and "WSGIWarning" not in log, log
-
-
-def call(server: Server, method: str, path: str, body=None, headers=None, **kw):
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-    try:
-        conn.request(method, path, body=body, headers=headers or {}, **kw)
-        resp = conn.getresponse()
-        return resp.status, dict(resp.getheaders()), resp.read()
-    finally:
-        conn.close()
 
 
 def no_validator_errors(server: Server) -> None:
