@@ -21,7 +21,15 @@ from mpmd.http.exchange import ConnectionInfo, Exchange
 from mpmd.http.protocol import HttpProtocol
 from mpmd.http.request import Request
 from mpmd.http.response import CONTINUE_100, build_head, error_body
-from mpmd.http.timeouts import HEADERS, REQUEST_LINE, ReadDeadline
+from mpmd.http.timeouts import (
+    BODY,
+    HEADERS,
+    ReadDeadline,
+    first_byte_wait,
+    read_timeout,
+    read_wait,
+    start_stage,
+)
 from mpmd.mpm.context import ChildContext
 from mpmd.mpm.scoreboard import CLOSING, KEEPALIVE
 
@@ -85,12 +93,10 @@ class Connection:
         deadline = self.body_deadline
         now = time.monotonic()
         if deadline is None:
-            deadline = self.body_deadline = ReadDeadline(settings.body_read_timeout)
-            deadline.start(now)
-        remaining = deadline.remaining(now)
-        if remaining == 0.0:
+            deadline = self.body_deadline = start_stage(settings, BODY, now)
+        timeout = read_wait(settings, deadline, now)
+        if timeout == 0.0:
             raise TimeoutError("request body read timeout")
-        timeout = settings.timeout if remaining is None else min(remaining, settings.timeout)
         if self.blocking:
             data = self._recv_within(timeout)
         else:
@@ -172,50 +178,56 @@ class Connection:
         """Block until a request head is complete, under KeepAliveTimeout and RequestReadTimeout."""
         protocol = self.protocol
         settings = self.ctx.settings
-        stage = settings.header_read_timeout
-        # The first byte of a follow-up request is awaited under KeepAliveTimeout.
-        wait = settings.timeout if first else settings.keep_alive_timeout
-        if first and stage.timeout:
-            wait = min(wait, stage.timeout)
         try:
-            data = self._recv_within(wait)
+            data = self._recv_within(first_byte_wait(settings, first))
         except TimeoutError:
             return False
         if not data:
             return False
-        deadline = ReadDeadline(stage)
-        deadline.start(time.monotonic())
+        deadline = start_stage(settings, HEADERS, time.monotonic())
         while True:
             protocol.feed(data)
             if protocol.buffered():
                 return True
             now = time.monotonic()
             deadline.on_bytes(len(data), now)
-            remaining = deadline.remaining(now)
-            if remaining == 0.0:
-                return self._header_timeout(first)
+            wait = read_wait(settings, deadline, now)
+            if wait == 0.0:
+                self.read_timed_out(protocol.read_stage())
+                return False
             try:
-                data = self._recv_within(
-                    settings.timeout if remaining is None else min(remaining, settings.timeout)
-                )
+                data = self._recv_within(wait)
             except TimeoutError:
-                return self._header_timeout(first)
+                self.read_timed_out(protocol.read_stage())
+                return False
             if not data:
                 protocol.feed(b"")
                 return protocol.buffered()
 
-    def _header_timeout(self, first: bool) -> bool:
-        """Apache: partial headers get 408; a request line not yet complete closes without a
-        response, logged as `"-" 408 -` when it is the connection's first (reference 8.1)."""
-        stage = self.protocol.read_stage()
-        if stage == HEADERS:
-            self.ctx.error_log.log(
-                "info", "Request header read timeout", module="reqtimeout", ah="AH01382"
-            )
-            self._send_error(HttpError(408, "AH01382: Request header read timeout"))
-        elif first and stage == REQUEST_LINE:
-            self.log_refused(HttpError(408, "AH01382: Request header read timeout"))
-        return False
+    def read_timed_out(self, stage: str, request_line: str | None = None) -> None:
+        """RequestReadTimeout expired in `stage`: the 408 or the logged close that
+        timeouts.read_timeout() names (reference 8.1, 8.2); the caller closes."""
+        error, answer = read_timeout(stage, self.info.requests == 0, request_line)
+        if error is None:
+            return
+        if answer:
+            self.ctx.error_log.log("info", error.log_message, module="reqtimeout")
+            self._send_error(error)
+        else:
+            self.log_refused(error)
+
+    def next_request(self) -> Request | None:
+        """The next parsed request, or None. The one place that decides what a refusal does:
+        one that keeps the connection (417 to a request without a body) is answered here and
+        the next request taken; any other is raised, for the caller to answer and close."""
+        protocol = self.protocol
+        while True:
+            try:
+                return protocol.next_request()
+            except HttpError as error:
+                if not error.keep_alive:
+                    raise
+                self._send_error(error, keep_alive=True)
 
     def serve_buffered(self, first: Request | None = None) -> bool:
         """Serve every complete request already buffered; False when the connection must close.
@@ -230,11 +242,9 @@ class Connection:
         pending = first
         while True:
             try:
-                request = pending or protocol.next_request()
+                request = pending or self.next_request()
             except HttpError as error:
-                self._send_error(error, keep_alive=error.keep_alive)
-                if error.keep_alive:  # 417 to a request without a body: carry on
-                    continue
+                self._send_error(error)
                 return False
             if request is None:
                 return True
