@@ -230,7 +230,7 @@ class EventLoop:
         except OSError:
             sock.close()
             return
-        conn.worker = self._inline_record
+        conn.session.worker = self._inline_record
         self._conns[conn.fd] = conn
         conn.kind = READING  # the header clock starts with the first bytes (_read_head)
         self._reading.set(conn, now + first_byte_wait(self._settings, first_request=True))
@@ -286,9 +286,9 @@ class EventLoop:
         """Take the next parsed request: read its body here first, or hand it over now; with
         none parsed, wait for the next one. A refusal closes (reference 8.1)."""
         try:
-            request = conn.next_request()
+            request = conn.session.next_request()
         except HttpError as error:
-            conn._send_error(error)
+            conn.session.send_error(error)
             self._close_after_error(conn, now)
             return
         if request is None:
@@ -331,9 +331,9 @@ class EventLoop:
         """mod_reqtimeout: a 408, or a (logged) close, then the short lingering close."""
         request = conn.request  # a body timeout: its head is known, as for %r in a thread
         if request is not None:
-            conn.read_timed_out(BODY, request.request_line)
+            conn.session.read_timed_out(BODY, request.request_line)
         else:
-            conn.read_timed_out(conn.protocol.read_stage())
+            conn.session.read_timed_out(conn.protocol.read_stage())
         self._close_after_error(conn, now)
 
     def _close_after_error(self, conn: EventConnection, now: float) -> None:
@@ -357,8 +357,8 @@ class EventLoop:
             self._pool.submit(conn, request)
             return
         keep = run_request(conn, request)  # threads=0: the loop serves it
-        if conn.worker is not None:
-            conn.worker.set_state(READY)
+        if conn.session.worker is not None:
+            conn.session.worker.set_state(READY)
         self._take_back(conn, keep, time.monotonic())
 
     def _take_back(self, conn: EventConnection, keep: bool, now: float) -> None:

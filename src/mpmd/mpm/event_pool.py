@@ -25,11 +25,11 @@ from mpmd.mpm.scoreboard import READY
 def run_request(conn: EventConnection, request: Request | None) -> bool:
     """Serve `request` and whatever follows it already buffered; True to keep the connection."""
     try:
-        return conn.serve_buffered(request)
+        return conn.session.serve_buffered(request)
     except OSError:
         return False
     except Exception:  # never leak the connection or the thread's busy count
-        conn.log_failure()
+        conn.session.log_failure()
         return False
 
 
@@ -96,9 +96,9 @@ class WorkerPool:
             if item is None:
                 return
             conn, request = item
-            conn.worker = record
+            conn.session.worker = record
             keep = run_request(conn, request)
-            conn.worker = None
+            conn.session.worker = None
             if record is not None:
                 record.set_state(READY)  # back to `_`: the pool counts this thread idle again
             returned.append((conn, keep))

@@ -36,9 +36,6 @@ class TimeoutQueue:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def __contains__(self, conn: Hashable) -> bool:
-        return conn in self._entries
-
     def add(self, conn: Hashable, now: float) -> None:
         """Append `conn`, expiring at now + timeout; one already queued moves to the tail."""
         entries = self._entries
@@ -96,9 +93,6 @@ class DeadlineQueue:
     def __len__(self) -> int:
         return len(self._live)
 
-    def __contains__(self, conn: Hashable) -> bool:
-        return conn in self._live
-
     def set(self, conn: Hashable, deadline: float) -> None:
         """Queue `conn` until `deadline`, or move its deadline there."""
         live = self._live.get(conn)
@@ -110,10 +104,6 @@ class DeadlineQueue:
         heapq.heappush(self._heap, (deadline, seq, conn))
         if len(self._heap) > 2 * len(self._live) + COMPACT_SLACK:
             self._compact()
-
-    def deadline(self, conn: Hashable) -> float | None:
-        live = self._live.get(conn)
-        return None if live is None else live[0]
 
     def remove(self, conn: Hashable) -> None:
         """Take `conn` out; its heap entry goes stale. No-op if it is not queued."""
