@@ -117,6 +117,7 @@ class EventLoop:
             SHORT_LINGER: self._short_linger_q,
         }
         self._next_publish = 0.0
+        self._due = 0.0  # the earliest queue expiry, as of the last poll
         self.acceptor = Acceptor(
             self,
             listeners,
@@ -455,11 +456,17 @@ class EventLoop:
     # -- timeouts --------------------------------------------------------------------------------
 
     def _poll_timeout(self, now: float) -> float:
+        """Until the earliest expiry (kept in _due for _maintain), a probe, or MAX_POLL_SECONDS."""
         first = now + MAX_POLL_SECONDS
         for queue in self._queue_of.values():
             expiry = queue.next_expiry()
             if expiry is not None and expiry < first:
                 first = expiry
+        if self.stopping:
+            expiry = self._linger_q.next_expiry()
+            if expiry is not None and expiry - self._linger_cut() < first:
+                first = expiry - self._linger_cut()
+        self._due = first
         acceptor = self.acceptor
         if acceptor.full_with_keep_alive() and acceptor.next_probe < first:
             first = acceptor.next_probe
@@ -473,15 +480,27 @@ class EventLoop:
         is answered (with close) rather than lost to the race. `mpmd -X` (no StopSignal) has
         no next generation to send its clients to and closes them at once."""
         expired = False
+        keep_alive = self._keep_alive_q
+        dying = self.stopping and self.ctx.stop is None
+        kill = bool(keep_alive) and (self.acceptor.busy or dying)
+        if now >= self._due or kill:  # else nothing is due: the queues are not walked
+            expired = self._expire(now, kill)
+        self.acceptor.maintain(now)
+        if expired or now >= self._next_publish:
+            self._publish_counts(now)
+
+    def _linger_cut(self) -> float:
+        """While stopping, a normal lingering close is cut to the short one."""
+        return LINGER_SECONDS - SHORT_LINGER_SECONDS if self.stopping else 0.0
+
+    def _expire(self, now: float, kill: bool) -> bool:
+        """Expire each queue from its head (all keep-alive with `kill`); True if any did."""
+        expired = False
         for conn in self._reading.expire(now):
             expired = True
             self._read_timeout(conn, now)
         keep_alive = self._keep_alive_q
-        dying = self.stopping and self.ctx.stop is None
-        if keep_alive and (self.acceptor.busy or dying):
-            ending = keep_alive.pop_oldest(len(keep_alive))
-        else:
-            ending = keep_alive.expire(now)
+        ending = keep_alive.pop_oldest(len(keep_alive)) if kill else keep_alive.expire(now)
         for conn in ending:
             expired = True
             self._on_readable(conn, now)  # a request that arrived meanwhile is served
@@ -490,15 +509,14 @@ class EventLoop:
         for conn in self._write_q.expire(now):
             expired = True
             self._linger(conn, short=True)
-        # While stopping, a normal lingering close is cut to the short one.
-        cut = LINGER_SECONDS - SHORT_LINGER_SECONDS if self.stopping else 0.0
-        for queue, limit in ((self._linger_q, now + cut), (self._short_linger_q, now)):
+        for queue, limit in (
+            (self._linger_q, now + self._linger_cut()),
+            (self._short_linger_q, now),
+        ):
             for conn in queue.expire(limit):
                 expired = True
                 self._close(conn)
-        self.acceptor.maintain(now)
-        if expired or now >= self._next_publish:
-            self._publish_counts(now)
+        return expired
 
     def _publish_counts(self, now: float) -> None:
         """The process record's async counters mod_status prints (Apache: at queue upkeep)."""
