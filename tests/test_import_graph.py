@@ -93,3 +93,13 @@ def test_the_entry_point_is_a_leaf_and_the_parent_names_no_mpm() -> None:
         "mpmd.logs.error",
         "mpmd.mpm.scoreboard",
     }
+
+
+def test_the_event_loop_cannot_reach_the_blocking_connection() -> None:
+    """Issue 10: EventConnection composes a Session instead of inheriting the blocking
+    Connection, whose sendall the loop could otherwise reach."""
+    graph = import_graph()
+    event_modules = [name for name in graph if name.startswith("mpmd.mpm.event")]
+    assert "mpmd.mpm.event_connection" in event_modules
+    for name in event_modules:
+        assert "mpmd.mpm.connection" not in graph[name], name

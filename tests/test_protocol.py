@@ -3,7 +3,7 @@
 A case file starts with one `# {json}` line (the expected outcome), followed by the bytes
 to send written with Python escapes (`\\r\\n`, `\\x00`); the file's own newlines are ignored.
 Expected outcome: `events` in order, each `{"request": "<request line>", "keep_alive": b, ...}`
-(optional `body`, `body_error`, `headers`, `content_length`, `expect_continue`, `head_size`)
+(optional `client_keep_alive` (the client's own wish, whatever the server allows), `body`, `body_error`, `headers`, `content_length`, `expect_continue`, `head_size`)
 or `{"error": status, "keep_alive": b}`; `open`: the connection may carry another request at
 the end; optional `settings` (HttpSettings overrides), `continue_sent` (100s sent),
 `read_body` (false: leave bodies unread, finish_request must skip them).
@@ -76,6 +76,7 @@ def run_stream(chunks: list[bytes], settings: HttpSettings, read_body: bool = Tr
         event = {
             "request": request.request_line,
             "keep_alive": request.keep_alive,
+            "client_keep_alive": request.client_keep_alive,
             "headers": [list(pair) for pair in request.headers],
             "content_length": request.content_length,
             "expect_continue": request.expect_continue,

@@ -416,11 +416,12 @@ class HttpProtocol:
                 request_line=line,
             )
 
-        keep_alive = self._keep_alive_allowed and (
-            not self._max_keep_alive or self.requests_started < self._max_keep_alive
+        client_keep_alive = http11 if connection is None else client_keeps_alive(connection, http11)
+        keep_alive = (
+            client_keep_alive
+            and self._keep_alive_allowed
+            and (not self._max_keep_alive or self.requests_started < self._max_keep_alive)
         )
-        if keep_alive:
-            keep_alive = http11 if connection is None else client_keeps_alive(connection, http11)
         self.requests_started += 1
         has_body = chunked or bool(content_length)
         if has_body == self._message_done and not upgraded:
@@ -451,6 +452,7 @@ class HttpProtocol:
             headers,
             body,
             keep_alive=keep_alive,
+            client_keep_alive=client_keep_alive,
             content_length=content_length,
             expect_continue=expect_continue,
             head_size=len(head),

@@ -26,6 +26,7 @@ class Request:
 
     __slots__ = (
         "body",
+        "client_keep_alive",
         "content_length",
         "expect_continue",
         "head_size",
@@ -47,6 +48,7 @@ class Request:
         body: RequestBody,
         *,
         keep_alive: bool,
+        client_keep_alive: bool = False,
         content_length: int | None = None,
         expect_continue: bool = False,
         head_size: int = 0,
@@ -59,9 +61,9 @@ class Request:
         self.version = version  # "HTTP/1.1"
         self.headers = headers
         self.body = body
-        self.keep_alive = (
-            keep_alive  # the client's wish and the server's policy, before the response
-        )
+        self.keep_alive = keep_alive  # the client's wish and the server's policy
+        # The client's wish alone (Connection header, version): False when it closes itself.
+        self.client_keep_alive = client_keep_alive
         self.content_length = content_length  # None for chunked or no body
         self.expect_continue = expect_continue
         self.head_size = head_size  # bytes of request line + headers (for %I)

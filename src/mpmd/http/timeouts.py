@@ -1,15 +1,18 @@
-"""Read deadlines for RequestReadTimeout (mod_reqtimeout) and the read stages they apply to.
+"""How long a read may wait: RequestReadTimeout (mod_reqtimeout), Timeout and KeepAliveTimeout.
 
-Owns the arithmetic only: every function takes `now` from the caller (time.monotonic() in the
-I/O layer), so nothing here reads a clock, sleeps or touches a socket. The I/O layer asks the
-protocol which stage it is in (`HttpProtocol.read_stage()`), picks the timeout for it
-(KeepAliveTimeout while idle between requests, a ReadDeadline otherwise) and turns expiry
-into the outcome `expiry_status()` names: 408, or a silent close.
+The one policy both I/O paths follow, the blocking MPMs' threads and the event loop alike:
+`first_byte_wait()` says how long to wait for a request's first byte, `start_stage()` starts
+a stage's clock, `read_wait()` bounds each read by it and by Timeout, and `read_timeout()`
+names what an expiry produces (a 408, a logged close or a silent one). The I/O layer asks the protocol which stage it is in
+(`HttpProtocol.read_stage()`) and carries the outcome out. Owns the arithmetic only: every
+function takes `now` from the caller, so nothing here reads a clock, sleeps or touches a
+socket.
 """
 
 from __future__ import annotations
 
-from mpmd.config.model import ReadTimeoutStage
+from mpmd.config.model import HttpSettings, ReadTimeoutStage
+from mpmd.http.errors import HttpError
 
 # What the connection is waiting for when it reads from the socket.
 IDLE = "idle"  # nothing of the next request yet: KeepAliveTimeout (or, first request, header)
@@ -27,6 +30,50 @@ def expiry_status(stage: str) -> int | None:
     if stage in (HEADERS, BODY):
         return 408
     return None
+
+
+def read_timeout(
+    stage: str, first_request: bool, request_line: str | None = None
+) -> tuple[HttpError | None, bool]:
+    """What a read timeout in `stage` produces: (the error to log, whether it is answered).
+
+    A 408 for partial headers or a partial body (answered, with AH01382 in the ErrorLog); a
+    partial first request line is closed without a response but logged as `"-" 408 -`
+    (reference 8.1); anything else is a silent close, (None, False)."""
+    if expiry_status(stage) == 408:
+        what = "body" if stage == BODY else "header"
+        return HttpError(
+            408, f"AH01382: Request {what} read timeout", request_line=request_line
+        ), True
+    if stage == REQUEST_LINE and first_request:
+        return HttpError(408, "AH01382: Request header read timeout"), False
+    return None, False
+
+
+def first_byte_wait(settings: HttpSettings, first_request: bool) -> float:
+    """How long to wait for the first byte of a request: KeepAliveTimeout between requests;
+    for the connection's first, the header stage's timeout (as behind TCP_DEFER_ACCEPT, its
+    clock starts only with that byte), never more than Timeout."""
+    if not first_request:
+        return settings.keep_alive_timeout
+    header = settings.header_read_timeout.timeout
+    return min(header, settings.timeout) if header else settings.timeout
+
+
+def start_stage(settings: HttpSettings, stage: str, now: float) -> ReadDeadline:
+    """The clock of the header stage (REQUEST_LINE, HEADERS) or of BODY, started at `now`."""
+    deadline = ReadDeadline(
+        settings.body_read_timeout if stage == BODY else settings.header_read_timeout
+    )
+    deadline.start(now)
+    return deadline
+
+
+def read_wait(settings: HttpSettings, deadline: ReadDeadline | None, now: float) -> float:
+    """How long the next read may wait: Timeout, or less when the stage's deadline is nearer
+    (0.0 once it passed)."""
+    remaining = None if deadline is None else deadline.remaining(now)
+    return settings.timeout if remaining is None else min(remaining, settings.timeout)
 
 
 class ReadDeadline:

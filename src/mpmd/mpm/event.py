@@ -9,12 +9,13 @@ loop finishes it (write completion). A slow or silent client therefore never hol
 RequestReadTimeout and Timeout still bound it, enforced by the loop.
 
 Every client socket is registered once, EPOLLONESHOT: an event disarms it, so a connection a
-thread owns cannot wake the loop, and handing it back is one epoll_ctl(MOD). A thread returns
-a keep-alive connection itself (under `_lock`); other returns go through a queue and a wake-up
-pipe. Only the loop closes sockets. Each timeout class has its own queue: FIFOs for keep-alive,
-write completion and the two lingering closes (one timeout per queue, so expiry is O(1) from
-the head), and a heap for connections being read, whose RequestReadTimeout deadlines move
-with MinRate. Stale entries are skipped by a per-connection stamp.
+thread owns cannot wake the loop. Threads never touch the loop's state: they hand every
+connection back through the pool (event_pool.py), and the loop re-arms or closes it. Only
+the loop closes sockets. A parked connection sits in the timeout queue of its state
+(timeout_queue.py, Apache's `struct timeout_queue`): keep-alive, write completion and the two
+lingering closes, one timeout each, plus the deadlines of connections being read; their
+lengths are the counts mod_status shows and the connection limit uses. When the child
+accepts, and how it makes room when full, is the acceptor's (event_accept.py).
 
 With `threads=0` the loop serves requests itself (`mpmd -X`: one process, one thread) and every
 connection carries worker record 0. Requests refused while the loop reads them are logged
@@ -23,24 +24,20 @@ connection carries worker record 0. Requests refused while the loop reads them a
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import os
 import resource
 import select
 import socket
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from queue import SimpleQueue
 
 from mpmd.http.errors import HttpError
 from mpmd.http.request import Request
 from mpmd.http.response import CONTINUE_100
-from mpmd.http.timeouts import BODY, IDLE, REQUEST_LINE, ReadDeadline, expiry_status
+from mpmd.http.timeouts import BODY, HEADERS, IDLE, first_byte_wait, read_wait, start_stage
 from mpmd.mpm.child import load_context
 from mpmd.mpm.context import ChildContext
+from mpmd.mpm.event_accept import Acceptor
 from mpmd.mpm.event_connection import (
     CLOSED,
     IN_THREAD,
@@ -51,24 +48,15 @@ from mpmd.mpm.event_connection import (
     WRITE_COMPLETION,
     EventConnection,
 )
-from mpmd.mpm.event_limit import connections_above_limit, connections_over_limit, worker_factor
+from mpmd.mpm.event_pool import WorkerPool, run_request
 from mpmd.mpm.scoreboard import READY
+from mpmd.mpm.timeout_queue import DeadlineQueue, TimeoutQueue
 
-ACCEPT_BATCH = 16  # connections accepted per listener wake-up (the limit is checked for each)
 READ_SIZE = 65536
 BODY_BUFFER_LIMIT = 64 * 1024  # body bytes the loop buffers before handing a request over
 LINGER_SECONDS = 30.0  # MAX_SECS_TO_LINGER: normal lingering close
 SHORT_LINGER_SECONDS = 2.0  # SECONDS_TO_LINGER: after a timeout or error, or while stopping
-_COMPACT_SLACK = 1024  # stale queue entries tolerated before a queue is compacted
-MAX_POLL_SECONDS = 1.0  # threads park keep-alive connections without waking the loop
-# "All workers busy" must last this long: under the GIL a thread that has sent its response
-# may wait milliseconds before it counts itself idle, and bursts shorter than that are not
-# the overload Apache's rule (close idle keep-alive connections) is for.
-BUSY_GRACE_SECONDS = 0.1
-# A full child looks this long after it stopped accepting (and as often while full) for
-# clients left waiting in the backlog, which it then takes by closing idle keep-alive
-# connections; the delay leaves them first to the children that still accept.
-REUSE_PROBE_SECONDS = 0.1
+MAX_POLL_SECONDS = 1.0  # the parent's liveness and the published counts are checked this often
 
 
 _ARM_READ = select.EPOLLIN | select.EPOLLONESHOT
@@ -105,90 +93,88 @@ class EventLoop:
     ) -> None:
         self.ctx = ctx
         settings = ctx.settings
-        self.listeners = {sock.fileno(): sock for sock in listeners}
-        for sock in listeners:
-            sock.setblocking(False)
-        self.threads = threads
         self.worker_record = worker_record  # thread index -> its scoreboard record
         self._inline_record = None  # threads=0: record 0, lent to every connection
         self.process_record = process_record  # the scoreboard's counters for mod_status
-        self.factor = worker_factor(ctx.config.mpm.async_request_worker_factor)
-        self.max_connections = max_connections  # MaxConnectionsPerChild, 0 = unlimited
         self.open_files = raise_open_files_limit()
-        self.accepted = 0
         self.stopping = False
-        self.accepting = False
-        self._timeout = settings.timeout
-        self._keep_alive_timeout = settings.keep_alive_timeout
-        self._header_stage = settings.header_read_timeout
-        self._body_stage = settings.body_read_timeout
-        self._first_wait = settings.header_read_timeout.timeout or settings.timeout
-        self._epoll = select.epoll()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._settings = settings
+        self.epoll = select.epoll()
         self._stop_fd = wake_fd  # readable once the parent asked this child to stop
         self._parent = os.getppid()
         self._conns: dict[int, EventConnection] = {}
-        self._work: SimpleQueue[tuple[EventConnection, Request] | None] = SimpleQueue()
-        self._returned: SimpleQueue[tuple[EventConnection, bool]] = SimpleQueue()
-        self._pool: list[threading.Thread] = []
-        # Thread hand-backs are counted under _lock; the loop's own counters are loop-only.
-        self._lock = threading.Lock()
-        self._dispatched = 0  # loop: requests handed to threads
-        self._finished = 0  # threads, under _lock: hand-backs
-        self._ka_in = 0  # under _lock: parked keep-alive
-        self._ka_out = 0  # loop: left the keep-alive queue
-        self._writing = 0  # loop: in write completion
-        self._lingering = 0  # loop: in a lingering close
-        self._busy = False  # Apache's workers_were_busy, reset every loop iteration
-        self._saturated_since: float | None = None  # every thread has had a request since
-        self._seq = itertools.count()
-        self._reading: list[tuple[float, int, int, EventConnection]] = []  # heap
-        self._keep_alive_q: deque[tuple[float, int, EventConnection]] = deque()
-        self._write_q: deque[tuple[float, int, EventConnection]] = deque()
-        self._linger_q: deque[tuple[float, int, EventConnection]] = deque()
-        self._short_linger_q: deque[tuple[float, int, EventConnection]] = deque()
+        self._pool = WorkerPool(threads, worker_record) if threads else None
+        self._reading = DeadlineQueue()
+        self._keep_alive_q = TimeoutQueue(settings.keep_alive_timeout)
+        self._write_q = TimeoutQueue(settings.timeout)  # Timeout per write progress
+        self._linger_q = TimeoutQueue(LINGER_SECONDS)
+        self._short_linger_q = TimeoutQueue(SHORT_LINGER_SECONDS)
+        self._queue_of = {
+            READING: self._reading,
+            KEEP_ALIVE: self._keep_alive_q,
+            WRITE_COMPLETION: self._write_q,
+            LINGER: self._linger_q,
+            SHORT_LINGER: self._short_linger_q,
+        }
         self._next_publish = 0.0
-        self._next_probe = 0.0  # full: when to look for clients waiting in the backlog
+        self._due = 0.0  # the earliest queue expiry, as of the last poll
+        self.acceptor = Acceptor(
+            self,
+            listeners,
+            threads=threads,
+            factor=ctx.config.mpm.async_request_worker_factor,
+            max_connections=max_connections,
+            process_record=process_record,
+        )
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     def run(self, should_stop: Callable[[], bool] = lambda: False) -> None:
-        if not self.threads and self.worker_record is not None:
+        pool = self._pool
+        if pool is None and self.worker_record is not None:
             self._inline_record = self.worker_record(0)
-        for index in range(self.threads):
-            thread = threading.Thread(target=self._worker_main, args=(index,), daemon=True)
-            thread.start()
-            self._pool.append(thread)
-        epoll = self._epoll
-        epoll.register(self._wake_r, select.EPOLLIN)
+        epoll = self.epoll
+        wake_fd = -1
+        if pool is not None:
+            pool.start()
+            wake_fd = pool.wake_fd
+            epoll.register(wake_fd, select.EPOLLIN)
         if self._stop_fd is not None:
             epoll.register(self._stop_fd, select.EPOLLIN)
-        self._set_accepting(True)
+        acceptor = self.acceptor
+        acceptor.set_accepting(True, time.monotonic())
         conns = self._conns
-        listeners = self.listeners
+        listeners = acceptor.listeners
         now = time.monotonic()
         try:
             while not (self.stopping and not conns):
                 if should_stop():
                     self.begin_graceful_stop()
-                events = epoll.poll(self._poll_timeout(now))
+                timeout = self._poll_timeout(now)
+                if pool is not None:
+                    pool.sleeping = True  # a thread handing back from now on wakes us
+                    if pool.returned:
+                        timeout = 0.0
+                events = epoll.poll(timeout)
                 now = time.monotonic()
-                self._busy = False
+                acceptor.busy = False
+                if pool is not None:
+                    pool.sleeping = False
+                    for conn, keep in pool.take_returned():
+                        self._take_back(conn, keep, now)
                 ready_listeners = None
                 for fd, _ in events:
                     conn = conns.get(fd)
                     if conn is not None:
                         kind = conn.kind
-                        if kind in (READING, KEEP_ALIVE):
+                        if kind in (KEEP_ALIVE, READING):
                             self._on_readable(conn, now)
                         elif kind == WRITE_COMPLETION:
                             self._on_writable(conn, now)
                         elif kind in (LINGER, SHORT_LINGER):
                             self._on_linger(conn)
-                    elif fd == self._wake_r:
-                        self._drain_returned(now)
+                    elif fd == wake_fd:
+                        pool.clear_wake()  # type: ignore[union-attr]
                     elif fd in listeners:
                         ready_listeners = ready_listeners or []
                         ready_listeners.append(listeners[fd])
@@ -196,14 +182,15 @@ class EventLoop:
                         epoll.unregister(fd)
                         self._stop_fd = None
                         self.begin_graceful_stop()
-                if self.threads:
-                    self._busy = self._workers_busy(now)
+                if pool is not None:
+                    acceptor.update_busy(now)
                 if ready_listeners:
                     for sock in ready_listeners:
-                        self._on_listener(sock, now)
+                        acceptor.on_listener(sock, now)
                 self._maintain(now)
         finally:
-            self._shutdown_pool()
+            if pool is not None:
+                pool.stop()
             epoll.close()
 
     def begin_graceful_stop(self) -> None:
@@ -214,202 +201,120 @@ class EventLoop:
         self.stopping = True
         if self.ctx.stop is not None:  # MaxConnectionsPerChild, orphaned: responses say close
             self.ctx.stop.request()
-        self._set_accepting(False)
+        self.acceptor.set_accepting(False, time.monotonic())
 
-    def _shutdown_pool(self) -> None:
-        for _ in self._pool:
-            self._work.put(None)
-        for thread in self._pool:
-            thread.join(timeout=5)
+    # -- what the acceptor asks (event_accept.py) ----------------------------------------------
 
-    # -- accepting -------------------------------------------------------------------------------
+    def idle_threads(self) -> int:
+        return self._pool.idle if self._pool is not None else 0
 
-    def _idle_threads(self) -> int:
-        return self.threads - (self._dispatched - self._finished)
+    def connection_count(self) -> int:
+        return len(self._conns)
 
-    def _workers_busy(self, now: float) -> bool:
-        """Every thread has a request, and has had one for BUSY_GRACE_SECONDS."""
-        if self._dispatched - self._finished < self.threads:
-            self._saturated_since = None
-            return False
-        if self._saturated_since is None:
-            self._saturated_since = now
-        return now - self._saturated_since >= BUSY_GRACE_SECONDS
+    def lingering(self) -> int:
+        return len(self._linger_q) + len(self._short_linger_q)
 
-    def _above_limit(self) -> bool:
-        """Apache's connections_above_limit(): AsyncRequestWorkerFactor (reference 1.4)."""
-        return connections_above_limit(
-            len(self._conns),
-            self._lingering,
-            self._idle_threads(),
-            self.threads,
-            self.factor,
-            disabled=not self.accepting,
-        )
+    def keep_alive_count(self) -> int:
+        return len(self._keep_alive_q)
 
-    def _on_listener(self, listener: socket.socket, now: float) -> None:
-        if self.stopping:
-            return
-        if self.threads:
-            if self._busy:
-                self._set_accepting(False)
-                return
-            if self._above_limit():
-                self._set_accepting(False)
-                return
-        self._accept(listener, now, reuse=False)
-
-    def _accept(self, listener: socket.socket, now: float, reuse: bool) -> None:
-        """Accept a batch; with `reuse` (the child is full), each new connection closes the
-        oldest idle keep-alive one, and the batch ends when none is left."""
-        for _ in range(ACCEPT_BATCH):
-            if reuse and self._ka_in == self._ka_out:
-                return
-            try:
-                sock, peer = listener.accept()
-            except OSError:  # EAGAIN, or EMFILE and friends: try again on the next wake-up
-                return
-            self._add_connection(sock, peer, now)
-            self.accepted += 1
-            if reuse:
-                self._close_oldest_keep_alive(
-                    connections_over_limit(
-                        len(self._conns),
-                        self._lingering,
-                        self._idle_threads(),
-                        self.threads,
-                        self.factor,
-                    )
-                )
-            if self.max_connections and self.accepted >= self.max_connections:
-                self.begin_graceful_stop()  # MaxConnectionsPerChild counts connections
-                return
-            if self.threads and not reuse and self._above_limit():
-                return
-
-    def _reuse_keep_alive(self, now: float) -> None:
-        """An idle keep-alive connection never keeps a new client waiting (mpmd goes beyond
-        Apache here, as nginx reuses connections): a child that stopped accepting because it
-        is full, with a thread idle and keep-alive connections parked, takes the clients still
-        waiting in the backlog and closes its oldest keep-alive connections to make room."""
-        if now < self._next_probe:
-            return
-        self._next_probe = now + REUSE_PROBE_SECONDS
-        if self._idle_threads() <= 0:
-            return  # every thread busy: the listeners come back, or kill'em all, when it lasts
-        for listener in self.listeners.values():
-            if self.stopping:
-                return
-            self._accept(listener, now, reuse=True)
-
-    def _close_oldest_keep_alive(self, count: int) -> None:
+    def close_oldest_keep_alive(self, count: int) -> None:
         """Lingering close for the `count` connections parked in keep-alive the longest."""
-        if count <= 0:
-            return
-        queue = self._keep_alive_q
-        with self._lock:  # threads append and re-arm under it
-            while queue and count > 0:
-                _, stamp, conn = queue.popleft()
-                if conn.stamp == stamp and conn.kind == KEEP_ALIVE:
-                    self._linger(conn, short=False)
-                    count -= 1
+        if count > 0:
+            for conn in self._keep_alive_q.pop_oldest(count):
+                self._linger(conn, short=False)
 
-    def _add_connection(self, sock: socket.socket, peer, now: float) -> None:
+    def add_connection(self, sock: socket.socket, peer, now: float) -> None:
         try:
-            sock.settimeout(self._timeout)  # O_NONBLOCK for the loop, Timeout for threads
+            sock.settimeout(self._settings.timeout)  # O_NONBLOCK for the loop, Timeout for threads
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = EventConnection(sock, peer, self.ctx)
         except OSError:
             sock.close()
             return
-        conn.worker = self._inline_record
+        conn.session.worker = self._inline_record
         self._conns[conn.fd] = conn
-        # The header clock starts with the first bytes (as behind TCP_DEFER_ACCEPT); until
-        # then the connection waits for the header stage's timeout, or Timeout.
-        self._park_reading(conn, now + self._first_wait)
-        self._epoll.register(conn.fd, _ARM_READ)
+        conn.kind = READING  # the header clock starts with the first bytes (_read_head)
+        self._reading.set(conn, now + first_byte_wait(self._settings, first_request=True))
+        self.epoll.register(conn.fd, _ARM_READ)
 
-    def _set_accepting(self, on: bool) -> None:
-        if on == self.accepting or not self.listeners:
-            return
-        self.accepting = on
-        if not on:
-            self._next_probe = time.monotonic() + REUSE_PROBE_SECONDS
-        for fd in self.listeners:
-            if on:
-                self._epoll.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
-            else:
-                self._epoll.unregister(fd)
-        if self.process_record is not None:
-            self.process_record.not_accepting = 0 if on else 1
-
-    # -- reading ---------------------------------------------------------------------------------
+    # -- reading, by stage: the first bytes, the head, the body ----------------------------------
 
     def _on_readable(self, conn: EventConnection, now: float) -> None:
-        """Read what arrived; hand the request over once its head (and body, bounded) is in."""
+        """Read what arrived and pass it to the stage the connection is in."""
         try:
             data = os.read(conn.fd, READ_SIZE)
         except BlockingIOError:
-            self._epoll.modify(conn.fd, _ARM_READ)
+            self.epoll.modify(conn.fd, _ARM_READ)
             return
         except OSError:
             self._close(conn)
             return
-        if conn.kind == KEEP_ALIVE:  # its queue entry goes stale; the header clock starts
-            self._ka_out += 1
+        if conn.kind == KEEP_ALIVE:  # the next request begins: its header clock starts
+            self._keep_alive_q.remove(conn)
             conn.kind = READING
-            conn.stamp += 1
-        protocol = conn.protocol
+        conn.protocol.feed(data)  # b"" tells it the client closed
         request = conn.request
-        protocol.feed(data)  # b"" tells it the client closed
         if request is None:
-            if not protocol.buffered():
-                if not data:
-                    self._close(conn)  # gone between requests, or mid request line
-                    return
-                reader = conn.reader
-                restart = reader is None
-                if restart:  # the first bytes of a head start the header clock
-                    reader = conn.reader = ReadDeadline(self._header_stage)
-                    reader.start(now)
-                reader.on_bytes(len(data), now)
-                self._wait_read(conn, now, restart)
-                return
-            try:
-                request = protocol.next_request()
-            except HttpError as error:
-                if not error.keep_alive:
-                    self._fail(conn, error, now)
-                    return
-                conn._send_error(error, keep_alive=True)  # 417: the connection carries on
-                conn.reader = None
-                self._dispatch_buffered(conn, now)
-                return
-            if request is None:  # cannot happen: buffered() said a request is waiting
-                self._close(conn)
-                return
-            if not (protocol.body_complete(request) or self._body_enough(request) or not data):
-                if protocol.take_continue(request) and not self._write_small(conn, CONTINUE_100):
-                    self._close(conn)
-                    return
-                conn.request = request
-                reader = conn.reader = ReadDeadline(self._body_stage)
-                reader.start(now)
-                self._wait_read(conn, now, restart=True)
-                return
+            self._read_head(conn, data, now)
         else:
-            if conn.reader is not None:
-                conn.reader.on_bytes(len(data), now)
-            if not (protocol.body_complete(request) or self._body_enough(request) or not data):
-                self._wait_read(conn, now)
-                return
-            conn.request = None
-        conn.reader = None
+            self._read_body(conn, request, len(data), now)
+
+    def _read_head(self, conn: EventConnection, data: bytes, now: float) -> None:
+        """Request line and headers, under the header stage from their first byte."""
+        if conn.protocol.buffered():
+            conn.reader = None
+            self._next_request(conn, now)
+            return
+        if not data:
+            self._close(conn)  # gone between requests, or mid request line
+            return
+        reader = conn.reader
+        if reader is None:
+            reader = conn.reader = start_stage(self._settings, HEADERS, now)
+        reader.on_bytes(len(data), now)
+        self._wait_read(conn, now)
+
+    def _read_body(self, conn: EventConnection, request: Request, count: int, now: float) -> None:
+        """A body the loop buffers, up to BODY_BUFFER_LIMIT, before the request is handed over."""
+        conn.reader.on_bytes(count, now)  # type: ignore[union-attr]
+        if self._body_wanted(conn, request):
+            self._wait_read(conn, now)
+            return
+        conn.request = conn.reader = None
         self._dispatch(conn, request)
 
+    def _next_request(self, conn: EventConnection, now: float) -> None:
+        """Take the next parsed request: read its body here first, or hand it over now; with
+        none parsed, wait for the next one. A refusal closes (reference 8.1)."""
+        try:
+            request = conn.session.next_request()
+        except HttpError as error:
+            conn.session.send_error(error)
+            self._close_after_error(conn, now)
+            return
+        if request is None:
+            self._take_back(conn, True, now)
+        elif self._body_wanted(conn, request):
+            if conn.protocol.take_continue(request) and not self._write_small(conn, CONTINUE_100):
+                self._close(conn)
+                return
+            conn.kind = READING  # after write completion it was between places
+            conn.request = request
+            conn.reader = start_stage(self._settings, BODY, now)
+            self._wait_read(conn, now)
+        else:
+            self._dispatch(conn, request)
+
     @staticmethod
-    def _body_enough(request: Request) -> bool:
-        return request.body.buffered >= BODY_BUFFER_LIMIT
+    def _body_wanted(conn: EventConnection, request: Request) -> bool:
+        """The body is still arriving, the client is there, and the loop has room for it."""
+        body = request.body
+        return not (
+            body.complete
+            or body.error is not None
+            or conn.protocol.eof
+            or body.buffered >= BODY_BUFFER_LIMIT
+        )
 
     def _write_small(self, conn: EventConnection, data: bytes) -> bool:
         """A few bytes from the loop (100 Continue); False if the socket would not take them."""
@@ -418,45 +323,18 @@ class EventLoop:
         except OSError:
             return False
 
-    def _wait_read(self, conn: EventConnection, now: float, restart: bool = False) -> None:
+    def _wait_read(self, conn: EventConnection, now: float) -> None:
         """Wait for more of a head or body: RequestReadTimeout's deadline, and Timeout per read."""
-        deadline = now + self._timeout
-        reader = conn.reader
-        if reader is not None and reader.deadline is not None and reader.deadline < deadline:
-            deadline = reader.deadline
-        if restart or deadline < conn.deadline:
-            self._park_reading(conn, deadline)
-        else:
-            conn.deadline = deadline  # later than its heap entry: re-queued when that expires
-        self._epoll.modify(conn.fd, _ARM_READ)
-
-    def _park_reading(self, conn: EventConnection, deadline: float) -> None:
-        conn.kind = READING
-        conn.stamp += 1
-        conn.deadline = deadline
-        heapq.heappush(self._reading, (deadline, next(self._seq), conn.stamp, conn))
+        self._reading.set(conn, now + read_wait(self._settings, conn.reader, now))
+        self.epoll.modify(conn.fd, _ARM_READ)
 
     def _read_timeout(self, conn: EventConnection, now: float) -> None:
-        """mod_reqtimeout: 408 to partial headers or body, a close without a response otherwise
-        (8.2); a partial first request line is still logged as `"-" 408 -` (8.1)."""
-        stage = BODY if conn.request is not None else conn.protocol.read_stage()
-        if expiry_status(stage) == 408:
-            what = "body" if stage == BODY else "header"
-            self.ctx.error_log.log(
-                "info", f"Request {what} read timeout", module="reqtimeout", ah="AH01382"
-            )
-            request = conn.request  # a body timeout: its head is known, as for %r in a thread
-            line = request.request_line if request is not None else None
-            conn._send_error(
-                HttpError(408, f"AH01382: Request {what} read timeout", request_line=line)
-            )
-        elif stage == REQUEST_LINE and conn.info.requests == 0:
-            conn.log_refused(HttpError(408, "AH01382: Request header read timeout"))
-        self._close_after_error(conn, now)
-
-    def _fail(self, conn: EventConnection, error: HttpError, now: float) -> None:
-        """A request the protocol refused: its error response, then close (reference 8.1)."""
-        conn._send_error(error)
+        """mod_reqtimeout: a 408, or a (logged) close, then the short lingering close."""
+        request = conn.request  # a body timeout: its head is known, as for %r in a thread
+        if request is not None:
+            conn.session.read_timed_out(BODY, request.request_line)
+        else:
+            conn.session.read_timed_out(conn.protocol.read_stage())
         self._close_after_error(conn, now)
 
     def _close_after_error(self, conn: EventConnection, now: float) -> None:
@@ -472,126 +350,44 @@ class EventLoop:
     # -- threads ---------------------------------------------------------------------------------
 
     def _dispatch(self, conn: EventConnection, request: Request) -> None:
+        self._leave(conn)
         conn.kind = IN_THREAD
-        conn.stamp += 1
-        if not self.threads:
-            conn.request = request
-            self._serve(conn)
+        if self._pool is not None:
+            # With no idle thread Apache closes a readable keep-alive connection; here its
+            # request is already read, so it waits for the next thread (see Acceptor.update_busy).
+            self._pool.submit(conn, request)
             return
-        # With no idle thread Apache closes a readable keep-alive connection; here its request
-        # is already read, so it waits for the next thread (see _workers_busy for the rest).
-        self._dispatched += 1
-        self._work.put((conn, request))
-
-    def _serve(self, conn: EventConnection) -> None:
-        """threads=0: serve the request the loop parked on `conn`, then take it back."""
-        request = conn.request
-        conn.request = None
-        keep = self._run_request(conn, request)
-        record = conn.worker
-        if record is not None:
-            record.set_state(READY)
-        self._hand_back(conn, keep, counted=False)
-
-    @staticmethod
-    def _run_request(conn: EventConnection, request: Request | None) -> bool:
-        try:
-            return conn.serve_buffered(request)
-        except OSError:
-            return False
-        except Exception:  # never leak the connection or the thread's busy count
-            conn.log_failure()
-            return False
-
-    def _worker_main(self, index: int) -> None:
-        record = self.worker_record(index) if self.worker_record else None
-        work = self._work
-        run_request = self._run_request
-        hand_back = self._hand_back
-        while True:
-            item = work.get()
-            if item is None:
-                return
-            conn, request = item
-            conn.worker = record
-            keep = run_request(conn, request)
-            conn.worker = None
-            if record is not None:
-                record.set_state(READY)  # back to `_`: the pool counts this thread idle again
-            hand_back(conn, keep)
-
-    def _hand_back(self, conn: EventConnection, keep: bool, counted: bool = True) -> None:
-        """A thread is done with `conn`: park it for keep-alive itself, or return it to the loop.
-
-        Parking is the hot path, so a thread does it without waking the loop: it queues the
-        entry and re-arms the socket under _lock, which the loop holds to close keep-alive
-        connections, so no connection is closed between the two."""
-        if keep and conn.out is None and not self.stopping and conn.protocol.read_stage() == IDLE:
-            with self._lock:
-                if counted:
-                    self._finished += 1
-                self._park_keep_alive(conn)
-            if not self.accepting and self.threads:
-                self._wake()  # the listeners may come back now a thread is idle
-            return
-        if counted:
-            with self._lock:
-                self._finished += 1
-        if self.threads:
-            self._returned.put((conn, keep))
-            self._wake()
-        else:
-            self._take_back(conn, keep, time.monotonic())
-
-    def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"\0")
-        except BlockingIOError:
-            pass  # the pipe is full: the loop is awake anyway
-
-    def _park_keep_alive(self, conn: EventConnection) -> None:
-        """Caller holds _lock."""
-        conn.kind = KEEP_ALIVE
-        conn.stamp += 1
-        self._ka_in += 1
-        self._keep_alive_q.append((time.monotonic() + self._keep_alive_timeout, conn.stamp, conn))
-        self._epoll.modify(conn.fd, _ARM_READ)
-
-    def _drain_returned(self, now: float) -> None:
-        try:
-            os.read(self._wake_r, 4096)
-        except BlockingIOError:
-            pass
-        returned = self._returned
-        while not returned.empty():
-            conn, keep = returned.get()
-            self._take_back(conn, keep, now)
+        keep = run_request(conn, request)  # threads=0: the loop serves it
+        if conn.session.worker is not None:
+            conn.session.worker.set_state(READY)
+        self._take_back(conn, keep, time.monotonic())
 
     def _take_back(self, conn: EventConnection, keep: bool, now: float) -> None:
-        """The loop resumes a connection a thread could not park: write completion, a partial
-        next head, or a close."""
+        """The loop resumes a connection a thread is done with: write completion, keep-alive,
+        a partial next head, or a close."""
+        self._leave(conn)
         if conn.out is not None:
             conn.keep = keep
             self._park_writing(conn, now)
         elif not keep or conn.protocol.eof:  # a keep-alive promise is kept while stopping
             self._linger(conn, short=False)
         elif conn.protocol.read_stage() != IDLE:  # part of a pipelined head is already here
-            conn.reader = ReadDeadline(self._header_stage)
-            conn.reader.start(now)
-            self._wait_read(conn, now, restart=True)
+            conn.kind = READING
+            conn.reader = start_stage(self._settings, HEADERS, now)
+            self._wait_read(conn, now)
         else:
-            with self._lock:
-                self._park_keep_alive(conn)
+            conn.kind = KEEP_ALIVE
+            self._keep_alive_q.add(conn, now)
+            self.epoll.modify(conn.fd, _ARM_READ)
 
     # -- write completion and lingering close ----------------------------------------------------
 
     def _park_writing(self, conn: EventConnection, now: float) -> None:
         if conn.kind != WRITE_COMPLETION:
-            self._writing += 1
-        conn.kind = WRITE_COMPLETION
-        conn.stamp += 1
-        self._write_q.append((now + self._timeout, conn.stamp, conn))  # Timeout per progress
-        self._epoll.modify(conn.fd, _ARM_WRITE)
+            self._leave(conn)
+            conn.kind = WRITE_COMPLETION
+        self._write_q.add(conn, now)  # Timeout per progress
+        self.epoll.modify(conn.fd, _ARM_WRITE)
 
     def _on_writable(self, conn: EventConnection, now: float) -> None:
         try:
@@ -602,33 +398,14 @@ class EventLoop:
         if not done:
             self._park_writing(conn, now)
             return
-        self._writing -= 1
+        self._write_q.remove(conn)
         conn.kind = IN_THREAD  # between places for a moment
         if not conn.keep:
             self._linger(conn, short=conn.after_error)
-        elif conn.protocol.buffered():
-            self._dispatch_buffered(conn, now)
+        elif conn.protocol.buffered():  # it arrived while the response was being written
+            self._next_request(conn, now)
         else:
             self._take_back(conn, True, now)
-
-    def _dispatch_buffered(self, conn: EventConnection, now: float) -> None:
-        """Hand over a request that is already parsed (it arrived while the previous response
-        was being written, or behind a 417), or wait for the next one."""
-        protocol = conn.protocol
-        while True:
-            try:
-                request = protocol.next_request()
-            except HttpError as error:
-                if not error.keep_alive:
-                    self._fail(conn, error, now)
-                    return
-                conn._send_error(error, keep_alive=True)
-                continue
-            if request is None:
-                self._take_back(conn, True, now)
-            else:  # a body still arriving beyond what is buffered is read by the thread
-                self._dispatch(conn, request)
-            return
 
     def _linger(self, conn: EventConnection, short: bool) -> None:
         """Lingering close in the loop: stop sending, drain the client for 30 s (2 s short)."""
@@ -641,15 +418,9 @@ class EventLoop:
         self._leave(conn)
         short = short or self.stopping
         conn.kind = SHORT_LINGER if short else LINGER
-        conn.stamp += 1
-        self._lingering += 1
-        queue, seconds = (
-            (self._short_linger_q, SHORT_LINGER_SECONDS)
-            if short
-            else (self._linger_q, LINGER_SECONDS)
-        )
-        queue.append((time.monotonic() + seconds, conn.stamp, conn))
-        self._epoll.modify(conn.fd, _ARM_READ)
+        queue = self._short_linger_q if short else self._linger_q
+        queue.add(conn, time.monotonic())
+        self.epoll.modify(conn.fd, _ARM_READ)
 
     def _on_linger(self, conn: EventConnection) -> None:
         fd = conn.fd
@@ -657,28 +428,23 @@ class EventLoop:
             while os.read(fd, 32768):
                 pass
         except BlockingIOError:
-            self._epoll.modify(fd, _ARM_READ)
+            self.epoll.modify(fd, _ARM_READ)
             return
         except OSError:
             pass
         self._close(conn)  # the client closed (or failed): done
 
     def _leave(self, conn: EventConnection) -> None:
-        """Take `conn` out of the counters of the place it is leaving."""
-        kind = conn.kind
-        if kind == KEEP_ALIVE:
-            self._ka_out += 1
-        elif kind == WRITE_COMPLETION:
-            self._writing -= 1
-        elif kind in (LINGER, SHORT_LINGER):
-            self._lingering -= 1
+        """Take `conn` out of the queue of the place it is leaving."""
+        queue = self._queue_of.get(conn.kind)
+        if queue is not None:
+            queue.remove(conn)
 
     def _close(self, conn: EventConnection) -> None:
         if conn.kind == CLOSED:
             return
         self._leave(conn)
         conn.kind = CLOSED
-        conn.stamp += 1
         conn.request = None
         self._conns.pop(conn.fd, None)
         conn.discard_output()
@@ -690,23 +456,21 @@ class EventLoop:
     # -- timeouts --------------------------------------------------------------------------------
 
     def _poll_timeout(self, now: float) -> float:
+        """Until the earliest expiry (kept in _due for _maintain), a probe, or MAX_POLL_SECONDS."""
         first = now + MAX_POLL_SECONDS
-        if self._reading and self._reading[0][0] < first:
-            first = self._reading[0][0]
-        for queue in (self._keep_alive_q, self._write_q, self._short_linger_q, self._linger_q):
-            if queue and queue[0][0] < first:
-                first = queue[0][0]
-        if self._full_with_keep_alive() and self._next_probe < first:
-            first = self._next_probe
+        for queue in self._queue_of.values():
+            expiry = queue.next_expiry()
+            if expiry is not None and expiry < first:
+                first = expiry
+        if self.stopping:
+            expiry = self._linger_q.next_expiry()
+            if expiry is not None and expiry - self._linger_cut() < first:
+                first = expiry - self._linger_cut()
+        self._due = first
+        acceptor = self.acceptor
+        if acceptor.full_with_keep_alive() and acceptor.next_probe < first:
+            first = acceptor.next_probe
         return max(0.0, first - now)
-
-    def _full_with_keep_alive(self) -> bool:
-        """Not accepting only because of the connection limit, with keep-alive parked."""
-        return (
-            self.threads > 0
-            and not (self.accepting or self.stopping or self._busy)
-            and self._ka_in != self._ka_out
-        )
 
     def _maintain(self, now: float) -> None:
         """Expire each queue from its head; kill'em all when workers were busy.
@@ -716,78 +480,43 @@ class EventLoop:
         is answered (with close) rather than lost to the race. `mpmd -X` (no StopSignal) has
         no next generation to send its clients to and closes them at once."""
         expired = False
-        reading = self._reading
-        while reading and reading[0][0] <= now:
-            _, _, stamp, conn = heapq.heappop(reading)
-            if conn.stamp != stamp or conn.kind != READING:
-                continue
-            if conn.deadline > now:  # reads moved it: back in at its real deadline
-                heapq.heappush(reading, (conn.deadline, next(self._seq), stamp, conn))
-                continue
-            expired = True
-            self._read_timeout(conn, now)
+        keep_alive = self._keep_alive_q
         dying = self.stopping and self.ctx.stop is None
-        kill = (self._busy or dying) and self._ka_in != self._ka_out
-        queue = self._keep_alive_q
-        if queue and (kill or queue[0][0] <= now):
-            ending = []
-            with self._lock:  # threads append and re-arm under it
-                while queue and (kill or queue[0][0] <= now):
-                    _, stamp, conn = queue.popleft()
-                    if conn.stamp == stamp and conn.kind == KEEP_ALIVE:
-                        ending.append(conn)
-            for conn in ending:
-                expired = True
-                self._on_readable(conn, now)  # a request that arrived meanwhile is served
-                if conn.kind == KEEP_ALIVE:  # nothing had arrived: close
-                    self._linger(conn, short=False)
-        self._compact_queues()
-        # While stopping, a normal lingering close is cut to the short one.
-        cut = LINGER_SECONDS - SHORT_LINGER_SECONDS if self.stopping else 0.0
-        for queue, limit in (
-            (self._write_q, now),
-            (self._linger_q, now + cut),
-            (self._short_linger_q, now),
-        ):
-            while queue and queue[0][0] <= limit:
-                _, stamp, conn = queue.popleft()
-                if conn.stamp != stamp:
-                    continue
-                expired = True
-                if conn.kind == WRITE_COMPLETION:
-                    self._linger(conn, short=True)
-                else:
-                    self._close(conn)
-        idle_again = not (self.stopping or self.accepting or self._busy)
-        if self.threads and idle_again and not self._above_limit():
-            self._set_accepting(True)
-        if self._full_with_keep_alive():
-            self._reuse_keep_alive(now)
+        kill = bool(keep_alive) and (self.acceptor.busy or dying)
+        if now >= self._due or kill:  # else nothing is due: the queues are not walked
+            expired = self._expire(now, kill)
+        self.acceptor.maintain(now)
         if expired or now >= self._next_publish:
             self._publish_counts(now)
 
-    def _compact_queues(self) -> None:
-        """Drop stale entries (connections that moved or closed) once they outnumber the live
-        ones: every re-park appends, so without this a FIFO holds every closed connection of
-        the last 30 s (about 2 KiB each) and every keep-alive request of the last
-        KeepAliveTimeout. Amortised O(1) per append."""
-        for queue, live, lock in (
-            (self._keep_alive_q, self._ka_in - self._ka_out, self._lock),
-            (self._write_q, self._writing, None),
-            (self._linger_q, self._lingering, None),
-            (self._short_linger_q, self._lingering, None),
+    def _linger_cut(self) -> float:
+        """While stopping, a normal lingering close is cut to the short one."""
+        return LINGER_SECONDS - SHORT_LINGER_SECONDS if self.stopping else 0.0
+
+    def _expire(self, now: float, kill: bool) -> bool:
+        """Expire each queue from its head (all keep-alive with `kill`); True if any did."""
+        expired = False
+        for conn in self._reading.expire(now):
+            expired = True
+            self._read_timeout(conn, now)
+        keep_alive = self._keep_alive_q
+        ending = keep_alive.pop_oldest(len(keep_alive)) if kill else keep_alive.expire(now)
+        for conn in ending:
+            expired = True
+            self._on_readable(conn, now)  # a request that arrived meanwhile is served
+            if conn.kind == KEEP_ALIVE:  # nothing had arrived: close
+                self._linger(conn, short=False)
+        for conn in self._write_q.expire(now):
+            expired = True
+            self._linger(conn, short=True)
+        for queue, limit in (
+            (self._linger_q, now + self._linger_cut()),
+            (self._short_linger_q, now),
         ):
-            if len(queue) <= 2 * live + _COMPACT_SLACK:
-                continue
-            if lock is not None:
-                with lock:
-                    _keep_current(queue)
-            else:
-                _keep_current(queue)
-        reading = self._reading
-        if len(reading) > 2 * len(self._conns) + _COMPACT_SLACK:
-            reading[:] = [e for e in reading if e[-1].stamp == e[-2] and e[-1].kind == READING]
-            heapq.heapify(reading)
+            for conn in queue.expire(limit):
+                expired = True
+                self._close(conn)
+        return expired
 
     def _publish_counts(self, now: float) -> None:
         """The process record's async counters mod_status prints (Apache: at queue upkeep)."""
@@ -797,7 +526,7 @@ class EventLoop:
         record = self.process_record
         if record is not None:
             record.set_connection_counts(
-                len(self._conns), self._writing, self._ka_in - self._ka_out, self._lingering
+                len(self._conns), len(self._write_q), len(self._keep_alive_q), self.lingering()
             )
 
 
@@ -822,10 +551,3 @@ def _ready_record(spec, index: int):
     record.reset_for_new_child(os.getpid(), spec.generation)
     record.set_state(READY)
     return record
-
-
-def _keep_current(queue: deque) -> None:
-    """Keep only the entries whose connection is still in the place the entry records."""
-    current = [entry for entry in queue if entry[-1].stamp == entry[-2]]
-    queue.clear()
-    queue.extend(current)

@@ -1,12 +1,15 @@
 """A client connection as the event MPM's loop keeps it: writes that never wait, plus its place.
 
+The session's transport in the event MPM (session.py serves the requests): it composes a
+Session rather than extending the blocking Connection, so the loop can reach no blocking
+write: only a thread's send(), sendfile() and send_continue() ever wait for the client.
 Owns the connection's unsent output. `send()` and `sendfile()` write what the socket takes
 now and queue the rest (bytes, or a duplicated file descriptor and a range); the event loop
 finishes the queue when the socket becomes writable (write completion), so a slow reader
 holds no thread. A thread streaming more than WRITE_BUFFER_LIMIT waits for the client (under
 Timeout) instead of buffering without bound; error responses, which the loop writes too, are
 only queued, never waited for. The fields the loop uses to place the connection
-(kind, stamp, deadline) live here too, so an idle connection is one object. Never touches
+(kind, reader, request) live here too, so an idle connection is one object. Never touches
 the loop's queues or the epoll set.
 """
 
@@ -18,9 +21,10 @@ import socket
 from collections import deque
 
 from mpmd.http.request import Request
+from mpmd.http.response import CONTINUE_100
 from mpmd.http.timeouts import ReadDeadline
-from mpmd.mpm.connection import Connection
 from mpmd.mpm.context import ChildContext
+from mpmd.mpm.session import Session
 
 WRITE_BUFFER_LIMIT = 256 * 1024  # queued response bytes before a writing thread waits
 
@@ -40,8 +44,8 @@ class _FileSlice:
         self.count = count
 
 
-class EventConnection(Connection):
-    """A Connection as the event loop keeps it: where it is, its deadline, unsent output.
+class EventConnection:
+    """A client socket as the event loop keeps it: where it is, its session, unsent output.
 
     Its socket is in timeout mode (non-blocking at the OS level, Timeout for the blocking
     reads a thread makes through the protocol); send() and sendfile() write what the socket
@@ -50,23 +54,26 @@ class EventConnection(Connection):
 
     __slots__ = (
         "after_error",
-        "deadline",
+        "ctx",
         "fd",
         "keep",
         "kind",
         "out",
         "out_bytes",
+        "protocol",
         "reader",
         "request",
-        "stamp",
+        "session",
+        "sock",
     )
 
     def __init__(self, sock: socket.socket, peer, ctx: ChildContext) -> None:
-        super().__init__(sock, peer, ctx)
+        self.sock = sock
+        self.ctx = ctx
         self.fd = sock.fileno()
+        self.session = Session(self, sock, peer, ctx)
+        self.protocol = self.session.protocol
         self.kind = READING
-        self.stamp = 0  # bumped whenever it changes place: older queue entries are stale
-        self.deadline = 0.0
         self.reader: ReadDeadline | None = None  # RequestReadTimeout stage being read
         self.request: Request | None = None  # parsed in the loop, body still arriving
         self.keep = True  # after write completion: keep alive, or close
@@ -170,11 +177,16 @@ class EventConnection(Connection):
             self.out = None
             self.out_bytes = 0
 
-    def _send_continue(self) -> None:
-        # A thread's body read only (HttpProtocol._pull): the loop writes its 100 Continue
-        # with one non-blocking write (EventLoop._write_small).
-        self.flush_blocking()  # never ahead of a previous response still queued
-        super()._send_continue()
+    def recv_within(self, seconds: float) -> bytes:
+        """A thread's body read (the session's recv): waits at most `seconds`."""
+        self.sock.settimeout(seconds)
+        return self.sock.recv(65536)
+
+    def send_continue(self) -> None:
+        """A thread's body read only (HttpProtocol._pull): the loop writes its 100 Continue
+        with one non-blocking write (EventLoop._write_small)."""
+        self.queue(CONTINUE_100)  # never ahead of a previous response still queued
+        self.flush_blocking()
 
     def write_error(self, data: bytes) -> None:
         """Queued behind what is still unsent and left to write completion: the loop answers

@@ -1,0 +1,167 @@
+"""The event child's listening sockets: when it accepts, how much, and making room when full.
+
+Owns the listeners' place in the poll set, Apache's "accepting: no" (the process record's
+not_accepting), workers_were_busy, MaxConnectionsPerChild's count, and mpmd's reuse of idle
+keep-alive connections for clients left waiting in the backlog of a full child. The rule
+itself is arithmetic in event_limit.py; the connections, their queues and the threads are
+the loop's (event.py), which this module asks for counts and hands each accepted socket to.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from mpmd.mpm.event_limit import connections_above_limit, connections_over_limit, worker_factor
+
+if TYPE_CHECKING:
+    from mpmd.mpm.event import EventLoop
+
+ACCEPT_BATCH = 16  # connections accepted per listener wake-up (the limit is checked for each)
+# "All workers busy" must last this long: under the GIL a thread that has sent its response
+# may wait milliseconds before it counts itself idle, and bursts shorter than that are not
+# the overload Apache's rule (close idle keep-alive connections) is for.
+BUSY_GRACE_SECONDS = 0.1
+# A full child looks this long after it stopped accepting (and as often while full) for
+# clients left waiting in the backlog, which it then takes by closing idle keep-alive
+# connections; the delay leaves them first to the children that still accept.
+REUSE_PROBE_SECONDS = 0.1
+
+
+class Acceptor:
+    """Accepts for one loop within AsyncRequestWorkerFactor and MaxConnectionsPerChild."""
+
+    def __init__(
+        self,
+        loop: EventLoop,
+        listeners: Sequence[socket.socket],
+        *,
+        threads: int,
+        factor: float,
+        max_connections: int,
+        process_record,
+    ) -> None:
+        self.loop = loop
+        self.listeners = {sock.fileno(): sock for sock in listeners}
+        for sock in listeners:
+            sock.setblocking(False)
+        self.threads = threads
+        self.factor = worker_factor(factor)
+        self.max_connections = max_connections  # MaxConnectionsPerChild, 0 = unlimited
+        self.process_record = process_record
+        self.accepted = 0
+        self.accepting = False
+        self.busy = False  # Apache's workers_were_busy, set once per loop iteration
+        self._saturated_since: float | None = None  # every thread has had a request since
+        self.next_probe = 0.0  # full: when to look for clients waiting in the backlog
+
+    def set_accepting(self, on: bool, now: float) -> None:
+        """Put the listeners in the poll set or take them out ("accepting: no")."""
+        if on == self.accepting or not self.listeners:
+            return
+        self.accepting = on
+        if not on:
+            self.next_probe = now + REUSE_PROBE_SECONDS
+        epoll = self.loop.epoll
+        for fd in self.listeners:
+            if on:
+                epoll.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+            else:
+                epoll.unregister(fd)
+        if self.process_record is not None:
+            self.process_record.not_accepting = 0 if on else 1
+
+    def update_busy(self, now: float) -> None:
+        """workers_were_busy: every thread has a request, and has had one for the grace."""
+        if self.loop.idle_threads() > 0:
+            self._saturated_since = None
+            self.busy = False
+            return
+        if self._saturated_since is None:
+            self._saturated_since = now
+        self.busy = now - self._saturated_since >= BUSY_GRACE_SECONDS
+
+    def above_limit(self) -> bool:
+        """Apache's connections_above_limit(): AsyncRequestWorkerFactor (reference 1.4)."""
+        loop = self.loop
+        return connections_above_limit(
+            loop.connection_count(),
+            loop.lingering(),
+            loop.idle_threads(),
+            self.threads,
+            self.factor,
+            disabled=not self.accepting,
+        )
+
+    def on_listener(self, listener: socket.socket, now: float) -> None:
+        if self.loop.stopping:
+            return
+        if self.threads and (self.busy or self.above_limit()):
+            self.set_accepting(False, now)
+            return
+        self._accept(listener, now, reuse=False)
+
+    def maintain(self, now: float) -> None:
+        """Once per loop iteration: accept again once under the limit, or make room when full."""
+        loop = self.loop
+        if not self.threads or self.accepting or loop.stopping or self.busy:
+            return
+        if not self.above_limit():
+            self.set_accepting(True, now)
+        elif self.full_with_keep_alive():
+            self._reuse_keep_alive(now)
+
+    def full_with_keep_alive(self) -> bool:
+        """Not accepting only because of the connection limit, with keep-alive parked."""
+        loop = self.loop
+        return (
+            self.threads > 0
+            and not (self.accepting or loop.stopping or self.busy)
+            and loop.keep_alive_count() > 0
+        )
+
+    def _accept(self, listener: socket.socket, now: float, reuse: bool) -> None:
+        """Accept a batch; with `reuse` (the child is full), each new connection closes the
+        oldest idle keep-alive one, and the batch ends when none is left."""
+        loop = self.loop
+        for _ in range(ACCEPT_BATCH):
+            if reuse and not loop.keep_alive_count():
+                return
+            try:
+                sock, peer = listener.accept()
+            except OSError:  # EAGAIN, or EMFILE and friends: try again on the next wake-up
+                return
+            loop.add_connection(sock, peer, now)
+            self.accepted += 1
+            if reuse:
+                loop.close_oldest_keep_alive(
+                    connections_over_limit(
+                        loop.connection_count(),
+                        loop.lingering(),
+                        loop.idle_threads(),
+                        self.threads,
+                        self.factor,
+                    )
+                )
+            if self.max_connections and self.accepted >= self.max_connections:
+                loop.begin_graceful_stop()  # MaxConnectionsPerChild counts connections
+                return
+            if self.threads and not reuse and self.above_limit():
+                return
+
+    def _reuse_keep_alive(self, now: float) -> None:
+        """An idle keep-alive connection never keeps a new client waiting (mpmd goes beyond
+        Apache here, as nginx reuses connections): a child that stopped accepting because it
+        is full, with a thread idle and keep-alive connections parked, takes the clients still
+        waiting in the backlog and closes its oldest keep-alive connections to make room."""
+        if now < self.next_probe:
+            return
+        self.next_probe = now + REUSE_PROBE_SECONDS
+        if self.loop.idle_threads() <= 0:
+            return  # every thread busy: the listeners come back, or kill'em all, when it lasts
+        for listener in self.listeners.values():
+            if self.loop.stopping:
+                return
+            self._accept(listener, now, reuse=True)

@@ -1,0 +1,277 @@
+"""One connection's HTTP session: its protocol engine, and serving the requests it carries.
+
+Every MPM serves requests through this module: it takes each request from the protocol (the
+one place that decides what a refusal does), routes it, runs the handler, logs it (access
+log, scoreboard) and answers errors and read timeouts. It owns no socket: it writes through
+the transport that owns it, the blocking Connection of prefork and worker (connection.py)
+or the event loop's EventConnection (event_connection.py), whose writes never wait in the
+loop. This module never accepts, never forks and never decides how long a socket waits.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Protocol
+
+from mpmd.http.body import EMPTY_BODY
+from mpmd.http.errors import HttpError
+from mpmd.http.exchange import ConnectionInfo, Exchange
+from mpmd.http.protocol import HttpProtocol
+from mpmd.http.request import Request
+from mpmd.http.response import build_head, error_body
+from mpmd.http.timeouts import BODY, ReadDeadline, read_timeout, read_wait, start_stage
+from mpmd.mpm.context import ChildContext
+
+# What a handler raises when the client went away or stalled (a send timeout under
+# SO_SNDTIMEO is EAGAIN): no fault of the handler's, nothing to log.
+_CLIENT_GONE = (ConnectionError, TimeoutError, BlockingIOError)
+
+
+class Transport(Protocol):
+    """What a session needs from the connection that owns the socket."""
+
+    def send(self, data: bytes) -> None: ...
+
+    def sendfile(self, fd: int, offset: int, count: int) -> None: ...
+
+    def write_error(self, data: bytes) -> None:
+        """An error response: never waits longer than Timeout (in the event loop, not at all)."""
+
+    def recv_within(self, seconds: float) -> bytes:
+        """One read waiting at most `seconds`; raises TimeoutError."""
+
+    def send_continue(self) -> None: ...
+
+
+class Session:
+    """The requests of one connection; owned by exactly one thread or loop at a time."""
+
+    __slots__ = ("body_deadline", "client_done", "ctx", "info", "protocol", "transport", "worker")
+
+    def __init__(
+        self, transport: Transport, sock: socket.socket, peer, ctx: ChildContext, worker=None
+    ) -> None:
+        self.transport = transport
+        self.ctx = ctx
+        self.worker = worker  # the serving thread's scoreboard WorkerRecord, or None
+        local = sock.getsockname()
+        self.info = ConnectionInfo(
+            peer[0] if peer else "",
+            peer[1] if peer else 0,
+            local[0],
+            local[1],
+            multithread=ctx.multithread,
+            multiprocess=ctx.multiprocess,
+        )
+        self.protocol = HttpProtocol(ctx.settings, self.recv, transport.send_continue)
+        self.body_deadline: ReadDeadline | None = None  # the current request's body stage
+        self.client_done = False  # the client said it sends nothing more (Connection.close)
+
+    def recv(self) -> bytes:
+        """A blocking body read bounded by Timeout and RequestReadTimeout's body stage.
+
+        The body clock starts at the request's first body read from the socket (as
+        mod_reqtimeout's body stage does); TimeoutError becomes the protocol's 408."""
+        settings = self.ctx.settings
+        deadline = self.body_deadline
+        now = time.monotonic()
+        if deadline is None:
+            deadline = self.body_deadline = start_stage(settings, BODY, now)
+        timeout = read_wait(settings, deadline, now)
+        if timeout == 0.0:
+            raise TimeoutError("request body read timeout")
+        data = self.transport.recv_within(timeout)
+        deadline.on_bytes(len(data), time.monotonic())
+        return data
+
+    def read_timed_out(self, stage: str, request_line: str | None = None) -> None:
+        """RequestReadTimeout expired in `stage`: the 408 or the logged close that
+        timeouts.read_timeout() names (reference 8.1, 8.2); the caller closes."""
+        error, answer = read_timeout(stage, self.info.requests == 0, request_line)
+        if error is None:
+            return
+        if answer:
+            self.ctx.error_log.log("info", error.log_message, module="reqtimeout")
+            self.send_error(error)
+        else:
+            self.log_refused(error)
+
+    def next_request(self) -> Request | None:
+        """The next parsed request, or None. The one place that decides what a refusal does:
+        one that keeps the connection (417 to a request without a body) is answered here and
+        the next request taken; any other is raised, for the caller to answer and close."""
+        protocol = self.protocol
+        while True:
+            try:
+                return protocol.next_request()
+            except HttpError as error:
+                if not error.keep_alive:
+                    raise
+                self.send_error(error, keep_alive=True)
+
+    def serve_buffered(self, first: Request | None = None) -> bool:
+        """Serve every complete request already buffered; False when the connection must close.
+
+        `first`: a request the caller already took from the protocol (the event loop parses
+        heads, and reads bodies up to a bound, before it hands a connection to a thread)."""
+        protocol = self.protocol
+        ctx = self.ctx
+        router = ctx.router
+        info = self.info
+        worker = self.worker
+        transport = self.transport
+        pending = first
+        while True:
+            try:
+                request = pending or self.next_request()
+            except HttpError as error:
+                self.send_error(error)
+                return False
+            if request is None:
+                return True
+            pending = None
+            vhost = router.select_vhost(request.header("host"), info.server_port)
+            exchange = Exchange(
+                request, info, vhost, transport.send, transport.sendfile, self._last_one
+            )
+            if worker is not None:
+                worker.request_start(
+                    request.request_line,
+                    info.client_addr,
+                    vhost.server_name,
+                    request.version,
+                    time.time_ns() // 1000,
+                )
+            self.body_deadline = None
+            keep_alive = self._run(exchange)
+            end = time.time()
+            for log in ctx.logs_for(vhost):
+                log.log(exchange, end)
+            if worker is not None:
+                worker.request_end(
+                    exchange.bytes_out,
+                    (time.perf_counter_ns() - exchange.start_ns) // 1000,
+                    int(end * 1_000_000),
+                )
+            info.requests += 1
+            if not keep_alive:
+                self.client_done = request.body.complete and not request.client_keep_alive
+                return False
+            try:
+                if not protocol.finish_request(request):
+                    return False
+            except HttpError:
+                return False
+
+    def _last_one(self) -> bool:
+        """Asked as a response head is built: the child is stopping and no further request was
+        read from this client, so this response ends the connection and says close (Apache's
+        ap_set_keepalive asks is_mpm_running()). A request already read is still answered."""
+        return self.ctx.stopping and not self.protocol.buffered()
+
+    def _run(self, exchange: Exchange) -> bool:
+        """Run the handler and end the response; True if the connection may stay open."""
+        try:
+            self.ctx.router.handle(exchange)
+            exchange.finish()
+        except HttpError as error:
+            if not exchange.head_sent:
+                exchange.keep_alive = False
+                exchange.status = error.status
+                self.send_error(error, exchange)
+            return False
+        except _CLIENT_GONE:
+            exchange.aborted = True
+            return False
+        except Exception:
+            self._handler_failed(exchange)
+            return False
+        return exchange.keep_alive
+
+    def _handler_failed(self, exchange: Exchange) -> None:
+        """A bug in a handler (static, status, metrics...): a logged 500, or a cut response if
+        its head went out; the connection closes and the worker carries on."""
+        info = self.info
+        self.ctx.error_log.exception(
+            f"MP00007: handler {exchange.notes.get('handler', '-')!r} failed for "
+            f'"{exchange.request.request_line}"',
+            client=f"{info.client_addr}:{info.client_port}",
+            module="core",
+        )
+        exchange.keep_alive = False
+        if exchange.head_sent:
+            exchange.aborted = True
+        else:
+            exchange.status = 500
+            self.send_error(HttpError(500), exchange)
+
+    def send_error(
+        self, error: HttpError, exchange: Exchange | None = None, *, keep_alive: bool = False
+    ) -> None:
+        """Answer a protocol error; Connection: close unless the error keeps the stream (417).
+
+        Without `exchange` the request was refused while it was read: it is logged here."""
+        from http import HTTPStatus
+
+        body = error_body(error.status)
+        head = build_head(
+            "HTTP/1.1",
+            f"{error.status} {HTTPStatus(error.status).phrase}",
+            [("Content-Type", "text/html; charset=iso-8859-1")],
+            content_length=len(body),
+            chunked=False,
+            keep_alive=keep_alive,
+        )
+        self.transport.write_error(head + body)
+        if exchange is None:
+            self.log_refused(error, len(body))
+        else:
+            exchange.bytes_out = len(body)
+
+    def log_refused(self, error: HttpError, bytes_out: int = 0) -> None:
+        """Apache logs a request it refused while reading it (400, 408, 413, 414, 417...): one
+        access-log line in the vhost of the port, `%r` as far as it was parsed, and one access
+        on the scoreboard. `bytes_out`: the error document sent (0 when none was)."""
+        ctx = self.ctx
+        info = self.info
+        vhost = ctx.router.select_vhost(None, info.server_port)
+        exchange = Exchange(
+            _refused_request(error.request_line),
+            info,
+            vhost,
+            self.transport.send,
+            self.transport.sendfile,
+        )
+        exchange.status = error.status
+        exchange.keep_alive = False
+        exchange.bytes_out = bytes_out
+        end = time.time()
+        for log in ctx.logs_for(vhost):
+            log.log(exchange, end)
+        worker = self.worker
+        if worker is not None:
+            worker.request_end(
+                bytes_out,
+                (time.perf_counter_ns() - exchange.start_ns) // 1000,
+                int(end * 1_000_000),
+            )
+
+    def log_failure(self) -> None:
+        """A bug outside any handler (they are caught in _run) while serving this connection:
+        logged with its traceback; the connection closes, the thread or process carries on."""
+        info = self.info
+        self.ctx.error_log.exception(
+            "MP00008: serving a connection failed; it is closed",
+            client=f"{info.client_addr}:{info.client_port}",
+            module="core",
+        )
+
+
+def _refused_request(request_line: str | None) -> Request:
+    """The request as far as it was read; no method when its line never parsed (`%r` is -)."""
+    method = target = version = ""
+    if request_line:
+        method, _, rest = request_line.partition(" ")
+        target, _, version = rest.partition(" ")
+    return Request(method, target, version, [], EMPTY_BODY, keep_alive=False)
