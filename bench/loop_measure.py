@@ -1,8 +1,9 @@
 """Measure the loop prototypes (bench/loop_prototypes.py) and three references with wrk.
 
-Per server: start it pinned `taskset -c 1` in its own process group, wait for a 200, warm up
-(2 s), then `--runs` runs of `wrk -t1 -c50 -dDs` pinned `taskset -c 0` (bench/wrk.py), keep-alive
-GET of the hello world. Around each run the utime+stime of every process in the server's tree
+Every server is started at once, pinned `taskset -c 1`, each in its own process group, and
+warmed up (2 s of wrk); then rounds take one run of each in turn: `--runs` rounds of `wrk -t1
+-c50 -dDs` pinned `taskset -c 0` (bench/wrk.py), keep-alive GET of the hello world, so load
+from elsewhere that comes and goes hits every server alike. Around each run the utime+stime of every process in the server's tree
 is read from /proc/PID/stat; CPU per request = its growth / requests wrk completed. That figure
 holds when other work shares the machine (req/s does not), so a server whose req/s spread
 exceeds --spread gets more runs, up to --max-runs. Prints a Markdown table; --json keeps the
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -154,47 +156,69 @@ def tree_cpu_seconds(pids: list[int]) -> float:
     return ticks / _CLK_TCK
 
 
-def measure(key: str, name: str, args: argparse.Namespace, workdir: Path) -> Result:
+@dataclass
+class Running:
+    result: Result
+    url: str
+    proc: subprocess.Popen
+    pids: list[int]
+
+    def needs_run(self, args: argparse.Namespace) -> bool:
+        runs = len(self.result.runs)
+        return runs < args.runs or (self.result.spread() > args.spread and runs < args.max_runs)
+
+    def run_once(self, args: argparse.Namespace) -> None:
+        before = tree_cpu_seconds(self.pids)
+        wrk, _, _ = run_wrk(self.url, args.connections, args.duration)
+        after = tree_cpu_seconds(self.pids)
+        run = Run(wrk.requests_per_sec, wrk.requests, after - before, wrk.socket_errors)
+        self.result.runs.append(run)
+        print(
+            f"  {self.result.name}: {run.requests_per_sec:9.0f} req/s  "
+            f"{run.cpu_us_per_request:6.1f} us CPU/req  errors {run.socket_errors}  "
+            f"load {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
+
+
+def start(key: str, name: str, workdir: Path, stack: ExitStack) -> Running | Result:
+    """Start one server (stopped when `stack` closes) and warm it up; a Result if it failed."""
     port = free_port()
     cmd, url = command(key, name, port, workdir)
     result = Result(key, name, cmd)
     log_path = workdir / f"{name}.log"
-    with open(log_path, "w") as log:
+    with open(log_path, "w") as log:  # the server keeps its own copy of the descriptor
         proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
-        try:
-            deadline = time.monotonic() + 30
-            while not answers(url):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    result.error = "did not start: " + log_path.read_text()[-500:]
-                    return result
-                time.sleep(0.2)
-            run_wrk(url, args.connections, 2)  # warm-up
-            _runs(result, url, descendants(proc.pid, process_table()), args)
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-    return result
+    stack.callback(stop, proc)
+    deadline = time.monotonic() + 30
+    while not answers(url):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            result.error = "did not start: " + log_path.read_text()[-500:]
+            return result
+        time.sleep(0.2)
+    run_wrk(url, 50, 2)  # warm-up
+    return Running(result, url, proc, descendants(proc.pid, process_table()))
 
 
-def _runs(result: Result, url: str, pids: list[int], args: argparse.Namespace) -> None:
-    """--runs wrk runs, and more (up to --max-runs) while req/s spreads over --spread."""
-    while len(result.runs) < args.runs or (
-        result.spread() > args.spread and len(result.runs) < args.max_runs
-    ):
-        before = tree_cpu_seconds(pids)
-        wrk, _, _ = run_wrk(url, args.connections, args.duration)
-        after = tree_cpu_seconds(pids)
-        run = Run(wrk.requests_per_sec, wrk.requests, after - before, wrk.socket_errors)
-        result.runs.append(run)
-        print(
-            f"  {result.name}: {run.requests_per_sec:9.0f} req/s  "
-            f"{run.cpu_us_per_request:6.1f} us CPU/req  errors {run.socket_errors}",
-            flush=True,
-        )
+def stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def measure(servers: dict[str, str], args: argparse.Namespace, workdir: Path) -> list[Result]:
+    """Every server runs at once (idle ones cost nothing); rounds take one wrk run of each in
+    turn, so load from elsewhere that comes and goes hits every server alike."""
+    with ExitStack() as stack:
+        started = [start(key, name, workdir, stack) for key, name in servers.items()]
+        running = [s for s in started if isinstance(s, Running)]
+        while todo := [s for s in running if s.needs_run(args)]:
+            for server in todo:
+                server.run_once(args)
+    return [s.result if isinstance(s, Running) else s for s in started]
 
 
 def table(results: list[Result]) -> str:
@@ -226,11 +250,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--json", type=Path, help="write the raw runs here")
     args = parser.parse_args()
-    results = []
+    servers = {key: everything[key] for key in args.variants.split(",")}
     with tempfile.TemporaryDirectory(prefix="loop-proto-") as tmp:
-        for key in args.variants.split(","):
-            print(f"{key} {everything[key]}", flush=True)
-            results.append(measure(key, everything[key], args, Path(tmp)))
+        results = measure(servers, args, Path(tmp))
     print(table(results))
     if args.json:
         data = [

@@ -14,8 +14,9 @@ the same in either design. Figures and the decision: docs/architecture.md.
     python -m bench.loop_measure [--variants a,b,r2] [--runs 3]   # measure them (see there)
 
 Variants: a epoll-inline, b epoll-threads, c asyncio-inline, d uvloop-inline, e1/e2
-asyncio-/uvloop-executor, f1 epoll-tls-inline, f2/f3 asyncio-/uvloop-tls-inline. uvloop and
-trustme (TLS) come from pip; they are not project dependencies.
+asyncio-/uvloop-executor (run_in_executor), e3/e4 asyncio-/uvloop-queue (a lean hand-off),
+f1 epoll-tls-inline, f2/f3 asyncio-/uvloop-tls-inline. uvloop and trustme (TLS) come from
+pip; they are not project dependencies.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import select
 import socket
 import ssl
 import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from queue import SimpleQueue
@@ -350,16 +352,17 @@ class InlineProtocol(asyncio.Protocol):
 
 # -- (e): asyncio with the WSGI call handed to a thread pool ----------------------------------
 
+HandOff = Callable[["ThreadedProtocol", Request], None]
 
-class ExecutorProtocol(asyncio.Protocol):
-    """The loop parses and writes; `run_in_executor` runs the app, and its result comes back
-    through call_soon_threadsafe (a wake-up per request). Reading pauses while a request is
-    out and more are queued, so pipelining stays bounded."""
 
-    def __init__(self, respond: Responder, pool: ThreadPoolExecutor) -> None:
+class ThreadedProtocol(asyncio.Protocol):
+    """The loop parses and writes; `hand_off` runs the app in a thread and calls finished()
+    back in the loop. Reading pauses while a request is out and more are queued, so
+    pipelining stays bounded."""
+
+    def __init__(self, hand_off: HandOff) -> None:
         self.protocol = HttpProtocol(SETTINGS)
-        self.respond = respond
-        self.pool = pool
+        self.hand_off = hand_off
         self.transport: asyncio.Transport | None = None
         self.pending: Request | None = None
         self.busy: Request | None = None
@@ -401,15 +404,13 @@ class ExecutorProtocol(asyncio.Protocol):
             return
         self.pending = None
         self.busy = request
-        future = asyncio.get_running_loop().run_in_executor(self.pool, self.respond, request)
-        future.add_done_callback(self._done)
+        self.hand_off(self, request)
 
-    def _done(self, future: asyncio.Future) -> None:
+    def finished(self, out: bytes | None) -> None:
+        """In the loop: the thread's response (None: the app failed)."""
         request, self.busy = self.busy, None
         transport = self.transport
-        try:
-            out = future.result()
-        except Exception:
+        if out is None:
             out, keep = error_response(HttpError(500)), False
         else:
             keep = self.protocol.finish_request(request)  # type: ignore[arg-type]
@@ -423,6 +424,61 @@ class ExecutorProtocol(asyncio.Protocol):
         self._next()
 
 
+def executor_hand_off(respond: Responder, threads: int) -> HandOff:
+    """(e1, e2) `loop.run_in_executor`: a future per request, each result wakes the loop."""
+    pool = ThreadPoolExecutor(max_workers=threads)
+
+    def hand_off(proto: ThreadedProtocol, request: Request) -> None:
+        future = asyncio.get_running_loop().run_in_executor(pool, respond, request)
+        future.add_done_callback(
+            lambda done: proto.finished(None if done.exception() else done.result())
+        )
+
+    return hand_off
+
+
+class QueueHandOff:
+    """(e3, e4) a lean hand-off: threads take requests from a SimpleQueue and append results
+    to a deque; one call_soon_threadsafe drains every result that is in (a flag coalesces the
+    wake-ups), as event.py's threads avoid waking the loop per request."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, respond: Responder, threads: int) -> None:
+        self.loop = loop
+        self.respond = respond
+        self.work: SimpleQueue[tuple[ThreadedProtocol, Request]] = SimpleQueue()
+        self.done: deque[tuple[ThreadedProtocol, bytes | None]] = deque()
+        self.lock = threading.Lock()
+        self.scheduled = False
+        for _ in range(threads):
+            threading.Thread(target=self._worker, daemon=True).start()
+
+    def __call__(self, proto: ThreadedProtocol, request: Request) -> None:
+        self.work.put((proto, request))
+
+    def _worker(self) -> None:
+        work, respond, done = self.work, self.respond, self.done
+        while True:
+            proto, request = work.get()
+            try:
+                out: bytes | None = respond(request)
+            except Exception:
+                out = None
+            done.append((proto, out))
+            with self.lock:
+                if self.scheduled:
+                    continue
+                self.scheduled = True
+            self.loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self.lock:
+            self.scheduled = False  # results appended from now on schedule another drain
+        done = self.done
+        while done:
+            proto, out = done.popleft()
+            proto.finished(out)
+
+
 # -- variants ----------------------------------------------------------------------------------
 
 VARIANTS = {
@@ -432,6 +488,8 @@ VARIANTS = {
     "d": "uvloop-inline",
     "e1": "asyncio-executor",
     "e2": "uvloop-executor",
+    "e3": "asyncio-queue",
+    "e4": "uvloop-queue",
     "f1": "epoll-tls-inline",
     "f2": "asyncio-tls-inline",
     "f3": "uvloop-tls-inline",
@@ -463,9 +521,13 @@ def serve(variant: str, port: int, threads: int) -> None:
         else:
             loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
-        if "executor" in variant:
-            pool = ThreadPoolExecutor(max_workers=threads)
-            factory: Callable[[], asyncio.Protocol] = lambda: ExecutorProtocol(respond, pool)  # noqa: E731
+        if "-executor" in variant or "-queue" in variant:
+            hand_off = (
+                executor_hand_off(respond, threads)
+                if "-executor" in variant
+                else QueueHandOff(loop, respond, threads)
+            )
+            factory: Callable[[], asyncio.Protocol] = lambda: ThreadedProtocol(hand_off)  # noqa: E731
         else:
             factory = lambda: InlineProtocol(respond)  # noqa: E731
         loop.run_until_complete(
