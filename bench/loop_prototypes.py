@@ -15,6 +15,7 @@ the same in either design. Figures and the decision: docs/architecture.md.
 
 Variants: a epoll-inline, b epoll-threads, c asyncio-inline, d uvloop-inline, e1/e2
 asyncio-/uvloop-executor (run_in_executor), e3/e4 asyncio-/uvloop-queue (a lean hand-off),
+e5/e6 asyncio-/uvloop-direct (event.py's hand-off: the thread writes and parks),
 f1 epoll-tls-inline, f2/f3 asyncio-/uvloop-tls-inline. uvloop and trustme (TLS) come from
 pip; they are not project dependencies.
 """
@@ -28,14 +29,18 @@ import select
 import socket
 import ssl
 import threading
-from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from queue import SimpleQueue
 
+from bench.loop_handoff import (
+    DirectProtocol,
+    QueueHandOff,
+    ThreadedProtocol,
+    direct_workers,
+    executor_hand_off,
+)
 from bench.loop_session import (
     READ_SIZE,
-    SETTINGS,
     Responder,
     Session,
     TlsBio,
@@ -43,7 +48,6 @@ from bench.loop_session import (
     hello_app,
 )
 from mpmd.http.errors import HttpError
-from mpmd.http.protocol import HttpProtocol
 from mpmd.http.request import Request
 
 THREADS = 25  # ThreadsPerChild's default
@@ -350,135 +354,6 @@ class InlineProtocol(asyncio.Protocol):
             transport.close()  # type: ignore[union-attr]
 
 
-# -- (e): asyncio with the WSGI call handed to a thread pool ----------------------------------
-
-HandOff = Callable[["ThreadedProtocol", Request], None]
-
-
-class ThreadedProtocol(asyncio.Protocol):
-    """The loop parses and writes; `hand_off` runs the app in a thread and calls finished()
-    back in the loop. Reading pauses while a request is out and more are queued, so
-    pipelining stays bounded."""
-
-    def __init__(self, hand_off: HandOff) -> None:
-        self.protocol = HttpProtocol(SETTINGS)
-        self.hand_off = hand_off
-        self.transport: asyncio.Transport | None = None
-        self.pending: Request | None = None
-        self.busy: Request | None = None
-        self.paused = False
-
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.protocol.feed(data)
-        if self.busy is None:
-            self._next()
-        elif self.protocol.buffered() and not self.paused:
-            self.paused = True
-            self.transport.pause_reading()  # type: ignore[union-attr]
-
-    def eof_received(self) -> bool:
-        self.protocol.feed(b"")
-        if self.busy is None:
-            self._next()
-        return True  # closed by _next once the responses due are written
-
-    def _next(self) -> None:
-        protocol, transport = self.protocol, self.transport
-        request = self.pending
-        if request is None:
-            try:
-                request = protocol.next_request()
-            except HttpError as error:
-                transport.write(error_response(error))  # type: ignore[union-attr]
-                transport.close()  # type: ignore[union-attr]
-                return
-            if request is None:
-                if protocol.eof:
-                    transport.close()  # type: ignore[union-attr]
-                return
-        if not protocol.body_complete(request):
-            self.pending = request
-            return
-        self.pending = None
-        self.busy = request
-        self.hand_off(self, request)
-
-    def finished(self, out: bytes | None) -> None:
-        """In the loop: the thread's response (None: the app failed)."""
-        request, self.busy = self.busy, None
-        transport = self.transport
-        if out is None:
-            out, keep = error_response(HttpError(500)), False
-        else:
-            keep = self.protocol.finish_request(request)  # type: ignore[arg-type]
-        transport.write(out)  # type: ignore[union-attr]
-        if not keep:
-            transport.close()  # type: ignore[union-attr]
-            return
-        if self.paused:
-            self.paused = False
-            transport.resume_reading()  # type: ignore[union-attr]
-        self._next()
-
-
-def executor_hand_off(respond: Responder, threads: int) -> HandOff:
-    """(e1, e2) `loop.run_in_executor`: a future per request, each result wakes the loop."""
-    pool = ThreadPoolExecutor(max_workers=threads)
-
-    def hand_off(proto: ThreadedProtocol, request: Request) -> None:
-        future = asyncio.get_running_loop().run_in_executor(pool, respond, request)
-        future.add_done_callback(
-            lambda done: proto.finished(None if done.exception() else done.result())
-        )
-
-    return hand_off
-
-
-class QueueHandOff:
-    """(e3, e4) a lean hand-off: threads take requests from a SimpleQueue and append results
-    to a deque; one call_soon_threadsafe drains every result that is in (a flag coalesces the
-    wake-ups), as event.py's threads avoid waking the loop per request."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, respond: Responder, threads: int) -> None:
-        self.loop = loop
-        self.respond = respond
-        self.work: SimpleQueue[tuple[ThreadedProtocol, Request]] = SimpleQueue()
-        self.done: deque[tuple[ThreadedProtocol, bytes | None]] = deque()
-        self.lock = threading.Lock()
-        self.scheduled = False
-        for _ in range(threads):
-            threading.Thread(target=self._worker, daemon=True).start()
-
-    def __call__(self, proto: ThreadedProtocol, request: Request) -> None:
-        self.work.put((proto, request))
-
-    def _worker(self) -> None:
-        work, respond, done = self.work, self.respond, self.done
-        while True:
-            proto, request = work.get()
-            try:
-                out: bytes | None = respond(request)
-            except Exception:
-                out = None
-            done.append((proto, out))
-            with self.lock:
-                if self.scheduled:
-                    continue
-                self.scheduled = True
-            self.loop.call_soon_threadsafe(self._drain)
-
-    def _drain(self) -> None:
-        with self.lock:
-            self.scheduled = False  # results appended from now on schedule another drain
-        done = self.done
-        while done:
-            proto, out = done.popleft()
-            proto.finished(out)
-
-
 # -- variants ----------------------------------------------------------------------------------
 
 VARIANTS = {
@@ -490,6 +365,8 @@ VARIANTS = {
     "e2": "uvloop-executor",
     "e3": "asyncio-queue",
     "e4": "uvloop-queue",
+    "e5": "asyncio-direct",
+    "e6": "uvloop-direct",
     "f1": "epoll-tls-inline",
     "f2": "asyncio-tls-inline",
     "f3": "uvloop-tls-inline",
@@ -521,13 +398,16 @@ def serve(variant: str, port: int, threads: int) -> None:
         else:
             loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
-        if "-executor" in variant or "-queue" in variant:
+        if "-direct" in variant:
+            work = direct_workers(respond, threads)
+            factory: Callable[[], asyncio.Protocol] = lambda: DirectProtocol(work, loop)  # noqa: E731
+        elif "-executor" in variant or "-queue" in variant:
             hand_off = (
                 executor_hand_off(respond, threads)
                 if "-executor" in variant
                 else QueueHandOff(loop, respond, threads)
             )
-            factory: Callable[[], asyncio.Protocol] = lambda: ThreadedProtocol(hand_off)  # noqa: E731
+            factory = lambda: ThreadedProtocol(hand_off)  # noqa: E731
         else:
             factory = lambda: InlineProtocol(respond)  # noqa: E731
         loop.run_until_complete(
