@@ -11,6 +11,7 @@ raw runs.
 
     python -m bench.loop_measure                          # every variant and reference
     python -m bench.loop_measure --variants a,b,r2 --runs 3 --duration 8 --json out.json
+    python -m bench.loop_measure --variants a,d,e6 --close      # a connection per request
 
 References: r1 `mpmd -X` and r2 `mpmd` event (StartServers 1, ServerLimit 1, ThreadsPerChild
 25) serving bench/fixtures.py's app at /hello, r3 uvicorn (uvloop + httptools) with an ASGI
@@ -169,7 +170,8 @@ class Running:
 
     def run_once(self, args: argparse.Namespace) -> None:
         before = tree_cpu_seconds(self.pids)
-        wrk, _, _ = run_wrk(self.url, args.connections, args.duration)
+        headers = ("Connection: close",) if args.close else ()
+        wrk, _, _ = run_wrk(self.url, args.connections, args.duration, headers)
         after = tree_cpu_seconds(self.pids)
         run = Run(wrk.requests_per_sec, wrk.requests, after - before, wrk.socket_errors)
         self.result.runs.append(run)
@@ -248,6 +250,7 @@ def main() -> None:
     parser.add_argument("--spread", type=float, default=0.10, help="(max-min)/median of req/s")
     parser.add_argument("--duration", type=float, default=8)
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--close", action="store_true", help="wrk sends Connection: close")
     parser.add_argument("--json", type=Path, help="write the raw runs here")
     args = parser.parse_args()
     servers = {key: everything[key] for key in args.variants.split(",")}

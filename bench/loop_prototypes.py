@@ -15,7 +15,8 @@ the same in either design. Figures and the decision: docs/architecture.md.
 
 Variants: a epoll-inline, b epoll-threads, c asyncio-inline, d uvloop-inline, e1/e2
 asyncio-/uvloop-executor (run_in_executor), e3/e4 asyncio-/uvloop-queue (a lean hand-off),
-e5/e6 asyncio-/uvloop-direct (event.py's hand-off: the thread writes and parks),
+e5/e6 asyncio-/uvloop-direct (event.py's hand-off: the thread writes and parks; accepting
+in our own reader),
 f1 epoll-tls-inline, f2/f3 asyncio-/uvloop-tls-inline. uvloop and trustme (TLS) come from
 pip; they are not project dependencies.
 """
@@ -410,10 +411,34 @@ def serve(variant: str, port: int, threads: int) -> None:
             factory = lambda: ThreadedProtocol(hand_off)  # noqa: E731
         else:
             factory = lambda: InlineProtocol(respond)  # noqa: E731
-        loop.run_until_complete(
-            loop.create_server(factory, "127.0.0.1", port, backlog=1024, ssl=tls)
-        )
+        if "-direct" in variant:
+            accept_into(loop, _listen(port), factory)
+        else:
+            loop.run_until_complete(
+                loop.create_server(factory, "127.0.0.1", port, backlog=1024, ssl=tls)
+            )
         loop.run_forever()
+
+
+def accept_into(
+    loop: asyncio.AbstractEventLoop,
+    listener: socket.socket,
+    factory: Callable[[], asyncio.Protocol],
+) -> None:
+    """Accept in our own reader and wrap each socket in a transport (connect_accepted_socket):
+    the shape Apache's accept policy needs (a listener the child can stop watching, one
+    connection at a time against the limit), which create_server's accept loop does not give."""
+
+    def on_readable() -> None:
+        for _ in range(16):  # event.py's ACCEPT_BATCH
+            try:
+                sock, _ = listener.accept()
+            except BlockingIOError:
+                return
+            sock.setblocking(False)
+            loop.create_task(loop.connect_accepted_socket(factory, sock))
+
+    loop.add_reader(listener.fileno(), on_readable)
 
 
 def main() -> None:
