@@ -108,6 +108,8 @@ def build_child_context(
     scoreboard=None,
 ) -> ChildContext:
     """Load the applications and open the access logs: done in each child, once."""
+    if scoreboard is not None:
+        scoreboard.extended = config.extended_status  # the worker records made from now on
     if router is None:
         router = build_router(config, error_log, scoreboard)
     elif scoreboard is not None:  # preloaded in the parent: bind the status handlers here
