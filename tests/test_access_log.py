@@ -297,7 +297,7 @@ def test_keepalive_count():
 
 def test_logio_byte_counts():
     x = make_exchange(method="POST", content_length=11, body=b"0123456789")
-    head = int(x.notes["head_bytes"])
+    head = x.head_bytes
     assert head + 10 == int(x.notes["_sent"])  # what really went out
     assert fmt("%O", x) == str(head + 10)
     assert fmt("%I", x) == str(x.request.head_size + 11)

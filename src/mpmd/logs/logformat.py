@@ -211,7 +211,7 @@ def _bytes_in(x: Exchange) -> str:
 
 
 def _bytes_out(x: Exchange) -> int:
-    return int(x.notes.get("head_bytes", 0)) + x.bytes_out
+    return x.head_bytes + x.bytes_out
 
 
 def _ttfb(x: Exchange, divisor: int) -> str:
