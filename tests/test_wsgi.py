@@ -166,6 +166,19 @@ def test_hello_fast_path_sends_once_with_content_length():
     assert response.header("Content-Length") == "13"
 
 
+def test_large_single_body_is_sent_after_the_head_not_copied_behind_it():
+    """A small body rides in the head's send; a large one is its own send, never copied."""
+    big = b"x" * 100_000
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [big]
+
+    response, _, _, sink = run_app(app, make_request(), validate=False)
+    assert len(sink.chunks) == 2 and sink.chunks[1] is big
+    assert response.header("Content-Length") == "100000" and response.body == big
+
+
 def test_date_header_is_the_request_time():
     """Apache's Date is r->request_time (the head was read), not the clock when it is sent:
     the exchange's start time serves, with no clock read of its own."""

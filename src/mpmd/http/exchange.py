@@ -29,6 +29,11 @@ _HOP_BY_HOP = frozenset(
 )
 
 
+# A first body chunk up to this size goes out in one send with the head (copied behind it);
+# a larger one is sent on its own rather than copied.
+_JOIN_LIMIT = 16384
+
+
 class ConnectionInfo:
     """What the I/O layer knows about one client connection, shared by its exchanges."""
 
@@ -243,10 +248,15 @@ class Exchange:
         )
         self.head_sent = True
         self.head_bytes = len(head)
-        if first and has_body:
-            self._send(head + self._frame(first))
-        else:
+        if not (first and has_body):
             self._send(head)
+            return
+        framed = self._frame(first)
+        if len(framed) <= _JOIN_LIMIT:
+            self._send(head + framed)  # one system call, one packet
+        else:  # copying a large body behind the head costs more than a second send
+            self._send(head)
+            self._send(framed)
 
     def _frame(self, data: bytes) -> bytes:
         if self._chunked:
