@@ -482,9 +482,10 @@ class Parent(Watchdog):
                 self.error_log.exception("MP00005: the parent could not preload the application")
                 return False
         # A child's first full collection would otherwise write to every object inherited from
-        # here and so copy every page holding one; cyclic garbage is collected first, as
-        # frozen objects are never collected. Once per generation (a WSGIPreload parent
-        # re-execs for the next one, see reexec.py).
+        # here and so copy every page holding one. Frozen objects are never collected, so the
+        # previous generation's are thawed and the garbage collected first: restarts leak
+        # nothing. (A WSGIPreload parent re-execs for the next generation, see reexec.py.)
+        gc.unfreeze()
         gc.collect()
         gc.freeze()
         return True
