@@ -19,16 +19,9 @@ from helpers import make_vhost
 from mpmd.config.model import VirtualHost
 from mpmd.http.exchange import ConnectionInfo, Exchange
 from mpmd.http.request import Request
-from mpmd.logs import access
-from mpmd.logs.access import (
-    COMBINED,
-    COMMON,
-    NICKNAMES,
-    PIPE_BUF,
-    AccessLog,
-    compile_format,
-    escape_logitem,
-)
+from mpmd.logs import logformat
+from mpmd.logs.access import PIPE_BUF, AccessLog
+from mpmd.logs.logformat import COMBINED, COMMON, NICKNAMES, compile_format, escape_logitem
 
 # 26/Nov/2026:04:03:23 UTC, plus 123456 microseconds
 START = calendar.timegm((2026, 11, 26, 4, 3, 23)) + 0.123456
@@ -40,11 +33,11 @@ def utc(monkeypatch):
     """Local time is UTC for these tests (the %t cache is keyed by second, so clear it)."""
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
-    access._clf_cache.clear()
+    logformat._clf_cache.clear()
     yield
     monkeypatch.undo()
     time.tzset()
-    access._clf_cache.clear()
+    logformat._clf_cache.clear()
 
 
 def make_exchange(
@@ -212,7 +205,7 @@ def test_time_formats():
 def test_time_zone_offset(monkeypatch):
     monkeypatch.setenv("TZ", "EST+5")
     time.tzset()
-    access._clf_cache.clear()
+    logformat._clf_cache.clear()
     assert fmt("%t") == "[25/Nov/2026:23:03:23 -0500]"
 
 
@@ -257,6 +250,16 @@ def test_request_line_hides_password():
     assert fmt("%r", x) == "GET http://alice:XXXXXXXX@example.com/p?x=1 HTTP/1.1"
 
 
+def test_request_line_remembered_per_target_keeps_method_and_version():
+    """%r is remembered by target: another method or version on the same target is its own."""
+    assert fmt("%r", make_exchange("/same")) == "GET /same HTTP/1.1"
+    assert fmt("%r", make_exchange("/same", method="HEAD")) == "HEAD /same HTTP/1.1"
+    assert fmt("%r", make_exchange("/same", version="HTTP/1.0")) == "GET /same HTTP/1.0"
+    assert fmt("%r", make_exchange("/same")) == "GET /same HTTP/1.1"
+    for _ in range(2):  # a remembered escaped value is the escaped value
+        assert fmt("%r", make_exchange('/q"\\')) == 'GET /q\\"\\\\ HTTP/1.1'
+
+
 def test_url_path_and_query():
     x = make_exchange("/a%20b/%C3%A9?x=%20&y")
     assert fmt("%U", x) == "/a b/\\xc3\\xa9"
@@ -294,7 +297,7 @@ def test_keepalive_count():
 
 def test_logio_byte_counts():
     x = make_exchange(method="POST", content_length=11, body=b"0123456789")
-    head = int(x.notes["head_bytes"])
+    head = x.head_bytes
     assert head + 10 == int(x.notes["_sent"])  # what really went out
     assert fmt("%O", x) == str(head + 10)
     assert fmt("%I", x) == str(x.request.head_size + 11)

@@ -87,6 +87,7 @@ def test_the_entry_point_is_a_leaf_and_the_parent_names_no_mpm() -> None:
     assert graph["mpmd.mpm.context"] <= {
         "mpmd.config.model",
         "mpmd.handlers.router",
+        "mpmd.handlers.static",
         "mpmd.handlers.status",
         "mpmd.handlers.metrics",
         "mpmd.logs.access",

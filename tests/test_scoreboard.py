@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from mpm_load import attach_scoreboard, fetch
 from mpmd.mpm.scoreboard import (
     BUSY_WRITE,
     DEAD,
@@ -25,6 +26,7 @@ from mpmd.mpm.scoreboard import (
     default_path,
     strip_password,
 )
+from server import Server
 
 
 @pytest.fixture
@@ -323,3 +325,19 @@ def test_only_the_creating_process_unlinks(board):
     assert os.path.exists(board.path)
     board.unlink()
     assert not os.path.exists(board.path)
+
+
+@pytest.mark.parametrize("extended", ["On", "Off"])
+def test_cpu_times_are_taken_only_with_extended_status(tmp_path, extended):
+    """Apache calls times() per request only for ExtendedStatus, the only views showing it:
+    with Off a request costs no system call for it, and the counters still count."""
+    config = f"ExtendedStatus {extended}\nWSGIApp /burn testapp:burn\n"
+    with Server(tmp_path, config, mpm="prefork") as server:
+        for _ in range(3):
+            assert fetch(server.port, "/burn?seconds=0.05")[0] == 200
+        board = attach_scoreboard(server.pid)
+        workers = [w for w in board.snapshot().workers() if w.access_count]
+        board.close()
+    assert sum(w.access_count for w in workers) >= 3
+    cpu = sum(w.cpu_user + w.cpu_system for w in workers)
+    assert (cpu > 0) == (extended == "On")

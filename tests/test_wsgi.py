@@ -54,6 +54,35 @@ def echo_app(environ, start_response):
 # -- environ ------------------------------------------------------------------------------------
 
 
+def test_environ_per_connection_part_is_shared_but_never_leaks_between_requests():
+    """The connection's values are built once per connection and mount, and each request gets
+    its own copy: what an app writes into its environ is not seen by the next request."""
+    seen = []
+
+    def app(environ, start_response):
+        seen.append((environ["SCRIPT_NAME"], environ["REMOTE_ADDR"], environ["PATH_INFO"]))
+        environ["REMOTE_ADDR"] = "203.0.113.9"
+        environ["mine"] = True
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    log = FakeErrorLog()
+    first = WsgiHandler(app, WsgiMount("/a", "tests:a", "app"), error_log=log)
+    second = WsgiHandler(app, WsgiMount("/b", "tests:b", "app"), error_log=log)
+    exchange, _ = make_exchange(make_request("GET", "/a/1"))
+    conn = exchange.conn
+    for handler, path in ((first, "/a/1"), (first, "/a/2"), (second, "/b/3"), (first, "/a/4")):
+        exchange = Exchange(make_request("GET", path), conn, None, Sink().send, None)
+        handler(exchange)
+        assert exchange.status == 200
+    assert seen == [
+        ("/a", "10.0.0.7", "/1"),
+        ("/a", "10.0.0.7", "/2"),
+        ("/b", "10.0.0.7", "/3"),
+        ("/a", "10.0.0.7", "/4"),
+    ]
+
+
 def test_environ_has_every_cgi_and_wsgi_key():
     seen = {}
 
@@ -135,6 +164,29 @@ def test_hello_fast_path_sends_once_with_content_length():
     response, _, _, sink = run_app(hello_app, make_request(), validate=False)
     assert len(sink.chunks) == 1
     assert response.header("Content-Length") == "13"
+
+
+def test_large_single_body_is_sent_after_the_head_not_copied_behind_it():
+    """A small body rides in the head's send; a large one is its own send, never copied."""
+    big = b"x" * 100_000
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [big]
+
+    response, _, _, sink = run_app(app, make_request(), validate=False)
+    assert len(sink.chunks) == 2 and sink.chunks[1] is big
+    assert response.header("Content-Length") == "100000" and response.body == big
+
+
+def test_date_header_is_the_request_time():
+    """Apache's Date is r->request_time (the head was read), not the clock when it is sent:
+    the exchange's start time serves, with no clock read of its own."""
+    exchange, sink = make_exchange(make_request())
+    exchange.start_time = 1_700_000_000.5  # Tue, 14 Nov 2023 22:13:20 GMT
+    WsgiHandler(hello_app, WsgiMount("", "x", "app"), error_log=FakeErrorLog())(exchange, "/")
+    exchange.finish()
+    assert parse_response(sink.data).header("date") == "Tue, 14 Nov 2023 22:13:20 GMT"
 
 
 def test_post_sized_body_through_validator():

@@ -95,3 +95,15 @@ def gate(environ, start_response):
     body = f"released in {os.getpid()}".encode()
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [body]
+
+
+def inherited(environ, start_response):
+    """What the serving child got from its parent: frozen objects, and prometheus_client?"""
+    import gc
+    import sys
+
+    body = (
+        f"frozen={gc.get_freeze_count()} prometheus={'prometheus_client' in sys.modules}"
+    ).encode()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body]

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 
 from mpmd import SERVER_SOFTWARE
 from mpmd.config.model import ServerConfig
+from mpmd.handlers.charts import history_section
 from mpmd.http.exchange import Exchange
 from mpmd.http.fields import host_name
 from mpmd.mpm.scoreboard import (
@@ -501,11 +502,7 @@ def make_status_handler(
 ) -> Handler:
     """The `server-status` handler for one configuration (facts computed here, once)."""
     facts = StatusFacts(config)
-    draw = None
-    if charts:
-        from mpmd.handlers.charts import history_section
-
-        draw = history_section
+    draw = history_section if charts else None
 
     def status(exchange: Exchange) -> None:
         request = exchange.request

@@ -1,8 +1,9 @@
 """The PEP 3333 adapter: one WSGI application behind one mount, run for each request.
 
-It owns the environ (a constant part built once per mount, copied and completed per request),
-start_response with the exc_info rules, the write() callable, wsgi.file_wrapper with sendfile,
-and the promise that the iterable's close() is called whatever happens. It never touches a
+It owns the environ (a constant part built once per mount, completed with the connection's
+values once per connection, copied and completed per request), start_response with the
+exc_info rules, the write() callable, wsgi.file_wrapper with sendfile, and the promise that the
+iterable's close() is called whatever happens. It never touches a
 socket (it writes through the Exchange) and never lets an application's exception or traceback
 reach the client: before the head it becomes a 500, after it the connection is closed.
 """
@@ -149,6 +150,19 @@ def _environ_key(name: str) -> str | None:
     return key
 
 
+_SERVER_NAMES: dict[str, str] = {}  # Host header -> SERVER_NAME: a client sends the same one
+
+
+def _server_name(host: str) -> str:
+    name = _SERVER_NAMES.get(host)
+    if name is None:
+        name = host_name(host)
+        if len(_SERVER_NAMES) >= 1024:
+            _SERVER_NAMES.clear()
+        _SERVER_NAMES[host] = name
+    return name
+
+
 class _WsgiCall:
     """One request's start_response/write state (slots instead of closures)."""
 
@@ -253,24 +267,29 @@ class WsgiHandler:
         """The request's environ. `path_info` is the decoded path below the mount."""
         request = exchange.request
         conn = exchange.conn
+        cached = conn.wsgi_base
+        if cached is not None and cached[0] is self:
+            env = cached[1].copy()
+        else:
+            base = {
+                **self._base,
+                "SERVER_PORT": str(conn.server_port),
+                "SERVER_ADDR": conn.server_addr,
+                "REMOTE_ADDR": conn.client_addr,
+                "REMOTE_PORT": str(conn.client_port),
+                "wsgi.multithread": conn.multithread,
+                "wsgi.multiprocess": conn.multiprocess,
+            }
+            conn.wsgi_base = (self, base)
+            env = base.copy()
         if path_info is None:
             path_info = request.path[len(self._base["SCRIPT_NAME"]) :]
-        # One dict display is cheaper than a copy followed by a dozen stores.
-        env = {
-            **self._base,
-            "REQUEST_METHOD": request.method,
-            "PATH_INFO": path_info,
-            "QUERY_STRING": request.query,
-            "REQUEST_URI": request.target,
-            "SERVER_PROTOCOL": request.version,
-            "SERVER_PORT": str(conn.server_port),
-            "SERVER_ADDR": conn.server_addr,
-            "REMOTE_ADDR": conn.client_addr,
-            "REMOTE_PORT": str(conn.client_port),
-            "wsgi.input": request.body,
-            "wsgi.multithread": conn.multithread,
-            "wsgi.multiprocess": conn.multiprocess,
-        }
+        env["REQUEST_METHOD"] = request.method
+        env["PATH_INFO"] = path_info
+        env["QUERY_STRING"] = request.query
+        env["REQUEST_URI"] = request.target
+        env["SERVER_PROTOCOL"] = request.version
+        env["wsgi.input"] = request.body
         if script_name is not None:
             env["SCRIPT_NAME"] = script_name
         if request.content_length is not None:
@@ -290,7 +309,7 @@ class WsgiHandler:
                 env[key] = value
         host = env.get("HTTP_HOST")
         if host:  # UseCanonicalName Off: the name the client asked for
-            env["SERVER_NAME"] = host_name(host)
+            env["SERVER_NAME"] = _server_name(host)
         return env
 
     def __call__(self, exchange: Exchange, path_info: str | None = None) -> None:

@@ -29,6 +29,11 @@ _HOP_BY_HOP = frozenset(
 )
 
 
+# A first body chunk up to this size goes out in one send with the head (copied behind it);
+# a larger one is sent on its own rather than copied.
+_JOIN_LIMIT = 16384
+
+
 class ConnectionInfo:
     """What the I/O layer knows about one client connection, shared by its exchanges."""
 
@@ -40,6 +45,7 @@ class ConnectionInfo:
         "requests",
         "server_addr",
         "server_port",
+        "wsgi_base",
     )
 
     def __init__(
@@ -59,6 +65,9 @@ class ConnectionInfo:
         self.multithread = multithread  # wsgi.multithread: true for worker and event
         self.multiprocess = multiprocess  # wsgi.multiprocess: false only for -X
         self.requests = 0  # requests completed on this connection before the current one (%k)
+        # (WsgiHandler, its environ completed with this connection's values): built on the
+        # connection's first request through a mount, copied for the next ones
+        self.wsgi_base: tuple[object, dict] | None = None
 
 
 class ResponseAlreadyStarted(RuntimeError):
@@ -78,6 +87,7 @@ class Exchange:
         "aborted",
         "bytes_out",
         "conn",
+        "head_bytes",
         "head_sent",
         "keep_alive",
         "notes",
@@ -115,7 +125,8 @@ class Exchange:
         self.head_sent = False
         self.keep_alive = request.keep_alive
         self.aborted = False
-        self.bytes_out = 0  # body bytes sent (%B); the head is counted in head_bytes
+        self.bytes_out = 0  # body bytes sent (%B)
+        self.head_bytes = 0  # bytes of the response head (%O counts both)
         self.notes: dict[str, str] = {}  # handler name, filename... for the access log
         self._content_length: int | None = None
         self._remaining = -1
@@ -223,8 +234,9 @@ class Exchange:
         self._chunked = chunked
         if self.keep_alive and self._closing is not None and self._closing():
             self.keep_alive = False
+        has_body = request.method != "HEAD" and not bodyless_status(self.status)
         # A HEAD response announces the length but sends no body: nothing remains to send.
-        self._remaining = length if length is not None and self._has_body() else -1
+        self._remaining = length if length is not None and has_body else -1
         head = build_head(
             "HTTP/1.1" if request.version != "HTTP/1.0" else "HTTP/1.0",
             self.status_line,
@@ -232,13 +244,19 @@ class Exchange:
             content_length=length,
             chunked=chunked,
             keep_alive=self.keep_alive,
+            now=self.start_time,
         )
         self.head_sent = True
-        self.notes["head_bytes"] = str(len(head))
-        if first and self._has_body():
-            self._send(head + self._frame(first))
-        else:
+        self.head_bytes = len(head)
+        if not (first and has_body):
             self._send(head)
+            return
+        framed = self._frame(first)
+        if len(framed) <= _JOIN_LIMIT:
+            self._send(head + framed)  # one system call, one packet
+        else:  # copying a large body behind the head costs more than a second send
+            self._send(head)
+            self._send(framed)
 
     def _frame(self, data: bytes) -> bytes:
         if self._chunked:

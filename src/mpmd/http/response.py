@@ -11,13 +11,14 @@ _SERVER_HEADER = f"Server: {SERVER_SOFTWARE}\r\n"
 _date_cache: tuple[int, str] = (0, "")
 
 
-def date_header() -> str:
-    """`Date: ...\\r\\n`, formatted at most once per second."""
+def date_header(now: float | None = None) -> str:
+    """`Date: ...\\r\\n` for `now` (default: the clock), formatted at most once per second."""
     global _date_cache
-    now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache = (now, f"Date: {formatdate(now, usegmt=True)}\r\n")
-    return _date_cache[1]
+    second = int(time.time() if now is None else now)
+    cached = _date_cache
+    if cached[0] != second:
+        cached = _date_cache = (second, f"Date: {formatdate(second, usegmt=True)}\r\n")
+    return cached[1]
 
 
 def bodyless_status(status: int) -> bool:
@@ -33,9 +34,11 @@ def build_head(
     content_length: int | None,
     chunked: bool,
     keep_alive: bool,
+    now: float | None = None,
 ) -> bytes:
-    """Serialise a response head. `headers` must not contain framing or Connection headers."""
-    parts = [f"{version} {status}\r\n", date_header(), _SERVER_HEADER]
+    """Serialise a response head. `headers` must not contain framing or Connection headers.
+    `now`: the time the Date header gives; Apache's is the request's time (r->request_time)."""
+    parts = [f"{version} {status}\r\n", date_header(now), _SERVER_HEADER]
     for name, value in headers:
         parts.append(f"{name}: {value}\r\n")
     if content_length is not None:

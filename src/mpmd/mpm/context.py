@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 from mpmd.config.model import ServerConfig, VirtualHost
 from mpmd.handlers.router import Router
+from mpmd.handlers.static import default_mime_table
 from mpmd.logs.access import AccessLog, start_flush_thread
 from mpmd.logs.error import ErrorLog
 
@@ -62,16 +63,39 @@ def build_router(config: ServerConfig, error_log: ErrorLog, scoreboard=None) -> 
 
 
 def scoreboard_handlers(config: ServerConfig, scoreboard) -> dict:
-    """`SetHandler server-status` and `SetHandler metrics`, bound to the scoreboard."""
+    """`SetHandler server-status` and `SetHandler metrics`, bound to the scoreboard: only the
+    ones the configuration names, so a child imports prometheus_client only where /metrics is
+    mounted (it is the largest import a child would otherwise carry)."""
     if scoreboard is None:
         return {}
-    from mpmd.handlers.metrics import make_metrics_handler
-    from mpmd.handlers.status import make_status_handler
+    return {name: make(config, scoreboard) for name, make in handler_factories(config).items()}
 
-    return {
-        "server-status": make_status_handler(config, scoreboard),
-        "metrics": make_metrics_handler(config, scoreboard),
+
+def share_before_fork(config: ServerConfig) -> None:
+    """Build in the parent, before it forks, what each child would otherwise build for itself
+    from the same configuration, so the children share those pages: the modules of the
+    scoreboard handlers in use and the MIME table (the parent then calls gc.freeze())."""
+    handler_factories(config)
+    default_mime_table()
+
+
+def handler_factories(config: ServerConfig) -> dict[str, Callable]:
+    """The scoreboard handlers' factories for the SetHandler names in use (imported here)."""
+    names = {
+        section.handler
+        for vhost in (config.main, *config.vhosts)
+        for section in (*vhost.locations, *vhost.directories)
     }
+    factories: dict[str, Callable] = {}
+    if "server-status" in names:
+        from mpmd.handlers.status import make_status_handler
+
+        factories["server-status"] = make_status_handler
+    if "metrics" in names:
+        from mpmd.handlers.metrics import make_metrics_handler
+
+        factories["metrics"] = make_metrics_handler
+    return factories
 
 
 def build_child_context(
@@ -84,6 +108,8 @@ def build_child_context(
     scoreboard=None,
 ) -> ChildContext:
     """Load the applications and open the access logs: done in each child, once."""
+    if scoreboard is not None:
+        scoreboard.extended = config.extended_status  # the worker records made from now on
     if router is None:
         router = build_router(config, error_log, scoreboard)
     elif scoreboard is not None:  # preloaded in the parent: bind the status handlers here

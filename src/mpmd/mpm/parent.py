@@ -24,6 +24,7 @@ from mpmd.config.model import ServerConfig
 from mpmd.config.syntax import ConfigError
 from mpmd.mpm import maintenance, reexec
 from mpmd.mpm.child import CHILD_FATAL, ChildSpec, import_app_modules, run_child, set_title
+from mpmd.mpm.context import build_router, share_before_fork
 from mpmd.mpm.reclaim import reclaim
 from mpmd.mpm.scoreboard import READY, STARTING, Scoreboard
 from mpmd.mpm.startup import (
@@ -466,20 +467,27 @@ class Parent(Watchdog):
         scoreboard.record_history(time.time(), snap)
 
     def _preload(self) -> bool:
-        """WSGIPreload On: import the app here so children share its pages (mpmd extension).
-        False if it cannot be imported: the server stops, as when no child can load it."""
+        """Load here, before this generation forks, what its children would each load for
+        themselves, then gc.freeze() so they share those pages rather than copy them: the
+        handler modules in use, the MIME table and, with WSGIPreload On (an mpmd extension),
+        the application. False if the application cannot be imported: the server stops, as
+        when no child can load it."""
         self.preloaded = None
-        if not self.config.wsgi_preload:
-            return True
-        from mpmd.mpm.context import build_router  # the parent imports handlers only here
-
-        try:
-            import_app_modules(self.config)
-            self.preloaded = build_router(self.config, self.error_log)
-        except Exception:
-            self.error_log.exception("MP00005: the parent could not preload the application")
-            return False
-        gc.freeze()  # once per process image: a restart re-execs (reexec.py)
+        share_before_fork(self.config)
+        if self.config.wsgi_preload:
+            try:
+                import_app_modules(self.config)
+                self.preloaded = build_router(self.config, self.error_log)
+            except Exception:
+                self.error_log.exception("MP00005: the parent could not preload the application")
+                return False
+        # A child's first full collection would otherwise write to every object inherited from
+        # here and so copy every page holding one. Frozen objects are never collected, so the
+        # previous generation's are thawed and the garbage collected first: restarts leak
+        # nothing. (A WSGIPreload parent re-execs for the next generation, see reexec.py.)
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
         return True
 
     def _stop_unloadable(self) -> int:

@@ -211,7 +211,8 @@ class WorkerRecord:
 
     It caches its counters (only this thread writes them), so each request costs a few
     `pack_into` calls and no reads of shared memory. Create it in the process that serves, after
-    the fork, and call `reset_for_new_child` first.
+    the fork, and call `reset_for_new_child` first. `extended` (ExtendedStatus): the CPU times,
+    a times() system call per request, are only taken for the views that show them.
     """
 
     __slots__ = (
@@ -220,6 +221,7 @@ class WorkerRecord:
         "_conn_bytes",
         "_conn_count",
         "_duration",
+        "_extended",
         "_hist",
         "_mm",
         "_my_access",
@@ -231,11 +233,14 @@ class WorkerRecord:
         "thread",
     )
 
-    def __init__(self, mm: mmap.mmap, offset: int, slot: int, thread: int) -> None:
+    def __init__(
+        self, mm: mmap.mmap, offset: int, slot: int, thread: int, extended: bool = True
+    ) -> None:
         self._mm = mm
         self._off = offset
         self.slot = slot
         self.thread = thread
+        self._extended = extended
         self._peer_key: tuple[str, str, str] | None = None
         self._peer: tuple[bytes, bytes, bytes] = (b"", b"", b"")
         self._load()
@@ -294,8 +299,9 @@ class WorkerRecord:
         mm[off] = BUSY_WRITE
 
     def request_end(self, bytes_sent: int, duration_us: int, now_us: int) -> None:
-        """ap_increment_counts: slot, child and connection counters, duration, histogram, and
-        the process's CPU times (Apache's times(): per process, as seen by this worker)."""
+        """ap_increment_counts: slot, child and connection counters, duration, histogram and,
+        if extended, the process's CPU times (Apache's times(): per process, as this worker
+        sees it; shown only with ExtendedStatus On)."""
         self._access += 1
         self._my_access += 1
         self._conn_count += 1
@@ -312,8 +318,9 @@ class WorkerRecord:
         hist = self._hist
         hist[i] += 1
         _U64.pack_into(self._mm, self._off + _W_HIST + 8 * i, hist[i])
-        cpu = os.times()
-        _TWO_D.pack_into(self._mm, self._off + _W_CPU, cpu.user, cpu.system)
+        if self._extended:
+            cpu = os.times()
+            _TWO_D.pack_into(self._mm, self._off + _W_CPU, cpu.user, cpu.system)
 
     def reset_for_new_child(self, pid: int, generation: int, tid: int = 0) -> None:
         """A new child takes the slot: my_* and connection counters reset, slot totals kept."""
@@ -518,6 +525,7 @@ class Scoreboard:
         self._off = 0  # the global record's fields start at offset 0
         self._layout = layout
         self._owner_pid = os.getpid() if owner else 0
+        self.extended = True  # per process: a child sets its ExtendedStatus (context.py)
 
     @classmethod
     def create(
@@ -614,7 +622,9 @@ class Scoreboard:
         return ProcessRecord(self._mm, self._layout.process(slot), slot)
 
     def worker(self, slot: int, thread: int) -> WorkerRecord:
-        return WorkerRecord(self._mm, self._layout.worker(slot, thread), slot, thread)
+        """This process's writer for one worker record, in its ExtendedStatus mode."""
+        offset = self._layout.worker(slot, thread)
+        return WorkerRecord(self._mm, offset, slot, thread, self.extended)
 
     def set_slot_state(self, slot: int, state: int, threads: int | None = None) -> None:
         """Parent: the status byte of a slot's first `threads` records (e.g. S before fork)."""
