@@ -24,26 +24,31 @@ MPMD_MPMS = ("mpmd-prefork", "mpmd-worker", "mpmd-event")
 
 @dataclass(frozen=True)
 class Target:
-    """mpmd `server` on `workload` must reach `goal` x the `reference` server's `metric`."""
+    """mpmd `server` on `workload` must reach `goal` x the `reference` server's `metric` (at
+    most `goal` x for a latency, where lower is better)."""
 
     workload: str
     server: str
     reference: str
     reference_workload: str
-    metric: str  # "rps" or "mib"
+    metric: str  # "rps", "mib" or "p99" (milliseconds, at most)
     goal: float
     source: str
 
 
+# Issue 10's table where it sets one, issue 6's (and 3's) elsewhere.
 TARGETS: tuple[Target, ...] = (
     Target("a", "mpmd-X", "waitress", "a", "rps", 1.0, "issue 3"),
-    Target("a", "mpmd-prefork", "waitress", "a", "rps", 3.0, "issue 6"),
-    Target("a", "mpmd-worker", "waitress", "a", "rps", 2.0, "issue 6"),
-    Target("a", "mpmd-event", "waitress", "a", "rps", 2.0, "issue 6"),
-    *(Target("b", s, "gunicorn-sync", "b", "rps", 2.0, "issue 6") for s in MPMD_MPMS),
-    *(Target("c", s, "apache-event-static", "c", "rps", 1.0, "issue 6") for s in MPMD_MPMS),
+    Target("a", "mpmd-prefork", "waitress", "a", "rps", 1.3, "issue 10"),
+    Target("a", "mpmd-worker", "waitress", "a", "rps", 2.2, "issue 10"),
+    Target("a", "mpmd-event", "waitress", "a", "rps", 2.5, "issue 10"),
+    *(Target("b", s, "gunicorn-sync", "b", "rps", 2.0, "issue 10") for s in MPMD_MPMS),
+    *(Target("b", s, "gunicorn-sync", "b", "p99", 3.0, "issue 10") for s in MPMD_MPMS),
+    Target("c", "mpmd-prefork", "apache-prefork-static", "c", "rps", 0.5, "issue 10"),
+    Target("c", "mpmd-worker", "apache-event-static", "c", "rps", 1.0, "issue 6"),
+    Target("c", "mpmd-event", "apache-event-static", "c", "rps", 0.75, "issue 10"),
     *(Target("d", s, "nginx-static", "d", "mib", 0.95, "issue 6") for s in MPMD_MPMS),
-    Target("e", "mpmd-event", "mpmd-event", "a", "rps", 0.8, "issue 6"),
+    Target("e", "mpmd-event", "mpmd-event", "a", "rps", 0.8, "issues 6, 9"),
 )
 
 
@@ -163,7 +168,8 @@ def _value(index: dict[tuple[str, str], dict], server: str, workload: str, metri
     result = index.get((server, workload))
     if result is None or result.get("error"):
         return None
-    return result.get("median_mib_s" if metric == "mib" else "median_rps")
+    key = {"mib": "median_mib_s", "p99": "median_p99_ms"}.get(metric, "median_rps")
+    return result.get(key)
 
 
 def target_rows(data: dict) -> list[dict]:
@@ -177,14 +183,18 @@ def target_rows(data: dict) -> list[dict]:
         mine = _value(index, t.server, t.workload, t.metric)
         theirs = _value(index, t.reference, t.reference_workload, t.metric)
         ratio = mine / theirs if mine is not None and theirs else None
-        met = ratio is not None and ratio >= t.goal
+        met = ratio is not None and (ratio <= t.goal if t.metric == "p99" else ratio >= t.goal)
         extra = ""
         if t.workload == "e":
+            # Every idle connection must have been answered: with the defaults a full event
+            # child closes its oldest idle keep-alive connections to take new clients (issue 9
+            # item 10), so how many stay open is reported, not required.
             idle = index[(t.server, t.workload)].get("idle") or {}
-            still_open = idle.get("still_open")
-            met = met and still_open == idle_conns
+            answered, still_open = idle.get("answered"), idle.get("still_open")
+            met = met and answered == idle_conns
             extra = (
-                f"; idle still open {still_open if still_open is not None else '-'} of {idle_conns}"
+                f"; idle answered {answered if answered is not None else '-'} of {idle_conns}, "
+                f"{still_open if still_open is not None else '-'} still open"
             )
         rows.append(
             {
@@ -209,14 +219,16 @@ def targets_table(data: dict) -> list[str]:
     ]
     for row in rows:
         t: Target = row["target"]
-        unit = "MiB/s" if t.metric == "mib" else "req/s"
+        unit = {"mib": "MiB/s", "p99": "p99 ms"}.get(t.metric, "req/s")
         ref = t.reference if t.reference != t.server else f"its own {t.reference_workload}"
         label = f"{t.server} {t.workload} vs {ref} ({unit})"
         ratio = f"{row['ratio']:.2f}x" if row["ratio"] is not None else "-"
         met = "yes" if row["met"] else ("**no**" if row["ratio"] is not None else "n/a (failed)")
+        digits = 1 if t.metric == "p99" else 0
+        bound = "<=" if t.metric == "p99" else ">="
         lines.append(
-            f"| {label} | {_num(row['mine'])} | {_num(row['theirs'])} | {ratio} "
-            f"| >= {t.goal:g}x{row['extra']} | {met} | {t.source} |"
+            f"| {label} | {_num(row['mine'], digits)} | {_num(row['theirs'], digits)} | {ratio} "
+            f"| {bound} {t.goal:g}x{row['extra']} | {met} | {t.source} |"
         )
     return lines
 
