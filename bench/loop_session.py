@@ -3,6 +3,7 @@ over memory BIOs. See bench/loop_prototypes.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import ssl
 import sys
 import time
@@ -11,23 +12,13 @@ from email.utils import formatdate
 from http import HTTPStatus
 from urllib.parse import unquote
 
-from mpmd.config.model import HttpSettings, ReadTimeoutStage
+from bench import protocol_micro
 from mpmd.http.errors import HttpError
 from mpmd.http.protocol import HttpProtocol
 from mpmd.http.request import Request
 
-SETTINGS = HttpSettings(
-    timeout=60,
-    keep_alive=True,
-    keep_alive_timeout=30,
-    max_keep_alive_requests=0,
-    limit_request_line=8190,
-    limit_request_field_size=8190,
-    limit_request_fields=100,
-    limit_request_body=1 << 30,
-    header_read_timeout=ReadTimeoutStage(20, 40, 500),
-    body_read_timeout=ReadTimeoutStage(20, 0, 500),
-)
+# The micro-benchmark's limits (Apache's defaults), with the bench's KeepAliveTimeout 30.
+SETTINGS = dataclasses.replace(protocol_micro.SETTINGS, keep_alive_timeout=30)
 READ_SIZE = 65536
 HELLO = b"Hello, World!"
 
