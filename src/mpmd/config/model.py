@@ -126,6 +126,123 @@ class AccessLogSpec:
     condition: str | None  # "env=VAR" / "env=!VAR" as written, None = always
 
 
+# -- mod_proxy, mod_proxy_balancer, mod_proxy_hcheck (reference 7) ---------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerParams:
+    """A back end's `key=value` parameters (BalancerMember, ProxyPass to a URL; reference 7.2
+    and 7.6), validated and in working units: seconds, loadfactor x100, flags as letters."""
+
+    loadfactor: int = 100  # 1..100 as written, stored x100 as Apache does
+    lbset: int = 0
+    route: str = ""
+    redirect: str = ""
+    retry: float = 60.0
+    timeout: float | None = None  # None: ProxyTimeout, else Timeout
+    connection_timeout: float | None = None  # None: the timeout
+    ping: float = 0.0
+    acquire: float | None = None  # None: wait for a pooled connection without limit
+    min: int = 0
+    max: int | None = None  # None: ThreadsPerChild (1 in prefork)
+    smax: int | None = None  # None: max
+    ttl: float | None = None  # None: idle pooled connections never expire
+    keepalive: bool = False  # SO_KEEPALIVE on back-end sockets
+    reuse: bool = True  # enablereuse=On / disablereuse=Off
+    flushpackets: str = "off"  # on | off | auto
+    flushwait: float = 0.01
+    iobuffersize: int = 8192
+    receivebuffersize: int = 0
+    status: str = ""  # initial flags set by `status=`, upper-case letters from "DSIHRENC"
+    upgrade: str = ""  # `upgrade=websocket` (or ws:// members): protocol tunnelled on Upgrade
+    hcmethod: str = "NONE"  # NONE TCP OPTIONS HEAD GET OPTIONS11 HEAD11 GET11
+    hcinterval: float = 30.0
+    hcpasses: int = 1
+    hcfails: int = 1
+    hcuri: str = ""
+    hcexpr: str = ""  # a ProxyHCExpr name (ProxyHCTemplate values are already merged in)
+
+
+@dataclass(frozen=True, slots=True)
+class BackendMember:
+    """One back end: a BalancerMember, or the worker behind a ProxyPass to a URL."""
+
+    url: str  # as Apache names the worker: scheme://host:port/path, scheme and host lower-case
+    scheme: Literal["http", "ws"]
+    host: str
+    port: int
+    path: str  # "" or "/base" without a trailing slash
+    params: WorkerParams
+    source: str  # FILE:LINE of its BalancerMember or ProxyPass
+
+
+@dataclass(frozen=True, slots=True)
+class BalancerParams:
+    """A balancer's parameters (ProxySet, or ProxyPass to balancer://; reference 7.3)."""
+
+    lbmethod: str = "byrequests"
+    sticky_cookie: str = ""  # stickysession=NAME, or the part before "|" in COOKIE|param
+    sticky_param: str = ""  # the URL parameter: NAME again, or the part after "|"
+    sticky_separator: str = "."  # stickysessionsep; "" for Off (the whole value is the route)
+    scolonpathdelim: bool = False
+    nofailover: bool = False
+    maxattempts: int | None = None  # None: members - 1
+    timeout: float = 0.0
+    failonstatus: frozenset[int] = frozenset()
+    failontimeout: bool = False
+    forcerecovery: bool = True
+    growth: int = 0
+    nonce: str | None = ""  # "": a random UUID at start; None: `nonce=None`, no check
+
+
+@dataclass(frozen=True, slots=True)
+class Balancer:
+    """A `<Proxy balancer://name>` (or BalancerMember balancer://name …) and its members, in
+    configuration order: the order the lbmethods walk."""
+
+    name: str  # "balancer://mycluster", lower-case as Apache stores it
+    members: tuple[BackendMember, ...]
+    params: BalancerParams
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyRoute:
+    """One ProxyPass or ProxyPassMatch (or path-less ProxyPass in <Location>); the first match
+    in file order wins (reference 7.1)."""
+
+    path: str  # URL-path prefix, or the regex of ProxyPassMatch / <LocationMatch>
+    regex: bool
+    target: str | None  # None for `!`; "balancer://name/rest" or "http://host:port/path"
+    member: BackendMember | None  # the worker for a URL target; None for balancer:// and `!`
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReverseRule:
+    """ProxyPassReverse path url: Location, Content-Location and URI headers starting with
+    `url` (each member's URL for balancer://) are rewritten to start with `path`."""
+
+    path: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySettings:
+    """A virtual host's mod_proxy settings (its routes first, then the main server's)."""
+
+    routes: tuple[ProxyRoute, ...] = ()
+    reverse: tuple[ReverseRule, ...] = ()
+    preserve_host: bool = False
+    timeout: float | None = None  # ProxyTimeout; None: Timeout
+    add_headers: bool = True
+    via: str = "Off"  # Off | On | Full | Block
+    error_override: bool = False
+
+
+NO_PROXY = ProxySettings()
+
+
 @dataclass(frozen=True, slots=True)
 class VirtualHost:
     """The main server is a VirtualHost with no addresses; <VirtualHost> blocks inherit from it."""
@@ -147,6 +264,7 @@ class VirtualHost:
     error_log: str  # a path, "|program", or "stderr"
     log_level: str
     source: str  # FILE:LINE where it was declared ("(built-in)" for the default)
+    proxy: ProxySettings = NO_PROXY
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,3 +286,6 @@ class ServerConfig:
     defines: frozenset[str]
     warnings: tuple[str, ...]  # Apache-worded start-up warnings, printed by the CLI / parent
     scoreboard_file: str = ""  # ScoreBoardFile: the scoreboard's path; "" = the default
+    balancers: tuple[Balancer, ...] = ()  # every balancer, server-wide as in Apache
+    proxy_status: bool = False  # ProxyStatus: members on /server-status and /metrics
+    hc_expressions: tuple[tuple[str, str], ...] = ()  # ProxyHCExpr name, expression
