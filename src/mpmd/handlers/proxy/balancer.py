@@ -1,0 +1,239 @@
+"""The per-child runtime the proxy handler calls: choose a worker, count it, fail it over.
+
+One BalancerRuntime per `balancer://` and one WorkerRuntime per direct ProxyPass worker, built
+in each child over the shared ProxyState. `choose` is proxy_balancer_pre_request (reference
+7.5 steps 1-5): forced recovery, the sticky route, nofailover, the lbmethod. It never sleeps
+and never blocks on anything but the short state lock: when it raises NoWorker the caller
+may wait for the balancer's `timeout` (a blocking worker in 10 ms steps, the event loop with a
+timer) and call it again. `failed` and `after_response` are the failover bookkeeping
+(AH00959, failonstatus, failontimeout). The caller logs a NoWorker's message itself, with
+the client, as Apache's pre_request does.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from mpmd.config.model import BackendMember, Balancer
+from mpmd.handlers.proxy.lbmethods import (
+    charge_sticky,
+    find_best,
+    force_recovery,
+    reset,
+    retry_worker,
+)
+from mpmd.handlers.proxy.state import ERROR, IGNORE, ProxyState, WorkerSlot
+from mpmd.handlers.proxy.sticky import find_session_route
+
+
+class NoWorker(Exception):
+    """No usable worker: answer `status` (503) and log `message` at error level."""
+
+    def __init__(self, ah: str, text: str, module: str = "proxy_balancer") -> None:
+        super().__init__(f"{ah}: {text}")
+        self.status = 503
+        self.ah = ah
+        self.text = text
+        self.module = module
+
+    @property
+    def message(self) -> str:
+        return f"{self.ah}: {self.text}"
+
+
+@dataclass
+class Choice:
+    member: BackendMember
+    slot: WorkerSlot
+    env: dict[str, str]  # BALANCER_* variables for the request (empty for a direct worker)
+    sticky_route: str | None  # the route the client sent, if any
+
+
+class _Runtime:
+    """What balancers and direct workers share: the counters and the error bookkeeping."""
+
+    def __init__(self, state: ProxyState, error_log, failonstatus=frozenset(), failontimeout=False):
+        self.state = state
+        self.error_log = error_log
+        self._failonstatus = failonstatus
+        self._failontimeout = failontimeout
+        self._name = ""
+
+    def started(self, choice: Choice) -> None:
+        """The request goes to the worker: busy += 1, elected += 1."""
+        slot = choice.slot
+        with self.state.lock():
+            slot.busy += 1
+            slot.elected += 1
+
+    def finished(self, choice: Choice, sent: int, received: int) -> None:
+        """The request is over: busy -= 1 (never below 0), bytes to and from the back end."""
+        slot = choice.slot
+        with self.state.lock():
+            slot.busy = max(slot.busy - 1, 0)
+            slot.transferred += sent
+            slot.read += received
+
+    def failed(self, choice: Choice, now: float) -> None:
+        """Connect error, reset or 503 from the back end: the worker goes into Error for
+        `retry` seconds, unless flag I (ap_proxy_connect_backend)."""
+        slot = choice.slot
+        with self.state.lock():
+            if not slot.usable or slot.status & IGNORE:
+                return
+            slot.error_time = now
+            slot.status |= ERROR
+        member = choice.member
+        self.error_log.log(
+            "error",
+            f"ap_proxy_connect_backend disabling worker for ({member.host}:{member.port}) "
+            f"for {int(member.params.retry)}s",
+            module="proxy",
+            ah="AH00959",
+        )
+
+    def after_response(self, choice: Choice, status: int, timed_out: bool) -> bool:
+        """proxy_balancer_post_request: a status in failonstatus, or a back-end timeout with
+        failontimeout, puts the worker into Error (not with flag I). True if it did."""
+        slot = choice.slot
+        notes = []
+        with self.state.lock():
+            if slot.status & IGNORE:
+                return False
+            if status in self._failonstatus:
+                notes.append(
+                    ("AH01174", f"{self._name}: Forcing worker ({choice.member.url}) into error "
+                     f"state due to status code {status} matching 'failonstatus' balancer "
+                     "parameter")
+                )  # fmt: skip
+            if timed_out and self._failontimeout:
+                notes.append(
+                    ("AH02460", f"{self._name}: Forcing worker ({choice.member.url}) into error "
+                     "state due to timeout and 'failontimeout' parameter being set")
+                )  # fmt: skip
+            if notes:
+                slot.status |= ERROR
+                slot.error_time = time.time()
+        for ah, text in notes:
+            self.error_log.log("error", text, module="proxy_balancer", ah=ah)
+        return bool(notes)
+
+
+class BalancerRuntime(_Runtime):
+    """One balancer://, for one child."""
+
+    def __init__(self, balancer: Balancer, state: ProxyState, error_log) -> None:
+        params = balancer.params
+        super().__init__(state, error_log, params.failonstatus, params.failontimeout)
+        self.balancer = balancer
+        self._name = balancer.name
+        self.slot = state.balancer(balancer.name)
+        self._members = balancer.members
+        self._slots = [state.worker(balancer.name, member.url) for member in balancer.members]
+
+    @property
+    def max_attempts(self) -> int:
+        """Failover attempts: maxattempts, else members - 1 (a manager edit wins)."""
+        return self.slot.max_attempts
+
+    @property
+    def timeout(self) -> float:
+        """Seconds the caller may wait for a usable worker before giving up (0: none)."""
+        return self.slot.timeout
+
+    def choose(self, path_and_query: str, cookie: str | None, now: float) -> Choice:
+        """Pick the worker for a request, or raise NoWorker (503)."""
+        balancer = self.balancer
+        params = balancer.params
+        bslot = self.slot
+        slots = self._slots
+        env: dict[str, str] = {}
+        with self.state.lock():
+            lbmethod = bslot.lbmethod
+            if bslot.need_reset:
+                reset(lbmethod, slots)
+                bslot.need_reset = 0
+            if force_recovery(slots, now) and params.forcerecovery:
+                self._force_recovery()
+            session = find_session_route(
+                slots,
+                path_and_query,
+                cookie,
+                sticky_cookie=bslot.sticky_cookie,
+                sticky_param=bslot.sticky_param,
+                separator=params.sticky_separator,
+                scolonpathdelim=params.scolonpathdelim,
+                now=now,
+            )
+            route = session.route if session is not None else None
+            if session is not None and session.worker is not None:
+                winner = session.worker
+                charge_sticky(slots, winner)
+                if session.changed:
+                    env["BALANCER_ROUTE_CHANGED"] = "1"
+            else:
+                if route and bslot.nofailover and any(s.route == route for s in slots):
+                    raise NoWorker(
+                        "AH01167",
+                        f"{balancer.name}: All workers are in error state for route ({route})",
+                    )
+                winner = find_best(lbmethod, slots, now)
+                if winner is None:
+                    if slots:
+                        raise NoWorker(
+                            "AH01170", f"{balancer.name}: All workers are in error state"
+                        )
+                    raise NoWorker("AH01171", f"{balancer.name}: No workers in balancer")
+                if bslot.sticky_cookie:
+                    env["BALANCER_ROUTE_CHANGED"] = "1"
+            worker_route = winner.route
+        member = self._members[slots.index(winner)]
+        env["BALANCER_NAME"] = balancer.name
+        env["BALANCER_WORKER_NAME"] = member.url
+        env["BALANCER_WORKER_ROUTE"] = worker_route
+        if route is not None:
+            env["BALANCER_SESSION_STICKY"] = session.sticky_used  # type: ignore[union-attr]
+            env["BALANCER_SESSION_ROUTE"] = route
+        return Choice(member, winner, env, route)
+
+    def _force_recovery(self) -> None:
+        """Every worker is in error: clear Error on all of them at once (AH01165)."""
+        for slot, member in zip(self._slots, self._members, strict=True):
+            slot.retries += 1
+            slot.status &= ~ERROR
+            self.error_log.log(
+                "debug",
+                f"{self._name}: Forcing recovery for worker ({member.host}:{member.port})",
+                module="proxy_balancer",
+                ah="AH01165",
+            )
+
+
+class WorkerRuntime(_Runtime):
+    """A direct ProxyPass worker: the same interface, one member, no failover."""
+
+    max_attempts = 0
+    timeout = 0.0
+
+    def __init__(self, member: BackendMember, state: ProxyState, error_log) -> None:
+        super().__init__(state, error_log)
+        self.member = member
+        self.slot = state.worker(None, member.url)
+
+    def choose(self, path_and_query: str, cookie: str | None, now: float) -> Choice:
+        """The worker itself, unless it is unusable after a retry (AH00940, 503)."""
+        slot = self.slot
+        with self.state.lock():
+            if not slot.usable:
+                retry_worker(slot, now)
+            usable = slot.usable
+        if not usable:
+            member = self.member
+            function = "HTTP" if member.scheme == "http" else "WS"
+            raise NoWorker(
+                "AH00940",
+                f"{function}: disabled connection for ({member.host}:{member.port})",
+                module="proxy",
+            )
+        return Choice(self.member, slot, {}, None)
