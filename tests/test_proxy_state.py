@@ -163,3 +163,19 @@ def test_recalc_factors(tmp_path) -> None:
     state.recalc_factors(NAME)
     assert [m.lbstatus for m in state.snapshot().balancer(NAME).members] == [250, 100]
     state.close()
+
+
+def test_startup_creates_it_beside_the_scoreboard_and_reattaches(tmp_path) -> None:
+    from mpmd.mpm.startup import create_proxy_state, reattach_proxy_state
+
+    board = str(tmp_path / "sb")
+    assert create_proxy_state(config_with(), board) is None
+    assert reattach_proxy_state(board) is None
+    state = create_proxy_state(config_with(balancer(member(1))), board)
+    assert state is not None and state.path == board + ".proxy"
+    state.worker(NAME, member(1).url).elected = 3
+    again = reattach_proxy_state(board)  # the parent's new image after a re-exec
+    assert again.worker(NAME, member(1).url).elected == 3
+    again.close()
+    state.close()
+    state.unlink()

@@ -43,6 +43,7 @@ class ChildSpec:
     generation: int
     error_log: object
     preloaded: object | None = None  # a Router built in the parent (WSGIPreload On)
+    proxy_state: object | None = None  # the shared balancer state (handlers/proxy/state.py)
 
 
 class StopSignal:
@@ -154,6 +155,7 @@ def load_context(spec: ChildSpec, stop: StopSignal, *, multithread: bool):
             multiprocess=True,
             router=spec.preloaded,
             scoreboard=spec.scoreboard,
+            proxy_state=spec.proxy_state,
         )
     except Exception:
         spec.error_log.exception("MP00001: child could not load the application, exiting")

@@ -29,6 +29,7 @@ class ChildContext:
         *,
         multithread: bool,
         multiprocess: bool,
+        proxy_state=None,
     ) -> None:
         self.config = config
         self.router = router
@@ -39,6 +40,7 @@ class ChildContext:
         self.multiprocess = multiprocess
         self.extended_status = config.extended_status
         self.stop = None  # the child's StopSignal: once set, responses say close
+        self.proxy_state = proxy_state  # the balancers' shared state (None: nothing proxied)
 
     @property
     def stopping(self) -> bool:
@@ -106,6 +108,7 @@ def build_child_context(
     multiprocess: bool,
     router: Router | None = None,
     scoreboard=None,
+    proxy_state=None,
 ) -> ChildContext:
     """Load the applications and open the access logs: done in each child, once."""
     if scoreboard is not None:
@@ -129,6 +132,7 @@ def build_child_context(
         access_logs,
         multithread=multithread,
         multiprocess=multiprocess,
+        proxy_state=proxy_state,
     )
 
 

@@ -31,8 +31,10 @@ from mpmd.mpm.startup import (
     StartupError,
     bind,
     check_access_logs,
+    create_proxy_state,
     create_scoreboard,
     open_error_log,
+    reattach_proxy_state,
     remove_pid_file,
     write_pid_file,
 )
@@ -84,6 +86,7 @@ class Parent(Watchdog):
         self.preloaded = None
         self.listeners = []
         self.scoreboard: Scoreboard | None = None
+        self.proxy_state = None  # handlers/proxy/state.py, beside the scoreboard
 
     @property
     def module(self) -> str:
@@ -106,6 +109,7 @@ class Parent(Watchdog):
                 threads_per_child=config.mpm.threads_per_child,
                 max_request_workers=config.mpm.max_request_workers,
             )
+            self.proxy_state = create_proxy_state(config, self.scoreboard.path)
             write_pid_file(config.pid_file)
         except StartupError:
             self._cleanup()
@@ -133,6 +137,7 @@ class Parent(Watchdog):
         next generation as the old image would have."""
         self.listeners = handoff.listeners
         self.scoreboard = handoff.scoreboard
+        self.proxy_state = reattach_proxy_state(self.scoreboard.path)
         self.generation = handoff.generation
         self.children = {fields["pid"]: _Child(**fields) for fields in handoff.children}
         self._install_signals()
@@ -271,6 +276,7 @@ class Parent(Watchdog):
             self.error_log.log(
                 "error", f"re-exec failed ({error}); the preloaded code stays", ah="MP00006"
             )
+        self._sync_proxy_state(graceful)
         self._new_generation()
         if not self._preload():
             return self._stop_unloadable()
@@ -281,6 +287,14 @@ class Parent(Watchdog):
         else:
             self._spawn_start_servers()
         return None
+
+    def _sync_proxy_state(self, graceful: bool) -> None:
+        """A graceful restart keeps the counters and error state of the workers that persist;
+        a full restart (the children are gone by now) rebuilds it, as Apache's slotmem is."""
+        if self.proxy_state is not None:
+            self.proxy_state.reconfigure(self.config, keep=graceful)
+        else:
+            self.proxy_state = create_proxy_state(self.config, self.scoreboard.path)
 
     def _new_generation(self) -> None:
         self.generation += 1
@@ -336,6 +350,7 @@ class Parent(Watchdog):
             config=config,
             listeners=self.listeners,
             scoreboard=self.scoreboard,
+            proxy_state=self.proxy_state,
             slot=slot,
             generation=self.generation,
             error_log=self.error_log,
@@ -513,3 +528,6 @@ class Parent(Watchdog):
         if self.scoreboard is not None:
             self.scoreboard.close()
             self.scoreboard.unlink()
+        if self.proxy_state is not None:
+            self.proxy_state.close()
+            self.proxy_state.unlink()

@@ -23,6 +23,7 @@ from mpmd.mpm.startup import (
     StartupError,
     bind,
     check_access_logs,
+    create_proxy_state,
     create_scoreboard,
     open_error_log,
     remove_pid_file,
@@ -56,9 +57,10 @@ def _serve_single(config: ServerConfig, command_line: str) -> int:
     error_log = open_error_log(config)
     check_access_logs(config)
     listeners = bind(config)
-    scoreboard = None
+    scoreboard = proxy_state = None
     try:
         scoreboard, record = _single_scoreboard(config)
+        proxy_state = create_proxy_state(config, scoreboard.path)
         write_pid_file(config.pid_file)
     except StartupError:
         for sock in listeners:
@@ -68,7 +70,12 @@ def _serve_single(config: ServerConfig, command_line: str) -> int:
             scoreboard.unlink()
         raise
     ctx = build_child_context(
-        config, error_log, multithread=False, multiprocess=False, scoreboard=scoreboard
+        config,
+        error_log,
+        multithread=False,
+        multiprocess=False,
+        scoreboard=scoreboard,
+        proxy_state=proxy_state,
     )
     loop = EventLoop(
         ctx,
@@ -107,6 +114,9 @@ def _serve_single(config: ServerConfig, command_line: str) -> int:
             sock.close()
         scoreboard.close()
         scoreboard.unlink()
+        if proxy_state is not None:
+            proxy_state.close()
+            proxy_state.unlink()
         remove_pid_file(config.pid_file)
         error_log.log("notice", "caught SIGTERM, shutting down", module="mpm_event", ah="AH00491")
     return 0

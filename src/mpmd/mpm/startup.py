@@ -14,6 +14,7 @@ import os
 import socket
 
 from mpmd.config.model import ServerConfig
+from mpmd.handlers.proxy.state import ProxyState, needs_state
 from mpmd.logs.error import ErrorLog, errno_text
 from mpmd.logs.targets import LogFile
 from mpmd.mpm.listeners import BindError, bind_listeners
@@ -109,3 +110,23 @@ def create_scoreboard(
             f'{errno_text(err)}: AH00001: Unable to create or access scoreboard "{path}" '
             "(name-based shared memory failure)"
         ) from None
+
+
+def create_proxy_state(config: ServerConfig, scoreboard_path: str) -> ProxyState | None:
+    """The balancers' and proxy workers' shared state, at the scoreboard's path + ".proxy"
+    (so tools find it from the scoreboard); None when nothing is proxied."""
+    if not needs_state(config):
+        return None
+    path = scoreboard_path + ".proxy"
+    try:
+        return ProxyState.create(path, config)
+    except OSError as err:
+        raise StartupError(f"{errno_text(err)}: AH01179: balancer slotmem_create failed") from None
+
+
+def reattach_proxy_state(scoreboard_path: str) -> ProxyState | None:
+    """After a re-exec: the state the old image left (None if it had none)."""
+    try:
+        return ProxyState.attach(scoreboard_path + ".proxy", readonly=False, owner=True)
+    except FileNotFoundError:
+        return None
