@@ -53,7 +53,13 @@ class Choice:
 class _Runtime:
     """What balancers and direct workers share: the counters and the error bookkeeping."""
 
-    def __init__(self, state: ProxyState, error_log, failonstatus=frozenset(), failontimeout=False):
+    def __init__(
+        self,
+        state: ProxyState,
+        error_log,
+        failonstatus: frozenset[int] = frozenset(),
+        failontimeout: bool = False,
+    ) -> None:
         self.state = state
         self.error_log = error_log
         self._failonstatus = failonstatus

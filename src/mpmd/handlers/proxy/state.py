@@ -325,8 +325,7 @@ class ProxyState:
     def _reindex(self) -> None:
         """Offsets of the live records, by (kind, balancer name, url)."""
         if self._mm.size() < os.fstat(self._fd).st_size:  # another process grew the file
-            self._mm.close()
-            self._mm = self._map()
+            self._mm = self._map()  # the old map is left to the collector: a thread may use it
         index = {}
         for i in range(self._count()):
             off = HEADER_SIZE + i * RECORD_SIZE
@@ -431,7 +430,6 @@ class ProxyState:
         need = HEADER_SIZE + (self._count() + records) * RECORD_SIZE
         if need > self._mm.size():
             os.ftruncate(self._fd, need)
-            self._mm.close()
             self._mm = self._map()
 
     # -- readers -----------------------------------------------------------------------------
