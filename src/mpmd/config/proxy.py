@@ -119,6 +119,7 @@ class _ProxyBuilder:
         self.expressions: dict[str, tuple[str, str]] = {}
         self.templates: dict[str, dict[str, Any]] = {}
         self.status = False
+        self.built: dict[int, BackendMember] = {}
         self.warnings: list[str] = []
         self._warned: set[str] = set()
 
@@ -484,10 +485,13 @@ class _ProxyBuilder:
         return ProxyRoute(route.path, route.regex, route.target, member, route.node.where)
 
     def backend(self, worker: _Worker) -> BackendMember:
+        """One BackendMember per worker: routes sharing a worker share the object."""
+        if id(worker) in self.built:
+            return self.built[id(worker)]
         fields = dict(worker.fields)
         if worker.url.scheme == "ws":
             fields.setdefault("upgrade", "websocket")
-        return BackendMember(
+        member = self.built[id(worker)] = BackendMember(
             url=worker.url.name,
             scheme=worker.url.scheme,  # type: ignore[arg-type]
             host=worker.url.host,
@@ -496,6 +500,7 @@ class _ProxyBuilder:
             params=WorkerParams(**fields),
             source=worker.source,
         )
+        return member
 
     def result(self) -> ProxyBuild:
         main = self.main

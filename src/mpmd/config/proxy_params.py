@@ -475,19 +475,21 @@ def v_hc_expr(name: str, args: tuple[str, ...]) -> tuple[str, str]:
         raise DirectiveValueError(f"Missing expression name for {name}")
     if len(expr_name) > _SCHEME_SIZE - 1:
         raise DirectiveValueError(f"Expression name limited to {_SCHEME_SIZE - 1} characters")
-    rest = list(args[1:])
-    if not rest or not rest[0]:
+    text = " ".join(args[1:])
+    if not text:
         raise DirectiveValueError(f"Missing expression for {name}")
-    if rest[0].startswith("{"):
-        end = next((i for i, word in enumerate(rest) if word.endswith("}")), None)
-        if end is None:
-            raise DirectiveValueError(
-                f'Could not parse expression "{" ".join(rest)}": missing closing brace'
-            )
-        expression = " ".join(rest[: end + 1])[1:-1].strip()
-        rest = rest[end + 1 :]
+    if text.startswith("{"):
+        depth, end = 0, 0
+        while end < len(text):
+            depth += (text[end] == "{") - (text[end] == "}")
+            if depth == 0:
+                break
+            end += 1
+        if depth:
+            raise DirectiveValueError(f'Could not parse expression "{text}": missing closing brace')
+        expression, rest = text[1:end].strip(), text[end + 1 :].strip()
     else:
-        expression, rest = rest[0], rest[1:]
+        expression, _, rest = text.partition(" ")
     if rest:
         raise DirectiveValueError("error: extra parameter(s)")
     return expr_name, expression
