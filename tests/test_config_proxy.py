@@ -205,7 +205,7 @@ ProxyHCExpr gdown {%{REQUEST_STATUS} =~ /^[5]/}
 ProxyHCTemplate tpl hcmethod=GET hcinterval=2 hcpasses=2 hcexpr=ok234 hcuri=/up
 <Proxy balancer://hc>
     BalancerMember http://a:81 hcinterval=10 hctemplate=tpl
-    BalancerMember http://b:81 hctemplate=TPL hcexpr=gdown hcfails=3
+    BalancerMember http://b:81 hctemplate=TPL hcexpr=GDOWN hcfails=3
 </Proxy>
 """,
     )

@@ -12,7 +12,7 @@ that the builder knows which keys were set explicitly (templates, worker sharing
 from __future__ import annotations
 
 import re
-from collections.abc import Container, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,7 +100,7 @@ def worker_param(
     key: str,
     val: str,
     templates: Mapping[str, Mapping[str, Any]],
-    expressions: Container[str],
+    expressions: Mapping[str, tuple[str, str]],
 ) -> None:
     """Apply one worker `key=value` to `fields` (WorkerParams names); Apache's errors."""
     k = key.lower()
@@ -226,7 +226,7 @@ def hc_param(
     key: str,
     val: str,
     templates: Mapping[str, Mapping[str, Any]],
-    expressions: Container[str],
+    expressions: Mapping[str, tuple[str, str]],
 ) -> None:
     """mod_proxy_hcheck's keys (set_worker_hc_param); templates and expressions by name."""
     k = key.lower()
@@ -261,7 +261,7 @@ def hc_param(
     elif k == "hcexpr":
         if val.lower() not in expressions:
             raise DirectiveValueError(f"Unknown health check condition expr: {val}")
-        fields["hcexpr"] = val
+        fields["hcexpr"] = expressions[val.lower()][0]  # as ProxyHCExpr spells it
     else:
         raise DirectiveValueError("unknown Worker hcheck parameter")
 
