@@ -89,10 +89,10 @@ class _Server:
 
 @dataclass(frozen=True, slots=True)
 class _Section:
-    """The <Location>, <Directory> or <Proxy> a directive is written in."""
+    """The <Location> or <Directory> (or their Match forms) a directive is written in."""
 
-    kind: str  # "location", "directory" or "proxy"
-    label: str  # as Apache names it in messages: "Location", "ProxyMatch" ...
+    kind: str  # "location" or "directory"
+    label: str  # as Apache spells the section: "Location", "LocationMatch" ...
     path: str
     regex: bool
 
@@ -146,7 +146,7 @@ class _ProxyBuilder:
                 regex = key.endswith("match") or args[0] == "~"
                 path = args[-1]
                 kind = "location" if key.startswith("location") else "directory"
-                label = "Location" if kind == "location" else "Directory"
+                label = kind.capitalize() + ("Match" if key.endswith("match") else "")
                 self.walk(node.children, server, _Section(kind, label, path, regex))
             elif key in ("proxy", "proxymatch"):
                 self.proxy_section(node, key == "proxymatch")
