@@ -147,7 +147,7 @@ def _run(spec: _Spec, parent_pid: int) -> int:
     try:
         hcheck.serve(
             spec.config, spec.state, spec.error_log, stopping=lambda: bool(stop),
-            parent_pid=parent_pid,
+            parent_pid=parent_pid, tpsize=spec.config.hc_tpsize,
         )  # fmt: skip
     except Exception:
         spec.error_log.exception("MP00131: the health-check process failed", module="proxy_hcheck")
