@@ -117,12 +117,19 @@ def test_a_dead_member_gets_c_and_comes_back_after_hcpasses(tmp_path: Path, back
         assert member_flags(tmp_path, down) == (False, 0)
 
 
-def test_one_process_checks_whatever_the_number_of_children(tmp_path: Path, backends) -> None:
+@pytest.mark.parametrize("preload", ["Off", "On"])
+def test_one_process_checks_whatever_the_number_of_children(
+    tmp_path: Path, backends, preload: str
+) -> None:
     """prefork with 4 children: still one checker, whose checks of a member are at least an
     interval apart (several checkers sharing the state would race into back-to-back checks);
-    a graceful restart replaces it, a stop ends it."""
+    a graceful restart (a re-exec of the parent with WSGIPreload On) replaces it, a stop ends
+    it."""
     first = backends[0]
-    extra = "StartServers 4\nMinSpareServers 4\nMaxSpareServers 8"
+    extra = (
+        "StartServers 4\nMinSpareServers 4\nMaxSpareServers 8\n"
+        f"WSGIApp /wsgi testapp:hello\nWSGIPreload {preload}"
+    )
     server = balanced_server(tmp_path, backends, extra, mpm="prefork")
     with server:
         wait_for(lambda: len(children_of(server.pid)) >= 5)
