@@ -4,7 +4,7 @@ Owns the registry SERVERS (name -> ServerSpec) and the config generators for Apa
 mpmd. Peers are configured exactly as in shared/reference/peer-benchmarks.md ("Servers as
 measured"); mpmd gets the same keep-alive policy (KeepAliveTimeout 30, unlimited requests) and no
 access log. The balancers of workload f (issue 11) front the back ends in fx.backend_ports:
-Apache and mpmd from one generated httpd.conf, nginx from an `upstream` block. Only builds
+Apache and mpmd from one generated httpd.conf, nginx from an `upstream` block, HAProxy. Only builds
 command lines and config text: starting and stopping is process.py's job.
 """
 
@@ -41,7 +41,7 @@ class ServerSpec:
     what: str
     paths: dict[str, str]
     build: Callable[[Fixtures, Path, int, Path], Launch]  # (fixtures, run_dir, port, venv_bin)
-    family: str  # "mpmd", "python", "apache", "nginx"
+    family: str  # "mpmd", "python", "apache", "nginx", "haproxy"
     balancer: bool = False  # fronts fx.backend_ports; runs only the balancer workload
 
 
@@ -311,6 +311,40 @@ def _nginx_upstream(fx: Fixtures, run: Path, port: int, vbin: Path) -> Launch:
     )
 
 
+def haproxy_config(fx: Fixtures, run: Path, port: int) -> str:
+    """HAProxy as a balancer: one thread, round robin, idle server connections reused."""
+    members = "".join(f"    server b{i} 127.0.0.1:{p}\n" for i, p in enumerate(fx.backend_ports))
+    return f"""global
+    nbthread 1
+    maxconn 4096
+    pidfile {run}/haproxy.pid
+defaults
+    mode http
+    option http-keep-alive
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    timeout http-keep-alive 30s
+frontend bench
+    bind 127.0.0.1:{port}
+    default_backend members
+backend members
+    balance roundrobin
+    http-reuse always
+{members}"""
+
+
+def _haproxy(fx: Fixtures, run: Path, port: int, vbin: Path) -> Launch:
+    conf = run / "haproxy.cfg"
+    conf.write_text(haproxy_config(fx, run, port))
+    return Launch(
+        cmd=["haproxy", "-db", "-f", str(conf)],
+        cwd=run,
+        check_cmd=["haproxy", "-c", "-q", "-f", str(conf)],
+        config_file=conf,
+    )
+
+
 def _spec(
     name: str, what: str, paths: dict[str, str], build, family: str, balancer: bool = False
 ) -> ServerSpec:
@@ -415,6 +449,14 @@ SERVERS: dict[str, ServerSpec] = {
             BALANCER_PATHS,
             _nginx_upstream,
             "nginx",
+            balancer=True,
+        ),
+        _spec(
+            "haproxy",
+            "HAProxy, nbthread 1, balance roundrobin, http-reuse always",
+            BALANCER_PATHS,
+            _haproxy,
+            "haproxy",
             balancer=True,
         ),
     )

@@ -6,8 +6,12 @@ and nothing is orphaned; its pid file, error log and temp folders stay in tmp_pa
 end answers with its name (body and `X-Backend` header) so a test can tell where a request
 went. `NginxBackends` serves several back ends from one process (cheap, for selection
 sequences); `NginxBackend` is one back end per process, for tests that kill one and start it
-again on the same port. `MpmdBackends` runs mpmd itself (tests/server.py's Server) with
-tests/apps/backendapp.py, for what nginx cannot do: held requests, slow streams, any status.
+again on the same port. nginx's URLs: / and /hello (the name), /echo-headers (parse_echo),
+/big (a generated file of `big_size` bytes, SHA-256 in `big_sha256`), PUT /upload/NAME
+(stored under `uploaded(index, NAME)`), /cookie (the ROUTEID and JSESSIONID cookies, value
+`s.<name>` so that the route after the dot is the name). `MpmdBackends` runs mpmd itself
+(tests/server.py's Server) with tests/apps/backendapp.py, for what nginx cannot do: held
+requests (Gate), slow and streamed-on-demand responses, any status, POST upload digests.
 Everything is stopped by pid and waited for; tests skip when nginx is missing.
 """
 
@@ -165,7 +169,11 @@ class _Nginx:
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
         )
-        wait_for(self._ready, timeout=15)
+        try:
+            wait_for(self._ready, timeout=15)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def _ready(self) -> bool:

@@ -27,6 +27,7 @@ from bench.servers import (
     SERVERS,
     apache_config,
     balancer_config,
+    haproxy_config,
     mpmd_config,
     nginx_config,
     nginx_upstream_config,
@@ -205,6 +206,7 @@ def test_balancer_configs(tmp_path: Path) -> None:
     upstream = nginx_upstream_config(fx, run, 4242)
     assert "server 127.0.0.1:4003;" in upstream and "keepalive 32;" in upstream
     assert 'proxy_set_header Connection "";' in upstream
+    assert "    server b2 127.0.0.1:4003\n" in haproxy_config(fx, run, 4242)
     back = backend_config(run, fx.backend_ports)
     assert back.count('return 200 "Hello, World!"') == 3 and "worker_processes 1;" in back
 
