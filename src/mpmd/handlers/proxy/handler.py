@@ -204,6 +204,7 @@ class ProxyHandler:
         fresh = False
         while True:
             conn = self._connect(exchange, runtime, choice, pool, fresh)
+            reused = conn.reused
             parser = ResponseParser(
                 exchange.request.method,
                 field_size=http.limit_request_field_size,
@@ -219,7 +220,7 @@ class ProxyHandler:
                 if parser.started:
                     self._log_backend(exchange, member, error, target)
                     raise _Failed(502, failover=False) from None
-                if conn.reused and not fresh and not attempt.body_read and not error.timed_out:
+                if reused and not fresh and not attempt.body_read and not error.timed_out:
                     fresh = True  # the back end closed it as we reused it: once more, new
                     continue
                 self._log_backend(exchange, member, error, target)
