@@ -177,7 +177,10 @@ class Reader:
                 yield piece
         elif names.get("transfer-encoding", "").lower() == "chunked":
             while True:
-                size = int(self.line() or b"0", 16)
+                line = self.line()
+                if line is None:
+                    raise ConnectionError("short body")
+                size = int(line, 16)
                 if size == 0:
                     self.line()
                     return

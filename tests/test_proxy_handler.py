@@ -156,7 +156,6 @@ def test_via_reverse_and_response_hop_by_hop():
         assert response.header("Via") == "1.1 localhost:8080"
         assert response.header("X-Hop") is None and response.header("Keep-Alive") is None
         assert exchange.keep_alive  # the back end's Connection: close is not the client's
-        assert backend.seen == [] or True
         proxy.close()
 
 
@@ -345,7 +344,7 @@ def test_failonstatus_moves_to_the_next_member():
 def test_malformed_response_is_502_naming_the_member(response, ah):
     with Backend(_answer_raw(response)) as backend:
         proxy = Proxy([direct_route("/app", member(backend.port))])
-        got, exchange = proxy.get()
+        got, _ = proxy.get()
         assert got.status == 502
         lines = [line for line in proxy.log.lines if line[2]["ah"] == ah]
         assert lines and f"127.0.0.1:{backend.port}" in lines[0][1]
