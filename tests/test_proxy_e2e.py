@@ -20,7 +20,7 @@ import pytest
 
 from mpmd.config import directives
 from proxy_doubles import Backend, Seen, serve_ok
-from server import Server, call, children_of, wait_for
+from server import Server, call, children_of, pid_alive, wait_for
 from test_protocol import CASES, load_case
 
 FRONT = Path(__file__).parent / "proxy_front.py"
@@ -149,7 +149,7 @@ def test_malformed_backend_is_502_and_the_worker_lives(tmp_path):
             for _ in range(3):
                 status, _, _ = call(front, "GET", "/app/x")
                 assert status == 502
-            assert children_of(front.pid) == children  # no worker died
+            assert all(pid_alive(pid) for pid in children)  # no worker died
             wait_for(lambda: f"127.0.0.1:{backend.port}" in front.log_text())
             assert "AH00898" in front.log_text()
 
