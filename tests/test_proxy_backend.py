@@ -267,7 +267,6 @@ def test_response_hop_by_hop_dropped():
             ("X-Hop", "1"),
             ("Keep-Alive", "timeout=5"),
             ("Transfer-Encoding", "chunked"),
-            ("Content-Length", "5"),
             ("Proxy-Authenticate", "Basic"),
             ("Upgrade", "h2"),
             ("Set-Cookie", "a=b"),

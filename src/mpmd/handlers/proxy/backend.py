@@ -488,14 +488,11 @@ def client_headers(
     for name, value in head.headers:
         if name.lower() == "connection":
             named.update(t.strip().lower() for t in value.split(",") if t.strip())
-    chunked = any(n.lower() == "transfer-encoding" for n, _ in head.headers)
     out: list[tuple[str, str]] = []
     for name, value in head.headers:
         lname = name.lower()
         if lname in _RESPONSE_DROP or lname in named:
             continue
-        if lname == "content-length" and chunked:
-            continue  # both framings: Content-Length is the one to distrust (RFC 9112 6.3)
         if lname in _REVERSE_HEADERS and settings.reverse:
             value = reverse_map(value, settings.reverse, balancers, base)
         out.append((name, value))
