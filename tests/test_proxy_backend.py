@@ -201,7 +201,8 @@ def test_content_length_chunked_and_close_delimited(split):
     assert (head.status, head.reason, body, parser.reusable) == (200, "OK", b"hello", True)
     assert ("X-A", "b") in head.headers
     parser, events, head, body = _parse(
-        b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+        b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
         split=split,
     )
     assert (head.status, body, events[-1], parser.reusable) == (201, b"abcde", END, True)

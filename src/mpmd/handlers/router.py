@@ -49,7 +49,7 @@ from mpmd.http.exchange import Exchange
 from mpmd.http.fields import host_name
 
 Handler = Callable[[Exchange], None]
-ProxyHandler = Callable[[Exchange, ProxyRoute, str], None]
+ProxyRouteHandler = Callable[[Exchange, ProxyRoute, str], None]
 _HEX = frozenset("0123456789abcdefABCDEF")
 _CACHE_LIMIT = 1024
 
@@ -345,7 +345,7 @@ class Router:
         error_log: Any,
         *,
         extra_handlers: Mapping[str, Handler] = {},
-        proxy: ProxyHandler | None = None,
+        proxy: ProxyRouteHandler | None = None,
     ) -> None:
         self.config = config
         self.error_log = error_log

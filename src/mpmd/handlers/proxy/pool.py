@@ -6,8 +6,8 @@ the sockets to one member: how many may be open (`max`), how many idle ones are 
 `ttl` at most `smax`; with it, any unused for `ttl` is closed, keeping `min`), how long a
 request waits for a free one (`acquire`), and whether one is reused at all (`disablereuse`).
 A pooled connection the back end closed while it sat idle is found before it is handed out
-(it polls readable: EOF or stray bytes), so a request never starts on it. Each process builds its own pools after
-fork; a pool is never shared across processes.
+(it polls readable: EOF or stray bytes), so a request never starts on it. Each process builds
+its own pools after fork; a pool is never shared across processes.
 """
 
 from __future__ import annotations
