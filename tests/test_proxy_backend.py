@@ -309,3 +309,12 @@ def test_proxy_pass_reverse():
         ("Location", "http://front.example:8080/lb/y"),
         ("Content-Location", "http://front.example:8080/app/c"),
     ]
+
+
+def test_upgrade_is_kept_only_for_a_tunnel():
+    request = make_request("GET", "/ws", [("host", "h"), ("connection", "Upgrade"),
+                                          ("upgrade", "websocket")])  # fmt: skip
+    _, headers, _, _ = _head(request)
+    assert not any(n.lower() in ("upgrade", "connection") for n, _ in headers)
+    _, headers, _, _ = _head(request, upgrade=True)
+    assert headers[-2:] == [("Connection", "Upgrade"), ("Upgrade", "websocket")]

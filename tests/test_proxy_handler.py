@@ -294,6 +294,30 @@ def test_no_worker_is_503_with_its_line():
     assert any("All workers are in error state" in line[1] for line in proxy.log.lines)
 
 
+class _BusyAtFirst(RoundRobin):
+    """No usable member for the first `busy` choices (another child holds them)."""
+
+    busy: int = 3
+
+    def choose(self, path_and_query, cookie, now):
+        if self.busy:
+            self.busy -= 1
+            raise NoWorker("AH01167: balancer://test: All workers are in error state")
+        return super().choose(path_and_query, cookie, now)
+
+
+def test_balancer_timeout_waits_for_a_usable_member():
+    with Backend(serve_ok(b"late")) as backend:
+        r = ProxyRoute("/app", False, "balancer://test", None, "test:1")
+        waiting = _BusyAtFirst([member(backend.port)], timeout=30.0)
+        proxy = Proxy([r], runtimes={"/app": waiting})
+        assert proxy.get()[0].body == b"late" and waiting.busy == 0
+        at_once = _BusyAtFirst([member(backend.port)], timeout=0.0)
+        proxy = Proxy([r], runtimes={"/app": at_once})
+        assert proxy.get()[0].status == 503 and at_once.busy == 2
+        proxy.close()
+
+
 def test_idempotent_request_reset_before_response_is_retried_elsewhere():
     def reset(sock, reader, backend):
         reader.head()

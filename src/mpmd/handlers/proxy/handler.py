@@ -112,12 +112,17 @@ class ProxyHandler:
         request = exchange.request
         runtime = self._runtime(route)
         tries = 0
+        deadline = time.monotonic() + runtime.timeout
         while True:
             try:
                 choice = runtime.choose(request.target, request.header("cookie"), time.time())
             except Exception as error:  # balancer.NoWorker: its status and log line
                 if not hasattr(error, "status") or not hasattr(error, "message"):
                     raise
+                left = deadline - time.monotonic()
+                if left > 0:  # the balancer's timeout: poll for a usable member, as Apache
+                    time.sleep(min(left, 0.01))
+                    continue
                 self._log("error", error.message, exchange)
                 exchange.send_error(error.status)
                 return
