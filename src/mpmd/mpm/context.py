@@ -50,7 +50,10 @@ class ChildContext:
         return stop is not None and stop.requested
 
     def close(self) -> None:
-        """Flush buffered access logs before the child exits."""
+        """Flush buffered access logs and close idle back-end connections before the child
+        exits."""
+        if self.router.proxy is not None:
+            self.router.proxy.close()
         for writers in self.access_logs.values():
             for writer in writers:
                 writer.flush()
@@ -117,6 +120,8 @@ def build_child_context(
         router = build_router(config, error_log, scoreboard)
     elif scoreboard is not None:  # preloaded in the parent: bind the status handlers here
         router.extra_handlers.update(scoreboard_handlers(config, scoreboard))
+    if proxy_state is not None:  # the pools are the child's: never built in the parent
+        router.proxy = proxy_handler(config, error_log, proxy_state)
     access_logs = make_access_logs(
         config,
         lambda spec: AccessLog(
@@ -134,6 +139,14 @@ def build_child_context(
         multiprocess=multiprocess,
         proxy_state=proxy_state,
     )
+
+
+def proxy_handler(config: ServerConfig, error_log: ErrorLog, proxy_state) -> Callable:
+    """The child's ProxyHandler over the shared balancer state (its runtimes and pools)."""
+    from mpmd.handlers.proxy.balancer import runtime_factory
+    from mpmd.handlers.proxy.handler import ProxyHandler
+
+    return ProxyHandler(config, error_log, runtime_factory(config, proxy_state, error_log))
 
 
 def make_access_logs(config: ServerConfig, factory: Callable) -> dict[int, Sequence]:
