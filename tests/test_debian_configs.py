@@ -71,3 +71,29 @@ def test_debian_stock_apache2_conf() -> None:
     dump = mpmd("-S", "-d", str(APACHE), "-f", str(APACHE / "apache2.conf"), env=_envvars())
     assert "MaxRequestWorkers 150" in dump.stdout.splitlines()
     assert "Listen 80" in dump.stdout.splitlines()
+
+
+PROXY_MODULES = ("proxy", "proxy_http", "proxy_balancer", "lbmethod_byrequests",
+                 "lbmethod_bytraffic", "lbmethod_bybusyness", "proxy_hcheck", "proxy_wstunnel",
+                 "slotmem_shm")  # fmt: skip
+
+
+def test_debian_proxy_modules_load_and_are_listed(tmp_path) -> None:
+    includes = [
+        f"Include {path}"
+        for module in PROXY_MODULES
+        for path in sorted((APACHE / "mods-available").glob(f"{module}.*"))
+    ]
+    conf = tmp_path / "proxy.conf"
+    conf.write_text("\n".join([
+        "Listen 8080", *includes,
+        '<Proxy "balancer://mycluster">',
+        '    BalancerMember "http://10.0.0.1:8080" route=a loadfactor=2',
+        "</Proxy>",
+        'ProxyPass "/app" "balancer://mycluster"',
+    ]) + "\n")  # fmt: skip
+    test = mpmd("-t", "-f", str(conf))
+    assert (test.returncode, test.stdout, test.stderr) == (0, "Syntax OK\n", "")
+    listed = mpmd("-M", "-f", str(conf)).stdout.splitlines()
+    for module in PROXY_MODULES:
+        assert f" {module}_module (shared)" in listed

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mpmd.config import directives as reg
@@ -35,6 +35,7 @@ from mpmd.config.model import (
     WsgiMount,
 )
 from mpmd.config.mpm_limits import clamp_mpm
+from mpmd.config.proxy import build_proxy
 from mpmd.config.syntax import STATIC_MODULES, ConfigError, Node
 
 COMMAND_LINE = "(command line)"
@@ -168,7 +169,8 @@ class _Builder:
         if key not in reg.SECTIONS:
             raise ConfigError(node.file, node.line, reg.unknown_message("<" + node.name))
         label = reg._CANONICAL[key]
-        if context == reg.DIRECTORY or (key == "virtualhost" and context != reg.SERVER):
+        nested = key == "virtualhost" and context != reg.SERVER
+        if context in (reg.DIRECTORY, reg.PROXY) or nested:
             message = f"<{label}> cannot occur within <{parent}> section"
             raise ConfigError(node.file, node.line, message)
         if not node.args:
@@ -178,6 +180,9 @@ class _Builder:
             vhost = _Scope(node)
             self.vhosts.append(vhost)
             self.walk(node.children or (), vhost, reg.VHOST, label)
+            return
+        if key in ("proxy", "proxymatch"):  # checked here, built by config/proxy.py
+            self.walk(node.children or (), _Scope(node), reg.PROXY, label)
             return
         self.dir_section(node, key, label, scope)
 
@@ -223,7 +228,7 @@ class _Builder:
                 return
             raise ConfigError(node.file, node.line, reg.unknown_message(node.name))
         fail = _failer(node)
-        if context not in d.contexts:
+        if context not in d.contexts and not (context == reg.PROXY and reg.DIRECTORY in d.contexts):
             if d.name == "ServerAlias":
                 raise fail("ServerAlias only used in <VirtualHost>")
             if context == reg.VHOST and d.global_only:
@@ -452,6 +457,10 @@ def build_config(
     default_port = listeners[0].port if listeners else 80
     main_vhost = _main_vhost(b, formats, default_port, builtin, app, config_file)
     vhosts = tuple(_vhost(b, scope, main_vhost, formats, default_port) for scope in b.vhosts)
+    proxy = build_proxy(nodes)
+    b.warnings.extend(proxy.warnings)
+    main_vhost = replace(main_vhost, proxy=proxy.main)
+    vhosts = tuple(replace(v, proxy=p) for v, p in zip(vhosts, proxy.vhosts, strict=True))
 
     pid_file = main.last("PidFile")
     if pid_file is not None:
@@ -483,6 +492,9 @@ def build_config(
         defines=defines,
         warnings=tuple(b.warnings),
         scoreboard_file=b.path(scoreboard) if scoreboard else "",
+        balancers=proxy.balancers,
+        proxy_status=proxy.status,
+        hc_expressions=proxy.hc_expressions,
     )
 
 

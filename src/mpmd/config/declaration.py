@@ -16,21 +16,25 @@ from mpmd.config.model import MPM_NAMES, MpmName
 from mpmd.config.validators import DirectiveValueError
 
 # Where a directive may appear. "server" = main server config, "vhost" = <VirtualHost>,
-# "directory" = <Directory>, <Location> and their Match forms.
+# "directory" = <Directory>, <Location> and their Match forms; "proxy" = <Proxy>/<ProxyMatch>,
+# which also takes every directory-context directive (as Apache's ACCESS_CONF).
 SERVER = "server"
 VHOST = "vhost"
 DIRECTORY = "directory"
+PROXY = "proxy"
 S = frozenset({SERVER})
 V = frozenset({VHOST})
 SV = frozenset({SERVER, VHOST})
 SVD = frozenset({SERVER, VHOST, DIRECTORY})
 D = frozenset({DIRECTORY})
+SVP = frozenset({SERVER, VHOST, PROXY})
 
 # Argument syntax, named after Apache's command_rec kinds: (label, min, max or None).
 TAKE1 = ("TAKE1", 1, 1)
 TAKE2 = ("TAKE2", 2, 2)
 TAKE12 = ("TAKE12", 1, 2)
 TAKE23 = ("TAKE23", 2, 3)
+TAKE123 = ("TAKE123", 1, 3)
 FLAG = ("FLAG", 1, 1)
 ITERATE = ("ITERATE", 1, None)
 ITERATE2 = ("ITERATE2", 2, None)
@@ -48,6 +52,7 @@ _ARITY_WORDING = {
     "TAKE2": "takes two arguments",
     "TAKE12": "takes 1-2 arguments",
     "TAKE23": "takes two or three arguments",
+    "TAKE123": "takes one, two or three arguments",
     "ITERATE": "requires at least one argument",
     "ITERATE2": "requires at least two arguments",
 }

@@ -18,8 +18,8 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from mpmd.config.declaration import DIRECTORY, SERVER, VHOST, Directive, PerMpm
-from mpmd.config.groups import content, core, http, logs, mpm, wsgi
+from mpmd.config.declaration import DIRECTORY, PROXY, SERVER, VHOST, Directive, PerMpm
+from mpmd.config.groups import content, core, http, logs, mpm, proxy, wsgi
 from mpmd.config.ignored import (
     IGNORED,
     IGNORED_BY_NAME,
@@ -44,6 +44,7 @@ __all__ = [
     "MODULE_CALLABLE",
     "OPTIONS_ALL",
     "PARSER_DIRECTIVES",
+    "PROXY",
     "SECTIONS",
     "SERVER",
     "VHOST",
@@ -59,7 +60,7 @@ __all__ = [
 
 # The groups, in the order docs/directives.md lists them. A new group of directives is a
 # module in config/groups/ (GROUP, TITLE, DIRECTIVES) and its name here.
-GROUPS = (mpm, core, http, content, logs, wsgi)
+GROUPS = (mpm, core, http, content, logs, wsgi, proxy)
 DIRECTIVES: tuple[Directive, ...] = tuple(d for group in GROUPS for d in group.DIRECTIVES)
 
 # Handled by config/syntax.py while reading; listed so names are known and documented.
@@ -71,7 +72,10 @@ PARSER_DIRECTIVES: dict[str, str] = {
 }
 
 # Sections mpmd honours (their directives are applied) and conditionals the parser resolves.
-SECTIONS = frozenset({"virtualhost", "directory", "directorymatch", "location", "locationmatch"})
+SECTIONS = frozenset(
+    {"virtualhost", "directory", "directorymatch", "location", "locationmatch"}
+    | {"proxy", "proxymatch"}
+)
 CONDITIONAL_SECTIONS = frozenset(
     {"ifmodule", "ifdefine", "ifversion", "iffile", "ifdirective", "ifsection"}
 )
@@ -99,6 +103,7 @@ _CANONICAL = {
         n.lower(): n
         for n in (
             *("VirtualHost", "Directory", "DirectoryMatch", "Location", "LocationMatch"),
+            *("Proxy", "ProxyMatch"),
             *("IfModule", "IfDefine", "IfVersion", "IfFile", "IfDirective", "IfSection"),
         )
     },
@@ -129,7 +134,12 @@ def unknown_message(name: str) -> str:
 
 # --- documentation ------------------------------------------------------------------------
 
-_CONTEXT_ORDER = ((SERVER, "server config"), (VHOST, "virtual host"), (DIRECTORY, "directory"))
+_CONTEXT_ORDER = (
+    (SERVER, "server config"),
+    (VHOST, "virtual host"),
+    (DIRECTORY, "directory"),
+    (PROXY, "proxy section"),
+)
 
 
 def _format_default(directive: Directive) -> str:

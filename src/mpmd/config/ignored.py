@@ -74,13 +74,11 @@ IGNORED: dict[str, str] = {
     "mod_authnz_ldap": "AuthLDAPBindDN AuthLDAPBindPassword AuthLDAPGroupAttribute "
     "AuthLDAPGroupAttributeIsDN AuthLDAPRemoteUserAttribute AuthLDAPURL",
     "mod_access_compat": "Allow Deny Order Satisfy",
-    "mod_proxy": "BalancerGrowth BalancerInherit BalancerMember BalancerPersist NoProxy "
-    "ProxyAddHeaders ProxyBadHeader ProxyBlock ProxyDomain ProxyErrorOverride "
-    "ProxyIOBufferSize ProxyMaxForwards ProxyPass ProxyPassInherit ProxyPassInterpolateEnv "
-    "ProxyPassMatch ProxyPassReverse ProxyPassReverseCookieDomain ProxyPassReverseCookiePath "
-    "ProxyPreserveHost ProxyReceiveBufferSize ProxyRemote ProxyRemoteMatch ProxyRequests "
-    "ProxySet ProxySourceAddress ProxyStatus ProxyTimeout ProxyVia",
-    "mod_proxy_hcheck": "ProxyHCExpr ProxyHCTemplate ProxyHCTPsize",
+    "mod_proxy": "BalancerGrowth BalancerInherit BalancerPersist NoProxy ProxyBadHeader "
+    "ProxyBlock ProxyDomain ProxyIOBufferSize ProxyMaxForwards ProxyPassInherit "
+    "ProxyPassInterpolateEnv ProxyPassReverseCookieDomain ProxyPassReverseCookiePath "
+    "ProxyReceiveBufferSize ProxyRemote ProxyRemoteMatch ProxySourceAddress",
+    "mod_proxy_hcheck": "ProxyHCTPsize",
     "mod_proxy_fcgi": "ProxyFCGIBackendType ProxyFCGISetEnvIf",
     "mod_proxy_html": "ProxyHTMLEnable ProxyHTMLExtended ProxyHTMLLinks ProxyHTMLURLMap",
     "mod_cgi": "ScriptLog ScriptLogBuffer ScriptLogLength",
@@ -119,7 +117,6 @@ IGNORED_SECTIONS: dict[str, str] = {
     "core": "Files FilesMatch If ElseIf Else Limit LimitExcept",
     "mod_authz_core": "RequireAll RequireAny RequireNone AuthzProviderAlias",
     "mod_authn_core": "AuthnProviderAlias",
-    "mod_proxy": "Proxy ProxyMatch",
     "mod_macro": "Macro",
 }
 # A hint appended to the "not implemented" warning for some modules.

@@ -229,7 +229,9 @@ class ReverseRule:
 
 @dataclass(frozen=True, slots=True)
 class ProxySettings:
-    """A virtual host's mod_proxy settings (its routes first, then the main server's)."""
+    """A virtual host's mod_proxy settings. Routes in the order they are tried: path-less
+    ProxyPass of <Location> sections (the host's, then the main server's; the last section
+    first), then the main server's ProxyPass lines, then the host's (mod_proxy's merge)."""
 
     routes: tuple[ProxyRoute, ...] = ()
     reverse: tuple[ReverseRule, ...] = ()
@@ -238,6 +240,7 @@ class ProxySettings:
     add_headers: bool = True
     via: str = "Off"  # Off | On | Full | Block
     error_override: bool = False
+    error_override_codes: frozenset[int] = frozenset()  # ProxyErrorOverride On 502 ...; empty: all
 
 
 NO_PROXY = ProxySettings()
