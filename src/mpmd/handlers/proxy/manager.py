@@ -12,6 +12,7 @@ by the router before this handler runs, as for server-status.
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Callable
 from email.utils import formatdate
 from urllib.parse import quote, unquote, urlsplit
@@ -220,7 +221,7 @@ class PageFacts:
                     ):
                         where = "" if vhost is config.main else f"{vhost.server_name} -> "
                         self.paths[b.name] = where + route.path
-        self.sname_id = f"p{abs(hash(config.config_file or 'mpmd')) & 0xFFFFFFFF:x}"
+        self.sname_id = f"p{zlib.crc32((config.config_file or 'mpmd').encode()):x}"
 
     def sname(self, name: str) -> str:
         """The balancer's slotmem name as Apache shows it in brackets: pHASH_alnum-name."""
