@@ -92,6 +92,7 @@ def test_the_entry_point_is_a_leaf_and_the_parent_names_no_mpm() -> None:
         "mpmd.handlers.metrics",
         "mpmd.handlers.proxy.balancer",
         "mpmd.handlers.proxy.handler",
+        "mpmd.handlers.proxy.manager",
         "mpmd.logs.access",
         "mpmd.logs.error",
         "mpmd.mpm.scoreboard",
