@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mpmd.config.model import BackendMember, ProxyRoute, WorkerParams
+from mpmd.handlers.proxy.balancer import NoWorker
 
 # -- members and routes -------------------------------------------------------------------------
 
@@ -38,13 +39,6 @@ def direct_route(prefix: str, backend: BackendMember, target_path: str = "") -> 
 
 
 # -- the runtime double -------------------------------------------------------------------------
-
-
-class NoWorker(Exception):
-    def __init__(self, message: str, status: int = 503) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass
@@ -85,7 +79,7 @@ class RoundRobin:
                     env = {"BALANCER_NAME": self.name, "BALANCER_WORKER_NAME": chosen.url}
                     return Choice(chosen, slot, env)
         self.calls.append(("no-worker",))
-        raise NoWorker(f"AH01167: {self.name}: All workers are in error state")
+        raise NoWorker("AH01170", f"{self.name}: All workers are in error state")
 
     def started(self, choice: Choice) -> None:
         self.calls.append(("started", choice.slot))

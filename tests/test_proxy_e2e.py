@@ -1,53 +1,35 @@
-"""The proxy in the real server (prefork, worker, event's threads) against loopback back ends.
-
-Until the ProxyPass directives land, tests/proxy_front.py starts mpmd with the routes patched
-into its configuration (and the runtime double behind them): the rest is the real server. The
-last tests say the same in Apache syntax and run once the registry knows ProxyPass.
-"""
+"""The proxy in the real server (prefork, worker, event, -X) against loopback back ends."""
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import socket
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 
-from mpmd.config import directives
 from proxy_doubles import Backend, Seen, serve_ok
 from server import Server, call, children_of, pid_alive, wait_for
 from test_protocol import CASES, load_case
 
-FRONT = Path(__file__).parent / "proxy_front.py"
 LOG_FORMAT = 'CustomLog "{log}" "%>s %{{BALANCER_WORKER_NAME}}e %{{BALANCER_NAME}}e"\n'
 
 
 class FrontServer(Server):
-    """mpmd run through tests/proxy_front.py with `routes` ({prefix: [port, ...]})."""
+    """mpmd in front of `routes` ({prefix: [port, ...]}): each prefix proxies to a balancer
+    `balancer://test<n>` (the first one `balancer://test`) of the loopback ports."""
 
-    def __init__(self, tmp: Path, config: str = "", *, routes, proxy=None, mpm=None, args=()):
+    def __init__(self, tmp: Path, config: str = "", *, routes, mpm=None, args=()):
         log = tmp / "proxy_log"
-        super().__init__(tmp, config + LOG_FORMAT.format(log=log), mpm=mpm, args=args)
+        lines = []
+        for index, (prefix, ports) in enumerate(routes.items()):
+            name = "balancer://test" + (str(index) if index else "")
+            members = "".join(f"    BalancerMember http://127.0.0.1:{port}\n" for port in ports)
+            lines.append(f"<Proxy {name}>\n{members}</Proxy>\nProxyPass {prefix} {name}\n")
+        proxy = "".join(lines)
+        super().__init__(tmp, config + proxy + LOG_FORMAT.format(log=log), mpm=mpm, args=args)
         self.proxy_log = log
-        self.spec = json.dumps({"routes": list(routes.items()), "proxy": proxy or {}})
-
-    def start(self, *, wait: bool = True) -> FrontServer:
-        env = dict(os.environ, MPMD_TEST_PROXY=self.spec)
-        self.proc = subprocess.Popen(
-            [sys.executable, str(FRONT), "-f", str(self.conf), *self.args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=env,
-        )
-        if wait:
-            wait_for(self._ready, timeout=15)
-        return self
 
 
 def _raw(port: int, data: bytes) -> bytes:
@@ -226,19 +208,6 @@ def test_200_mb_each_way_through_the_server(tmp_path):
             assert max(peak, _rss_of(children)) - before < 50 * 1024 * 1024
 
 
-# -- the same in Apache syntax, once the directives exist ---------------------------------------
-
-
-def _has_proxypass() -> bool:
-    return directives.lookup("ProxyPass") is not None
-
-
-needs_directives = pytest.mark.skipif(
-    not _has_proxypass(), reason="ProxyPass is not in the directive registry yet"
-)
-
-
-@needs_directives
 @pytest.mark.parametrize("mpm", ["prefork", "worker", "event"])
 def test_proxypass_directive_forwards(tmp_path, mpm):
     with Backend(serve_ok(b"via directive")) as backend:
@@ -256,7 +225,6 @@ def test_proxypass_directive_forwards(tmp_path, mpm):
             assert seen.header("X-Forwarded-Host") == "front"
 
 
-@needs_directives
 def test_proxypass_directive_smuggling_cases(tmp_path):
     with Backend(serve_ok()) as backend:
         front = Server(tmp_path, f"ProxyPass / http://127.0.0.1:{backend.port}/\n")

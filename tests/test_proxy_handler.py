@@ -20,9 +20,10 @@ from mpmd.config.model import (
     ProxySettings,
     ReverseRule,
 )
+from mpmd.handlers.proxy.balancer import NoWorker
 from mpmd.handlers.proxy.handler import ProxyHandler
 from mpmd.handlers.router import Router
-from proxy_doubles import Backend, NoWorker, RoundRobin, Seen, direct_route, member, serve_ok
+from proxy_doubles import Backend, RoundRobin, Seen, direct_route, member, serve_ok
 
 
 class Proxy:
@@ -302,7 +303,7 @@ class _BusyAtFirst(RoundRobin):
     def choose(self, path_and_query, cookie, now):
         if self.busy:
             self.busy -= 1
-            raise NoWorker("AH01167: balancer://test: All workers are in error state")
+            raise NoWorker("AH01170", "balancer://test: All workers are in error state")
         return super().choose(path_and_query, cookie, now)
 
 
@@ -540,4 +541,4 @@ def test_config_from_builder_can_carry_proxy_settings():
     settings = ProxySettings(routes=(direct_route("/app", member(1)),))
     main = dataclasses.replace(config.main, proxy=settings)
     assert dataclasses.replace(config, main=main).main.proxy.routes[0].path == "/app"
-    assert NoWorker("x").status == 503
+    assert NoWorker("AH01170", "x").status == 503

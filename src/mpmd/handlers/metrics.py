@@ -158,16 +158,60 @@ class ScoreboardCollector:
         yield connections
 
 
-def make_registry(config: ServerConfig, scoreboard: Scoreboard) -> CollectorRegistry:
-    """A registry holding only the scoreboard collector (no process or GC collectors)."""
+class ProxyCollector:
+    """ProxyStatus On: one series per back-end worker, labelled by balancer ("" for a direct
+    ProxyPass worker) and member URL, from one snapshot of the shared proxy state."""
+
+    GAUGES = (
+        ("busy", "In-flight requests (Apache's Busy)", lambda w: w.busy),
+        ("usable", "1 while the member may be chosen (no Dis Stop Err HcFl)", lambda w: w.usable),
+        ("in_error", "1 while the member is in error (flag E)", lambda w: w.has_flag("E")),
+        ("hc_failed", "1 while its health check fails (flag C)", lambda w: w.has_flag("C")),
+        ("draining", "1 while draining (flag N)", lambda w: w.has_flag("N")),
+        ("load_factor", "The load factor (Apache's Factor)", lambda w: w.lbfactor / 100),
+    )
+    COUNTERS = (
+        ("requests", "Times the member was elected (Apache's Elected)", lambda w: w.elected),
+        ("sent_bytes", "Bytes sent to the member (Apache's To)", lambda w: w.transferred),
+        ("received_bytes", "Bytes read from the member (Apache's From)", lambda w: w.read),
+        ("retries", "Retries of the member after an error", lambda w: w.retries),
+    )
+
+    def __init__(self, proxy_state) -> None:
+        self.proxy_state = proxy_state
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.proxy_state.snapshot()
+        workers = [w for b in snap.balancers for w in b.members] + list(snap.workers)
+        labels = ["balancer", "member"]
+        for kind, table in ((GaugeMetricFamily, self.GAUGES), (CounterMetricFamily, self.COUNTERS)):
+            for name, text, value in table:
+                family = kind(f"mpmd_proxy_{name}", text, labels=labels)
+                for w in workers:
+                    family.add_metric([w.balancer, w.url], float(value(w)))
+                yield family
+
+
+def make_registry(
+    config: ServerConfig, scoreboard: Scoreboard, proxy_state=None
+) -> CollectorRegistry:
+    """A registry holding only the scoreboard collector (no process or GC collectors), and
+    with ProxyStatus On the proxy collector."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ScoreboardCollector(config, scoreboard))
+    if config.proxy_status and proxy_state is not None:
+        registry.register(ProxyCollector(proxy_state))
     return registry
 
 
-def make_metrics_handler(config: ServerConfig, scoreboard: Scoreboard) -> Handler:
+def make_metrics_handler(
+    config: ServerConfig, scoreboard: Scoreboard, *, proxy_state=None
+) -> Handler:
     """The `metrics` handler: text exposition, or OpenMetrics when the scraper asks for it."""
-    registry = make_registry(config, scoreboard)
+    registry = make_registry(config, scoreboard, proxy_state)
 
     def metrics(exchange: Exchange) -> None:
         request = exchange.request

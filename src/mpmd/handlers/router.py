@@ -256,7 +256,7 @@ class _VhostRoutes:
             )
         ]
         self.document_root = vhost.document_root.rstrip("/")
-        self.proxy = vhost.proxy if vhost.proxy.routes and router.proxy is not None else None
+        self.proxy = vhost.proxy if vhost.proxy.routes else None  # router.proxy answers
 
     def dispatch(self, exchange: Exchange, path: str) -> None:
         router = self.router
@@ -273,7 +273,9 @@ class _VhostRoutes:
                 return
             router.run_named(exchange, handler_name)
             return
-        proxied = match_route(self.proxy, path) if self.proxy is not None else None
+        proxied = None
+        if self.proxy is not None and router.proxy is not None:
+            proxied = match_route(self.proxy, path)
         if proxied is not None:
             exchange.notes["handler"] = "proxy-server"
             if not router.denied(exchange, require, path):

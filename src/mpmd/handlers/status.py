@@ -453,9 +453,15 @@ def _worker_list(view: StatusView) -> str:
 
 
 def render_html(
-    view: StatusView, host: str, local_ip: str, *, notable: bool = False, extra: str = ""
+    view: StatusView,
+    host: str,
+    local_ip: str,
+    *,
+    notable: bool = False,
+    extra: str = "",
+    hooks: str = "",
 ) -> str:
-    """The HTML page, Apache's sections in Apache's order; `extra` (the charts) follows the key."""
+    """Apache's sections in Apache's order; the charts (`extra`) after the key; `hooks` last."""
     facts = view.facts
     parts = [
         _HEAD,
@@ -484,7 +490,7 @@ def render_html(
         parts.append(_worker_list(view))
     else:
         parts.append(_worker_rows(view))
-    parts.append("</body></html>\n")
+    parts += [hooks, "</body></html>\n"]
     return "".join(parts)
 
 
@@ -498,11 +504,14 @@ def request_host(exchange: Exchange) -> str:
 
 
 def make_status_handler(
-    config: ServerConfig, scoreboard: Scoreboard, *, charts: bool = True
+    config: ServerConfig, scoreboard: Scoreboard, *, charts: bool = True, proxy_state=None
 ) -> Handler:
-    """The `server-status` handler for one configuration (facts computed here, once)."""
+    """The `server-status` handler (facts computed once); ProxyStatus On adds the balancers."""
     facts = StatusFacts(config)
     draw = history_section if charts else None
+    proxy = proxy_state if config.proxy_status and config.balancers else None
+    if proxy is not None:
+        from mpmd.handlers.proxy import status_page
 
     def status(exchange: Exchange) -> None:
         request = exchange.request
@@ -515,12 +524,17 @@ def make_status_handler(
         host = request_host(exchange)
         if auto:
             body = render_auto(view, host)
+            if proxy is not None:
+                body += status_page.render_auto(proxy.snapshot())
             content_type = AUTO_TYPE
         else:
             extra = ""
             if draw is not None:
                 extra = draw(view.snap.history(), facts.max_request_workers, facts.is_async)
-            body = render_html(view, host, exchange.conn.server_addr, notable=notable, extra=extra)
+            hooks = status_page.render_html(proxy.snapshot(), escape_html) if proxy else ""
+            body = render_html(
+                view, host, exchange.conn.server_addr, notable=notable, extra=extra, hooks=hooks
+            )
             content_type = HTML_TYPE
         headers.append(("Content-Type", content_type))
         exchange.respond("200 OK", headers, body.encode("latin-1", "replace"))

@@ -50,7 +50,10 @@ class ChildContext:
         return stop is not None and stop.requested
 
     def close(self) -> None:
-        """Flush buffered access logs before the child exits."""
+        """Flush buffered access logs and close idle back-end connections before the child
+        exits."""
+        if self.router.proxy is not None:
+            self.router.proxy.close()
         for writers in self.access_logs.values():
             for writer in writers:
                 writer.flush()
@@ -59,18 +62,28 @@ class ChildContext:
         return self.access_logs.get(id(vhost), ())
 
 
-def build_router(config: ServerConfig, error_log: ErrorLog, scoreboard=None) -> Router:
+def build_router(
+    config: ServerConfig, error_log: ErrorLog, scoreboard=None, proxy_state=None
+) -> Router:
     """Import the applications (in a child, or in the parent with WSGIPreload On)."""
-    return Router(config, error_log, extra_handlers=scoreboard_handlers(config, scoreboard))
+    handlers = scoreboard_handlers(config, scoreboard, proxy_state, error_log)
+    return Router(config, error_log, extra_handlers=handlers)
 
 
-def scoreboard_handlers(config: ServerConfig, scoreboard) -> dict:
-    """`SetHandler server-status` and `SetHandler metrics`, bound to the scoreboard: only the
-    ones the configuration names, so a child imports prometheus_client only where /metrics is
-    mounted (it is the largest import a child would otherwise carry)."""
+def scoreboard_handlers(config: ServerConfig, scoreboard, proxy_state=None, error_log=None) -> dict:
+    """`SetHandler server-status` and `SetHandler metrics`, bound to the scoreboard (and, for
+    ProxyStatus, the proxy state), and `SetHandler balancer-manager`, bound to the proxy state:
+    only the ones the configuration names, so a child imports prometheus_client only where
+    /metrics is mounted (it is the largest import a child would otherwise carry)."""
     if scoreboard is None:
         return {}
-    return {name: make(config, scoreboard) for name, make in handler_factories(config).items()}
+    made = {}
+    for name, make in handler_factories(config).items():
+        if name == "balancer-manager":
+            made[name] = make(config, proxy_state, error_log)
+        else:
+            made[name] = make(config, scoreboard, proxy_state=proxy_state)
+    return made
 
 
 def share_before_fork(config: ServerConfig) -> None:
@@ -97,6 +110,10 @@ def handler_factories(config: ServerConfig) -> dict[str, Callable]:
         from mpmd.handlers.metrics import make_metrics_handler
 
         factories["metrics"] = make_metrics_handler
+    if "balancer-manager" in names:
+        from mpmd.handlers.proxy.manager import make_manager_handler
+
+        factories["balancer-manager"] = make_manager_handler
     return factories
 
 
@@ -114,9 +131,12 @@ def build_child_context(
     if scoreboard is not None:
         scoreboard.extended = config.extended_status  # the worker records made from now on
     if router is None:
-        router = build_router(config, error_log, scoreboard)
+        router = build_router(config, error_log, scoreboard, proxy_state)
     elif scoreboard is not None:  # preloaded in the parent: bind the status handlers here
-        router.extra_handlers.update(scoreboard_handlers(config, scoreboard))
+        handlers = scoreboard_handlers(config, scoreboard, proxy_state, error_log)
+        router.extra_handlers.update(handlers)
+    if proxy_state is not None:  # the pools are the child's: never built in the parent
+        router.proxy = proxy_handler(config, error_log, proxy_state)
     access_logs = make_access_logs(
         config,
         lambda spec: AccessLog(
@@ -134,6 +154,14 @@ def build_child_context(
         multiprocess=multiprocess,
         proxy_state=proxy_state,
     )
+
+
+def proxy_handler(config: ServerConfig, error_log: ErrorLog, proxy_state) -> Callable:
+    """The child's ProxyHandler over the shared balancer state (its runtimes and pools)."""
+    from mpmd.handlers.proxy.balancer import runtime_factory
+    from mpmd.handlers.proxy.handler import ProxyHandler
+
+    return ProxyHandler(config, error_log, runtime_factory(config, proxy_state, error_log))
 
 
 def make_access_logs(config: ServerConfig, factory: Callable) -> dict[int, Sequence]:

@@ -80,7 +80,7 @@ DIRECTIVES: tuple[Directive, ...] = (
         default=None,
         doc=(
             "A handler name that overrides any other configured handler (mpmd has server-status, "
-            "metrics and none)"
+            "metrics, balancer-manager and none)"
         ),
         validate=v_string,
     ),

@@ -13,9 +13,11 @@ the client, as Apache's pre_request does.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from mpmd.config.model import BackendMember, Balancer
+from mpmd.config.model import BackendMember, Balancer, ProxyRoute, ServerConfig
+from mpmd.handlers.proxy.backend import balancer_name
 from mpmd.handlers.proxy.lbmethods import (
     charge_sticky,
     find_best,
@@ -243,3 +245,26 @@ class WorkerRuntime(_Runtime):
                 module="proxy",
             )
         return Choice(self.member, slot, {}, None)
+
+
+def runtime_factory(
+    config: ServerConfig, state: ProxyState, error_log
+) -> Callable[[ProxyRoute], BalancerRuntime | WorkerRuntime]:
+    """The child's runtime for a route: one per balancer and one per direct worker URL, so
+    routes that share a balancer or a worker share its runtime, as they share its slots."""
+    balancers = {b.name: b for b in config.balancers}
+    made: dict[str, BalancerRuntime | WorkerRuntime] = {}
+
+    def runtime_for(route: ProxyRoute) -> BalancerRuntime | WorkerRuntime:
+        member = route.member
+        key = member.url if member is not None else balancer_name(route.target or "")
+        runtime = made.get(key)
+        if runtime is None:
+            if member is not None:
+                runtime = WorkerRuntime(member, state, error_log)
+            else:
+                runtime = BalancerRuntime(balancers[key], state, error_log)
+            made[key] = runtime
+        return runtime
+
+    return runtime_for

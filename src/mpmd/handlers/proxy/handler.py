@@ -37,6 +37,7 @@ from mpmd.handlers.proxy.backend import (
     request_head,
     via_value,
 )
+from mpmd.handlers.proxy.balancer import NoWorker
 from mpmd.handlers.proxy.pool import BackendConnection, ConnectionPool, PoolTimeout
 from mpmd.http.exchange import Exchange
 
@@ -116,9 +117,7 @@ class ProxyHandler:
         while True:
             try:
                 choice = runtime.choose(request.target, request.header("cookie"), time.time())
-            except Exception as error:  # balancer.NoWorker: its status and log line
-                if not hasattr(error, "status") or not hasattr(error, "message"):
-                    raise
+            except NoWorker as error:
                 left = deadline - time.monotonic()
                 if left > 0:  # the balancer's timeout: poll for a usable member, as Apache
                     time.sleep(min(left, 0.01))

@@ -24,6 +24,7 @@ import os
 import struct
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -174,6 +175,7 @@ class BalancerSlot(_Record):
     sticky_cookie = _Str(48, 64)
     sticky_param = _Str(112, 64)
     name = _Str(_BALANCER_NAME_OFF, 128)
+    nonce = _Str(_BALANCER_NAME_OFF + 128, 64)  # the balancer-manager's; "" with nonce=None
 
     def touch(self) -> None:
         self.wupdated = max(self.wupdated + 1, time.time_ns() // 1000)
@@ -218,6 +220,7 @@ class BalancerInfo:
     sticky_param: str
     wupdated: int
     members: tuple[WorkerInfo, ...]  # configuration order
+    nonce: str = ""  # the balancer-manager's CSRF token ("" with nonce=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,6 +458,8 @@ def _apply_balancer(slot: BalancerSlot, balancer: Balancer) -> None:
     slot.sticky_cookie = params.sticky_cookie
     slot.sticky_param = params.sticky_param
     slot.need_reset = 0
+    # a random UUID chosen here, in the parent, so every child's form carries the same one
+    slot.nonce = str(uuid.uuid4()) if params.nonce == "" else params.nonce or ""
     slot.touch()
 
 
@@ -517,5 +522,5 @@ _WORKER_FIELDS = (
 )  # fmt: skip
 _BALANCER_FIELDS = (
     "name", "lbmethod", "timeout", "max_attempts", "nofailover", "sticky_cookie",
-    "sticky_param", "wupdated",
+    "sticky_param", "wupdated", "nonce",
 )  # fmt: skip
