@@ -14,8 +14,8 @@ from helpers import DEFAULT_SETTINGS
 from mpmd.handlers.proxy.handler import upgrade_protocol
 from mpmd.handlers.proxy.tunnel import BUFFER, relay
 from mpmd.http.protocol import HttpProtocol
-from proxy_doubles import member
-from server import Server, call, wait_for
+from proxy_doubles import Backend, member
+from server import Server, call, free_port, wait_for
 
 websockets = pytest.importorskip("websockets")
 from websockets.exceptions import ConnectionClosed, InvalidStatus  # noqa: E402
@@ -324,3 +324,57 @@ def test_an_upgrade_to_a_member_without_upgrade_goes_as_plain_http(tmp_path):
                 connect(f"ws://127.0.0.1:{front.port}/ws/x", open_timeout=10)
             assert info.value.response.status_code == 200  # the back end's plain answer
             assert "Upgrade" not in backend.requests[-1].headers
+
+
+@pytest.mark.parametrize(("mpm", "args"), [("prefork", ()), ("event", ())])
+def test_a_frame_sent_right_behind_the_upgrade_request_is_not_lost(tmp_path, mpm, args):
+    """The client's first frame in the same packet as its head: the protocol holds it and the
+    tunnel delivers it after the 101 (as a masked text frame "early")."""
+    mask = b"\x01\x02\x03\x04"
+    payload = bytes(b ^ mask[i % 4] for i, b in enumerate(b"early"))
+    frame = b"\x81\x85" + mask + payload
+    head = (
+        b"GET /ws/first HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    with WsBackend() as backend, _front(tmp_path, backend, "ws", mpm, args) as front:
+        with socket.create_connection(("127.0.0.1", front.port), timeout=10) as sock:
+            sock.sendall(head + frame)
+            data = b""
+            while b"\r\n\r\n" not in data or not data.endswith(b"\x81\x05early"):
+                chunk = sock.recv(65536)
+                assert chunk, data
+                data += chunk
+        assert data.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+        response_head = data.split(b"\r\n\r\n")[0].decode()
+        assert "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in response_head
+        assert "Upgrade: websocket" in response_head and "Connection: Upgrade" in response_head
+
+
+def test_a_101_for_another_protocol_is_a_502(tmp_path):
+    def answer(sock, reader, backend):
+        if reader.head() is not None:
+            sock.sendall(b"HTTP/1.1 101 Switching\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
+
+    with Backend(answer) as backend:
+        config = f"ProxyPass /ws/ ws://127.0.0.1:{backend.port}/\n"
+        with Server(tmp_path, config, mpm="worker") as front:
+            with pytest.raises(InvalidStatus) as info:
+                connect(f"ws://127.0.0.1:{front.port}/ws/x", open_timeout=10)
+            assert info.value.response.status_code == 502
+            wait_for(lambda: "Unexpected Upgrade: h2c (expecting websocket)" in front.log_text())
+
+
+def test_failover_happens_before_the_tunnel(tmp_path):
+    dead = free_port()
+    with WsBackend() as backend:
+        config = (
+            f"<Proxy balancer://ws>\n    BalancerMember ws://127.0.0.1:{dead}\n"
+            f"    BalancerMember ws://127.0.0.1:{backend.port}\n</Proxy>\n"
+            "ProxyPass /ws/ balancer://ws/\n"
+        )
+        with Server(tmp_path, config, mpm="event") as front:
+            with connect(f"ws://127.0.0.1:{front.port}/ws/f", open_timeout=10) as ws:
+                ws.send("after failover")
+                assert ws.recv(timeout=10) == "after failover"
+            assert "AH00959" in front.log_text() or "AH01114" in front.log_text()
