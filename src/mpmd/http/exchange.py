@@ -10,6 +10,7 @@ provides, so it never touches a socket itself.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 
@@ -45,6 +46,7 @@ class ConnectionInfo:
         "requests",
         "server_addr",
         "server_port",
+        "take_over",
         "wsgi_base",
     )
 
@@ -68,6 +70,11 @@ class ConnectionInfo:
         # (WsgiHandler, its environ completed with this connection's values): built on the
         # connection's first request through a mount, copied for the next ones
         self.wsgi_base: tuple[object, dict] | None = None
+        # For a tunnel (Request.upgrade answered with 101): the client socket, with the output
+        # before it written, and the bytes the client sent behind the request head. The caller
+        # then owns the socket's I/O (never closes it; it sets exchange.keep_alive = False and
+        # the I/O layer closes it). None where the I/O layer cannot hand its socket over.
+        self.take_over: Callable[[], tuple[socket.socket, bytes]] | None = None
 
 
 class ResponseAlreadyStarted(RuntimeError):

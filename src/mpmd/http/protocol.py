@@ -84,6 +84,7 @@ class HttpProtocol:
         "_head_fed",
         "_head_lines",
         "_head_scanned",
+        "_held",
         "_keep_alive_allowed",
         "_limit_body",
         "_limit_field",
@@ -138,6 +139,9 @@ class HttpProtocol:
         self._sink_tail = b""  # last bytes of a chunked body (terminator across feeds)
         self._sink_keep_alive = True
         self._message_done = False  # llhttp reported the end of the message being fed
+        # After an upgrade request (Request.upgrade): what the client sent behind its head,
+        # unparsed until the response decides; None otherwise
+        self._held: bytearray | None = None
         self._reset_head()
 
     # -- the I/O layer's API -------------------------------------------------------------------
@@ -145,6 +149,12 @@ class HttpProtocol:
     def feed(self, data: bytes) -> None:
         """Bytes from the socket; b"" means EOF. Never raises for bad input: errors are kept
         and raised by next_request() (or by the body being read) in order."""
+        if self._held is not None:  # not HTTP, perhaps: kept raw until the response decides
+            if data:
+                self._held += data
+            else:
+                self.eof = True
+            return
         if self.state in _FINAL:
             self.eof = self.eof or not data
             return
@@ -154,6 +164,9 @@ class HttpProtocol:
         try:
             while data and self.state not in _FINAL:
                 data = self._feed_body(data) if self.state is BODY else self._feed_head(data)
+                if self._held is not None:
+                    self._held += data
+                    return
         except HttpError as err:
             self._fail(err)
         except HttpParserCallbackError as err:
@@ -199,13 +212,34 @@ class HttpProtocol:
 
     def finish_request(self, request: Request) -> bool:
         """After the response: skip what is left of the body. True = the connection may carry
-        another request (the request allowed keep-alive and its body was consumed)."""
+        another request (the request allowed keep-alive and its body was consumed). Bytes held
+        after an upgrade request that was answered without switching are parsed now."""
+        if self._held is not None:
+            self._resume()
         body = request.body
         if body is not EMPTY_BODY and not body.complete and not self._discard(body):  # type: ignore[arg-type]
             if self.state is not ERROR:
                 self._enter(CLOSED)
             return False
         return request.keep_alive and body.error is None
+
+    def take_upgraded(self) -> bytes:
+        """The connection switches protocols (a tunnel takes the socket): the bytes the client
+        sent behind the upgrade request's head; nothing more is parsed on this connection."""
+        held = bytes(self._held or b"")
+        self._held = None
+        if self.state not in _FINAL:
+            self._enter(CLOSED)
+        return held
+
+    def _resume(self) -> None:
+        """Parse what was held after an upgrade request, then the EOF seen meanwhile."""
+        held, self._held = self._held, None
+        eof = self.eof
+        if held:
+            self.feed(bytes(held))
+        if eof:
+            self.feed(b"")
 
     def read_stage(self) -> str:
         """What the next socket read waits for: timeouts.IDLE, REQUEST_LINE, HEADERS or BODY."""
@@ -424,6 +458,8 @@ class HttpProtocol:
         )
         self.requests_started += 1
         has_body = chunked or bool(content_length)
+        # llhttp's upgrade: `Connection: upgrade` with `Upgrade`, or CONNECT (not switched here)
+        upgrade = upgraded and http11 and not has_body and method != "CONNECT"
         if has_body == self._message_done and not upgraded:
             # llhttp framed this message differently from the headers we read: refuse it
             # rather than risk two views of where the next request starts.
@@ -456,6 +492,7 @@ class HttpProtocol:
             content_length=content_length,
             expect_continue=expect_continue,
             head_size=len(head),
+            upgrade=upgrade,
         )
         self._queue.append(request)
         if has_body:
@@ -463,6 +500,8 @@ class HttpProtocol:
             return
         if upgraded:
             self._parser = self._new_parser()  # llhttp stays in "upgraded" mode otherwise
+        if upgrade:
+            self._held = bytearray()
         self._enter(IDLE if keep_alive else CLOSED)
 
     # -- bodies --------------------------------------------------------------------------------

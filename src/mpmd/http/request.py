@@ -36,6 +36,7 @@ class Request:
         "path",
         "query",
         "target",
+        "upgrade",
         "version",
     )
 
@@ -52,6 +53,7 @@ class Request:
         content_length: int | None = None,
         expect_continue: bool = False,
         head_size: int = 0,
+        upgrade: bool = False,
     ) -> None:
         self.method = method
         self.target = target  # as sent, latin-1 decoded, not percent-decoded
@@ -67,6 +69,10 @@ class Request:
         self.content_length = content_length  # None for chunked or no body
         self.expect_continue = expect_continue
         self.head_size = head_size  # bytes of request line + headers (for %I)
+        # An HTTP/1.1 request without a body asking to switch protocols (`Connection: upgrade`
+        # and `Upgrade`): the bytes after its head wait raw in the protocol until the response
+        # decides (HttpProtocol.take_upgraded for a tunnel, else finish_request parses them).
+        self.upgrade = upgrade
 
     def header(self, name: str) -> str | None:
         """First value of header `name` (lower-case), or None."""

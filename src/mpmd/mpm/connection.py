@@ -88,6 +88,9 @@ class Connection:
     def send_continue(self) -> None:
         self.sock.sendall(CONTINUE_100)
 
+    def flush_blocking(self) -> None:
+        """Nothing is ever queued: send() and sendfile() return once the kernel has it all."""
+
     # -- serving ---------------------------------------------------------------------------------
 
     def serve_blocking(self) -> None:

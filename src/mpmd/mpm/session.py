@@ -31,6 +31,8 @@ _CLIENT_GONE = (ConnectionError, TimeoutError, BlockingIOError)
 class Transport(Protocol):
     """What a session needs from the connection that owns the socket."""
 
+    sock: socket.socket
+
     def send(self, data: bytes) -> None: ...
 
     def sendfile(self, fd: int, offset: int, count: int) -> None: ...
@@ -42,6 +44,9 @@ class Transport(Protocol):
         """One read waiting at most `seconds`; raises TimeoutError."""
 
     def send_continue(self) -> None: ...
+
+    def flush_blocking(self) -> None:
+        """Wait (Timeout per step) until the queued output is written: a tunnel takes over."""
 
 
 class Session:
@@ -84,6 +89,12 @@ class Session:
         data = self.transport.recv_within(timeout)
         deadline.on_bytes(len(data), time.monotonic())
         return data
+
+    def take_over(self) -> tuple[socket.socket, bytes]:
+        """ConnectionInfo.take_over: the socket for a tunnel, and the bytes held after the
+        upgrade request's head. The connection carries no more HTTP; its owner closes it."""
+        self.transport.flush_blocking()
+        return self.transport.sock, self.protocol.take_upgraded()
 
     def read_timed_out(self, stage: str, request_line: str | None = None) -> None:
         """RequestReadTimeout expired in `stage`: the 408 or the logged close that
@@ -144,7 +155,10 @@ class Session:
                     time.time_ns() // 1000,
                 )
             self.body_deadline = None
+            if request.upgrade:  # a handler may tunnel it (the bound method: a cycle, cut below)
+                info.take_over = self.take_over
             keep_alive = self._run(exchange)
+            info.take_over = None
             end = time.time()
             for log in ctx.logs_for(vhost):
                 log.log(exchange, end)

@@ -13,6 +13,11 @@ end reset, closed or timed out before any response byte is retried on another me
 (Apache answers 502 there, AH01102). A failure on a reused pooled connection before any
 response byte is retried once on a fresh connection to the same member: the keep-alive race
 the client must not see.
+
+An upgrade request (Request.upgrade) whose `Upgrade` the member accepts (`upgrade=`, ws://)
+asks the back end to switch too; its 101 hands both sockets to tunnel.py until the tunnel
+ends, and the request is logged then (101, %B the bytes the client got through it). Failover
+happens only before the 101. The back-end connection of a tunnel is never pooled again.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from mpmd.handlers.proxy.backend import (
 )
 from mpmd.handlers.proxy.balancer import NoWorker
 from mpmd.handlers.proxy.pool import BackendConnection, ConnectionPool, PoolTimeout
+from mpmd.handlers.proxy.tunnel import relay
 from mpmd.http.exchange import Exchange
 
 # nginx's proxy_next_upstream rule for a retry on another member (issue 11, item 4)
@@ -157,6 +163,7 @@ class ProxyHandler:
         request = exchange.request
         vhost = exchange.vhost
         target = backend_target(route, rest, member, request.query)
+        upgrade = upgrade_protocol(exchange, member)
         head, framing, expect = request_head(
             request,
             target,
@@ -165,20 +172,24 @@ class ProxyHandler:
             client_ip=exchange.conn.client_addr,
             server_name=vhost.server_name,
             server_port=exchange.conn.server_port,
+            upgrade=upgrade is not None,
         )
         pool = self._pool(member, exchange)
         conn, parser, response, early = self._request(
             exchange, runtime, choice, pool, head, framing, expect, attempt, target
         )
-        if response.status == 101:  # never asked for: the stream is not HTTP any more
-            pool.release(conn, reusable=False)
-            self._log_backend(
-                exchange,
-                member,
-                BackendError("Corrupt status line returned by remote server: 101 without Upgrade"),
-                target,
-            )
-            raise _Failed(502, failover=False)
+        if response.status == 101:  # the stream is not HTTP any more: a tunnel, or a 502
+            answer = _header(response, "upgrade")
+            if upgrade is None or answer is None or answer.lower() != upgrade.lower():
+                pool.release(conn, reusable=False)
+                unexpected = f"Unexpected Upgrade: {answer or 'n/a'} (expecting {upgrade or 'n/a'})"
+                self._log_backend(exchange, member, BackendError(unexpected), target)
+                raise _Failed(502, failover=False)
+            try:
+                self._tunnel(exchange, conn, pool, parser, response, answer, attempt)
+            finally:
+                pool.release(conn, reusable=False)
+            return
         if runtime.after_response(choice, response.status, False) and not last:
             pool.release(conn, reusable=False)  # failonstatus: the next member answers
             raise _Failed(response.status, failover=True)
@@ -334,14 +345,7 @@ class ProxyHandler:
     ) -> None:
         """Start the client's response and stream the body as it arrives."""
         settings = exchange.vhost.proxy
-        via = None
-        if settings.via in ("On", "Full"):
-            via = via_value(
-                exchange.request.version,
-                exchange.vhost.server_name,
-                exchange.conn.server_port,
-                settings.via == "Full",
-            )
+        via = self._via(exchange)
         host = exchange.request.header("host") or exchange.vhost.server_name
         headers = client_headers(response, settings, self.balancers, base=f"http://{host}", via=via)
         exchange.start(response.status_line, headers)
@@ -364,6 +368,60 @@ class ProxyHandler:
         except BaseException:
             pool.release(conn, reusable=False)
             raise
+
+    def _tunnel(
+        self,
+        exchange: Exchange,
+        conn: BackendConnection,
+        pool: ConnectionPool,
+        parser: ResponseParser,
+        response: ResponseHead,
+        protocol: str,
+        attempt: _Attempt,
+    ) -> None:
+        """Relay the 101 as the back end sent it (hop-by-hop headers dropped, then
+        `Connection: Upgrade` and its `Upgrade`: mod_proxy_http's interim response, no Date
+        or Server added), then run the tunnel until it ends; the client connection closes."""
+        settings = exchange.vhost.proxy
+        via = self._via(exchange)
+        host = exchange.request.header("host") or exchange.vhost.server_name
+        headers = client_headers(response, settings, self.balancers, base=f"http://{host}", via=via)
+        headers += [("Connection", "Upgrade"), ("Upgrade", protocol)]
+        status_line = f"101 {response.reason or 'Switching Protocols'}"
+        lines = [f"HTTP/1.1 {status_line}\r\n"]
+        lines.extend(f"{name}: {value}\r\n" for name, value in headers)
+        lines.append("\r\n")
+        head = "".join(lines).encode("latin-1")
+        assert exchange.conn.take_over is not None  # upgrade_protocol() checked it
+        client, held = exchange.conn.take_over()
+        exchange.status = 101
+        exchange.status_line = status_line
+        exchange.response_headers = headers
+        exchange.head_sent = True
+        exchange.head_bytes = len(head)
+        exchange.keep_alive = False
+        self._log("debug", f"HTTP: tunneling protocol {protocol}", exchange, ah="AH10239")
+        idle = max(exchange.vhost.http.timeout, pool.timeout)
+        result = relay(
+            client, conn.sock, idle=idle, to_client=head + parser.tunnel_data, to_backend=held
+        )
+        attempt.sent += result.to_backend
+        attempt.received += result.from_backend
+        exchange.bytes_out = max(0, result.to_client - len(head))
+        if result.to_client < len(head):
+            exchange.aborted = True
+
+    @staticmethod
+    def _via(exchange: Exchange) -> str | None:
+        settings = exchange.vhost.proxy
+        if settings.via not in ("On", "Full"):
+            return None
+        return via_value(
+            exchange.request.version,
+            exchange.vhost.server_name,
+            exchange.conn.server_port,
+            settings.via == "Full",
+        )
 
     # -- per child ------------------------------------------------------------------------------
 
@@ -411,6 +469,32 @@ class ProxyHandler:
         else:
             text = f"{error.message} returned by {member.url}{target}"
         self._log("warn" if error.ah == "AH10124" else "error", text, exchange, ah=error.ah)
+
+
+def upgrade_protocol(exchange: Exchange, member: BackendMember) -> str | None:
+    """The client's `Upgrade` when this request is tunnelled to `member`, else None (the
+    request goes as plain HTTP, Upgrade stripped). Apache's ap_proxy_worker_can_upgrade: the
+    member's `upgrade=` is `*` or names the protocol (case-insensitive, a comma list); a ws://
+    member's default is WebSocket (config sets it). Only a request the protocol marked as an
+    upgrade (Connection: upgrade, HTTP/1.1, no body) on a connection that can be handed over."""
+    request = exchange.request
+    if not request.upgrade or exchange.conn.take_over is None or not member.params.upgrade:
+        return None
+    wanted = request.header("upgrade")
+    if not wanted:
+        return None
+    accepted = member.params.upgrade
+    if accepted == "*":
+        return wanted
+    tokens = {t.strip().lower() for t in accepted.split(",")}
+    return wanted if wanted.strip().lower() in tokens else None
+
+
+def _header(response: ResponseHead, name: str) -> str | None:
+    for key, value in response.headers:
+        if key.lower() == name:
+            return value
+    return None
 
 
 def _send(conn: BackendConnection, data: bytes, attempt: _Attempt) -> None:
