@@ -7,7 +7,8 @@ runs. Everything per configuration is built once in __init__; a request costs a 
 It never answers a request itself beyond 400/403/404/500 and never reads a request body.
 
 The mapping follows Apache's phases, whatever the order of the directives in the file:
-1. URL to target (translate_name): mod_alias's `Alias` first, then mod_wsgi's mounts
+1. URL to target (translate_name): mod_proxy's `ProxyPass` routes first (in file order, the
+   first match wins, `!` excludes; handlers/proxy), then mod_alias's `Alias`, then mod_wsgi's mounts
    (`WSGIScriptAlias`, `WSGIApp`), and only then the `DocumentRoot` (core runs last). So
    `Alias /static …` beside an application mounted at `/` serves the files, as Django's
    mod_wsgi layout expects, and an Alias wins even over a longer mount below it.
@@ -33,7 +34,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from mpmd.config.model import AccessRule, LocationSection, ServerConfig, VirtualHost
+from mpmd.config.model import AccessRule, LocationSection, ProxyRoute, ServerConfig, VirtualHost
+from mpmd.handlers.proxy.backend import match_route
 from mpmd.handlers.static import (
     ALLOW,
     BAD_REQUEST_TEXT,
@@ -47,6 +49,7 @@ from mpmd.http.exchange import Exchange
 from mpmd.http.fields import host_name
 
 Handler = Callable[[Exchange], None]
+ProxyHandler = Callable[[Exchange, ProxyRoute, str], None]
 _HEX = frozenset("0123456789abcdefABCDEF")
 _CACHE_LIMIT = 1024
 
@@ -253,6 +256,7 @@ class _VhostRoutes:
             )
         ]
         self.document_root = vhost.document_root.rstrip("/")
+        self.proxy = vhost.proxy if vhost.proxy.routes and router.proxy is not None else None
 
     def dispatch(self, exchange: Exchange, path: str) -> None:
         router = self.router
@@ -268,6 +272,12 @@ class _VhostRoutes:
             if router.denied(exchange, require, path):
                 return
             router.run_named(exchange, handler_name)
+            return
+        proxied = match_route(self.proxy, path) if self.proxy is not None else None
+        if proxied is not None:
+            exchange.notes["handler"] = "proxy-server"
+            if not router.denied(exchange, require, path):
+                router.proxy(exchange, *proxied)  # type: ignore[misc]
             return
         for matches, url_path, fs_path in self.aliases:
             if matches(path):
@@ -335,10 +345,12 @@ class Router:
         error_log: Any,
         *,
         extra_handlers: Mapping[str, Handler] = {},
+        proxy: ProxyHandler | None = None,
     ) -> None:
         self.config = config
         self.error_log = error_log
         self.extra_handlers = dict(extra_handlers)
+        self.proxy = proxy  # handlers.proxy.handler.ProxyHandler: ProxyPass routes
         self.dns = ReverseDns()
         self._apps: dict[tuple[str, str], Any] = {}
         self._checks: dict[tuple[AccessRule, ...], AccessCheck] = {}

@@ -1,0 +1,504 @@
+"""The back-end HTTP/1.1 exchange as bytes: the request head out, the response events in.
+
+Sans-I/O, like http/: nothing here opens, reads or writes a socket, so the blocking handler
+(handler.py, prefork/worker/-X) and the event MPM's loop drive the same code. It owns:
+- which route a URL-path takes (`match_route`, mod_proxy's translate_name: first match in
+  file order, `!` excludes) and the back-end request-target it maps to (`backend_target`,
+  Apache's ProxyPass/ProxyPassMatch substitution and re-encoding of the path);
+- the request head sent to a back end, re-serialised from the parsed Request: never the
+  client's bytes, so no framing the front end refused can reach a back end (`request_head`:
+  hop-by-hop headers removed, Host, X-Forwarded-*, Via, the body re-framed);
+- the response parser (`ResponseParser`, llhttp through httptools) that turns back-end bytes
+  into a head, body chunks and an end, and refuses what cannot be trusted (`BackendError`);
+- the response head the client gets (`client_headers`: hop-by-hop headers dropped,
+  ProxyPassReverse, Via), started through the Exchange, which frames the client side itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import quote
+
+import httptools
+
+from mpmd import SERVER_SOFTWARE
+from mpmd.config.model import BackendMember, Balancer, ProxyRoute, ProxySettings, ReverseRule
+from mpmd.http.request import Request
+
+BALANCER_PREFIX = "balancer://"
+# Request headers never forwarded as the client sent them: hop-by-hop (RFC 9110 7.6.1 and
+# Apache's ap_proxy_create_hdrbrgd), the framing (re-made from the body as it is sent) and
+# Host / Expect (set by the proxy).
+_REQUEST_DROP = frozenset(
+    {
+        "connection",
+        "proxy-connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "host",
+        "expect",
+    }
+)
+# Response headers the client never sees from a back end (mod_proxy_http's hop_by_hop_hdrs,
+# ap_proxy_clear_connection); the Exchange frames the client response itself.
+_RESPONSE_DROP = frozenset(
+    {
+        "connection",
+        "proxy-connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+_REVERSE_HEADERS = frozenset({"location", "content-location", "uri"})
+# Characters left as they are when the path is re-encoded (Apache's ap_proxy_canonenc for a
+# path: unreserved, sub-delims, ":" "@" "/"); "%" is always encoded, so a decoded "%" in the
+# URL-path cannot turn into an escape at the back end.
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+_GROUP = re.compile(r"\$(\d)")
+
+Framing = Literal["none", "length", "chunked"]
+
+
+class BackendError(Exception):
+    """A back end's answer that cannot be relayed: the client gets `status`; `message` is
+    Apache's wording for the error log, `ah` its id; `timed_out` for failontimeout."""
+
+    def __init__(
+        self, message: str, *, status: int = 502, ah: str = "AH00898", timed_out: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.ah = ah
+        self.timed_out = timed_out
+
+
+# -- routes ---------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def _prefix_rest(prefix: str, path: str) -> str | None:
+    """mod_proxy's alias_match: `/app` takes `/app` and `/app/…`, never `/apple`."""
+    if not path.startswith(prefix):
+        return None
+    rest = path[len(prefix) :]
+    if rest and not prefix.endswith("/") and not rest.startswith("/"):
+        return None
+    return rest
+
+
+def match_route(settings: ProxySettings, path: str) -> tuple[ProxyRoute, str] | None:
+    """The route for a normalised URL-path, first match in file order; None when no route
+    applies or a `!` route excludes the path. `rest` is what follows a prefix route's path,
+    or the whole path for a ProxyPassMatch (backend_target substitutes its groups)."""
+    for route in settings.routes:
+        if route.regex:
+            if _compiled(route.path).search(path) is None:
+                continue
+            rest = path
+        else:
+            found = _prefix_rest(route.path, path)
+            if found is None:
+                continue
+            rest = found
+        if route.target is None:
+            return None
+        return route, rest
+    return None
+
+
+def balancer_name(target: str) -> str:
+    """`balancer://name` of a route target `balancer://name/path` (lower-case, as stored)."""
+    rest = target[len(BALANCER_PREFIX) :]
+    return BALANCER_PREFIX + rest.partition("/")[0].lower()
+
+
+def backend_target(route: ProxyRoute, rest: str, member: BackendMember, query: str) -> str:
+    """The request-target sent to `member`: its path + the route target's path + the rest,
+    re-encoded, then `?query` as the client sent it. A ProxyPassMatch target's $1..$9 take
+    the regex groups; a target with none gets the whole path appended (Apache's rule)."""
+    assert route.target is not None
+    if route.regex:
+        match = _compiled(route.path).search(rest)
+        found = route.target
+        if match is not None:
+            groups = (match.group(0), *match.groups())
+
+            def group(m: re.Match[str]) -> str:
+                index = int(m.group(1))
+                return (groups[index] or "") if index < len(groups) else ""
+
+            found = _GROUP.sub(group, route.target)
+        if found == route.target:
+            found = route.target + rest
+    else:
+        found = route.target + rest
+    if found[: len(BALANCER_PREFIX)].lower() == BALANCER_PREFIX:
+        after = found[len(balancer_name(found)) :]
+        path = member.path + after
+    else:
+        _, _, netloc_path = found.partition("://")
+        slash = netloc_path.find("/")
+        path = netloc_path[slash:] if slash >= 0 else ""
+    path = quote(path or "/", safe=_PATH_SAFE, encoding="latin-1")
+    return f"{path}?{query}" if query else path
+
+
+# -- the request --------------------------------------------------------------------------------
+
+
+def member_host(member: BackendMember) -> str:
+    """Host as Apache sends it with ProxyPreserveHost Off: host, `:port` unless 80."""
+    host = f"[{member.host}]" if ":" in member.host else member.host
+    return host if member.port == 80 else f"{host}:{member.port}"
+
+
+def via_value(request_version: str, server_name: str, server_port: int, full: bool) -> str:
+    """`1.1 name:port` (ProxyVia On), plus `(mpmd/x.y)` with Full; no :80, as Apache."""
+    portstr = "" if server_port == 80 else f":{server_port}"
+    version = request_version.partition("/")[2] or "1.0"
+    value = f"{version} {server_name}{portstr}"
+    return f"{value} ({SERVER_SOFTWARE})" if full else value
+
+
+def _merge(headers: list[list[str]], name: str, value: str) -> None:
+    """apr_table_mergen: append `, value` to the first `name`, else add it."""
+    lname = name.lower()
+    for item in headers:
+        if item[0].lower() == lname:
+            item[1] = f"{item[1]}, {value}"
+            return
+    headers.append([name, value])
+
+
+def body_framing(request: Request) -> Framing:
+    """Content-Length when the client sent one, chunked for any other body."""
+    if request.content_length is not None:
+        return "length"
+    if request.header("transfer-encoding") is not None:
+        return "chunked"
+    return "none"
+
+
+def request_head(
+    request: Request,
+    target: str,
+    member: BackendMember,
+    settings: ProxySettings,
+    *,
+    client_ip: str,
+    server_name: str,
+    server_port: int,
+    upgrade: bool = False,
+) -> tuple[bytes, Framing, bool]:
+    """The head for `member`: (bytes, body framing, whether it asks `Expect: 100-Continue`).
+
+    Apache's ap_proxy_create_hdrbrgd: Host first, then the client's headers in their order
+    without the hop-by-hop ones (and those Connection names), X-Forwarded-For/-Host/-Server
+    merged in with ", " (ProxyAddHeaders), Via per ProxyVia. Proxy-Authorization is kept:
+    Apache strips it only after it authenticated the user itself, which mpmd never does.
+    `Expect: 100-continue` goes end to end (Proxy100Continue On, Apache 2.4's default): the
+    handler sends the body once the back end's 100 arrives. `upgrade`: a tunnel keeps the
+    client's Upgrade and sends `Connection: Upgrade`.
+    """
+    named: set[str] = set()
+    client_host = None
+    for name, value in request.headers:
+        if name == "connection":
+            named.update(t.strip().lower() for t in value.split(",") if t.strip())
+        elif name == "host" and client_host is None:
+            client_host = value
+    upgrade_value = request.header("upgrade") if upgrade else None
+    headers: list[list[str]] = [
+        [name, value]
+        for name, value in request.headers
+        if name not in _REQUEST_DROP and name not in named
+    ]
+    if settings.via == "Block":
+        headers = [h for h in headers if h[0] != "via"]
+    elif settings.via in ("On", "Full"):
+        _merge(
+            headers,
+            "Via",
+            via_value(request.version, server_name, server_port, settings.via == "Full"),
+        )
+    framing = body_framing(request)
+    expect = request.expect_continue and framing != "none"
+    if settings.add_headers:
+        _merge(headers, "X-Forwarded-For", client_ip)
+        if client_host is not None:
+            _merge(headers, "X-Forwarded-Host", client_host)
+        _merge(headers, "X-Forwarded-Server", server_name)
+    host = client_host if settings.preserve_host and client_host else member_host(member)
+    lines = [f"{request.method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
+    lines.extend(f"{name}: {value}\r\n" for name, value in headers)
+    if expect:
+        lines.append("Expect: 100-Continue\r\n")
+    if framing == "length":
+        lines.append(f"Content-Length: {request.content_length}\r\n")
+    elif framing == "chunked":
+        lines.append("Transfer-Encoding: chunked\r\n")
+    if upgrade_value is not None:
+        lines.append(f"Connection: Upgrade\r\nUpgrade: {upgrade_value}\r\n")
+    lines.append("\r\n")
+    return "".join(lines).encode("latin-1"), framing, expect
+
+
+def chunk(data: bytes) -> bytes:
+    """One chunk of a re-framed chunked request body."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+# -- the response -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ResponseHead:
+    """A final (or 101) response head; header names as the back end spelt them."""
+
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    keep_alive: bool  # the back end lets the connection be reused after this response
+
+    @property
+    def status_line(self) -> str:
+        return f"{self.status} {self.reason}" if self.reason else str(self.status)
+
+
+@dataclass(slots=True)
+class Interim:
+    """A 1xx response other than 101 (100 Continue, 103 Early Hints)."""
+
+    status: int
+
+
+class End:
+    """The response is complete (its body ended as it was framed)."""
+
+
+END = End()
+Event = ResponseHead | Interim | bytes | End
+
+
+class ResponseParser:
+    """Back-end bytes in (`feed`, `eof`), events out: Interim*, ResponseHead, bytes*, END.
+
+    One parser per response. Content-Length, chunked and close-delimited bodies; a response
+    to HEAD, and 1xx/204/304, have none. After a 101 head, `tunnel_data` holds the bytes that
+    followed it. A line longer than `field_size` (LimitRequestFieldSize, Apache's
+    ResponseFieldSize is 8192), a bad status line or bad framing raise BackendError.
+    """
+
+    def __init__(self, method: str, *, field_size: int = 8190, max_fields: int = 100) -> None:
+        self._head_request = method == "HEAD"
+        self._field_size = field_size
+        self._head_limit = field_size * (max_fields + 1)
+        self._parser = httptools.HttpResponseParser(self)
+        self._events: list[Event] = []
+        self._reason: list[bytes] = []
+        self._headers: list[tuple[str, str]] = []
+        self._head: ResponseHead | None = None
+        self._head_bytes = 0
+        self._until_close = False
+        self.complete = False
+        self.reusable = False  # the connection may carry another request once complete
+        self.received = 0  # bytes read from the back end (Apache's worker "read")
+        self.tunnel_data = b""
+
+    # -- driving ---------------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Parse `data`; the events it completed."""
+        self.received += len(data)
+        if self.complete:
+            self.reusable = False  # bytes after the end: this connection is not in step
+            return []
+        if self._head is None:
+            self._head_bytes += len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self.tunnel_data = data[upgrade.args[0] :]
+            self.complete = True
+        except httptools.HttpParserError as error:
+            if isinstance(error.__context__, BackendError):  # raised by a callback below
+                raise error.__context__ from None
+            if self._head is None:
+                raise BackendError(
+                    f"Corrupt status line returned by remote server: {error}"
+                ) from None
+            raise BackendError(f"Error reading from remote server: {error}", ah="AH01110") from None
+        if self._head is None and self._head_bytes > self._head_limit:
+            raise self._oversized("(response head)")
+        events, self._events = self._events, []
+        return events
+
+    def eof(self) -> list[Event]:
+        """The back end closed: the end of a close-delimited body, else an error."""
+        if self.complete:
+            return []
+        if self._head is not None and self._until_close:
+            self.complete = True
+            return [END]
+        if self._head is None:
+            raise BackendError("error reading status line from remote server", ah="AH01102")
+        raise BackendError("Error reading from remote server: premature end of body", ah="AH01110")
+
+    @property
+    def started(self) -> bool:
+        """Some response byte arrived (a failure after it must not be retried)."""
+        return self.received > 0
+
+    # -- httptools callbacks ---------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._reason.clear()
+        self._headers = []
+
+    def on_status(self, data: bytes) -> None:
+        self._reason.append(data)
+        if sum(map(len, self._reason)) + 13 > self._field_size:
+            raise self._oversized("(status line)")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._head is not None:
+            return  # a chunked trailer: not relayed
+        if len(name) + len(value) + 2 > self._field_size:
+            raise self._oversized(name.decode("latin-1"))
+        self._headers.append((name.decode("latin-1"), value.decode("latin-1").strip()))
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        status = parser.get_status_code()
+        if parser.get_http_version() not in ("1.1", "1.0"):
+            raise BackendError("Corrupt status line returned by remote server")
+        if 100 <= status < 200 and status != 101:
+            self._events.append(Interim(status))
+            return
+        keep_alive = parser.should_keep_alive()
+        head = ResponseHead(
+            status, b"".join(self._reason).decode("latin-1"), self._headers, keep_alive
+        )
+        self._head = head
+        self._events.append(head)
+        bodyless = self._head_request or status in (101, 204, 304)
+        if bodyless:
+            self._finish(keep_alive and status != 101)
+            return
+        names = {name.lower() for name, _ in self._headers}
+        if "content-length" not in names and "transfer-encoding" not in names:
+            self._until_close = True
+
+    def on_body(self, data: bytes) -> None:
+        if not self.complete:
+            self._events.append(bytes(data))
+
+    def on_message_complete(self) -> None:
+        if self._head is not None and not self.complete:
+            self._finish(self._parser.should_keep_alive())
+
+    def _finish(self, reusable: bool) -> None:
+        self.complete = True
+        self.reusable = reusable and not self._until_close
+        self._events.append(END)
+
+    def _oversized(self, name: str) -> BackendError:
+        return BackendError(
+            f"header size is over the limit allowed by ResponseFieldSize "
+            f"({self._field_size} bytes). Bad response header: {name[:64]!r}",
+            ah="AH10124",
+        )
+
+
+# -- the client's response head -----------------------------------------------------------------
+
+
+def reverse_map(
+    value: str, rules: tuple[ReverseRule, ...], balancers: Mapping[str, Balancer], base: str
+) -> str:
+    """ProxyPassReverse (ap_proxy_location_reverse_map): a URL starting with a rule's URL
+    (each member's URL for balancer://) gets the rule's path instead; a path-only result is
+    made absolute with `base` (the client's scheme://host)."""
+    for rule in rules:
+        real = rule.url
+        if real[: len(BALANCER_PREFIX)].lower() == BALANCER_PREFIX:
+            balancer = balancers.get(balancer_name(real))
+            if balancer is None:
+                continue
+            urlpart = real[len(balancer_name(real)) :]
+            urlpart = urlpart if len(urlpart) > 1 else ""
+            for member in balancer.members:
+                name = member.url.rstrip("/") if urlpart else member.url
+                if value[: len(name)].lower() != name.lower():
+                    continue
+                after = value[len(name) :]
+                if urlpart:
+                    if not after.startswith(urlpart):
+                        continue
+                    mapped = rule.path + after[len(urlpart) :]
+                elif rule.path == "/" and after.startswith("/"):
+                    mapped = after
+                else:
+                    mapped = rule.path + after
+                return mapped if "://" in mapped else base + mapped
+            continue
+        part = value
+        if real.startswith("/"):
+            scheme_end = value.find("://")
+            if scheme_end >= 0:
+                slash = value.find("/", scheme_end + 3)
+                part = value[slash:] if slash >= 0 else value
+        if real and part[: len(real)].lower() == real.lower():
+            mapped = rule.path + part[len(real) :]
+            return mapped if "://" in mapped else base + mapped
+    return value
+
+
+def client_headers(
+    head: ResponseHead,
+    settings: ProxySettings,
+    balancers: Mapping[str, Balancer],
+    *,
+    base: str,
+    via: str | None,
+) -> list[tuple[str, str]]:
+    """The back end's headers as the client gets them: hop-by-hop ones (and those its
+    Connection names) dropped, Location/Content-Location/URI reverse-mapped, Via added."""
+    named: set[str] = set()
+    for name, value in head.headers:
+        if name.lower() == "connection":
+            named.update(t.strip().lower() for t in value.split(",") if t.strip())
+    chunked = any(n.lower() == "transfer-encoding" for n, _ in head.headers)
+    out: list[tuple[str, str]] = []
+    for name, value in head.headers:
+        lname = name.lower()
+        if lname in _RESPONSE_DROP or lname in named:
+            continue
+        if lname == "content-length" and chunked:
+            continue  # both framings: Content-Length is the one to distrust (RFC 9112 6.3)
+        if lname in _REVERSE_HEADERS and settings.reverse:
+            value = reverse_map(value, settings.reverse, balancers, base)
+        out.append((name, value))
+    if via is not None:
+        out.append(("Via", via))
+    return out
