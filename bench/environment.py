@@ -1,6 +1,6 @@
 """What the harness needs installed, and the record of what it ran on.
 
-Owns: installing the Debian packages (wrk, apache2, libapache2-mod-wsgi-py3, nginx-light) when
+Owns: installing the Debian packages (wrk, apache2, libapache2-mod-wsgi-py3, nginx-light, haproxy) when
 missing -- with a policy-rc.d in place so apt never starts their system services --, the peers'
 venv bench/.venv (gunicorn, waitress, granian, httptools, and mpmd itself with `pip install -e`,
 so mpmd runs on the same Python as the peers), and the machine/version facts the report prints.
@@ -25,6 +25,7 @@ DEBIAN_PACKAGES = {
     "apache2": Path("/usr/sbin/apache2"),
     "libapache2-mod-wsgi-py3": Path("/usr/lib/apache2/modules/mod_wsgi.so"),
     "nginx-light": Path("/usr/sbin/nginx"),
+    "haproxy": Path("/usr/sbin/haproxy"),
 }
 POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 
@@ -113,6 +114,10 @@ def versions(vbin: Path) -> dict[str, str]:
     nginx = re.search(r"nginx/\S+", _output(["nginx", "-v"]))
     found["nginx"] = (
         f"{nginx.group(0) if nginx else '?'} (nginx-light {_debian_version('nginx-light')})"
+    )
+    haproxy = re.search(r"HAProxy version \S+", _output(["haproxy", "-v"]))
+    found["haproxy"] = (
+        f"{haproxy.group(0) if haproxy else '?'} (haproxy {_debian_version('haproxy')})"
     )
     found["wrk"] = f"wrk {_debian_version('wrk')}"
     return found

@@ -53,6 +53,7 @@ class Fixtures:
     root: Path
     apps: Path
     static: Path
+    backend_ports: tuple[int, ...] = ()  # the balancer workload's back ends, once started
 
     def run_dir(self, server: str) -> Path:
         """A fresh world-readable folder for one server's config, pid file and logs."""

@@ -49,7 +49,9 @@ TARGETS: tuple[Target, ...] = (
     Target("c", "mpmd-event", "apache-event-static", "c", "rps", 0.75, "issue 10"),
     *(Target("d", s, "nginx-static", "d", "mib", 0.95, "issue 6") for s in MPMD_MPMS),
     Target("e", "mpmd-event", "mpmd-event", "a", "rps", 0.8, "issues 6, 9"),
+    Target("f", "mpmd-balancer-event", "apache-balancer", "f", "rps", 1.0, "issue 11"),
 )
+BALANCER_WORKLOAD = "f"
 
 
 def _num(value: float | None, digits: int = 0) -> str:
@@ -264,7 +266,10 @@ def render(data: dict, notes: str = DEFAULT_NOTES, results_name: str = "") -> st
         f"{s['duration']:g} s; median req/s, median p99, cpu0/cpu1 busy % of the median run "
         f"(**client-bound** = cpu0 >= {CLIENT_BOUND_PERCENT:g} %); PSS summed over the server's "
         "process tree after the last run. Keep-alive timeout 30 s and unlimited requests per "
-        "connection everywhere; no access logs. Workload e runs on a fresh server instance.",
+        "connection everywhere; no access logs. Workload e runs on a fresh server instance. "
+        "Workload f measures balancers: the balancer pinned `taskset -c 1`, three nginx back "
+        "ends and wrk pinned `taskset -c 0`; Apache and mpmd run the same generated httpd.conf "
+        "(configs below).",
         "",
         "## Targets",
         "",
@@ -287,6 +292,7 @@ def render(data: dict, notes: str = DEFAULT_NOTES, results_name: str = "") -> st
     for name, server in data["servers"].items():
         out.append(f"| {name} | {server['what']} | `{' '.join(server['cmd'])}` |")
     out += ["", "Generated configs and every wrk command line are in the results JSON.", ""]
+    out += balancer_configs(data)
     out += ["## Machine", ""] + [f"- {k}: {v}" for k, v in data["machine"].items()]
     out += ["", "## Versions", ""] + [f"- {k}: {v}" for k, v in data["versions"].items()]
     out += [
@@ -305,6 +311,23 @@ def render(data: dict, notes: str = DEFAULT_NOTES, results_name: str = "") -> st
         "",
     ]
     return "\n".join(out)
+
+
+def balancer_configs(data: dict) -> list[str]:
+    """The exact configs of workload f: its back ends and every balancer in the run."""
+    names = [r["server"] for r in data["results"] if r["workload"] == BALANCER_WORKLOAD]
+    backends = data.get("backends")
+    if not names or backends is None:
+        return []
+    out = [f"### Balancer configurations (workload {BALANCER_WORKLOAD})", ""]
+    out += [f"Back ends: {backends['what']}; `{' '.join(backends['cmd'])}`", ""]
+    out += ["```nginx", backends["config"].rstrip(), "```", ""]
+    for name in dict.fromkeys(names):
+        config = data["servers"].get(name, {}).get("config")
+        if config:
+            fence = "nginx" if "worker_processes" in config else "apache"
+            out += [f"{name}:", "", f"```{fence}", config.rstrip(), "```", ""]
+    return out
 
 
 def existing_notes(path: Path) -> str:

@@ -10,6 +10,7 @@ by itself (wrk -d under `timeout`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import shlex
@@ -23,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import environment, report
+from bench.backends import Backends, start_backends
 from bench.fixtures import Fixtures, write_fixtures
 from bench.process import RunningServer, ServerStartError, free_port
 from bench.servers import SERVERS, Launch, ServerSpec
@@ -99,7 +101,10 @@ def _error_log_tail(run: Path) -> str:
 
 def _run_check(cmd: list[str], cwd: Path) -> str:
     """'' when the config check passes, else its last output line."""
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=30, check=False)
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=30, check=False)
+    except OSError as exc:  # e.g. mpmd not installed in the venv: that server fails, not the run
+        return str(exc)
     if proc.returncode == 0:
         return ""
     return " / ".join((proc.stdout + proc.stderr).strip().splitlines()[-3:])
@@ -113,8 +118,10 @@ def measure_server(
     vbin: Path,
     record: dict,
 ) -> list[dict]:
-    """All of one server's cells: a-d on one instance, e on a fresh one."""
+    """All of one server's cells: a-d on one instance, e on a fresh one; a balancer runs only
+    the balancer workload (f) and the other servers everything else."""
     results: list[dict] = []
+    workloads = [w for w in workloads if w.balancer == spec.balancer]
     groups = [[w for w in workloads if not w.idle], [w for w in workloads if w.idle]]
     for group in filter(None, groups):
         session = ServerSession(spec, fx, vbin, record)
@@ -166,7 +173,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m bench.run", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated names")
-    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated a-e")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated a-f")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per wrk run")
     parser.add_argument("--runs", type=int, default=3, help="timed runs per workload")
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per workload")
@@ -188,7 +195,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown += [w for w in args.workloads.split(",") if w not in WORKLOADS]
     if unknown:
         parser.error(
-            f"unknown: {', '.join(unknown)} (servers: {', '.join(SERVERS)}; workloads: a-e)"
+            f"unknown: {', '.join(unknown)} (servers: {', '.join(SERVERS)}; workloads: {', '.join(WORKLOADS)})"
         )
     return args
 
@@ -220,16 +227,36 @@ def main(argv: list[str] | None = None) -> int:
     }
     tmp = Path(tempfile.mkdtemp(prefix="mpmd-bench-"))
     t0 = time.monotonic()
+    specs = [SERVERS[name] for name in args.servers.split(",")]
+    backends: Backends | None = None
     try:
         fx = write_fixtures(tmp)
-        for name in args.servers.split(","):
-            spec = SERVERS[name]
-            record = data["servers"].setdefault(name, {"what": spec.what, "cmd": []})
+        backend_error = ""
+        if any(s.balancer for s in specs) and any(w.balancer for w in workloads):
+            try:
+                backends = start_backends(fx)
+            except ServerStartError as exc:
+                backend_error = _short(f"failed to start: {exc}")
+                log(backend_error)
+            else:
+                fx = dataclasses.replace(fx, backend_ports=backends.ports)
+                data["backends"] = backends.record
+        for spec in specs:
+            record = data["servers"].setdefault(spec.name, {"what": spec.what, "cmd": []})
+            if spec.balancer and backend_error:
+                data["results"] += [
+                    {"server": spec.name, "workload": w.key, "error": backend_error}
+                    for w in workloads
+                    if w.balancer
+                ]
+                continue
             data["results"] += measure_server(spec, workloads, settings, fx, vbin, record)
     except KeyboardInterrupt:
         data["interrupted"] = True
         log("interrupted: every server was stopped; writing what was measured")
     finally:
+        if backends is not None:
+            backends.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     data["finished"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     data["elapsed_s"] = round(time.monotonic() - t0)

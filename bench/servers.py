@@ -3,7 +3,9 @@
 Owns the registry SERVERS (name -> ServerSpec) and the config generators for Apache, nginx and
 mpmd. Peers are configured exactly as in shared/reference/peer-benchmarks.md ("Servers as
 measured"); mpmd gets the same keep-alive policy (KeepAliveTimeout 30, unlimited requests) and no
-access log. Only builds command lines and config text: starting and stopping is process.py's job.
+access log. The balancers of workload f (issue 11) front the back ends in fx.backend_ports:
+Apache and mpmd from one generated httpd.conf, nginx from an `upstream` block, HAProxy. Only builds
+command lines and config text: starting and stopping is process.py's job.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ APACHE_MODULES = Path("/usr/lib/apache2/modules")
 WSGI_PATHS = {"hello": "/", "1k": "/1k.bin", "1m": "/1m.bin"}
 STATIC_PATHS = {"hello": "/hello.txt", "1k": "/1k.bin", "1m": "/1m.bin"}
 MPMD_PATHS = {"hello": "/hello", "1k": "/1k.bin", "1m": "/1m.bin"}
+BALANCER_PATHS = {"hello": "/"}  # proxied as is to the back ends' "/"
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,8 @@ class ServerSpec:
     what: str
     paths: dict[str, str]
     build: Callable[[Fixtures, Path, int, Path], Launch]  # (fixtures, run_dir, port, venv_bin)
-    family: str  # "mpmd", "python", "apache", "nginx"
+    family: str  # "mpmd", "python", "apache", "nginx", "haproxy"
+    balancer: bool = False  # fronts fx.backend_ports; runs only the balancer workload
 
 
 # --- Python peers ---------------------------------------------------------------------------
@@ -203,8 +207,148 @@ def _mpmd(mpm: str | None) -> Callable[[Fixtures, Path, int, Path], Launch]:
     return build
 
 
-def _spec(name: str, what: str, paths: dict[str, str], build, family: str) -> ServerSpec:
-    return ServerSpec(name=name, what=what, paths=paths, build=build, family=family)
+# --- balancers (workload f) ---------------------------------------------------------------
+
+# Apache's compiled-in sizing, written out so the file states it; mpmd has the same defaults.
+BALANCER_SIZING = {
+    "event": ("StartServers 3", "MinSpareThreads 75", "MaxSpareThreads 250",
+              "ThreadsPerChild 25", "MaxRequestWorkers 400"),
+    "worker": ("StartServers 3", "MinSpareThreads 75", "MaxSpareThreads 250",
+               "ThreadsPerChild 25", "MaxRequestWorkers 400"),
+    "prefork": ("StartServers 5", "MinSpareServers 5", "MaxSpareServers 10",
+                "MaxRequestWorkers 256"),
+}  # fmt: skip
+BALANCER_MODULES = (
+    "authz_core", "slotmem_shm", "proxy", "proxy_http", "proxy_balancer", "lbmethod_byrequests"
+)  # fmt: skip
+
+
+def balancer_config(fx: Fixtures, run: Path, port: int, mpm: str) -> str:
+    """The one httpd.conf that Apache and mpmd both run: mod_proxy_balancer, byrequests, over
+    the back ends in fx.backend_ports; Debian's module paths, which mpmd reads by name."""
+    lines = [
+        f'ServerRoot "{run}"',
+        f'DefaultRuntimeDir "{run}"',
+        f'PidFile "{run}/httpd.pid"',
+        f"Listen 127.0.0.1:{port}",
+        "ServerName 127.0.0.1",
+        f'ErrorLog "{run}/error_log"',
+        "LogLevel warn",
+        f"LoadModule mpm_{mpm}_module {APACHE_MODULES}/mod_mpm_{mpm}.so",
+        *(f"LoadModule {m}_module {APACHE_MODULES}/mod_{m}.so" for m in BALANCER_MODULES),
+    ]
+    if os.geteuid() == 0:
+        lines += ["User www-data", "Group www-data"]
+    lines += [*BALANCER_SIZING[mpm], "KeepAlive On", "KeepAliveTimeout 30"]
+    lines += ["MaxKeepAliveRequests 0", "<Proxy balancer://bench>"]
+    lines += [f"    BalancerMember http://127.0.0.1:{p}" for p in fx.backend_ports]
+    lines += ["    ProxySet lbmethod=byrequests", "</Proxy>", "ProxyPass / balancer://bench/"]
+    return "\n".join(lines) + "\n"
+
+
+def _apache_balancer(fx: Fixtures, run: Path, port: int, vbin: Path) -> Launch:
+    conf = run / "httpd.conf"
+    conf.write_text(balancer_config(fx, run, port, "event"))
+    return Launch(
+        cmd=["apache2", "-f", str(conf), "-DFOREGROUND"],
+        cwd=run,
+        check_cmd=["apache2", "-t", "-f", str(conf)],
+        config_file=conf,
+    )
+
+
+def _mpmd_balancer(mpm: str) -> Callable[[Fixtures, Path, int, Path], Launch]:
+    def build(fx: Fixtures, run: Path, port: int, vbin: Path) -> Launch:
+        conf = run / "httpd.conf"
+        conf.write_text(balancer_config(fx, run, port, mpm))
+        mpmd = str(vbin / "mpmd")
+        return Launch(
+            cmd=[mpmd, "-f", str(conf), "-DFOREGROUND"],
+            cwd=run,
+            check_cmd=[mpmd, "-t", "-f", str(conf)],
+            config_file=conf,
+        )
+
+    return build
+
+
+def nginx_upstream_config(fx: Fixtures, run: Path, port: int) -> str:
+    """nginx as a balancer: round robin over the back ends, pooled keep-alive upstream
+    connections with no request limit (as Apache's and mpmd's pools have none)."""
+    members = "".join(f"        server 127.0.0.1:{p};\n" for p in fx.backend_ports)
+    return f"""worker_processes 1;
+worker_rlimit_nofile 20000;
+pid {run}/nginx.pid;
+error_log {run}/error.log warn;
+events {{ worker_connections 10000; }}
+http {{
+    access_log off;
+    keepalive_timeout 30;
+    keepalive_requests 100000000;
+    upstream bench {{
+{members}        keepalive 32;
+        keepalive_requests 100000000;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        server_name localhost;
+        location / {{
+            proxy_pass http://bench;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+
+def _nginx_upstream(fx: Fixtures, run: Path, port: int, vbin: Path) -> Launch:
+    conf = run / "nginx.conf"
+    conf.write_text(nginx_upstream_config(fx, run, port))
+    base = ["nginx", "-p", f"{run}/", "-e", f"{run}/error.log", "-c", str(conf)]
+    return Launch(
+        cmd=[*base, "-g", "daemon off;"], cwd=run, check_cmd=[*base, "-t"], config_file=conf
+    )
+
+
+def haproxy_config(fx: Fixtures, run: Path, port: int) -> str:
+    """HAProxy as a balancer: one thread, round robin, idle server connections reused."""
+    members = "".join(f"    server b{i} 127.0.0.1:{p}\n" for i, p in enumerate(fx.backend_ports))
+    return f"""global
+    nbthread 1
+    maxconn 4096
+    pidfile {run}/haproxy.pid
+defaults
+    mode http
+    option http-keep-alive
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    timeout http-keep-alive 30s
+frontend bench
+    bind 127.0.0.1:{port}
+    default_backend members
+backend members
+    balance roundrobin
+    http-reuse always
+{members}"""
+
+
+def _haproxy(fx: Fixtures, run: Path, port: int, vbin: Path) -> Launch:
+    conf = run / "haproxy.cfg"
+    conf.write_text(haproxy_config(fx, run, port))
+    return Launch(
+        cmd=["haproxy", "-db", "-f", str(conf)],
+        cwd=run,
+        check_cmd=["haproxy", "-c", "-q", "-f", str(conf)],
+        config_file=conf,
+    )
+
+
+def _spec(
+    name: str, what: str, paths: dict[str, str], build, family: str, balancer: bool = False
+) -> ServerSpec:
+    return ServerSpec(name, what, paths, build, family, balancer)
 
 
 SERVERS: dict[str, ServerSpec] = {
@@ -279,6 +423,41 @@ SERVERS: dict[str, ServerSpec] = {
             WSGI_PATHS,
             _granian,
             "python",
+        ),
+        _spec(
+            "apache-balancer",
+            "Apache event + mod_proxy_balancer (byrequests), the shared httpd.conf",
+            BALANCER_PATHS,
+            _apache_balancer,
+            "apache",
+            balancer=True,
+        ),
+        *(
+            _spec(
+                f"mpmd-balancer-{mpm}",
+                f"mpmd {mpm} MPM as the balancer, the shared httpd.conf (mpm_{mpm}_module)",
+                BALANCER_PATHS,
+                _mpmd_balancer(mpm),
+                "mpmd",
+                balancer=True,
+            )
+            for mpm in ("event", "worker", "prefork")
+        ),
+        _spec(
+            "nginx-upstream",
+            "nginx, 1 worker process, upstream round robin with keepalive 32 to the back ends",
+            BALANCER_PATHS,
+            _nginx_upstream,
+            "nginx",
+            balancer=True,
+        ),
+        _spec(
+            "haproxy",
+            "HAProxy, nbthread 1, balance roundrobin, http-reuse always",
+            BALANCER_PATHS,
+            _haproxy,
+            "haproxy",
+            balancer=True,
         ),
     )
 }

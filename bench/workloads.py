@@ -1,4 +1,4 @@
-"""The five workloads and how one (server, workload) cell is measured.
+"""The six workloads and how one (server, workload) cell is measured.
 
 Owns the method of shared/reference/peer-benchmarks.md: warm-up, then `runs` wrk runs of
 `duration` seconds with cpu0/cpu1 busy % sampled around each, PSS of the server's tree after the
@@ -32,6 +32,7 @@ class Workload:
     connections: int
     headers: tuple[str, ...] = ()
     idle: bool = False
+    balancer: bool = False  # only balancer servers run it, and they run nothing else
 
 
 WORKLOADS: dict[str, Workload] = {
@@ -42,6 +43,13 @@ WORKLOADS: dict[str, Workload] = {
         Workload("c", "static 1 KiB, keep-alive, -c 50", "1k", 50),
         Workload("d", "static 1 MiB, keep-alive, -c 10", "1m", 10),
         Workload("e", "2000 idle keep-alive connections + hello at -c 20", "hello", 20, idle=True),
+        Workload(
+            "f",
+            "hello through a balancer to 3 nginx back ends, keep-alive, -c 50",
+            "hello",
+            50,
+            balancer=True,
+        ),
     )
 }
 

@@ -4,6 +4,7 @@ the idle client's counting, and the report's tables and targets. No server, no l
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ lives beside src/
 
 from bench import report
+from bench.backends import backend_config
 from bench.fixtures import HELLO_BODY, write_fixtures
 from bench.idle_client import IdleCounts, _read_response
 from bench.procfs import (
@@ -21,8 +23,16 @@ from bench.procfs import (
     parse_pss_kib,
     parse_stat_line,
 )
-from bench.servers import SERVERS, apache_config, mpmd_config, nginx_config
-from bench.workloads import median_run, summarize
+from bench.servers import (
+    SERVERS,
+    apache_config,
+    balancer_config,
+    haproxy_config,
+    mpmd_config,
+    nginx_config,
+    nginx_upstream_config,
+)
+from bench.workloads import WORKLOADS, median_run, summarize
 from bench.wrk import parse_time_ms, parse_wrk_output, wrk_command
 
 WRK_KEEPALIVE = """Running 8s test @ http://127.0.0.1:40000/
@@ -166,7 +176,39 @@ def test_hello_app_serves_hello_and_files(tmp_path: Path) -> None:
 
 def test_every_server_has_every_url() -> None:
     for spec in SERVERS.values():
-        assert set(spec.paths) == {"hello", "1k", "1m"}, spec.name
+        wanted = {"hello"} if spec.balancer else {"hello", "1k", "1m"}
+        assert set(spec.paths) == wanted, spec.name
+    assert [w.key for w in WORKLOADS.values() if w.balancer] == ["f"]
+
+
+def test_balancer_configs(tmp_path: Path) -> None:
+    """Apache and mpmd run one generated httpd.conf; nginx pools its upstream connections."""
+    fx = dataclasses.replace(write_fixtures(tmp_path / "t"), backend_ports=(4001, 4002, 4003))
+    run = fx.run_dir("x")
+    conf = balancer_config(fx, run, 4242, "event")
+    members = [line.split()[-1] for line in conf.splitlines() if "BalancerMember" in line]
+    assert members == ["http://127.0.0.1:4001", "http://127.0.0.1:4002", "http://127.0.0.1:4003"]
+    for line in (
+        "LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so",
+        "LoadModule proxy_balancer_module /usr/lib/apache2/modules/mod_proxy_balancer.so",
+        "<Proxy balancer://bench>",
+        "ProxyPass / balancer://bench/",
+        "Listen 127.0.0.1:4242",
+        "ThreadsPerChild 25",
+    ):
+        assert line in conf.splitlines()
+    assert "ThreadsPerChild" not in balancer_config(fx, run, 4242, "prefork")
+    texts = {}
+    for name in ("apache-balancer", "mpmd-balancer-event"):
+        launch = SERVERS[name].build(fx, run, 4242, tmp_path / "bin")
+        texts[name] = launch.config_file.read_text()
+    assert texts["apache-balancer"] == texts["mpmd-balancer-event"] == conf
+    upstream = nginx_upstream_config(fx, run, 4242)
+    assert "server 127.0.0.1:4003;" in upstream and "keepalive 32;" in upstream
+    assert 'proxy_set_header Connection "";' in upstream
+    assert "    server b2 127.0.0.1:4003\n" in haproxy_config(fx, run, 4242)
+    back = backend_config(run, fx.backend_ports)
+    assert back.count('return 200 "Hello, World!"') == 3 and "worker_processes 1;" in back
 
 
 def test_idle_client_reads_one_response_and_counts() -> None:
@@ -286,3 +328,30 @@ def test_render_full_run_and_smoke_banner(tmp_path: Path) -> None:
     assert report.existing_notes(docs) == "My note."
     report.write_docs(_data(cells), docs, "y.json")
     assert "My note." in docs.read_text() and "bench/results/y.json" in docs.read_text()
+
+
+def test_balancer_target_and_configs_section() -> None:
+    data = _data(
+        [
+            _cell("apache-balancer", "f", 20_000),
+            _cell("mpmd-balancer-event", "f", 1, error="failed to start: no 200"),
+            _cell("nginx-upstream", "f", 40_000),
+        ]
+    )
+    data["workload_titles"]["f"] = "balancer"
+    data["servers"] = {
+        "apache-balancer": {"what": "a", "cmd": ["apache2"], "config": "Listen 1\n"},
+        "mpmd-balancer-event": {"what": "m", "cmd": ["mpmd"], "config": "Listen 1\n"},
+        "nginx-upstream": {"what": "n", "cmd": ["nginx"], "config": "worker_processes 1;\n"},
+    }
+    rows = report.target_rows(data)
+    assert [(r["target"].server, r["ratio"]) for r in rows] == [("mpmd-balancer-event", None)]
+    assert report.balancer_configs(data) == []  # no back ends recorded: nothing to show
+    data["backends"] = {"what": "3 back ends", "cmd": ["nginx"], "config": "events {}\n"}
+    text = report.render(data)
+    section = text.split("### Balancer configurations (workload f)")[1]
+    assert "```apache\nListen 1\n```" in section and "```nginx\nworker_processes 1;" in section
+    assert "| mpmd-balancer-event f vs apache-balancer (req/s) |" in text
+    data["results"][1] = _cell("mpmd-balancer-event", "f", 22_000)
+    (row,) = report.target_rows(data)
+    assert row["ratio"] == pytest.approx(1.1) and row["met"]
