@@ -58,7 +58,13 @@ class Server:
     """One mpmd process tree; `config` is Apache syntax appended to the generated basics."""
 
     def __init__(
-        self, tmp: Path, config: str = "", *, args: tuple[str, ...] = (), mpm: str | None = None
+        self,
+        tmp: Path,
+        config: str = "",
+        *,
+        args: tuple[str, ...] = (),
+        mpm: str | None = None,
+        entry: tuple[str, ...] = ("-m", "mpmd"),  # what python runs (tests/proxy_front.py)
     ):
         self.tmp = tmp
         self.port = free_port()
@@ -86,13 +92,14 @@ class Server:
             + textwrap.dedent(config)
         )
         self.args = args
+        self.entry = entry
         self.proc: subprocess.Popen | None = None
 
     def start(self, *, wait: bool = True) -> Server:
         if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError("this server is already running: a second start would leak it")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mpmd", "-f", str(self.conf), *self.args],
+            [sys.executable, *self.entry, "-f", str(self.conf), *self.args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
