@@ -155,7 +155,8 @@ def test_big_download_with_a_slow_reader_is_intact_and_bounded(tmp_path, monkeyp
 
 @pytest.mark.slow
 def test_big_upload_is_intact(tmp_path, monkeypatch):
-    """50 MB PUT: its body is not in the loop's buffer, so a thread streams it (handler.py)."""
+    """50 MB PUT: the loop streams the body to the back end as it arrives, reading the client
+    only while the back end takes what it has."""
     size = 50 << 20
     block = bytes(range(256)) * 4096
     with (
@@ -227,3 +228,50 @@ def test_refused_everywhere_is_a_503_with_apaches_lines(tmp_path, monkeypatch):
         log = server.log_text()
     assert "AH00957" in log and "AH01114" in log
     assert (tmp_path / "proxied_log").read_text().splitlines()[-1].startswith("503 ")
+
+
+def test_a_streamed_upload_holds_no_thread(tmp_path, monkeypatch):
+    """A 16 MB POST to a back end that reads only its head until released: the loop has sent
+    what the sockets hold and stopped reading the client, and no worker thread is busy."""
+    gate = threading.Event()
+    arrived = threading.Event()
+    digests: list[str] = []
+
+    def answer(sock: socket.socket, reader: Reader, backend: Backend) -> None:
+        head = reader.head()
+        arrived.set()
+        gate.wait(30)
+        digests.append(hashlib.sha256(b"".join(reader.body_chunks(head[2]))).hexdigest())
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    body = bytes(range(256)) * (16 << 12)
+    with (
+        Backend(answer) as backend,
+        front(tmp_path, monkeypatch, [["/p", [backend.port]]]) as server,
+    ):
+        child = the_child(server)
+        board = Scoreboard.attach(default_path(server.pid))
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        try:
+            sock.sendall(
+                b"POST /p/up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+            )
+            sock.setblocking(False)
+            view = memoryview(body)
+            while view:  # until the client cannot send more: the proxy stopped reading it
+                try:
+                    view = view[sock.send(view) :]
+                except BlockingIOError:
+                    break
+            arrived.wait(10)
+            assert view and threads_idle(board, child)
+            gate.set()
+            sock.setblocking(True)
+            sock.sendall(view)
+            response = read_response(sock)
+            assert (response.status, response.read()) == (200, b"ok")
+        finally:
+            gate.set()
+            board.close()
+            sock.close()
+    assert digests == [hashlib.sha256(body).hexdigest()]

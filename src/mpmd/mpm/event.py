@@ -298,8 +298,9 @@ class EventLoop:
         if self._body_wanted(conn, request):
             self._wait_read(conn, now)
             return
+        reader = conn.reader
         conn.request = conn.reader = None
-        self._dispatch(conn, request)
+        self._dispatch(conn, request, reader)
 
     def _next_request(self, conn: EventConnection, now: float) -> None:
         """Take the next parsed request: read its body here first, or hand it over now; with
@@ -367,9 +368,9 @@ class EventLoop:
 
     # -- threads ---------------------------------------------------------------------------------
 
-    def _dispatch(self, conn: EventConnection, request: Request) -> None:
+    def _dispatch(self, conn: EventConnection, request: Request, reader=None) -> None:
         self._leave(conn)
-        if self._proxy is not None and self._proxy.take(conn, request):
+        if self._proxy is not None and self._proxy.take(conn, request, reader):
             return
         conn.kind = IN_THREAD
         if self._pool is not None:

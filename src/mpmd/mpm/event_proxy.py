@@ -1,69 +1,37 @@
 """ProxyPass in the event MPM's loop: a proxied request holds no thread while its back end works.
 
-The loop hands a complete request to LoopProxy.take() before it would give it to a thread.
-When the router says it goes straight to a ProxyPass route (Router.proxied: no <Location>
-handler or Require) and its body is already in the loop's buffer, the whole exchange runs here:
-choose the member (the route's runtime, as the blocking handler), connect without waiting,
-write the re-serialised head and body, parse the response (backend.py, the same sans-I/O code
-as handler.py), and stream it to the client through an Exchange whose send is the connection's
-non-blocking queue(). Backpressure both ways: the back end is not read while more than
-CLIENT_OUT_LIMIT bytes wait for the client, and reading resumes as the client drains. Then
-the connection goes back to the loop (keep-alive, a pipelined head, or a close) as after a
-thread. Anything else (a body still arriving, an Upgrade, a <Location> rule) goes to a
-thread, where handler.py serves it.
+The loop offers each complete request head to LoopProxy.take() before it would hand it to a
+thread. When the router says the request goes straight to a ProxyPass route (Router.proxied:
+no <Location> handler or Require applies), the whole exchange runs in the loop
+(event_proxy_request.py): choose the member (the route's runtime), connect without waiting,
+write the re-serialised head and the body (what the loop buffered, then the rest as the client
+sends it, read only while the back end takes what it has), parse the response (backend.py,
+the sans-I/O code handler.py uses too) and stream it through an Exchange whose send is the
+connection's non-blocking queue(): the back end is not read while more than
+CLIENT_OUT_LIMIT bytes wait for the client. Then the connection goes back to the loop (keep-alive, a pipelined
+head, or a close) as after a thread. An Upgrade (WebSocket) or anything the router must run
+itself goes to a thread, where handler.py serves it.
 
-Failover, statuses and log lines are handler.py's (its docstring); only the waiting differs:
-every wait is a deadline in the loop's DeadlineQueue (connect: connectiontimeout; back-end
-reads and writes: the member's timeout / ProxyTimeout / Timeout; client writes: Timeout).
-The back-end side is its own state machine (backend I/O per event), so it can move to another
-loop as it is. Back-end connections are the child's (loop_pool.py).
+Owns what is the child's: the requests in flight, the back-end pools (loop_pool.py), the map
+from back-end fds to their handlers, and the deadlines (one per request, keyed by its client
+connection, in the loop's queue map under IN_PROXY). Loop-only: no thread touches any of it.
 """
 
 from __future__ import annotations
 
-import os
 import select
 import time
 from collections import deque
 from typing import Any
 
-from mpmd.config.model import ProxyRoute, VirtualHost
-from mpmd.handlers.proxy.backend import (
-    END,
-    LAST_CHUNK,
-    BackendError,
-    Interim,
-    ResponseHead,
-    ResponseParser,
-    backend_target,
-    chunk,
-    client_headers,
-    request_head,
-    via_value,
-)
-from mpmd.handlers.proxy.handler import IDEMPOTENT, READ_SIZE, ProxyHandler
-from mpmd.http.exchange import Exchange
+from mpmd.config.model import VirtualHost
+from mpmd.handlers.proxy.handler import ProxyHandler
 from mpmd.http.request import Request
+from mpmd.http.timeouts import ReadDeadline
 from mpmd.mpm.event_connection import IN_PROXY, EventConnection
-from mpmd.mpm.loop_pool import BackendSocket, LoopPool
+from mpmd.mpm.event_proxy_request import Proxied
+from mpmd.mpm.loop_pool import LoopPool
 from mpmd.mpm.timeout_queue import DeadlineQueue
-
-CLIENT_OUT_LIMIT = 256 * 1024  # queued client bytes above which the back end is not read
-_ARM_READ = select.EPOLLIN | select.EPOLLONESHOT
-_ARM_WRITE = select.EPOLLOUT | select.EPOLLONESHOT
-_ARM_BOTH = _ARM_READ | select.EPOLLOUT
-
-# What a proxied request waits for (its deadline says how long).
-_POOL, _CONNECT, _BACKEND, _CLIENT = range(4)
-
-
-class _Failed(Exception):
-    """handler.py's _Failed: the answer if no other member takes the request."""
-
-    def __init__(self, status: int, failover: bool) -> None:
-        super().__init__(status)
-        self.status = status
-        self.failover = failover
 
 
 class LoopProxy:
@@ -73,11 +41,12 @@ class LoopProxy:
         self.epoll = epoll
         self.handler = handler
         self.router = None  # set by for_loop
+        self.settings = settings
         self.client_timeout = settings.timeout
         self.fds: dict[int, Any] = {}  # back-end fd -> its handler(mask, now)
         self.deadlines = DeadlineQueue()  # client connection -> its request's next deadline
         self.done: deque[tuple[EventConnection, bool]] = deque()  # for the loop's _take_back
-        self._active: dict[EventConnection, _Proxied] = {}
+        self._active: dict[EventConnection, Proxied] = {}
         self._pools: dict[str, LoopPool] = {}
 
     @classmethod
@@ -92,11 +61,11 @@ class LoopProxy:
 
     # -- what the loop calls ----------------------------------------------------------------
 
-    def take(self, conn: EventConnection, request: Request) -> bool:
-        """Serve `request` here if it is a plain proxied one with its body read; else False
-        (the loop hands it to a thread)."""
+    def take(self, conn: EventConnection, request: Request, reader: ReadDeadline | None) -> bool:
+        """Serve `request` here if it goes straight to a ProxyPass route; else False (the loop
+        hands it to a thread). `reader`: the body's RequestReadTimeout stage, if it began."""
         body = request.body
-        if not body.complete or body.error is not None or request.header("upgrade"):
+        if body.error is not None or request.header("upgrade"):
             return False
         session = conn.session
         vhost = self.router.select_vhost(request.header("host"), session.info.server_port)
@@ -104,7 +73,7 @@ class LoopProxy:
         if found is None:
             return False
         conn.kind = IN_PROXY
-        proxied = _Proxied(self, conn, request, vhost, *found, body.read())
+        proxied = Proxied(self, conn, request, vhost, *found, body.read(body.buffered), reader)
         self._active[conn] = proxied
         proxied.next_member(time.monotonic())
         return True
@@ -113,7 +82,7 @@ class LoopProxy:
         """The client of a paused response can take more."""
         proxied = self._active.get(conn)
         if proxied is not None:
-            proxied.on_client_writable(now)
+            proxied.on_client(now)
 
     def expire(self, now: float) -> None:
         for conn in self.deadlines.expire(now):
@@ -131,7 +100,7 @@ class LoopProxy:
         for pool in self._pools.values():
             pool.close()
 
-    # -- for _Proxied ---------------------------------------------------------------------------
+    # -- for Proxied ---------------------------------------------------------------------------
 
     def pool(self, member, vhost: VirtualHost) -> LoopPool:
         pool = self._pools.get(member.url)
@@ -140,443 +109,8 @@ class LoopProxy:
             pool = self._pools[member.url] = LoopPool(member, self.epoll, self.fds, timeout)
         return pool
 
-    def finish(self, proxied: _Proxied, keep: bool) -> None:
+    def finish(self, proxied: Proxied, keep: bool) -> None:
         conn = proxied.conn
         del self._active[conn]
         self.deadlines.remove(conn)
         self.done.append((conn, keep))
-
-
-class _Proxied:
-    """One proxied request in the loop, from choosing a member to the last byte queued."""
-
-    def __init__(
-        self,
-        proxy: LoopProxy,
-        conn: EventConnection,
-        request: Request,
-        vhost: VirtualHost,
-        route: ProxyRoute,
-        rest: str,
-        body: bytes,
-    ) -> None:
-        self.proxy = proxy
-        self.handler = proxy.handler
-        self.conn = conn
-        self.request = request
-        self.route = route
-        self.rest = rest
-        self.body = body
-        session = conn.session
-        self.exchange = exchange = Exchange(
-            request, session.info, vhost, conn.queue, conn.sendfile, session.last_one
-        )
-        exchange.notes["handler"] = "proxy-server"
-        self.runtime = self.handler.runtime(route)
-        self.tries = 0
-        self.choice: Any = None
-        self.last = False
-        self.sent = self.received = 0
-        self.body_read = False
-        self.fresh = False
-        self.pool: LoopPool | None = None
-        self.backend: BackendSocket | None = None
-        self.parser: ResponseParser | None = None
-        self.head = b""
-        self.target = ""
-        self.out: deque[memoryview] = deque()  # bytes for the back end not yet written
-        self.responding = False  # the final head was taken: bytes go to the client
-        self.paused = False  # the client's queue is full: the back end is not read
-        self.cut = False  # the back end answered before it had the body: never reused
-        self.waiting = _POOL
-
-    # -- choosing and connecting ----------------------------------------------------------------
-
-    def next_member(self, now: float) -> None:
-        """handler.py's __call__ loop, one iteration: choose, count, connect."""
-        request = self.request
-        exchange = self.exchange
-        try:
-            choice = self.runtime.choose(request.target, request.header("cookie"), time.time())
-        except Exception as error:  # balancer.NoWorker: its status and log line
-            if not hasattr(error, "status") or not hasattr(error, "message"):
-                raise
-            self.handler.log("error", error.message, exchange)
-            self._answer_error(error.status)
-            return
-        for name, value in choice.env.items():
-            exchange.notes["env:" + name] = value
-        self.tries += 1
-        self.last = self.tries > self.runtime.max_attempts
-        self.sent = self.received = 0
-        self.body_read = False
-        self.fresh = False
-        self.choice = choice
-        self.runtime.started(choice)
-        member = choice.member
-        vhost = exchange.vhost
-        self.target = backend_target(self.route, self.rest, member, request.query)
-        self.head, framing, _ = request_head(
-            request,
-            self.target,
-            member,
-            vhost.proxy,
-            client_ip=exchange.conn.client_addr,
-            server_name=vhost.server_name,
-            server_port=exchange.conn.server_port,
-        )
-        self.framing = framing
-        self.pool = self.proxy.pool(member, vhost)
-        self._connect(now)
-
-    def _connect(self, now: float) -> None:
-        """An idle connection, a new one, or a wait for one (the pool's `max`)."""
-        pool = self.pool
-        try:
-            backend = pool.acquire(self, fresh=self.fresh)
-        except OSError as error:
-            self._connect_failed(error, now)
-            return
-        if backend is None:  # queued: given() is called when one is free
-            self._wait(_POOL, pool.acquire_timeout, now)
-            return
-        self._attach(backend, now)
-
-    def retry_connect(self, now: float) -> None:
-        """The pool has a connection free (or room for one) for this queued request."""
-        self._connect(now)
-
-    def _attach(self, backend: BackendSocket, now: float) -> None:
-        self.backend = backend
-        self.proxy.fds[backend.fd] = self.on_backend
-        if backend.connecting:
-            self._wait(_CONNECT, self.pool.connect_timeout, now)
-            backend.arm(_ARM_WRITE)
-            return
-        self._send_request(now)
-
-    def _connect_failed(self, error: OSError, now: float) -> None:
-        member = self.choice.member
-        log = self.handler.log
-        exchange = self.exchange
-        log(
-            "error",
-            f"HTTP: attempt to connect to {member.host}:{member.port} "
-            f"({member.host}:{member.port}) failed: {error.strerror or error}",
-            exchange,
-            ah="AH00957",
-        )
-        log("error", f"HTTP: failed to make connection to backend: {member.host}", exchange,
-            ah="AH01114")  # fmt: skip
-        self.runtime.failed(self.choice, time.time())
-        self._fail(_Failed(503, failover=True), now)
-
-    # -- the request ----------------------------------------------------------------------------
-
-    def _send_request(self, now: float) -> None:
-        request = self.request
-        http = self.exchange.vhost.http
-        self.parser = ResponseParser(
-            request.method,
-            field_size=http.limit_request_field_size,
-            max_fields=http.limit_request_fields or 100,
-        )
-        self.responding = False
-        self.cut = False
-        out = self.out
-        out.clear()
-        out.append(memoryview(self.head))
-        if self.framing != "none":
-            body = self.body
-            if body:
-                self.body_read = True
-                out.append(memoryview(chunk(body) if self.framing == "chunked" else body))
-            if self.framing == "chunked":
-                out.append(memoryview(LAST_CHUNK))
-        self._wait(_BACKEND, self.pool.timeout, now)
-        self._write_backend(now)
-
-    def _write_backend(self, now: float) -> None:
-        out = self.out
-        fd = self.backend.fd
-        try:
-            while out:
-                sent = os.write(fd, out[0])
-                self.sent += sent
-                if sent < len(out[0]):
-                    out[0] = out[0][sent:]
-                    break
-                out.popleft()
-        except BlockingIOError:
-            pass
-        except OSError as error:
-            self._backend_error(_send_error(self.backend, error), now)
-            return
-        self.backend.arm(_ARM_BOTH if out else _ARM_READ)
-
-    # -- back-end events ------------------------------------------------------------------------
-
-    def on_backend(self, mask: int, now: float) -> None:
-        backend = self.backend
-        if backend.connecting:
-            error = backend.connected()
-            if error is not None:
-                self._release(False)
-                self._connect_failed(error, now)
-                return
-            self._send_request(now)
-            return
-        if self.out and mask & (select.EPOLLOUT | select.EPOLLERR | select.EPOLLHUP):
-            self._write_backend(now)  # it re-arms
-            if self.backend is None or not mask & (select.EPOLLIN | select.EPOLLHUP):
-                return
-        self._read_backend(now)
-
-    def _read_backend(self, now: float) -> None:
-        """Read and relay while the client takes it; stop when paused or done."""
-        parser = self.parser
-        fd = self.backend.fd
-        for _ in range(4):
-            try:
-                data = os.read(fd, READ_SIZE)
-            except BlockingIOError:
-                break
-            except OSError as error:
-                self._backend_error(_read_error(parser, error), now)
-                return
-            try:
-                if data:
-                    self.received += len(data)
-                    events = parser.feed(data)
-                else:
-                    events = parser.eof()
-            except BackendError as error:
-                self._backend_error(error, now)
-                return
-            if not self._relay(events, now) or not data or self.paused:
-                return
-        self._wait(_BACKEND, self.pool.timeout, now)
-        self.backend.arm(_ARM_BOTH if self.out else _ARM_READ)
-
-    def _relay(self, events: list, now: float) -> bool:
-        """Take the parser's events; False once this request no longer reads the back end."""
-        exchange = self.exchange
-        try:
-            for event in events:
-                if event is END:
-                    self._complete(now)
-                    return False
-                if type(event) is bytes:
-                    if self.responding:
-                        exchange.write(event)
-                elif isinstance(event, ResponseHead):
-                    if not self._on_head(event, now):
-                        return False
-                elif not isinstance(event, Interim):
-                    raise AssertionError(event)
-        except OSError:
-            self._client_gone()
-            return False
-        if self.conn.out_bytes > CLIENT_OUT_LIMIT:
-            self._pause(now)
-        return True
-
-    def _on_head(self, head: ResponseHead, now: float) -> bool:
-        """handler.py's _attempt after _request: 101, failonstatus, ProxyErrorOverride."""
-        exchange = self.exchange
-        if head.status == 101:  # never asked for: the stream is not HTTP any more
-            self._release(False)
-            error = BackendError("Corrupt status line returned by remote server: 101 without "
-                                 "Upgrade")  # fmt: skip
-            self.handler.log_backend(exchange, self.choice.member, error, self.target)
-            self._fail(_Failed(502, failover=False), now)
-            return False
-        if self.runtime.after_response(self.choice, head.status, False) and not self.last:
-            self._release(False)  # failonstatus: the next member answers
-            self._fail(_Failed(head.status, failover=True), now)
-            return False
-        settings = exchange.vhost.proxy
-        if settings.error_override and head.status >= 400:
-            self._release(False)
-            self._answer_error(head.status)
-            return False
-        if self.out:  # answered before it took the whole body: the rest stays unsent
-            self.out.clear()
-            self.cut = True
-        via = None
-        if settings.via in ("On", "Full"):
-            via = via_value(
-                self.request.version,
-                exchange.vhost.server_name,
-                exchange.conn.server_port,
-                settings.via == "Full",
-            )
-        host = self.request.header("host") or exchange.vhost.server_name
-        headers = client_headers(
-            head, settings, self.handler.balancers, base=f"http://{host}", via=via
-        )
-        exchange.start(head.status_line, headers)
-        self.responding = True
-        return True
-
-    def _backend_error(self, error: BackendError, now: float) -> None:
-        """handler.py's _request and _relay error paths."""
-        member = self.choice.member
-        log_backend = self.handler.log_backend
-        exchange = self.exchange
-        backend = self.backend
-        reused = backend.reused
-        self._release(False)
-        if self.responding:
-            log_backend(exchange, member, error, self.target)
-            if exchange.head_sent:
-                exchange.aborted = True  # no made-up end: the client must see the cut
-                exchange.keep_alive = False
-                self._end(now)
-            else:
-                self._answer_error(504 if error.timed_out else 502)
-            return
-        if self.parser.started:
-            log_backend(exchange, member, error, self.target)
-            self._fail(_Failed(502, failover=False), now)
-            return
-        if reused and not self.fresh and not self.body_read and not error.timed_out:
-            self.fresh = True  # the back end closed it as we reused it: once more, new
-            self._connect(now)
-            return
-        log_backend(exchange, member, error, self.target)
-        idempotent = self.request.method in IDEMPOTENT
-        if error.timed_out:
-            self.runtime.after_response(self.choice, 504, True)
-            self._fail(_Failed(504, failover=idempotent), now)
-        else:
-            self.runtime.failed(self.choice, time.time())
-            self._fail(_Failed(502, failover=idempotent), now)
-
-    # -- the client -----------------------------------------------------------------------------
-
-    def _pause(self, now: float) -> None:
-        """The client's queue is full: wait for it (Timeout per progress), not the back end."""
-        self.paused = True
-        self._wait(_CLIENT, self.proxy.client_timeout, now)
-        self.proxy.epoll.modify(self.conn.fd, _ARM_WRITE)
-
-    def on_client_writable(self, now: float) -> None:
-        conn = self.conn
-        try:
-            done = conn.flush()
-        except OSError:
-            self._client_gone()
-            return
-        if not done and conn.out_bytes > CLIENT_OUT_LIMIT // 2:
-            self._wait(_CLIENT, self.proxy.client_timeout, now)
-            self.proxy.epoll.modify(conn.fd, _ARM_WRITE)
-            return
-        self.paused = False
-        self._read_backend(now)  # what the back end sent meanwhile, then wait for it again
-
-    def _client_gone(self) -> None:
-        """A client write failed: the response is cut, the connection closes."""
-        self.exchange.aborted = True
-        self.exchange.keep_alive = False
-        self._release(False)
-        self._log_and_hand_back(False)
-
-    # -- the end --------------------------------------------------------------------------------
-
-    def on_timeout(self, now: float) -> None:
-        waiting = self.waiting
-        if waiting == _CLIENT:
-            self._client_gone()
-        elif waiting == _POOL:
-            self.pool.cancel(self)
-            member = self.choice.member
-            self.handler.log("error", f"HTTP: failed to acquire connection for ({member.host}:"
-                             f"{member.port})", self.exchange, ah="AH00941")  # fmt: skip
-            self._fail(_Failed(503, failover=False), now)
-        elif waiting == _CONNECT:
-            self._release(False)
-            self._connect_failed(TimeoutError("timed out"), now)
-        elif self.out:
-            self._backend_error(_send_error(self.backend, TimeoutError("timed out")), now)
-        else:
-            self._backend_error(_read_error(self.parser, TimeoutError("timed out")), now)
-
-    def _fail(self, failure: _Failed, now: float) -> None:
-        """handler.py: the member's try is over; the next member, or the error page."""
-        self.runtime.finished(self.choice, self.sent, self.received)
-        self.choice = None
-        if failure.failover and not self.last and not self.body_read:
-            self.next_member(now)
-        else:
-            self._answer_error(failure.status)
-
-    def _answer_error(self, status: int) -> None:
-        """mpmd's error page through the exchange (Apache's), then the end."""
-        exchange = self.exchange
-        try:
-            exchange.send_error(status)
-        except OSError:
-            self._client_gone()
-            return
-        self._end(time.monotonic())
-
-    def _complete(self, now: float) -> None:
-        self._release(self.parser.reusable and not self.cut)
-        self._end(now)
-
-    def _end(self, now: float) -> None:
-        exchange = self.exchange
-        try:
-            exchange.finish()
-        except OSError:
-            self._client_gone()
-            return
-        keep = exchange.keep_alive and not exchange.aborted
-        if keep:
-            keep = self.conn.protocol.finish_request(self.request)
-        self._log_and_hand_back(keep)
-
-    def _log_and_hand_back(self, keep: bool) -> None:
-        if self.choice is not None:
-            self.runtime.finished(self.choice, self.sent, self.received)
-            self.choice = None
-        self.conn.session.log_exchange(self.exchange)
-        self.proxy.finish(self, keep)
-
-    # -- helpers --------------------------------------------------------------------------------
-
-    def _wait(self, waiting: int, seconds: float | None, now: float) -> None:
-        self.waiting = waiting
-        if seconds is None:
-            self.proxy.deadlines.remove(self.conn)
-        else:
-            self.proxy.deadlines.set(self.conn, now + seconds)
-
-    def _release(self, reusable: bool) -> None:
-        backend = self.backend
-        if backend is not None:
-            self.backend = None
-            self.proxy.fds.pop(backend.fd, None)
-            self.pool.release(backend, reusable=reusable)
-
-
-def _send_error(backend: BackendSocket, error: OSError) -> BackendError:
-    return BackendError(
-        f"pass request body failed to {backend.peer}: {error.strerror or error}",
-        ah="AH01097",
-        timed_out=isinstance(error, TimeoutError),
-    )
-
-
-def _read_error(parser: ResponseParser, error: OSError) -> BackendError:
-    timed_out = isinstance(error, TimeoutError)
-    if parser.started:
-        return BackendError(
-            "Network error reading response" + (" (timeout)" if timed_out else ""),
-            ah="AH01110",
-            timed_out=timed_out,
-        )
-    return BackendError(
-        "error reading status line from remote server", ah="AH01102", timed_out=timed_out
-    )
