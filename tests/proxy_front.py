@@ -4,7 +4,8 @@ route's runtime is tests/proxy_doubles.RoundRobin, patched in here, in the serve
 process, so its children inherit it. Everything else is the real server: parent, MPM,
 protocol engine, router, access and error logs.
 
-MPMD_TEST_PROXY = {"routes": [[prefix, [port, ...]], ...], "proxy": {ProxySettings fields}}
+MPMD_TEST_PROXY = {"routes": [[prefix, [port, ...]], ...], "proxy": {ProxySettings fields},
+                   "member": {WorkerParams fields of every member}}
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def _settings() -> ProxySettings:
     routes = []
     for prefix, ports in spec["routes"]:
         if len(ports) == 1:
-            backend = member(ports[0])
+            backend = member(ports[0], **spec.get("member", {}))
             routes.append(ProxyRoute(prefix, False, backend.url, backend, "test:1"))
         else:
             target = "balancer://test" + ("/" if prefix.endswith("/") else "")
@@ -54,7 +55,8 @@ def _with_proxy(config: ServerConfig) -> ServerConfig:
 
 def _build_router(config, error_log, scoreboard=None):
     def runtime_for(route: ProxyRoute) -> RoundRobin:
-        return RoundRobin([member(port) for port in _ports(route)])
+        params = json.loads(os.environ["MPMD_TEST_PROXY"]).get("member", {})
+        return RoundRobin([member(port, **params) for port in _ports(route)])
 
     handlers = context.scoreboard_handlers(config, scoreboard)
     proxy = ProxyHandler(config, error_log, runtime_for)

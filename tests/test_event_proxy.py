@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import os
 import socket
 import threading
 from pathlib import Path
@@ -275,3 +276,65 @@ def test_a_streamed_upload_holds_no_thread(tmp_path, monkeypatch):
             board.close()
             sock.close()
     assert digests == [hashlib.sha256(body).hexdigest()]
+
+
+def echo_upgrade(sock: socket.socket, reader: Reader, backend: Backend) -> None:
+    """Switches to a raw echo on `Upgrade: websocket` (the tunnel carries bytes, not frames)."""
+    headers = reader.head()[2]
+    backend.seen.append(dict((k.lower(), v) for k, v in headers))
+    sock.sendall(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: x\r\n\r\nhello"
+    )
+    data = reader.buf
+    while True:
+        sock.sendall(data)
+        data = sock.recv(65536)
+        if not data:
+            return
+
+
+def test_websocket_tunnel_in_the_loop(tmp_path, monkeypatch):
+    """Upgrade: websocket to an upgrade=websocket member: the 101, then 8 MB echoed both ways
+    (the client writes all before it reads: backpressure both ways), with no thread held."""
+    with Backend(echo_upgrade) as backend:
+        spec = {"routes": [["/ws", [backend.port]]], "member": {"upgrade": "websocket"}}
+        monkeypatch.setenv("MPMD_TEST_PROXY", json.dumps(spec))
+        log = tmp_path / "proxied_log"
+        config = TWO_THREADS + f'CustomLog "{log}" proxied\n'
+        with Server(tmp_path, config, mpm="event", entry=FRONT) as server:
+            child = the_child(server)
+            board = Scoreboard.attach(default_path(server.pid))
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            try:
+                sock.sendall(
+                    b"GET /ws/chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                    b"Connection: Upgrade\r\nSec-WebSocket-Key: k\r\n\r\n"
+                )
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += sock.recv(1)
+                assert head.startswith(b"HTTP/1.1 101 ")
+                assert b"Upgrade: websocket" in head and b"Connection: Upgrade" in head
+                got = b""
+                while len(got) < 5:
+                    got += sock.recv(5 - len(got))
+                assert got == b"hello"
+                assert threads_idle(board, child)
+                payload = os.urandom(1 << 20) * 8
+                sender = threading.Thread(target=sock.sendall, args=(payload,))
+                sender.start()
+                echoed = bytearray()
+                while len(echoed) < len(payload):
+                    data = sock.recv(65536)
+                    assert data, "the tunnel closed"
+                    echoed += data
+                sender.join()
+                assert echoed == payload
+                assert threads_idle(board, child)
+            finally:
+                board.close()
+                sock.close()
+            wait_for(lambda: "\n101 0 http://" in log.read_text())  # once either side closed
+    assert backend.seen[0]["upgrade"] == "websocket"
+    assert backend.seen[0]["connection"].lower() == "upgrade"

@@ -9,8 +9,8 @@ sends it, read only while the back end takes what it has), parse the response (b
 the sans-I/O code handler.py uses too) and stream it through an Exchange whose send is the
 connection's non-blocking queue(): the back end is not read while more than
 CLIENT_OUT_LIMIT bytes wait for the client. Then the connection goes back to the loop (keep-alive, a pipelined
-head, or a close) as after a thread. An Upgrade (WebSocket) or anything the router must run
-itself goes to a thread, where handler.py serves it.
+head, or a close) as after a thread; after a 101 to `Upgrade: websocket`, a tunnel
+(event_proxy_tunnel.py). Anything the router must run itself goes to a thread.
 
 Owns what is the child's: the requests in flight, the back-end pools (loop_pool.py), the map
 from back-end fds to their handlers, and the deadlines (one per request, keyed by its client
@@ -65,7 +65,7 @@ class LoopProxy:
         """Serve `request` here if it goes straight to a ProxyPass route; else False (the loop
         hands it to a thread). `reader`: the body's RequestReadTimeout stage, if it began."""
         body = request.body
-        if body.error is not None or request.header("upgrade"):
+        if body.error is not None:
             return False
         session = conn.session
         vhost = self.router.select_vhost(request.header("host"), session.info.server_port)

@@ -38,6 +38,7 @@ from mpmd.http.exchange import Exchange
 from mpmd.http.request import Request
 from mpmd.http.timeouts import BODY, ReadDeadline, read_wait, start_stage
 from mpmd.mpm.event_connection import EventConnection
+from mpmd.mpm.event_proxy_tunnel import Tunnel, switching_head
 from mpmd.mpm.loop_pool import BackendSocket, LoopPool
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ _ARM_WRITE = select.EPOLLOUT | select.EPOLLONESHOT
 _ARM_BOTH = _ARM_READ | select.EPOLLOUT
 
 # What a proxied request waits for (its deadline says how long).
-_POOL, _CONNECT, _BACKEND, _CLIENT, _CLIENT_BODY = range(5)
+_POOL, _CONNECT, _BACKEND, _CLIENT, _CLIENT_BODY, _TUNNEL = range(6)
 
 
 class _Failed(Exception):
@@ -106,6 +107,8 @@ class Proxied:
         self.body_sent = False  # all of the client's body is queued for the back end
         self.reading = False  # the client's fd is armed for more body
         self.reader = reader  # RequestReadTimeout's body stage, from the loop
+        self.upgrade = False  # this member's try forwards the client's Upgrade: websocket
+        self.tunnel: Tunnel | None = None
         self.waiting = _POOL
 
     # -- choosing and connecting ----------------------------------------------------------------
@@ -133,6 +136,9 @@ class Proxied:
         self.runtime.started(choice)
         member = choice.member
         vhost = exchange.vhost
+        self.upgrade = "websocket" in (request.header("upgrade") or "").lower() and (
+            member.scheme == "ws" or member.params.upgrade.lower() in ("websocket", "*")
+        )
         self.target = backend_target(self.route, self.rest, member, request.query)
         self.head, framing, _ = request_head(
             request,
@@ -142,6 +148,7 @@ class Proxied:
             client_ip=exchange.conn.client_addr,
             server_name=vhost.server_name,
             server_port=exchange.conn.server_port,
+            upgrade=self.upgrade,
         )
         self.framing = framing
         self.pool = self.proxy.pool(member, vhost)
@@ -353,6 +360,9 @@ class Proxied:
     def _on_head(self, head: ResponseHead, now: float) -> bool:
         """handler.py's _attempt after _request: 101, failonstatus, ProxyErrorOverride."""
         exchange = self.exchange
+        if head.status == 101 and self.upgrade:
+            self._start_tunnel(head, now)
+            return False
         if head.status == 101:  # never asked for: the stream is not HTTP any more
             self._release(False)
             error = BackendError("Corrupt status line returned by remote server: 101 without "
@@ -434,7 +444,9 @@ class Proxied:
         self.proxy.epoll.modify(self.conn.fd, _ARM_WRITE)
 
     def on_client(self, now: float) -> None:
-        if self.reading:
+        if self.tunnel is not None:
+            self.tunnel.on_client(now)
+        elif self.reading:
             self._on_client_readable(now)
         else:
             self._on_client_writable(now)
@@ -460,11 +472,40 @@ class Proxied:
         self._release(False)
         self._log_and_hand_back(False)
 
+    # -- a WebSocket tunnel (event_proxy_tunnel.py) --------------------------------------------
+
+    def _start_tunnel(self, head: ResponseHead, now: float) -> None:
+        """The back end switched protocols: the 101 to the client, then bytes both ways."""
+        exchange = self.exchange
+        data = switching_head(head, exchange, self.handler.balancers)
+        try:
+            self.conn.queue(data + self.parser.tunnel_data)
+        except OSError:
+            self._client_gone()
+            return
+        settings = exchange.vhost
+        idle = max(settings.http.timeout, settings.proxy.timeout or 0.0)
+        self.tunnel = Tunnel(self, CLIENT_OUT_LIMIT, idle, now)
+        self.proxy.fds[self.backend.fd] = self.tunnel.on_backend
+        self.tunnel.arm(now)
+
+    def tunnel_wait(self, seconds: float, now: float) -> None:
+        self._wait(_TUNNEL, seconds, now)
+
+    def tunnel_closed(self) -> None:
+        """Either side closed, or the tunnel idled out: the connection ends."""
+        exchange = self.exchange
+        exchange.keep_alive = False
+        self._release(False)
+        self._log_and_hand_back(False)
+
     # -- the end --------------------------------------------------------------------------------
 
     def on_timeout(self, now: float) -> None:
         waiting = self.waiting
-        if waiting == _CLIENT_BODY:
+        if waiting == _TUNNEL:
+            self.tunnel.on_timeout()  # type: ignore[union-attr]
+        elif waiting == _CLIENT_BODY:
             self._client_body_failed(HttpError(408, "AH01382: Request body read timeout"))
         elif waiting == _CLIENT:
             self._client_gone()
