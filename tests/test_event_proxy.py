@@ -338,3 +338,45 @@ def test_websocket_tunnel_in_the_loop(tmp_path, monkeypatch):
             wait_for(lambda: "\n101 0 http://" in log.read_text())  # once either side closed
     assert backend.seen[0]["upgrade"] == "websocket"
     assert backend.seen[0]["connection"].lower() == "upgrade"
+
+
+def test_member_max_queues_requests_for_a_free_connection(tmp_path, monkeypatch):
+    """max=1: the second request waits in the loop for the first one's connection."""
+    gate = threading.Event()
+    arrived: list[str] = []
+    with held_backend(gate, arrived) as backend:
+        spec = {"routes": [["/p", [backend.port]]], "member": {"max": 1}}
+        monkeypatch.setenv("MPMD_TEST_PROXY", json.dumps(spec))
+        with Server(tmp_path, TWO_THREADS, mpm="event", entry=FRONT) as server:
+            clients = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(2)]
+            try:
+                for index, sock in enumerate(clients):
+                    sock.sendall(f"GET /p/{index} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                wait_for(lambda: len(arrived) == 1)
+                gate.set()
+                for sock in clients:
+                    response = read_response(sock)
+                    assert (response.status, response.read()) == (200, b"held")
+            finally:
+                gate.set()
+                for sock in clients:
+                    sock.close()
+        assert backend.connections == 1 and len(arrived) == 2
+
+
+@pytest.mark.slow
+def test_a_silent_back_end_is_a_504_after_its_timeout(tmp_path, monkeypatch):
+    gate = threading.Event()
+    with held_backend(gate, []) as backend:
+        spec = {"routes": [["/p", [backend.port]]], "member": {"timeout": 1.0}}
+        monkeypatch.setenv("MPMD_TEST_PROXY", json.dumps(spec))
+        with Server(tmp_path, TWO_THREADS, mpm="event", entry=FRONT) as server:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+                conn.request("GET", "/p/x")
+                assert conn.getresponse().status == 504
+                conn.close()
+            finally:
+                gate.set()
+            log = server.log_text()
+    assert "AH01102: error reading status line from remote server 127.0.0.1:" in log
