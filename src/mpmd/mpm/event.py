@@ -15,7 +15,9 @@ the loop closes sockets. A parked connection sits in the timeout queue of its st
 (timeout_queue.py, Apache's `struct timeout_queue`): keep-alive, write completion and the two
 lingering closes, one timeout each, plus the deadlines of connections being read; their
 lengths are the counts mod_status shows and the connection limit uses. When the child
-accepts, and how it makes room when full, is the acceptor's (event_accept.py).
+accepts, and how it makes room when full, is the acceptor's (event_accept.py). A request
+that goes straight to a ProxyPass route takes no thread at all: the loop proxies it
+(event_proxy.py), and the connection comes back as from a thread.
 
 With `threads=0` the loop serves requests itself (`mpmd -X`: one process, one thread) and every
 connection carries worker record 0. Requests refused while the loop reads them are logged

@@ -162,7 +162,7 @@ class Proxied:
         except OSError as error:
             self._connect_failed(error, now)
             return
-        if backend is None:  # queued: given() is called when one is free
+        if backend is None:  # queued: the pool calls retry_connect() when one is free
             self._wait(_POOL, pool.acquire_timeout, now)
             return
         self._attach(backend, now)
