@@ -297,6 +297,19 @@ class _VhostRoutes:
                 return
         self._static(exchange, path, self.document_root, path, require)
 
+    def proxied(self, raw: str) -> tuple[ProxyRoute, str] | None:
+        """dispatch()'s answer for a request that goes straight to the proxy: no <Location>
+        SetHandler or Require applies, so nothing but the proxy runs. None otherwise."""
+        if self.proxy is None:
+            return None
+        path = normalize_path(raw) if "%" in raw or "/." in raw or "//" in raw else raw
+        if type(path) is int or not path.startswith("/"):
+            return None
+        for matches, section in self.locations:
+            if matches(path) and (section.handler is not None or section.require is not None):
+                return None
+        return match_route(self.proxy, path)
+
     def _static(
         self,
         exchange: Exchange,
@@ -462,6 +475,12 @@ class Router:
         else:
             path = raw
         routes.dispatch(exchange, path)  # type: ignore[arg-type]
+
+    def proxied(self, vhost: VirtualHost, raw_path: str) -> tuple[ProxyRoute, str] | None:
+        """The (route, rest) of a request handle() would give straight to the ProxyPass
+        handler, decided without running anything; None when anything else must happen (a
+        <Location> handler or Require, a bad path, no route). The event loop proxies these."""
+        return self._routes.get(id(vhost), self._default_routes).proxied(raw_path)
 
     def run_named(self, exchange: Exchange, name: str) -> None:
         exchange.notes["handler"] = name

@@ -15,7 +15,9 @@ the loop closes sockets. A parked connection sits in the timeout queue of its st
 (timeout_queue.py, Apache's `struct timeout_queue`): keep-alive, write completion and the two
 lingering closes, one timeout each, plus the deadlines of connections being read; their
 lengths are the counts mod_status shows and the connection limit uses. When the child
-accepts, and how it makes room when full, is the acceptor's (event_accept.py).
+accepts, and how it makes room when full, is the acceptor's (event_accept.py). A request
+that goes straight to a ProxyPass route takes no thread at all: the loop proxies it
+(event_proxy.py), and the connection comes back as from a thread.
 
 With `threads=0` the loop serves requests itself (`mpmd -X`: one process, one thread) and every
 connection carries worker record 0. Requests refused while the loop reads them are logged
@@ -40,6 +42,7 @@ from mpmd.mpm.context import ChildContext
 from mpmd.mpm.event_accept import Acceptor
 from mpmd.mpm.event_connection import (
     CLOSED,
+    IN_PROXY,
     IN_THREAD,
     KEEP_ALIVE,
     LINGER,
@@ -49,6 +52,7 @@ from mpmd.mpm.event_connection import (
     EventConnection,
 )
 from mpmd.mpm.event_pool import WorkerPool, run_request
+from mpmd.mpm.event_proxy import LoopProxy
 from mpmd.mpm.scoreboard import READY
 from mpmd.mpm.timeout_queue import DeadlineQueue, TimeoutQueue
 
@@ -116,6 +120,9 @@ class EventLoop:
             LINGER: self._linger_q,
             SHORT_LINGER: self._short_linger_q,
         }
+        self._proxy = LoopProxy.for_loop(self)  # ProxyPass requests served here, no thread
+        if self._proxy is not None:
+            self._queue_of[IN_PROXY] = self._proxy.deadlines
         self._next_publish = 0.0
         self._due = 0.0  # the earliest queue expiry, as of the last poll
         self.acceptor = Acceptor(
@@ -145,6 +152,8 @@ class EventLoop:
         acceptor.set_accepting(True, time.monotonic())
         conns = self._conns
         listeners = acceptor.listeners
+        proxy = self._proxy
+        backends = proxy.fds if proxy is not None else {}
         now = time.monotonic()
         try:
             while not (self.stopping and not conns):
@@ -155,6 +164,8 @@ class EventLoop:
                     pool.sleeping = True  # a thread handing back from now on wakes us
                     if pool.returned:
                         timeout = 0.0
+                if proxy is not None and proxy.done:
+                    timeout = 0.0
                 events = epoll.poll(timeout)
                 now = time.monotonic()
                 acceptor.busy = False
@@ -162,8 +173,11 @@ class EventLoop:
                     pool.sleeping = False
                     for conn, keep in pool.take_returned():
                         self._take_back(conn, keep, now)
+                if proxy is not None and proxy.done:
+                    for conn, keep in proxy.take_done():
+                        self._take_back(conn, keep, now)
                 ready_listeners = None
-                for fd, _ in events:
+                for fd, mask in events:
                     conn = conns.get(fd)
                     if conn is not None:
                         kind = conn.kind
@@ -173,6 +187,10 @@ class EventLoop:
                             self._on_writable(conn, now)
                         elif kind in (LINGER, SHORT_LINGER):
                             self._on_linger(conn)
+                        elif kind == IN_PROXY:
+                            proxy.on_client(conn, now)  # type: ignore[union-attr]
+                    elif fd in backends:
+                        backends[fd](mask, now)
                     elif fd == wake_fd:
                         pool.clear_wake()  # type: ignore[union-attr]
                     elif fd in listeners:
@@ -191,6 +209,8 @@ class EventLoop:
         finally:
             if pool is not None:
                 pool.stop()
+            if proxy is not None:
+                proxy.close()
             epoll.close()
 
     def begin_graceful_stop(self) -> None:
@@ -280,8 +300,9 @@ class EventLoop:
         if self._body_wanted(conn, request):
             self._wait_read(conn, now)
             return
+        reader = conn.reader
         conn.request = conn.reader = None
-        self._dispatch(conn, request)
+        self._dispatch(conn, request, reader)
 
     def _next_request(self, conn: EventConnection, now: float) -> None:
         """Take the next parsed request: read its body here first, or hand it over now; with
@@ -349,8 +370,10 @@ class EventLoop:
 
     # -- threads ---------------------------------------------------------------------------------
 
-    def _dispatch(self, conn: EventConnection, request: Request) -> None:
+    def _dispatch(self, conn: EventConnection, request: Request, reader=None) -> None:
         self._leave(conn)
+        if self._proxy is not None and self._proxy.take(conn, request, reader):
+            return
         conn.kind = IN_THREAD
         if self._pool is not None:
             # With no idle thread Apache closes a readable keep-alive connection; here its
@@ -371,6 +394,8 @@ class EventLoop:
             self._park_writing(conn, now)
         elif not keep or conn.protocol.eof:  # a keep-alive promise is kept while stopping
             self._linger(conn, short=False)
+        elif conn.protocol.buffered():  # pipelined behind a request the loop proxied
+            self._next_request(conn, now)
         elif conn.protocol.read_stage() != IDLE:  # part of a pipelined head is already here
             conn.kind = READING
             conn.reader = start_stage(self._settings, HEADERS, now)
@@ -509,6 +534,8 @@ class EventLoop:
         for conn in self._write_q.expire(now):
             expired = True
             self._linger(conn, short=True)
+        if self._proxy is not None:
+            self._proxy.expire(now)
         for queue, limit in (
             (self._linger_q, now + self._linger_cut()),
             (self._short_linger_q, now),

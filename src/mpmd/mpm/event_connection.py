@@ -29,8 +29,9 @@ from mpmd.mpm.session import Session
 WRITE_BUFFER_LIMIT = 256 * 1024  # queued response bytes before a writing thread waits
 
 # Where a connection is (one place at a time). The queues of the first five are the timeout
-# classes; IN_THREAD connections belong to a worker thread, CLOSED ones to nobody.
-READING, KEEP_ALIVE, WRITE_COMPLETION, LINGER, SHORT_LINGER, IN_THREAD, CLOSED = range(7)
+# classes; IN_THREAD connections belong to a worker thread, IN_PROXY ones to a request the
+# loop proxies (event_proxy.py, its deadlines), CLOSED ones to nobody.
+READING, KEEP_ALIVE, WRITE_COMPLETION, LINGER, SHORT_LINGER, IN_THREAD, CLOSED, IN_PROXY = range(8)
 
 
 class _FileSlice:

@@ -144,7 +144,7 @@ class Session:
             pending = None
             vhost = router.select_vhost(request.header("host"), info.server_port)
             exchange = Exchange(
-                request, info, vhost, transport.send, transport.sendfile, self._last_one
+                request, info, vhost, transport.send, transport.sendfile, self.last_one
             )
             if worker is not None:
                 worker.request_start(
@@ -159,16 +159,7 @@ class Session:
                 info.take_over = self.take_over
             keep_alive = self._run(exchange)
             info.take_over = None
-            end = time.time()
-            for log in ctx.logs_for(vhost):
-                log.log(exchange, end)
-            if worker is not None:
-                worker.request_end(
-                    exchange.bytes_out,
-                    (time.perf_counter_ns() - exchange.start_ns) // 1000,
-                    int(end * 1_000_000),
-                )
-            info.requests += 1
+            self.log_exchange(exchange)
             if not keep_alive:
                 self.client_done = request.body.complete and not request.client_keep_alive
                 return False
@@ -178,7 +169,22 @@ class Session:
             except HttpError:
                 return False
 
-    def _last_one(self) -> bool:
+    def log_exchange(self, exchange: Exchange) -> None:
+        """After a response: the access log, the scoreboard, and the connection's count (%k).
+        The event loop calls it for the requests it proxies itself."""
+        end = time.time()
+        for log in self.ctx.logs_for(exchange.vhost):
+            log.log(exchange, end)
+        worker = self.worker
+        if worker is not None:
+            worker.request_end(
+                exchange.bytes_out,
+                (time.perf_counter_ns() - exchange.start_ns) // 1000,
+                int(end * 1_000_000),
+            )
+        self.info.requests += 1
+
+    def last_one(self) -> bool:
         """Asked as a response head is built: the child is stopping and no further request was
         read from this client, so this response ends the connection and says close (Apache's
         ap_set_keepalive asks is_mpm_running()). A request already read is still answered."""

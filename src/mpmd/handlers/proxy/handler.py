@@ -117,7 +117,7 @@ class ProxyHandler:
         """Proxy one request that `route` took; `rest` as match_route returned it."""
         exchange.notes["handler"] = "proxy-server"
         request = exchange.request
-        runtime = self._runtime(route)
+        runtime = self.runtime(route)
         tries = 0
         deadline = time.monotonic() + runtime.timeout
         while True:
@@ -128,7 +128,7 @@ class ProxyHandler:
                 if left > 0:  # the balancer's timeout: poll for a usable member, as Apache
                     time.sleep(min(left, 0.01))
                     continue
-                self._log("error", error.message, exchange)
+                self.log("error", error.message, exchange)
                 exchange.send_error(error.status)
                 return
             for name, value in choice.env.items():
@@ -183,7 +183,7 @@ class ProxyHandler:
             if upgrade is None or answer is None or answer.lower() != upgrade.lower():
                 pool.release(conn, reusable=False)
                 unexpected = f"Unexpected Upgrade: {answer or 'n/a'} (expecting {upgrade or 'n/a'})"
-                self._log_backend(exchange, member, BackendError(unexpected), target)
+                self.log_backend(exchange, member, BackendError(unexpected), target)
                 raise _Failed(502, failover=False)
             try:
                 self._tunnel(exchange, conn, pool, parser, response, answer, attempt)
@@ -233,12 +233,12 @@ class ProxyHandler:
             except BackendError as error:
                 pool.release(conn, reusable=False)
                 if parser.started:
-                    self._log_backend(exchange, member, error, target)
+                    self.log_backend(exchange, member, error, target)
                     raise _Failed(502, failover=False) from None
                 if reused and not fresh and not attempt.body_read and not error.timed_out:
                     fresh = True  # the back end closed it as we reused it: once more, new
                     continue
-                self._log_backend(exchange, member, error, target)
+                self.log_backend(exchange, member, error, target)
                 if error.timed_out:
                     runtime.after_response(choice, 504, True)
                     raise _Failed(504, failover=idempotent) from None
@@ -260,7 +260,7 @@ class ProxyHandler:
         try:
             return pool.acquire(fresh=fresh)
         except PoolTimeout:
-            self._log(
+            self.log(
                 "error",
                 f"HTTP: failed to acquire connection for ({member.host}:{member.port})",
                 exchange,
@@ -268,14 +268,14 @@ class ProxyHandler:
             )
             raise _Failed(503, failover=False) from None
         except OSError as error:
-            self._log(
+            self.log(
                 "error",
                 f"HTTP: attempt to connect to {member.host}:{member.port} "
                 f"({member.host}:{member.port}) failed: {error.strerror or error}",
                 exchange,
                 ah="AH00957",
             )
-            self._log(
+            self.log(
                 "error",
                 f"HTTP: failed to make connection to backend: {member.host}",
                 exchange,
@@ -359,7 +359,7 @@ class ProxyHandler:
                 events = _read(conn, parser, attempt)
         except BackendError as error:
             pool.release(conn, reusable=False)
-            self._log_backend(exchange, member, error, target)
+            self.log_backend(exchange, member, error, target)
             if exchange.head_sent:
                 exchange.aborted = True  # no made-up end: the client must see the cut
                 exchange.keep_alive = False
@@ -400,7 +400,7 @@ class ProxyHandler:
         exchange.head_sent = True
         exchange.head_bytes = len(head)
         exchange.keep_alive = False
-        self._log("debug", f"HTTP: tunneling protocol {protocol}", exchange, ah="AH10239")
+        self.log("debug", f"HTTP: tunneling protocol {protocol}", exchange, ah="AH10239")
         idle = max(exchange.vhost.http.timeout, pool.timeout)
         result = relay(
             client, conn.sock, idle=idle, to_client=head + parser.tunnel_data, to_backend=held
@@ -425,7 +425,7 @@ class ProxyHandler:
 
     # -- per child ------------------------------------------------------------------------------
 
-    def _runtime(self, route: ProxyRoute) -> Runtime:
+    def runtime(self, route: ProxyRoute) -> Runtime:
         runtime = self._runtimes.get(route)
         if runtime is None:
             with self._lock:
@@ -454,13 +454,13 @@ class ProxyHandler:
 
     # -- logging --------------------------------------------------------------------------------
 
-    def _log(self, level: str, message: str, exchange: Exchange, ah: str | None = None) -> None:
+    def log(self, level: str, message: str, exchange: Exchange, ah: str | None = None) -> None:
         conn = exchange.conn
         self.error_log.log(
             level, message, module="proxy", ah=ah, client=f"{conn.client_addr}:{conn.client_port}"
         )
 
-    def _log_backend(
+    def log_backend(
         self, exchange: Exchange, member: BackendMember, error: BackendError, target: str
     ) -> None:
         """Apache's line for the failure, naming the member (host:port, or its URL)."""
@@ -468,7 +468,7 @@ class ProxyHandler:
             text = f"{error.message} {member.host}:{member.port}"
         else:
             text = f"{error.message} returned by {member.url}{target}"
-        self._log("warn" if error.ah == "AH10124" else "error", text, exchange, ah=error.ah)
+        self.log("warn" if error.ah == "AH10124" else "error", text, exchange, ah=error.ah)
 
 
 def upgrade_protocol(exchange: Exchange, member: BackendMember) -> str | None:

@@ -1,0 +1,116 @@
+"""ProxyPass in the event MPM's loop: a proxied request holds no thread while its back end works.
+
+The loop offers each complete request head to LoopProxy.take() before it would hand it to a
+thread. When the router says the request goes straight to a ProxyPass route (Router.proxied:
+no <Location> handler or Require applies), the whole exchange runs in the loop
+(event_proxy_request.py): choose the member (the route's runtime), connect without waiting,
+write the re-serialised head and the body (what the loop buffered, then the rest as the client
+sends it, read only while the back end takes what it has), parse the response (backend.py,
+the sans-I/O code handler.py uses too) and stream it through an Exchange whose send is the
+connection's non-blocking queue(): the back end is not read while more than
+CLIENT_OUT_LIMIT bytes wait for the client. Then the connection goes back to the loop (keep-alive, a pipelined
+head, or a close) as after a thread; after a 101 to `Upgrade: websocket`, a tunnel
+(event_proxy_tunnel.py). Anything the router must run itself goes to a thread.
+
+Owns what is the child's: the requests in flight, the back-end pools (loop_pool.py), the map
+from back-end fds to their handlers, and the deadlines (one per request, keyed by its client
+connection, in the loop's queue map under IN_PROXY). Loop-only: no thread touches any of it.
+"""
+
+from __future__ import annotations
+
+import select
+import time
+from collections import deque
+from typing import Any
+
+from mpmd.config.model import VirtualHost
+from mpmd.handlers.proxy.handler import ProxyHandler
+from mpmd.http.request import Request
+from mpmd.http.timeouts import ReadDeadline
+from mpmd.mpm.event_connection import IN_PROXY, EventConnection
+from mpmd.mpm.event_proxy_request import Proxied
+from mpmd.mpm.loop_pool import LoopPool
+from mpmd.mpm.timeout_queue import DeadlineQueue
+
+
+class LoopProxy:
+    """The child's in-loop proxy: the requests in flight, the back-end pools, their fds."""
+
+    def __init__(self, epoll: select.epoll, handler: ProxyHandler, settings) -> None:
+        self.epoll = epoll
+        self.handler = handler
+        self.router = None  # set by for_loop
+        self.settings = settings
+        self.client_timeout = settings.timeout
+        self.fds: dict[int, Any] = {}  # back-end fd -> its handler(mask, now)
+        self.deadlines = DeadlineQueue()  # client connection -> its request's next deadline
+        self.done: deque[tuple[EventConnection, bool]] = deque()  # for the loop's _take_back
+        self._active: dict[EventConnection, Proxied] = {}
+        self._pools: dict[str, LoopPool] = {}
+
+    @classmethod
+    def for_loop(cls, loop) -> LoopProxy | None:
+        """The loop's proxy when the router has a ProxyPass handler, else None."""
+        handler = loop.ctx.router.proxy
+        if not isinstance(handler, ProxyHandler):
+            return None
+        proxy = cls(loop.epoll, handler, loop.ctx.settings)
+        proxy.router = loop.ctx.router
+        return proxy
+
+    # -- what the loop calls ----------------------------------------------------------------
+
+    def take(self, conn: EventConnection, request: Request, reader: ReadDeadline | None) -> bool:
+        """Serve `request` here if it goes straight to a ProxyPass route; else False (the loop
+        hands it to a thread). `reader`: the body's RequestReadTimeout stage, if it began."""
+        body = request.body
+        if body.error is not None:
+            return False
+        session = conn.session
+        vhost = self.router.select_vhost(request.header("host"), session.info.server_port)
+        found = self.router.proxied(vhost, request.path)
+        if found is None:
+            return False
+        conn.kind = IN_PROXY
+        proxied = Proxied(self, conn, request, vhost, *found, body.read(body.buffered), reader)
+        self._active[conn] = proxied
+        proxied.next_member(time.monotonic())
+        return True
+
+    def on_client(self, conn: EventConnection, now: float) -> None:
+        """The client of a paused response can take more."""
+        proxied = self._active.get(conn)
+        if proxied is not None:
+            proxied.on_client(now)
+
+    def expire(self, now: float) -> None:
+        for conn in self.deadlines.expire(now):
+            proxied = self._active.get(conn)
+            if proxied is not None:
+                proxied.on_timeout(now)
+
+    def take_done(self) -> list[tuple[EventConnection, bool]]:
+        done = list(self.done)
+        self.done.clear()
+        return done
+
+    def close(self) -> None:
+        """The child ends: close the idle back-end connections."""
+        for pool in self._pools.values():
+            pool.close()
+
+    # -- for Proxied ---------------------------------------------------------------------------
+
+    def pool(self, member, vhost: VirtualHost) -> LoopPool:
+        pool = self._pools.get(member.url)
+        if pool is None:
+            timeout = vhost.proxy.timeout or vhost.http.timeout
+            pool = self._pools[member.url] = LoopPool(member, self.epoll, self.fds, timeout)
+        return pool
+
+    def finish(self, proxied: Proxied, keep: bool) -> None:
+        conn = proxied.conn
+        del self._active[conn]
+        self.deadlines.remove(conn)
+        self.done.append((conn, keep))

@@ -1,0 +1,193 @@
+"""The event loop's non-blocking connections to one back end, pooled per member per child.
+
+pool.py's counterpart for the requests the loop proxies (event_proxy.py): the same member
+parameters (`max`, `smax`, `min`, `ttl`, `acquire`, `disablereuse`, `keepalive`, `timeout`,
+`connectiontimeout`), but nothing here waits. A connect is started and finishes on the loop's
+EPOLLOUT; a request that finds `max` connections busy is queued and woken when one is
+released or dropped. An idle connection stays registered for EPOLLIN, so a back end that
+closes it (or sends stray bytes) is noticed and the connection dropped before anyone takes
+it. Without `max` no bound is set: a connection per request in flight, as no thread bounds
+them (pool.py's default `max` is ThreadsPerChild), and every idle one is kept unless `smax`
+says otherwise. The member's address is resolved once, when its pool is made.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import socket
+import time
+from collections import deque
+from typing import Any, Protocol
+
+from mpmd.config.model import BackendMember
+
+_IDLE_ARM = select.EPOLLIN | select.EPOLLONESHOT
+
+
+class Waiter(Protocol):
+    def retry_connect(self, now: float) -> None: ...
+
+
+class BackendSocket:
+    """One non-blocking socket to a back end, registered in the loop's epoll set."""
+
+    __slots__ = ("connecting", "epoll", "fd", "idle_since", "peer", "sock", "uses")
+
+    def __init__(self, sock: socket.socket, epoll: select.epoll, peer: str) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.epoll = epoll
+        self.peer = peer
+        self.connecting = True
+        self.uses = 0  # requests already carried: a failure on a reused one may be a race
+        self.idle_since = 0.0
+
+    @property
+    def reused(self) -> bool:
+        return self.uses > 0
+
+    def arm(self, mask: int) -> None:
+        self.epoll.modify(self.fd, mask)
+
+    def connected(self) -> OSError | None:
+        """After the connect's EPOLLOUT: None, or why it failed."""
+        self.connecting = False
+        code = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        return OSError(code, os.strerror(code)) if code else None
+
+    def alive(self) -> bool:
+        """Idle and still open: no EOF and no stray bytes waiting (one peek, never waits)."""
+        try:
+            return not self.sock.recv(1, socket.MSG_PEEK)  # b"": closed; bytes: out of step
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        self.sock.close()  # also leaves the epoll set
+
+
+class LoopPool:
+    """The connections to `member` of one event child; loop-only."""
+
+    def __init__(
+        self, member: BackendMember, epoll: select.epoll, fds: dict[int, Any], timeout: float
+    ) -> None:
+        params = member.params
+        self.member = member
+        self.max = params.max
+        self.keep = params.smax if params.smax is not None else params.max
+        self.min = params.min
+        self.ttl = params.ttl
+        self.acquire_timeout = params.acquire
+        self.reuse = params.reuse
+        self.keepalive = params.keepalive
+        self.timeout = params.timeout if params.timeout is not None else timeout
+        self.connect_timeout = (
+            params.connection_timeout if params.connection_timeout is not None else self.timeout
+        )
+        family, _, _, _, address = socket.getaddrinfo(
+            member.host, member.port, type=socket.SOCK_STREAM
+        )[0]
+        self._family = family
+        self._address = address
+        self._peer = f"{address[0]}:{address[1]}"
+        self._epoll = epoll
+        self._fds = fds  # the loop's back-end fd -> handler map (idle ones: _dropped)
+        self._idle: list[BackendSocket] = []  # most recently released last
+        self._open = 0
+        self._waiters: deque[Waiter] = deque()
+
+    def acquire(self, waiter: Waiter, *, fresh: bool = False) -> BackendSocket | None:
+        """An idle live connection (unless `fresh`), a new one (still connecting), or None:
+        `waiter` is queued until one is free. Raises OSError when the connect fails at once."""
+        self._expire(time.monotonic())
+        idle = self._idle
+        while idle and not fresh:
+            backend = idle.pop()
+            del self._fds[backend.fd]
+            if backend.alive():
+                return backend
+            self._close(backend)
+        if self.max is not None and self._open >= self.max:
+            if fresh and idle:
+                self._close(idle.pop(0))  # make room for the new one
+            else:
+                self._waiters.append(waiter)
+                return None
+        return self._connect()
+
+    def release(self, backend: BackendSocket, *, reusable: bool) -> None:
+        """After a request: kept idle (and watched) if it may carry another, else closed."""
+        backend.uses += 1
+        keep = reusable and self.reuse and (self.keep is None or len(self._idle) < self.keep)
+        if keep:
+            backend.idle_since = time.monotonic()
+            self._idle.append(backend)
+            self._fds[backend.fd] = lambda mask, now, b=backend: self._dropped(b, now)
+            backend.arm(_IDLE_ARM)
+        else:
+            self._close(backend)
+        self._wake(time.monotonic())
+
+    def cancel(self, waiter: Waiter) -> None:
+        """A queued request gave up (acquire timeout)."""
+        try:
+            self._waiters.remove(waiter)
+        except ValueError:
+            pass
+
+    def close(self) -> None:
+        for backend in self._idle:
+            self._fds.pop(backend.fd, None)
+            backend.close()
+        self._idle.clear()
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _connect(self) -> BackendSocket:
+        sock = socket.socket(self._family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.keepalive:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            code = sock.connect_ex(self._address)
+            if code not in (0, errno.EINPROGRESS):
+                raise OSError(code, os.strerror(code))
+            self._epoll.register(sock.fileno(), 0)
+        except BaseException:
+            sock.close()
+            raise
+        self._open += 1
+        return BackendSocket(sock, self._epoll, self._peer)
+
+    def _dropped(self, backend: BackendSocket, now: float) -> None:
+        """An idle connection woke: the back end closed it (or sent what no one asked for)."""
+        self._idle.remove(backend)
+        del self._fds[backend.fd]
+        self._close(backend)
+        self._wake(now)
+
+    def _close(self, backend: BackendSocket) -> None:
+        self._open -= 1
+        backend.close()
+
+    def _wake(self, now: float) -> None:
+        """A connection is free (or there is room for one): the first queued request tries."""
+        if self._waiters and (self._idle or self.max is None or self._open < self.max):
+            self._waiters.popleft().retry_connect(now)
+
+    def _expire(self, now: float) -> None:
+        """Close idle connections unused for `ttl`, oldest first, keeping at least `min`."""
+        if self.ttl is None:
+            return
+        limit = now - self.ttl
+        idle = self._idle
+        while len(idle) > self.min and idle[0].idle_since < limit:
+            backend = idle.pop(0)
+            del self._fds[backend.fd]
+            self._close(backend)
