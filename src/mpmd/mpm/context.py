@@ -89,9 +89,16 @@ def scoreboard_handlers(config: ServerConfig, scoreboard, proxy_state=None, erro
 def share_before_fork(config: ServerConfig) -> None:
     """Build in the parent, before it forks, what each child would otherwise build for itself
     from the same configuration, so the children share those pages: the modules of the
-    scoreboard handlers in use and the MIME table (the parent then calls gc.freeze())."""
+    scoreboard handlers in use, the proxy's and the MIME table (the parent then calls
+    gc.freeze())."""
     handler_factories(config)
     default_mime_table()
+    if config.balancers or any(v.proxy.routes for v in (config.main, *config.vhosts)):
+        # The proxy's modules, and the codec socket.getaddrinfo imports on first use for a
+        # host name: a child that dropped to User may no longer read the Python installation.
+        import encodings.idna  # noqa: F401
+
+        from mpmd.handlers.proxy import balancer, handler  # noqa: F401
 
 
 def handler_factories(config: ServerConfig) -> dict[str, Callable]:
