@@ -89,18 +89,20 @@ class KeepAlive:
         self.turn = 0
         self.names: list[str] = []  # the members spread_connections' first requests reached
 
-    def get(self, path: str, headers: dict | None = None) -> tuple[int, str, bytes]:
-        """A GET on the next connection; as any HTTP client, sent again on a new connection
-        when the server had closed the idle one (the event MPM closes its oldest idle
-        keep-alive connections when it is full)."""
+    def get(
+        self, path: str, headers: dict | None = None, method: str = "GET", body: bytes = b""
+    ) -> tuple[int, str, bytes]:
+        """A request on the next connection; as any HTTP client, sent again on a new
+        connection when the server had closed the idle one (the event MPM closes its oldest
+        idle keep-alive connections when it is full)."""
         conn = self.conns[self.turn % len(self.conns)]
         self.turn += 1
         try:
-            conn.request("GET", path, headers=headers or {})
+            conn.request(method, path, body=body or None, headers=headers or {})
             response = conn.getresponse()
         except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
             conn.close()
-            conn.request("GET", path, headers=headers or {})
+            conn.request(method, path, body=body or None, headers=headers or {})
             response = conn.getresponse()
         body = response.read()
         return response.status, response.headers.get("X-Backend", ""), body
@@ -250,13 +252,19 @@ def test_bytraffic_balances_bytes(tmp_path, mpm):
                         slots = state.snapshot().balancer(NAME).members
                         scores = [w.transferred // 200 + w.read // 200 for w in slots]
                         least = backends.names[scores.index(min(scores))]
-                        status, name, body = client.get(f"/app/big?size={size}&r={round_}")
-                        assert (status, len(body)) == (200, size)
+                        if round_ == 1:  # bytes to the back ends count as well
+                            data = b"u" * size
+                            status, name, body = client.get("/app/upload", method="POST", body=data)
+                            assert (status, body.split()[-1]) == (200, b"length=%d" % size)
+                        else:
+                            status, name, body = client.get(f"/app/big?size={size}&r={round_}")
+                            assert (status, len(body)) == (200, size)
                         assert name == least, (scores, name)
                 traffic = [w.transferred + w.read for w in state.snapshot().balancer(NAME).members]
             finally:
                 state.close()
             assert all(traffic) and max(traffic) - min(traffic) < max(TRAFFIC_SIZES) + 1000
+            assert sum(w.transferred for w in slots) > sum(TRAFFIC_SIZES)  # the uploads
 
 
 # -- hot standby and lbset tiers ----------------------------------------------------------------
