@@ -90,6 +90,7 @@ GOOD = {
     "ProxyHCExpr": (("ok234", "{%{REQUEST_STATUS}", "=~", "/^[234]/}"),
                     ("ok234", "%{REQUEST_STATUS} =~ /^[234]/")),
     "ProxyHCTemplate": (("tcp5", "hcmethod=TCP"), ("tcp5", "hcmethod=TCP")),
+    "ProxyHCTPsize": (("0",), 0),
 }  # fmt: skip
 BAD = {
     "StartServers": (("two",), 'StartServers "two" must be an integer'),
@@ -160,6 +161,7 @@ BAD = {
     "ProxySet": ((), "ProxySet requires at least one argument"),
     "ProxyHCExpr": (("ok", "{x", "y}", "z"), "error: extra parameter(s)"),
     "ProxyHCTemplate": ((), "ProxyHCTemplate requires at least one argument"),
+    "ProxyHCTPsize": (("-2",), "Invalid ProxyHCTPsize parameter. Parameter must be >= 0"),
 }
 
 

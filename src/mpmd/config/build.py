@@ -495,6 +495,7 @@ def build_config(
         balancers=proxy.balancers,
         proxy_status=proxy.status,
         hc_expressions=proxy.hc_expressions,
+        hc_tpsize=main.last("ProxyHCTPsize", b.default("ProxyHCTPsize")),
     )
 
 

@@ -78,7 +78,6 @@ IGNORED: dict[str, str] = {
     "ProxyBlock ProxyDomain ProxyIOBufferSize ProxyMaxForwards ProxyPassInherit "
     "ProxyPassInterpolateEnv ProxyPassReverseCookieDomain ProxyPassReverseCookiePath "
     "ProxyReceiveBufferSize ProxyRemote ProxyRemoteMatch ProxySourceAddress",
-    "mod_proxy_hcheck": "ProxyHCTPsize",
     "mod_proxy_fcgi": "ProxyFCGIBackendType ProxyFCGISetEnvIf",
     "mod_proxy_html": "ProxyHTMLEnable ProxyHTMLExtended ProxyHTMLLinks ProxyHTMLURLMap",
     "mod_cgi": "ScriptLog ScriptLogBuffer ScriptLogLength",

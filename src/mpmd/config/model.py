@@ -292,3 +292,4 @@ class ServerConfig:
     balancers: tuple[Balancer, ...] = ()  # every balancer, server-wide as in Apache
     proxy_status: bool = False  # ProxyStatus: members on /server-status and /metrics
     hc_expressions: tuple[tuple[str, str], ...] = ()  # ProxyHCExpr name, expression
+    hc_tpsize: int = 16  # ProxyHCTPsize: threads running the health checks

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mpmd.config.validators import DirectiveValueError
+from mpmd.handlers.proxy.hcexpr import ExprError, parse
 
 # Flags `status=` may set or clear (reference 7.2); Apache's internal O G U F are refused.
 STATUS_FLAGS = "DSIHRENC"
@@ -492,7 +493,20 @@ def v_hc_expr(name: str, args: tuple[str, ...]) -> tuple[str, str]:
         expression, _, rest = text.partition(" ")
     if rest:
         raise DirectiveValueError("error: extra parameter(s)")
+    try:
+        parse(expression)
+    except ExprError as error:
+        raise DirectiveValueError(f'Could not parse expression "{expression}": {error}') from None
     return expr_name, expression
+
+
+def v_hc_tpsize(name: str, args: tuple[str, ...]) -> int:
+    """ProxyHCTPsize: atoi, as Apache reads it; a negative size is refused."""
+    match = re.match(r"\s*[+-]?\d+", args[0])
+    size = int(match.group()) if match else 0
+    if size < 0:
+        raise DirectiveValueError("Invalid ProxyHCTPsize parameter. Parameter must be >= 0")
+    return size
 
 
 def v_raw(name: str, args: tuple[str, ...]) -> tuple[str, ...]:

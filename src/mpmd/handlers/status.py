@@ -461,8 +461,7 @@ def render_html(
     extra: str = "",
     hooks: str = "",
 ) -> str:
-    """The HTML page, Apache's sections in Apache's order; `extra` (the charts) follows the key,
-    `hooks` (the status hooks' sections, ProxyStatus's) close the page as in Apache."""
+    """Apache's sections in Apache's order; the charts (`extra`) after the key; `hooks` last."""
     facts = view.facts
     parts = [
         _HEAD,
@@ -507,8 +506,7 @@ def request_host(exchange: Exchange) -> str:
 def make_status_handler(
     config: ServerConfig, scoreboard: Scoreboard, *, charts: bool = True, proxy_state=None
 ) -> Handler:
-    """The `server-status` handler for one configuration (facts computed here, once);
-    with ProxyStatus On, the balancers' tables and lines from the proxy state close it."""
+    """The `server-status` handler (facts computed once); ProxyStatus On adds the balancers."""
     facts = StatusFacts(config)
     draw = history_section if charts else None
     proxy = proxy_state if config.proxy_status and config.balancers else None

@@ -135,7 +135,7 @@ def _child(spec: ChildSpec, serve: Callable[[ChildSpec, StopSignal], None]) -> i
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.set_wakeup_fd(-1)
     try:
-        _drop_privileges(config)
+        drop_privileges(config)
     except (KeyError, PermissionError, OSError) as error:
         spec.error_log.log("alert", f"cannot switch to User/Group: {error}", ah="AH02155")
         return CHILD_FATAL
@@ -213,7 +213,7 @@ def make_poller(listeners: list[socket.socket], stop: StopSignal) -> select.epol
     return poller
 
 
-def _drop_privileges(config: ServerConfig) -> None:
+def drop_privileges(config: ServerConfig) -> None:
     """When started as root: switch to Group then User, as Apache's children do."""
     if os.getuid() != 0:
         return

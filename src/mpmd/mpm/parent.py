@@ -25,6 +25,7 @@ from mpmd.config.syntax import ConfigError
 from mpmd.mpm import maintenance, reexec
 from mpmd.mpm.child import CHILD_FATAL, ChildSpec, import_app_modules, run_child, set_title
 from mpmd.mpm.context import build_router, share_before_fork
+from mpmd.mpm.healthcheck import HealthCheckProcess
 from mpmd.mpm.reclaim import reclaim
 from mpmd.mpm.scoreboard import READY, STARTING, Scoreboard
 from mpmd.mpm.startup import (
@@ -87,6 +88,7 @@ class Parent(Watchdog):
         self.listeners = []
         self.scoreboard: Scoreboard | None = None
         self.proxy_state = None  # handlers/proxy/state.py, beside the scoreboard
+        self.hcheck = HealthCheckProcess()  # mod_proxy_hcheck's one process per generation
 
     @property
     def module(self) -> str:
@@ -128,6 +130,7 @@ class Parent(Watchdog):
                 self.on_started()
             self.error_log.capture_output()
             self._spawn_start_servers()
+            self._start_hcheck()
             return self._main_loop()
         finally:
             self._cleanup()
@@ -265,6 +268,7 @@ class Parent(Watchdog):
     def _begin_generation(self, *, graceful: bool) -> int | None:
         """Start the next generation; a parent holding preloaded application code first
         re-execs itself (reexec.py), so the new generation forks from the new code."""
+        self.hcheck.stop()  # the old generation's checks end with it (and before any re-exec)
         if self.preloaded is not None:
             error = reexec.exec_fresh(
                 graceful=graceful,
@@ -286,6 +290,7 @@ class Parent(Watchdog):
             self._spawn_pending()
         else:
             self._spawn_start_servers()
+        self._start_hcheck()
         return None
 
     def _sync_proxy_state(self, graceful: bool) -> None:
@@ -295,6 +300,10 @@ class Parent(Watchdog):
             self.proxy_state.reconfigure(self.config, keep=graceful)
         else:
             self.proxy_state = create_proxy_state(self.config, self.scoreboard.path)
+
+    def _start_hcheck(self) -> None:
+        inherited = [sock.fileno() for sock in self.listeners] + [self._wake_r, self._wake_w]
+        self.hcheck.start(self.config, self.proxy_state, self.error_log, self.generation, inherited)
 
     def _new_generation(self) -> None:
         self.generation += 1
@@ -398,6 +407,7 @@ class Parent(Watchdog):
             reaped += 1
             child = self.children.pop(pid, None)
             if child is None:
+                self.hcheck.reaped(pid, status)
                 continue
             self._mark_dead(child)
             self._note_exit(child, status)
@@ -460,6 +470,7 @@ class Parent(Watchdog):
         if self.failed_children and not self.any_child_ready:
             return  # do not respawn children that cannot start in a hot loop
         self._spawn_pending()
+        self.hcheck.tick()
         mpm = self.config.mpm
         decision = self.mpm.maintenance(snap, mpm, self.spawn_state)
         self.spawn_state = decision.state
@@ -522,6 +533,7 @@ class Parent(Watchdog):
                 process.pid = 0
 
     def _cleanup(self) -> None:
+        self.hcheck.stop_all()
         for sock in self.listeners:
             sock.close()
         remove_pid_file(self.config.pid_file)

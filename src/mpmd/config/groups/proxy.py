@@ -17,10 +17,12 @@ from mpmd.config.declaration import (
     TAKE1,
     TAKE123,
     Directive,
+    S,
 )
 from mpmd.config.proxy_params import (
     v_error_override,
     v_hc_expr,
+    v_hc_tpsize,
     v_proxy_requests,
     v_proxy_status,
     v_proxy_timeout,
@@ -189,5 +191,15 @@ DIRECTIVES: tuple[Directive, ...] = (
         doc="Health check template",
         validate=v_raw,
         repeatable=True,
+    ),
+    Directive(
+        name="ProxyHCTPsize",
+        group=GROUP,
+        contexts=S,
+        syntax=TAKE1,
+        usage="size",
+        default=16,
+        doc="Set size of health check thread pool (0: checks run one after the other)",
+        validate=v_hc_tpsize,
     ),
 )
