@@ -167,6 +167,8 @@ def test_sigkill_under_keep_alive_load_then_back_by_hcheck(tmp_path, mpm):
                 lambda: get(front, "/app/")[1] == "backend-1",
                 timeout=max(0.0, accepting + 5 - time.time()),
             )
+            # it was out (not merely never noticed) and the checker put it back
+            assert "AH03302" in front.log_text() and "Health check ENABLING" in front.log_text()
 
 
 # -- bad back ends --------------------------------------------------------------------------------
