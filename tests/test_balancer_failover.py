@@ -24,11 +24,14 @@ from proxy_doubles import Backend
 from server import Server, children_of, pid_alive, wait_for
 from test_balancer_e2e import MPMS, Front, get
 
-# 20 keep-alive clients each hold a connection (and, in prefork, a child; in worker, a thread)
+# 20 keep-alive clients each hold a connection (and, in prefork, a child; in worker, a
+# thread). The event MPM's threads still wait for the back end (until it proxies in its loop):
+# a child may hold all 20 clients, and one whose threads were all busy closes its idle
+# keep-alive connections (Apache's "kill them all"), which a client sees; so 25 threads each.
 LOAD_POOLS = {
     "prefork": "StartServers 22\nMinSpareServers 5\nMaxSpareServers 30\n",
-    "worker": "StartServers 2\nThreadsPerChild 16\nMinSpareThreads 4\nMaxSpareThreads 40\n",
-    "event": "StartServers 2\nThreadsPerChild 16\nMinSpareThreads 4\nMaxSpareThreads 40\n",
+    "worker": "StartServers 2\nThreadsPerChild 25\nMinSpareThreads 4\nMaxSpareThreads 60\n",
+    "event": "StartServers 2\nThreadsPerChild 25\nMinSpareThreads 4\nMaxSpareThreads 60\n",
 }
 KEEP_ALIVE = "MaxKeepAliveRequests 0\nKeepAliveTimeout 30\n"
 CLIENTS = 20
@@ -90,11 +93,13 @@ def _log_times(log: str, ah: str) -> list[float]:
 
 
 def _kill_under_load(front: Server, kill, start, path: str = "/app/") -> tuple[Load, float]:
-    """Run the load; SIGKILL the victim once a third of it is done and start it again on the
-    same port at once. Returns the finished load and when the restarted one accepted."""
+    """Run the load; SIGKILL the victim once a third of it is done, and start it again on
+    the same port once the server has put it out (AH00959, or hcheck's AH03303). Returns the
+    finished load and when the restarted one accepted."""
     load = Load(front.port, path).start()
     wait_for(lambda: len(load.results) >= CLIENTS * PER_CLIENT // 3 or load.errors, timeout=60)
     kill()
+    wait_for(lambda: re.search("AH00959|AH03303", front.log_text()), timeout=30)
     start()  # returns once it accepts connections
     accepting = time.time()
     load.join()
