@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from proxy_doubles import Backend, Seen, serve_ok
-from server import Server, call, children_of, pid_alive, wait_for
+from server import Server, call, children_of, wait_for
 from test_protocol import CASES, load_case
 
 LOG_FORMAT = 'CustomLog "{log}" "%>s %{{BALANCER_WORKER_NAME}}e %{{BALANCER_NAME}}e"\n'
@@ -116,24 +116,6 @@ def test_streams_as_produced_and_logs_the_member(tmp_path, mpm, args):
             assert seen.target == "/x" and seen.header("X-Forwarded-For") == "127.0.0.1"
             line = f"200 http://127.0.0.1:{backend.port} balancer://test"
             wait_for(lambda: line in front.proxy_log.read_text())
-
-
-def test_malformed_backend_is_502_and_the_worker_lives(tmp_path):
-    def bad(sock, reader, backend):
-        while reader.head() is not None:
-            sock.sendall(b"HTTX/1.1 200 OK\r\n\r\n")
-            return
-
-    with Backend(bad) as backend:
-        front = FrontServer(tmp_path, routes={"/app": [backend.port]}, mpm="prefork")
-        with front:
-            children = children_of(front.pid)
-            for _ in range(3):
-                status, _, _ = call(front, "GET", "/app/x")
-                assert status == 502
-            assert all(pid_alive(pid) for pid in children)  # no worker died
-            wait_for(lambda: f"127.0.0.1:{backend.port}" in front.log_text())
-            assert "AH00898" in front.log_text()
 
 
 def _rss_of(pids: list[int]) -> int:

@@ -85,12 +85,19 @@ class _Attempt:
     """One member's try: the byte counts finished() gets, and whether the request can still
     be replayed (no byte of the client's body was consumed)."""
 
-    __slots__ = ("body_read", "received", "sent")
+    __slots__ = ("body_read", "done", "received", "sent")
 
     def __init__(self) -> None:
         self.sent = 0
         self.received = 0
         self.body_read = False
+        self.done = False
+
+    def finish(self, runtime: Runtime, choice: Any) -> None:
+        """The member's part is over: busy -= 1 and the bytes, once."""
+        if not self.done:
+            self.done = True
+            runtime.finished(choice, self.sent, self.received)
 
 
 class ProxyHandler:
@@ -144,7 +151,7 @@ class ProxyHandler:
                     continue
                 exchange.send_error(failure.status)
             finally:
-                runtime.finished(choice, attempt.sent, attempt.received)
+                attempt.finish(runtime, choice)
             return
 
     def _attempt(
@@ -197,7 +204,7 @@ class ProxyHandler:
             pool.release(conn, reusable=False)
             exchange.send_error(response.status)
             return
-        self._relay(exchange, member, conn, pool, parser, response, early, attempt, target)
+        self._relay(exchange, runtime, choice, conn, pool, parser, response, early, attempt, target)
 
     def _request(
         self,
@@ -334,7 +341,8 @@ class ProxyHandler:
     def _relay(
         self,
         exchange: Exchange,
-        member: BackendMember,
+        runtime: Runtime,
+        choice: Any,
         conn: BackendConnection,
         pool: ConnectionPool,
         parser: ResponseParser,
@@ -343,18 +351,19 @@ class ProxyHandler:
         attempt: _Attempt,
         target: str,
     ) -> None:
-        """Start the client's response and stream the body as it arrives."""
+        """Start the client's response and stream the body as it arrives. Once the back
+        end's response is complete, the member's counters (busy, bytes) are settled before
+        the client gets the last bytes: the client's next request, in any child, is chosen
+        from numbers that include this one, as Apache counts bytes as they pass."""
+        member: BackendMember = choice.member
         settings = exchange.vhost.proxy
         via = self._via(exchange)
         host = exchange.request.header("host") or exchange.vhost.server_name
         headers = client_headers(response, settings, self.balancers, base=f"http://{host}", via=via)
         exchange.start(response.status_line, headers)
         try:
-            while True:
+            while END not in events:
                 for event in events:
-                    if event is END:
-                        pool.release(conn, reusable=parser.reusable)
-                        return
                     exchange.write(event)  # type: ignore[arg-type]
                 events = _read(conn, parser, attempt)
         except BackendError as error:
@@ -365,9 +374,14 @@ class ProxyHandler:
                 exchange.keep_alive = False
             else:
                 exchange.send_error(504 if error.timed_out else 502)
+            return
         except BaseException:
             pool.release(conn, reusable=False)
             raise
+        pool.release(conn, reusable=parser.reusable)
+        attempt.finish(runtime, choice)
+        for event in events[: events.index(END)]:
+            exchange.write(event)  # type: ignore[arg-type]
 
     def _tunnel(
         self,
