@@ -98,7 +98,8 @@ def share_before_fork(config: ServerConfig) -> None:
         # host name: a child that dropped to User may no longer read the Python installation.
         import encodings.idna  # noqa: F401
 
-        from mpmd.handlers.proxy import balancer, handler  # noqa: F401
+        from mpmd.handlers.proxy.balancer import runtime_factory  # noqa: F401
+        from mpmd.handlers.proxy.handler import ProxyHandler  # noqa: F401
 
 
 def handler_factories(config: ServerConfig) -> dict[str, Callable]:
