@@ -30,15 +30,15 @@ from mpmd.handlers.proxy.backend import (
     chunk,
     client_headers,
     request_head,
-    via_value,
+    upgrade_refused,
 )
-from mpmd.handlers.proxy.handler import IDEMPOTENT, READ_SIZE
+from mpmd.handlers.proxy.handler import IDEMPOTENT, READ_SIZE, upgrade_protocol, via_for
 from mpmd.http.errors import HttpError
 from mpmd.http.exchange import Exchange
 from mpmd.http.request import Request
 from mpmd.http.timeouts import BODY, ReadDeadline, read_wait, start_stage
 from mpmd.mpm.event_connection import EventConnection
-from mpmd.mpm.event_proxy_tunnel import Tunnel, switching_head
+from mpmd.mpm.event_proxy_tunnel import Tunnel
 from mpmd.mpm.loop_pool import BackendSocket, LoopPool
 
 if TYPE_CHECKING:
@@ -88,6 +88,8 @@ class Proxied:
             request, session.info, vhost, conn.queue, conn.sendfile, session.last_one
         )
         exchange.notes["handler"] = "proxy-server"
+        if request.upgrade:  # a tunnel may take the connection (the socket stays the loop's)
+            session.info.take_over = lambda: (conn.sock, conn.protocol.take_upgraded())
         self.runtime = self.handler.runtime(route)
         self.tries = 0
         self.choice: Any = None
@@ -107,7 +109,7 @@ class Proxied:
         self.body_sent = False  # all of the client's body is queued for the back end
         self.reading = False  # the client's fd is armed for more body
         self.reader = reader  # RequestReadTimeout's body stage, from the loop
-        self.upgrade = False  # this member's try forwards the client's Upgrade: websocket
+        self.upgrade: str | None = None  # the protocol this member's try asks to switch to
         self.tunnel: Tunnel | None = None
         self.waiting = _POOL
 
@@ -136,9 +138,7 @@ class Proxied:
         self.runtime.started(choice)
         member = choice.member
         vhost = exchange.vhost
-        self.upgrade = "websocket" in (request.header("upgrade") or "").lower() and (
-            member.scheme == "ws" or member.params.upgrade.lower() in ("websocket", "*")
-        )
+        self.upgrade = upgrade_protocol(exchange, member)
         self.target = backend_target(self.route, self.rest, member, request.query)
         self.head, framing, _ = request_head(
             request,
@@ -148,7 +148,7 @@ class Proxied:
             client_ip=exchange.conn.client_addr,
             server_name=vhost.server_name,
             server_port=exchange.conn.server_port,
-            upgrade=self.upgrade,
+            upgrade=self.upgrade is not None,
         )
         self.framing = framing
         self.pool = self.proxy.pool(member, vhost)
@@ -360,15 +360,14 @@ class Proxied:
     def _on_head(self, head: ResponseHead, now: float) -> bool:
         """handler.py's _attempt after _request: 101, failonstatus, ProxyErrorOverride."""
         exchange = self.exchange
-        if head.status == 101 and self.upgrade:
-            self._start_tunnel(head, now)
-            return False
-        if head.status == 101:  # never asked for: the stream is not HTTP any more
-            self._release(False)
-            error = BackendError("Corrupt status line returned by remote server: 101 without "
-                                 "Upgrade")  # fmt: skip
-            self.handler.log_backend(exchange, self.choice.member, error, self.target)
-            self._fail(_Failed(502, failover=False), now)
+        if head.status == 101:  # the stream is not HTTP any more: a tunnel, or a 502
+            refused = upgrade_refused(head, self.upgrade)
+            if refused is not None or self.upgrade is None:  # (a None upgrade is refused too)
+                self._release(False)
+                self.handler.log_backend(exchange, self.choice.member, refused, self.target)
+                self._fail(_Failed(502, failover=False), now)
+            else:
+                Tunnel.start(self, head, self.upgrade, CLIENT_OUT_LIMIT, now)
             return False
         if self.runtime.after_response(self.choice, head.status, False) and not self.last:
             self._release(False)  # failonstatus: the next member answers
@@ -385,17 +384,9 @@ class Proxied:
             if self.reading:
                 self.reading = False
                 self.proxy.epoll.modify(self.conn.fd, 0)
-        via = None
-        if settings.via in ("On", "Full"):
-            via = via_value(
-                self.request.version,
-                exchange.vhost.server_name,
-                exchange.conn.server_port,
-                settings.via == "Full",
-            )
         host = self.request.header("host") or exchange.vhost.server_name
         headers = client_headers(
-            head, settings, self.handler.balancers, base=f"http://{host}", via=via
+            head, settings, self.handler.balancers, base=f"http://{host}", via=via_for(exchange)
         )
         exchange.start(head.status_line, headers)
         self.responding = True
@@ -474,21 +465,6 @@ class Proxied:
 
     # -- a WebSocket tunnel (event_proxy_tunnel.py) --------------------------------------------
 
-    def _start_tunnel(self, head: ResponseHead, now: float) -> None:
-        """The back end switched protocols: the 101 to the client, then bytes both ways."""
-        exchange = self.exchange
-        data = switching_head(head, exchange, self.handler.balancers)
-        try:
-            self.conn.queue(data + self.parser.tunnel_data)
-        except OSError:
-            self._client_gone()
-            return
-        settings = exchange.vhost
-        idle = max(settings.http.timeout, settings.proxy.timeout or 0.0)
-        self.tunnel = Tunnel(self, CLIENT_OUT_LIMIT, idle, now)
-        self.proxy.fds[self.backend.fd] = self.tunnel.on_backend
-        self.tunnel.arm(now)
-
     def tunnel_wait(self, seconds: float, now: float) -> None:
         self._wait(_TUNNEL, seconds, now)
 
@@ -562,7 +538,9 @@ class Proxied:
         if self.choice is not None:
             self.runtime.finished(self.choice, self.sent, self.received)
             self.choice = None
-        self.conn.session.log_exchange(self.exchange)
+        session = self.conn.session
+        session.info.take_over = None
+        session.log_exchange(self.exchange)
         self.proxy.finish(self, keep)
 
     # -- helpers --------------------------------------------------------------------------------
