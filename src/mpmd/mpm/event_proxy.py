@@ -41,6 +41,7 @@ class LoopProxy:
         self.epoll = epoll
         self.handler = handler
         self.router = None  # set by for_loop
+        self.record = None  # the scoreboard record the loop counts its requests in (for_loop)
         self.settings = settings
         self.client_timeout = settings.timeout
         self.fds: dict[int, Any] = {}  # back-end fd -> its handler(mask, now)
@@ -58,6 +59,7 @@ class LoopProxy:
             return None
         proxy = cls(loop.epoll, handler, loop.ctx.settings)
         proxy.router = loop.ctx.router
+        proxy.record = loop.loop_record
         return proxy
 
     # -- what the loop calls ----------------------------------------------------------------

@@ -540,7 +540,7 @@ class Proxied:
             self.choice = None
         session = self.conn.session
         session.info.take_over = None
-        session.log_exchange(self.exchange)
+        session.log_exchange(self.exchange, self.proxy.record)
         self.proxy.finish(self, keep)
 
     # -- helpers --------------------------------------------------------------------------------
