@@ -5,7 +5,8 @@ kept apart from the loop's own code so that it can move to another loop as it is
 the loop only through LoopProxy (the epoll set, the back-end fd map, the deadline queue, the
 pools) and the client's EventConnection (non-blocking queue() and flush()). Every step is
 handler.py's, in the same order with the same statuses and log lines; where handler.py
-blocks this one arms an fd and sets a deadline: waiting for a pooled connection (`acquire`),
+blocks this one arms an fd or sets a deadline: waiting for a usable member (the balancer's
+`timeout`, looked for every 10 ms), for a pooled connection (`acquire`),
 the connect (connectiontimeout), the back end (its timeout / ProxyTimeout / Timeout), the
 client taking the response (Timeout), and the client sending more body (RequestReadTimeout).
 """
@@ -32,6 +33,7 @@ from mpmd.handlers.proxy.backend import (
     request_head,
     upgrade_refused,
 )
+from mpmd.handlers.proxy.balancer import NoWorker
 from mpmd.handlers.proxy.handler import IDEMPOTENT, READ_SIZE, upgrade_protocol, via_for
 from mpmd.http.errors import HttpError
 from mpmd.http.exchange import Exchange
@@ -50,7 +52,7 @@ _ARM_WRITE = select.EPOLLOUT | select.EPOLLONESHOT
 _ARM_BOTH = _ARM_READ | select.EPOLLOUT
 
 # What a proxied request waits for (its deadline says how long).
-_POOL, _CONNECT, _BACKEND, _CLIENT, _CLIENT_BODY, _TUNNEL = range(6)
+_MEMBER, _POOL, _CONNECT, _BACKEND, _CLIENT, _CLIENT_BODY, _TUNNEL = range(7)
 
 
 class _Failed(Exception):
@@ -91,6 +93,7 @@ class Proxied:
         if request.upgrade:  # a tunnel may take the connection (the socket stays the loop's)
             session.info.take_over = lambda: (conn.sock, conn.protocol.take_upgraded())
         self.runtime = self.handler.runtime(route)
+        self.choose_by = time.monotonic() + self.runtime.timeout  # a member usable by then
         self.tries = 0
         self.choice: Any = None
         self.last = False
@@ -121,9 +124,10 @@ class Proxied:
         exchange = self.exchange
         try:
             choice = self.runtime.choose(request.target, request.header("cookie"), time.time())
-        except Exception as error:  # balancer.NoWorker: its status and log line
-            if not hasattr(error, "status") or not hasattr(error, "message"):
-                raise
+        except NoWorker as error:
+            if now < self.choose_by:  # the balancer's timeout: look again in 10 ms, as handler.py
+                self._wait(_MEMBER, min(self.choose_by - now, 0.01), now)
+                return
             self.handler.log("error", error.message, exchange)
             self._answer_error(error.status)
             return
@@ -479,7 +483,9 @@ class Proxied:
 
     def on_timeout(self, now: float) -> None:
         waiting = self.waiting
-        if waiting == _TUNNEL:
+        if waiting == _MEMBER:
+            self.next_member(now)
+        elif waiting == _TUNNEL:
             self.tunnel.on_timeout()  # type: ignore[union-attr]
         elif waiting == _CLIENT_BODY:
             self._client_body_failed(HttpError(408, "AH01382: Request body read timeout"))
