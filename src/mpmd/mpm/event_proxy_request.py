@@ -30,7 +30,9 @@ from mpmd.handlers.proxy.backend import (
     backend_target,
     chunk,
     client_headers,
+    read_failed,
     request_head,
+    send_failed,
     upgrade_refused,
 )
 from mpmd.handlers.proxy.balancer import NoWorker
@@ -245,7 +247,7 @@ class Proxied:
         except BlockingIOError:
             pass
         except OSError as error:
-            self._backend_error(_send_error(self.backend, error), now)
+            self._backend_error(send_failed(self.backend.peer, error), now)
             return
         self.backend.arm(_ARM_BOTH if out else _ARM_READ)
         if not out and not self.body_sent and not self.responding:
@@ -322,7 +324,7 @@ class Proxied:
             except BlockingIOError:
                 break
             except OSError as error:
-                self._backend_error(_read_error(parser, error), now)
+                self._backend_error(read_failed(parser.started, error), now)
                 return
             try:
                 if data:
@@ -501,9 +503,9 @@ class Proxied:
             self._release(False)
             self._connect_failed(TimeoutError("timed out"), now)
         elif self.out:
-            self._backend_error(_send_error(self.backend, TimeoutError("timed out")), now)
+            self._backend_error(send_failed(self.backend.peer, TimeoutError("timed out")), now)
         else:
-            self._backend_error(_read_error(self.parser, TimeoutError("timed out")), now)
+            self._backend_error(read_failed(self.parser.started, TimeoutError("timed out")), now)
 
     def _fail(self, failure: _Failed, now: float) -> None:
         """handler.py: the member's try is over; the next member, or the error page."""
@@ -564,24 +566,3 @@ class Proxied:
             self.backend = None
             self.proxy.fds.pop(backend.fd, None)
             self.pool.release(backend, reusable=reusable)
-
-
-def _send_error(backend: BackendSocket, error: OSError) -> BackendError:
-    return BackendError(
-        f"pass request body failed to {backend.peer}: {error.strerror or error}",
-        ah="AH01097",
-        timed_out=isinstance(error, TimeoutError),
-    )
-
-
-def _read_error(parser: ResponseParser, error: OSError) -> BackendError:
-    timed_out = isinstance(error, TimeoutError)
-    if parser.started:
-        return BackendError(
-            "Network error reading response" + (" (timeout)" if timed_out else ""),
-            ah="AH01110",
-            timed_out=timed_out,
-        )
-    return BackendError(
-        "error reading status line from remote server", ah="AH01102", timed_out=timed_out
-    )

@@ -85,6 +85,29 @@ class BackendError(Exception):
         self.timed_out = timed_out
 
 
+def send_failed(peer: str, error: OSError) -> BackendError:
+    """Writing the request to the back end at `peer` failed (AH01097)."""
+    return BackendError(
+        f"pass request body failed to {peer}: {error.strerror or error}",
+        ah="AH01097",
+        timed_out=isinstance(error, TimeoutError),
+    )
+
+
+def read_failed(started: bool, error: OSError) -> BackendError:
+    """Reading the response failed: AH01110 once it began (`started`), else AH01102."""
+    timed_out = isinstance(error, TimeoutError)
+    if started:
+        return BackendError(
+            "Network error reading response" + (" (timeout)" if timed_out else ""),
+            ah="AH01110",
+            timed_out=timed_out,
+        )
+    return BackendError(
+        "error reading status line from remote server", ah="AH01102", timed_out=timed_out
+    )
+
+
 # -- routes ---------------------------------------------------------------------------------
 
 

@@ -39,7 +39,9 @@ from mpmd.handlers.proxy.backend import (
     backend_target,
     chunk,
     client_headers,
+    read_failed,
     request_head,
+    send_failed,
     switching_head,
     upgrade_refused,
     via_value,
@@ -490,11 +492,7 @@ def _send(conn: BackendConnection, data: bytes, attempt: _Attempt) -> None:
     try:
         conn.sock.sendall(data)
     except OSError as error:
-        raise BackendError(
-            f"pass request body failed to {_peer(conn)}: {error.strerror or error}",
-            ah="AH01097",
-            timed_out=isinstance(error, TimeoutError),
-        ) from None
+        raise send_failed(_peer(conn), error) from None
     attempt.sent += len(data)
 
 
@@ -502,16 +500,7 @@ def _read(conn: BackendConnection, parser: ResponseParser, attempt: _Attempt) ->
     try:
         data = conn.sock.recv(READ_SIZE)
     except OSError as error:
-        timed_out = isinstance(error, TimeoutError)
-        if parser.started:
-            raise BackendError(
-                "Network error reading response" + (" (timeout)" if timed_out else ""),
-                ah="AH01110",
-                timed_out=timed_out,
-            ) from None
-        raise BackendError(
-            "error reading status line from remote server", ah="AH01102", timed_out=timed_out
-        ) from None
+        raise read_failed(parser.started, error) from None
     if not data:
         return parser.eof()
     attempt.received += len(data)
