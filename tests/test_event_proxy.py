@@ -340,7 +340,8 @@ def test_websocket_tunnel_in_the_loop(tmp_path):
             finally:
                 board.close()
                 sock.close()
-            wait_for(lambda: "\n101 0 http://" in log.read_text())  # once either side closed
+            # once both sides closed; %B: what the client got through the tunnel, as tunnel.py
+            wait_for(lambda: f"\n101 {5 + len(payload)} http://" in log.read_text())
     assert backend.seen[0]["upgrade"] == "websocket"
     assert backend.seen[0]["connection"].lower() == "upgrade"
 

@@ -351,14 +351,15 @@ def test_a_frame_sent_right_behind_the_upgrade_request_is_not_lost(tmp_path, mpm
         assert "Upgrade: websocket" in response_head and "Connection: Upgrade" in response_head
 
 
-def test_a_101_for_another_protocol_is_a_502(tmp_path):
+@pytest.mark.parametrize("mpm", ["worker", "event"])
+def test_a_101_for_another_protocol_is_a_502(tmp_path, mpm):
     def answer(sock, reader, backend):
         if reader.head() is not None:
             sock.sendall(b"HTTP/1.1 101 Switching\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
 
     with Backend(answer) as backend:
         config = f"ProxyPass /ws/ ws://127.0.0.1:{backend.port}/\n"
-        with Server(tmp_path, config, mpm="worker") as front:
+        with Server(tmp_path, config, mpm=mpm) as front:
             with pytest.raises(InvalidStatus) as info:
                 connect(f"ws://127.0.0.1:{front.port}/ws/x", open_timeout=10)
             assert info.value.response.status_code == 502
@@ -378,3 +379,47 @@ def test_failover_happens_before_the_tunnel(tmp_path):
                 ws.send("after failover")
                 assert ws.recv(timeout=10) == "after failover"
             assert "AH00959" in front.log_text() or "AH01114" in front.log_text()
+
+
+def _switch_then_answer_eof(sock, reader, backend):
+    """A 101 with a header to drop and one to keep, then: read until the client's EOF comes
+    through, answer what came, and close (the half-close must reach the back end)."""
+    if reader.head() is None:
+        return
+    sock.sendall(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Keep-Alive: timeout=5\r\nX-Back: 1\r\n\r\nearly:"
+    )
+    data = reader.buf
+    while chunk := sock.recv(65536):
+        data += chunk
+    sock.sendall(b"got " + data)
+    sock.close()
+
+
+@pytest.mark.parametrize(("mpm", "args"), [("prefork", ()), ("event", ())])
+def test_a_half_close_goes_through_and_both_tunnels_agree(tmp_path, mpm, args):
+    """The client sends (the first bytes in its head's packet) and shuts down its writing side:
+    the back end sees the EOF, answers, and the answer reaches the client. The 101 head and the
+    access log line are the same for the blocking tunnel (prefork) and the loop's (event)."""
+    with Backend(_switch_then_answer_eof) as backend:
+        config = (
+            'LogFormat "%>s %B %r" tunnel\nCustomLog "logs/tunnel_log" tunnel\n'
+            f"ProxyPass /ws/ ws://127.0.0.1:{backend.port}/\n"
+        )
+        (tmp_path / "logs").mkdir()
+        with Server(tmp_path, config, mpm=mpm, args=args) as front:
+            with socket.create_connection(("127.0.0.1", front.port), timeout=10) as sock:
+                sock.sendall(UPGRADE.replace(b"/ws", b"/ws/x") + b"one,")
+                sock.sendall(b"two")
+                sock.shutdown(socket.SHUT_WR)
+                data = _read_all(sock)
+            log = tmp_path / "logs" / "tunnel_log"
+            wait_for(lambda: "GET /ws/x" in log.read_text())
+            line = log.read_text().splitlines()[-1]
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert head.decode() == (
+        "HTTP/1.1 101 Switching Protocols\r\nX-Back: 1\r\nConnection: Upgrade\r\nUpgrade: websocket"
+    )
+    assert rest == b"early:got one,two"
+    assert line == f"101 {len(rest)} GET /ws/x HTTP/1.1"

@@ -92,6 +92,7 @@ class EventLoop:
         threads: int,
         worker_record: Callable[[int], object] | None = None,
         process_record=None,
+        loop_record=None,
         max_connections: int = 0,
         wake_fd: int | None = None,
     ) -> None:
@@ -99,6 +100,7 @@ class EventLoop:
         settings = ctx.settings
         self.worker_record = worker_record  # thread index -> its scoreboard record
         self._inline_record = None  # threads=0: record 0, lent to every connection
+        self.loop_record = loop_record  # counts the requests the loop proxies (threads > 0)
         self.process_record = process_record  # the scoreboard's counters for mod_status
         self.open_files = raise_open_files_limit()
         self.stopping = False
@@ -566,11 +568,18 @@ def serve_event(spec, stop) -> None:
         threads=spec.config.mpm.threads_per_child,
         worker_record=lambda index: _ready_record(spec, index),
         process_record=spec.scoreboard.process(spec.slot),
+        loop_record=_loop_record(spec),
         max_connections=spec.config.mpm.max_connections_per_child,
         wake_fd=stop.read_fd,
     )
     loop.run(should_stop=lambda: stop.requested)
     ctx.close()
+
+
+def _loop_record(spec):
+    record = spec.scoreboard.loop_worker(spec.slot)
+    record.reset_for_new_child(os.getpid(), spec.generation)
+    return record
 
 
 def _ready_record(spec, index: int):

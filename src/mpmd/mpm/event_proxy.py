@@ -30,7 +30,7 @@ from mpmd.http.request import Request
 from mpmd.http.timeouts import ReadDeadline
 from mpmd.mpm.event_connection import IN_PROXY, EventConnection
 from mpmd.mpm.event_proxy_request import Proxied
-from mpmd.mpm.loop_pool import LoopPool
+from mpmd.mpm.loop_pool import LoopPool, resolve_members
 from mpmd.mpm.timeout_queue import DeadlineQueue
 
 
@@ -41,6 +41,7 @@ class LoopProxy:
         self.epoll = epoll
         self.handler = handler
         self.router = None  # set by for_loop
+        self.record = None  # the scoreboard record the loop counts its requests in (for_loop)
         self.settings = settings
         self.client_timeout = settings.timeout
         self.fds: dict[int, Any] = {}  # back-end fd -> its handler(mask, now)
@@ -48,6 +49,7 @@ class LoopProxy:
         self.done: deque[tuple[EventConnection, bool]] = deque()  # for the loop's _take_back
         self._active: dict[EventConnection, Proxied] = {}
         self._pools: dict[str, LoopPool] = {}
+        self._addresses = resolve_members(handler.config)  # before the loop serves
 
     @classmethod
     def for_loop(cls, loop) -> LoopProxy | None:
@@ -57,6 +59,7 @@ class LoopProxy:
             return None
         proxy = cls(loop.epoll, handler, loop.ctx.settings)
         proxy.router = loop.ctx.router
+        proxy.record = loop.loop_record
         return proxy
 
     # -- what the loop calls ----------------------------------------------------------------
@@ -106,7 +109,9 @@ class LoopProxy:
         pool = self._pools.get(member.url)
         if pool is None:
             timeout = vhost.proxy.timeout or vhost.http.timeout
-            pool = self._pools[member.url] = LoopPool(member, self.epoll, self.fds, timeout)
+            address = self._addresses[(member.host, member.port)]
+            pool = LoopPool(member, address, self.epoll, self.fds, timeout)
+            self._pools[member.url] = pool
         return pool
 
     def finish(self, proxied: Proxied, keep: bool) -> None:

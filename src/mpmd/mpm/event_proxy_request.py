@@ -5,7 +5,8 @@ kept apart from the loop's own code so that it can move to another loop as it is
 the loop only through LoopProxy (the epoll set, the back-end fd map, the deadline queue, the
 pools) and the client's EventConnection (non-blocking queue() and flush()). Every step is
 handler.py's, in the same order with the same statuses and log lines; where handler.py
-blocks this one arms an fd and sets a deadline: waiting for a pooled connection (`acquire`),
+blocks this one arms an fd or sets a deadline: waiting for a usable member (the balancer's
+`timeout`, looked for every 10 ms), for a pooled connection (`acquire`),
 the connect (connectiontimeout), the back end (its timeout / ProxyTimeout / Timeout), the
 client taking the response (Timeout), and the client sending more body (RequestReadTimeout).
 """
@@ -29,16 +30,19 @@ from mpmd.handlers.proxy.backend import (
     backend_target,
     chunk,
     client_headers,
+    read_failed,
     request_head,
-    via_value,
+    send_failed,
+    upgrade_refused,
 )
-from mpmd.handlers.proxy.handler import IDEMPOTENT, READ_SIZE
+from mpmd.handlers.proxy.balancer import NoWorker
+from mpmd.handlers.proxy.handler import IDEMPOTENT, READ_SIZE, upgrade_protocol, via_for
 from mpmd.http.errors import HttpError
 from mpmd.http.exchange import Exchange
 from mpmd.http.request import Request
 from mpmd.http.timeouts import BODY, ReadDeadline, read_wait, start_stage
 from mpmd.mpm.event_connection import EventConnection
-from mpmd.mpm.event_proxy_tunnel import Tunnel, switching_head
+from mpmd.mpm.event_proxy_tunnel import Tunnel
 from mpmd.mpm.loop_pool import BackendSocket, LoopPool
 
 if TYPE_CHECKING:
@@ -50,7 +54,7 @@ _ARM_WRITE = select.EPOLLOUT | select.EPOLLONESHOT
 _ARM_BOTH = _ARM_READ | select.EPOLLOUT
 
 # What a proxied request waits for (its deadline says how long).
-_POOL, _CONNECT, _BACKEND, _CLIENT, _CLIENT_BODY, _TUNNEL = range(6)
+_MEMBER, _POOL, _CONNECT, _BACKEND, _CLIENT, _CLIENT_BODY, _TUNNEL = range(7)
 
 
 class _Failed(Exception):
@@ -88,7 +92,10 @@ class Proxied:
             request, session.info, vhost, conn.queue, conn.sendfile, session.last_one
         )
         exchange.notes["handler"] = "proxy-server"
+        if request.upgrade:  # a tunnel may take the connection (the socket stays the loop's)
+            session.info.take_over = lambda: (conn.sock, conn.protocol.take_upgraded())
         self.runtime = self.handler.runtime(route)
+        self.choose_by = time.monotonic() + self.runtime.timeout  # a member usable by then
         self.tries = 0
         self.choice: Any = None
         self.last = False
@@ -107,7 +114,7 @@ class Proxied:
         self.body_sent = False  # all of the client's body is queued for the back end
         self.reading = False  # the client's fd is armed for more body
         self.reader = reader  # RequestReadTimeout's body stage, from the loop
-        self.upgrade = False  # this member's try forwards the client's Upgrade: websocket
+        self.upgrade: str | None = None  # the protocol this member's try asks to switch to
         self.tunnel: Tunnel | None = None
         self.waiting = _POOL
 
@@ -119,9 +126,10 @@ class Proxied:
         exchange = self.exchange
         try:
             choice = self.runtime.choose(request.target, request.header("cookie"), time.time())
-        except Exception as error:  # balancer.NoWorker: its status and log line
-            if not hasattr(error, "status") or not hasattr(error, "message"):
-                raise
+        except NoWorker as error:
+            if now < self.choose_by:  # the balancer's timeout: look again in 10 ms, as handler.py
+                self._wait(_MEMBER, min(self.choose_by - now, 0.01), now)
+                return
             self.handler.log("error", error.message, exchange)
             self._answer_error(error.status)
             return
@@ -136,9 +144,7 @@ class Proxied:
         self.runtime.started(choice)
         member = choice.member
         vhost = exchange.vhost
-        self.upgrade = "websocket" in (request.header("upgrade") or "").lower() and (
-            member.scheme == "ws" or member.params.upgrade.lower() in ("websocket", "*")
-        )
+        self.upgrade = upgrade_protocol(exchange, member)
         self.target = backend_target(self.route, self.rest, member, request.query)
         self.head, framing, _ = request_head(
             request,
@@ -148,7 +154,7 @@ class Proxied:
             client_ip=exchange.conn.client_addr,
             server_name=vhost.server_name,
             server_port=exchange.conn.server_port,
-            upgrade=self.upgrade,
+            upgrade=self.upgrade is not None,
         )
         self.framing = framing
         self.pool = self.proxy.pool(member, vhost)
@@ -241,7 +247,7 @@ class Proxied:
         except BlockingIOError:
             pass
         except OSError as error:
-            self._backend_error(_send_error(self.backend, error), now)
+            self._backend_error(send_failed(self.backend.peer, error), now)
             return
         self.backend.arm(_ARM_BOTH if out else _ARM_READ)
         if not out and not self.body_sent and not self.responding:
@@ -318,7 +324,7 @@ class Proxied:
             except BlockingIOError:
                 break
             except OSError as error:
-                self._backend_error(_read_error(parser, error), now)
+                self._backend_error(read_failed(parser.started, error), now)
                 return
             try:
                 if data:
@@ -360,15 +366,14 @@ class Proxied:
     def _on_head(self, head: ResponseHead, now: float) -> bool:
         """handler.py's _attempt after _request: 101, failonstatus, ProxyErrorOverride."""
         exchange = self.exchange
-        if head.status == 101 and self.upgrade:
-            self._start_tunnel(head, now)
-            return False
-        if head.status == 101:  # never asked for: the stream is not HTTP any more
-            self._release(False)
-            error = BackendError("Corrupt status line returned by remote server: 101 without "
-                                 "Upgrade")  # fmt: skip
-            self.handler.log_backend(exchange, self.choice.member, error, self.target)
-            self._fail(_Failed(502, failover=False), now)
+        if head.status == 101:  # the stream is not HTTP any more: a tunnel, or a 502
+            refused = upgrade_refused(head, self.upgrade)
+            if refused is not None or self.upgrade is None:  # (a None upgrade is refused too)
+                self._release(False)
+                self.handler.log_backend(exchange, self.choice.member, refused, self.target)
+                self._fail(_Failed(502, failover=False), now)
+            else:
+                Tunnel.start(self, head, self.upgrade, CLIENT_OUT_LIMIT, now)
             return False
         if self.runtime.after_response(self.choice, head.status, False) and not self.last:
             self._release(False)  # failonstatus: the next member answers
@@ -385,17 +390,9 @@ class Proxied:
             if self.reading:
                 self.reading = False
                 self.proxy.epoll.modify(self.conn.fd, 0)
-        via = None
-        if settings.via in ("On", "Full"):
-            via = via_value(
-                self.request.version,
-                exchange.vhost.server_name,
-                exchange.conn.server_port,
-                settings.via == "Full",
-            )
         host = self.request.header("host") or exchange.vhost.server_name
         headers = client_headers(
-            head, settings, self.handler.balancers, base=f"http://{host}", via=via
+            head, settings, self.handler.balancers, base=f"http://{host}", via=via_for(exchange)
         )
         exchange.start(head.status_line, headers)
         self.responding = True
@@ -474,21 +471,6 @@ class Proxied:
 
     # -- a WebSocket tunnel (event_proxy_tunnel.py) --------------------------------------------
 
-    def _start_tunnel(self, head: ResponseHead, now: float) -> None:
-        """The back end switched protocols: the 101 to the client, then bytes both ways."""
-        exchange = self.exchange
-        data = switching_head(head, exchange, self.handler.balancers)
-        try:
-            self.conn.queue(data + self.parser.tunnel_data)
-        except OSError:
-            self._client_gone()
-            return
-        settings = exchange.vhost
-        idle = max(settings.http.timeout, settings.proxy.timeout or 0.0)
-        self.tunnel = Tunnel(self, CLIENT_OUT_LIMIT, idle, now)
-        self.proxy.fds[self.backend.fd] = self.tunnel.on_backend
-        self.tunnel.arm(now)
-
     def tunnel_wait(self, seconds: float, now: float) -> None:
         self._wait(_TUNNEL, seconds, now)
 
@@ -503,7 +485,9 @@ class Proxied:
 
     def on_timeout(self, now: float) -> None:
         waiting = self.waiting
-        if waiting == _TUNNEL:
+        if waiting == _MEMBER:
+            self.next_member(now)
+        elif waiting == _TUNNEL:
             self.tunnel.on_timeout()  # type: ignore[union-attr]
         elif waiting == _CLIENT_BODY:
             self._client_body_failed(HttpError(408, "AH01382: Request body read timeout"))
@@ -519,9 +503,9 @@ class Proxied:
             self._release(False)
             self._connect_failed(TimeoutError("timed out"), now)
         elif self.out:
-            self._backend_error(_send_error(self.backend, TimeoutError("timed out")), now)
+            self._backend_error(send_failed(self.backend.peer, TimeoutError("timed out")), now)
         else:
-            self._backend_error(_read_error(self.parser, TimeoutError("timed out")), now)
+            self._backend_error(read_failed(self.parser.started, TimeoutError("timed out")), now)
 
     def _fail(self, failure: _Failed, now: float) -> None:
         """handler.py: the member's try is over; the next member, or the error page."""
@@ -562,7 +546,9 @@ class Proxied:
         if self.choice is not None:
             self.runtime.finished(self.choice, self.sent, self.received)
             self.choice = None
-        self.conn.session.log_exchange(self.exchange)
+        session = self.conn.session
+        session.info.take_over = None
+        session.log_exchange(self.exchange, self.proxy.record)
         self.proxy.finish(self, keep)
 
     # -- helpers --------------------------------------------------------------------------------
@@ -580,24 +566,3 @@ class Proxied:
             self.backend = None
             self.proxy.fds.pop(backend.fd, None)
             self.pool.release(backend, reusable=reusable)
-
-
-def _send_error(backend: BackendSocket, error: OSError) -> BackendError:
-    return BackendError(
-        f"pass request body failed to {backend.peer}: {error.strerror or error}",
-        ah="AH01097",
-        timed_out=isinstance(error, TimeoutError),
-    )
-
-
-def _read_error(parser: ResponseParser, error: OSError) -> BackendError:
-    timed_out = isinstance(error, TimeoutError)
-    if parser.started:
-        return BackendError(
-            "Network error reading response" + (" (timeout)" if timed_out else ""),
-            ah="AH01110",
-            timed_out=timed_out,
-        )
-    return BackendError(
-        "error reading status line from remote server", ah="AH01102", timed_out=timed_out
-    )

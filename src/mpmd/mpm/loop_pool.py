@@ -8,7 +8,8 @@ released or dropped. An idle connection stays registered for EPOLLIN, so a back 
 closes it (or sends stray bytes) is noticed and the connection dropped before anyone takes
 it. Without `max` no bound is set: a connection per request in flight, as no thread bounds
 them (pool.py's default `max` is ThreadsPerChild), and every idle one is kept unless `smax`
-says otherwise. The member's address is resolved once, when its pool is made.
+says otherwise. Every member's address is resolved when the child starts, before the loop
+serves (resolve_members): no name lookup ever runs in the loop.
 """
 
 from __future__ import annotations
@@ -21,9 +22,33 @@ import time
 from collections import deque
 from typing import Any, Protocol
 
-from mpmd.config.model import BackendMember
+from mpmd.config.model import BackendMember, ServerConfig
 
 _IDLE_ARM = select.EPOLLIN | select.EPOLLONESHOT
+
+
+Address = tuple[int, Any]  # (address family, socket address) to connect to
+
+
+def resolve_members(config: ServerConfig) -> dict[tuple[str, int], Address | OSError]:
+    """Each member's (host, port) resolved once, by a blocking lookup made before the loop
+    serves; a name that does not resolve keeps its error, which every connect to it reports
+    (AH00957), as a refused connect would."""
+    members = [m for balancer in config.balancers for m in balancer.members]
+    for vhost in (config.main, *config.vhosts):
+        members.extend(route.member for route in vhost.proxy.routes if route.member is not None)
+    resolved: dict[tuple[str, int], Address | OSError] = {}
+    for member in members:
+        key = (member.host, member.port)
+        if key not in resolved:
+            try:
+                family, _, _, _, address = socket.getaddrinfo(
+                    member.host, member.port, type=socket.SOCK_STREAM
+                )[0]
+                resolved[key] = (family, address)
+            except OSError as error:
+                resolved[key] = error
+    return resolved
 
 
 class Waiter(Protocol):
@@ -74,7 +99,12 @@ class LoopPool:
     """The connections to `member` of one event child; loop-only."""
 
     def __init__(
-        self, member: BackendMember, epoll: select.epoll, fds: dict[int, Any], timeout: float
+        self,
+        member: BackendMember,
+        address: Address | OSError,
+        epoll: select.epoll,
+        fds: dict[int, Any],
+        timeout: float,
     ) -> None:
         params = member.params
         self.member = member
@@ -89,12 +119,12 @@ class LoopPool:
         self.connect_timeout = (
             params.connection_timeout if params.connection_timeout is not None else self.timeout
         )
-        family, _, _, _, address = socket.getaddrinfo(
-            member.host, member.port, type=socket.SOCK_STREAM
-        )[0]
-        self._family = family
-        self._address = address
-        self._peer = f"{address[0]}:{address[1]}"
+        self._address = address  # from resolve_members
+        self._peer = (
+            f"{member.host}:{member.port}"
+            if isinstance(address, OSError)
+            else f"{address[1][0]}:{address[1][1]}"
+        )
         self._epoll = epoll
         self._fds = fds  # the loop's back-end fd -> handler map (idle ones: _dropped)
         self._idle: list[BackendSocket] = []  # most recently released last
@@ -149,13 +179,16 @@ class LoopPool:
     # -- internals ------------------------------------------------------------------------------
 
     def _connect(self) -> BackendSocket:
-        sock = socket.socket(self._family, socket.SOCK_STREAM)
+        if isinstance(self._address, OSError):
+            raise self._address
+        family, address = self._address
+        sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.keepalive:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            code = sock.connect_ex(self._address)
+            code = sock.connect_ex(address)
             if code not in (0, errno.EINPROGRESS):
                 raise OSError(code, os.strerror(code))
             self._epoll.register(sock.fileno(), 0)

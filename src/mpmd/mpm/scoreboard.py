@@ -356,8 +356,8 @@ class Snapshot:
         self.mpm = c_str(mpm)
         self.parent_cpu: tuple[float, float, float, float] = tuple(cpu)  # type: ignore[assignment]
         wo = layout.worker_off
-        # one status byte per worker record, slot-major
-        self.statuses: bytes = raw[wo : layout.hist_off : WORKER_SIZE]
+        # one status byte per worker record, slot-major (the loop records are no workers)
+        self.statuses: bytes = raw[wo : layout.loop_off : WORKER_SIZE]
         self.processes: tuple[ProcessInfo, ...] = tuple(
             ProcessInfo(i, *fields)
             for i, fields in enumerate(
@@ -395,7 +395,8 @@ class Snapshot:
         return words[offset // 8 :: WORKER_SIZE // 8]
 
     def totals(self) -> Totals:
-        """Accesses, bytes and duration summed over every slot (they survive recycling)."""
+        """Accesses, bytes and duration summed over every slot (they survive recycling), the
+        event loops' records included."""
         return Totals(
             sum(self._column(W_COUNTERS)),
             sum(self._column(W_COUNTERS + 8)),
@@ -558,6 +559,13 @@ class Scoreboard:
         """This process's writer for one worker record, in its ExtendedStatus mode."""
         offset = self._layout.worker(slot, thread)
         return WorkerRecord(self._mm, offset, slot, thread, self.extended)
+
+    def loop_worker(self, slot: int) -> WorkerRecord:
+        """The writer of process `slot`'s loop record (the requests its event loop serves
+        without a thread); its `thread` is ThreadLimit, past every worker's."""
+        return WorkerRecord(
+            self._mm, self._layout.loop(slot), slot, self.thread_limit, self.extended
+        )
 
     def set_slot_state(self, slot: int, state: int, threads: int | None = None) -> None:
         """Parent: the status byte of a slot's first `threads` records (e.g. S before fork)."""

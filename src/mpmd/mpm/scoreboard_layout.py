@@ -1,8 +1,10 @@
 """The scoreboard's bytes: record structs, field offsets and the geometry of one map.
 
 Apache's scoreboard.h for mpmd (reference 4.2): a 4 KiB global header, ServerLimit process
-records of 128 bytes, ServerLimit x ThreadLimit worker records of 448 (seven cache lines) and a
-one-sample-per-second history ring. scoreboard.py reads and writes through these; nothing else
+records of 128 bytes, ServerLimit x ThreadLimit worker records of 448 (seven cache lines), one
+more such record per process for the event loop's own requests (those it proxies without a
+thread: counted in the totals, never a column of the worker grid) and a one-sample-per-second
+history ring. scoreboard.py reads and writes through these; nothing else
 needs them. Changing a struct here changes the format: bump MAGIC.
 """
 
@@ -14,7 +16,7 @@ from typing import Any
 
 HISTORY_SECONDS = 3600
 
-MAGIC = b"MPMDSB01"
+MAGIC = b"MPMDSB02"
 HEADER_SIZE = 4096
 # magic, version, server_limit, thread_limit, threads_per_child, max_request_workers, flags,
 # generation, config_generation, restart_time_us, start_time_us, parent_pid, history_written,
@@ -74,14 +76,23 @@ def c_field(value: str, size: int) -> bytes:
 class Layout:
     """Offsets of one scoreboard geometry, computed once."""
 
-    __slots__ = ("hist_off", "proc_off", "server_limit", "size", "thread_limit", "worker_off")
+    __slots__ = (
+        "hist_off",
+        "loop_off",
+        "proc_off",
+        "server_limit",
+        "size",
+        "thread_limit",
+        "worker_off",
+    )
 
     def __init__(self, server_limit: int, thread_limit: int) -> None:
         self.server_limit = server_limit
         self.thread_limit = thread_limit
         self.proc_off = HEADER_SIZE
         self.worker_off = (self.proc_off + server_limit * PROCESS_SIZE + 63) // 64 * 64
-        self.hist_off = self.worker_off + server_limit * thread_limit * WORKER_SIZE
+        self.loop_off = self.worker_off + server_limit * thread_limit * WORKER_SIZE
+        self.hist_off = self.loop_off + server_limit * WORKER_SIZE
         self.size = self.hist_off + HISTORY_SECONDS * HISTORY.size
 
     def process(self, slot: int) -> int:
@@ -93,6 +104,12 @@ class Layout:
         if not (0 <= slot < self.server_limit and 0 <= thread < self.thread_limit):
             raise IndexError(f"worker {slot}.{thread} outside the scoreboard")
         return self.worker_off + (slot * self.thread_limit + thread) * WORKER_SIZE
+
+    def loop(self, slot: int) -> int:
+        """The record of the requests process `slot`'s event loop serves itself."""
+        if not 0 <= slot < self.server_limit:
+            raise IndexError(f"process slot {slot} outside ServerLimit {self.server_limit}")
+        return self.loop_off + slot * WORKER_SIZE
 
 
 class Field:

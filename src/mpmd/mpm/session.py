@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from mpmd.http.body import EMPTY_BODY
 from mpmd.http.errors import HttpError
@@ -22,6 +22,9 @@ from mpmd.http.request import Request
 from mpmd.http.response import build_head, error_body
 from mpmd.http.timeouts import BODY, ReadDeadline, read_timeout, read_wait, start_stage
 from mpmd.mpm.context import ChildContext
+
+if TYPE_CHECKING:
+    from mpmd.mpm.scoreboard import WorkerRecord
 
 # What a handler raises when the client went away or stalled (a send timeout under
 # SO_SNDTIMEO is EAGAIN): no fault of the handler's, nothing to log.
@@ -169,13 +172,13 @@ class Session:
             except HttpError:
                 return False
 
-    def log_exchange(self, exchange: Exchange) -> None:
+    def log_exchange(self, exchange: Exchange, worker: WorkerRecord | None = None) -> None:
         """After a response: the access log, the scoreboard, and the connection's count (%k).
-        The event loop calls it for the requests it proxies itself."""
+        The event loop calls it for the requests it proxies itself, with its own record."""
         end = time.time()
         for log in self.ctx.logs_for(exchange.vhost):
             log.log(exchange, end)
-        worker = self.worker
+        worker = worker or self.worker
         if worker is not None:
             worker.request_end(
                 exchange.bytes_out,

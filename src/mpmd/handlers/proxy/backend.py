@@ -85,6 +85,29 @@ class BackendError(Exception):
         self.timed_out = timed_out
 
 
+def send_failed(peer: str, error: OSError) -> BackendError:
+    """Writing the request to the back end at `peer` failed (AH01097)."""
+    return BackendError(
+        f"pass request body failed to {peer}: {error.strerror or error}",
+        ah="AH01097",
+        timed_out=isinstance(error, TimeoutError),
+    )
+
+
+def read_failed(started: bool, error: OSError) -> BackendError:
+    """Reading the response failed: AH01110 once it began (`started`), else AH01102."""
+    timed_out = isinstance(error, TimeoutError)
+    if started:
+        return BackendError(
+            "Network error reading response" + (" (timeout)" if timed_out else ""),
+            ah="AH01110",
+            timed_out=timed_out,
+        )
+    return BackendError(
+        "error reading status line from remote server", ah="AH01102", timed_out=timed_out
+    )
+
+
 # -- routes ---------------------------------------------------------------------------------
 
 
@@ -499,3 +522,36 @@ def client_headers(
     if via is not None:
         out.append(("Via", via))
     return out
+
+
+# -- an upgrade (mod_proxy_http's tunnel) -------------------------------------------------------
+
+
+def upgrade_refused(head: ResponseHead, protocol: str | None) -> BackendError | None:
+    """A 101 the tunnel may not follow: the request asked for no upgrade (`protocol` None), or
+    the back end switched to another protocol than the one asked for. The client gets a 502."""
+    answer = next((value for name, value in head.headers if name.lower() == "upgrade"), None)
+    if protocol is not None and answer is not None and answer.lower() == protocol.lower():
+        return None
+    return BackendError(f"Unexpected Upgrade: {answer or 'n/a'} (expecting {protocol or 'n/a'})")
+
+
+def switching_head(
+    head: ResponseHead,
+    protocol: str,
+    settings: ProxySettings,
+    balancers: Mapping[str, Balancer],
+    *,
+    base: str,
+    via: str | None,
+) -> tuple[str, list[tuple[str, str]], bytes]:
+    """The 101 the client gets before a tunnel, as (status line, headers, bytes): the back
+    end's headers as for any response, then `Connection: Upgrade` and its `Upgrade`. Like
+    mod_proxy_http's interim response it adds no Date or Server."""
+    headers = client_headers(head, settings, balancers, base=base, via=via)
+    headers += [("Connection", "Upgrade"), ("Upgrade", protocol)]
+    status_line = f"101 {head.reason or 'Switching Protocols'}"
+    lines = [f"HTTP/1.1 {status_line}\r\n"]
+    lines.extend(f"{name}: {value}\r\n" for name, value in headers)
+    lines.append("\r\n")
+    return status_line, headers, "".join(lines).encode("latin-1")

@@ -39,7 +39,11 @@ from mpmd.handlers.proxy.backend import (
     backend_target,
     chunk,
     client_headers,
+    read_failed,
     request_head,
+    send_failed,
+    switching_head,
+    upgrade_refused,
     via_value,
 )
 from mpmd.handlers.proxy.balancer import NoWorker
@@ -186,14 +190,13 @@ class ProxyHandler:
             exchange, runtime, choice, pool, head, framing, expect, attempt, target
         )
         if response.status == 101:  # the stream is not HTTP any more: a tunnel, or a 502
-            answer = _header(response, "upgrade")
-            if upgrade is None or answer is None or answer.lower() != upgrade.lower():
+            refused = upgrade_refused(response, upgrade)
+            if refused is not None or upgrade is None:  # (a None upgrade is refused too)
                 pool.release(conn, reusable=False)
-                unexpected = f"Unexpected Upgrade: {answer or 'n/a'} (expecting {upgrade or 'n/a'})"
-                self.log_backend(exchange, member, BackendError(unexpected), target)
+                self.log_backend(exchange, member, refused, target)
                 raise _Failed(502, failover=False)
             try:
-                self._tunnel(exchange, conn, pool, parser, response, answer, attempt)
+                self._tunnel(exchange, conn, pool, parser, response, upgrade, attempt)
             finally:
                 pool.release(conn, reusable=False)
             return
@@ -357,7 +360,7 @@ class ProxyHandler:
         from numbers that include this one, as Apache counts bytes as they pass."""
         member: BackendMember = choice.member
         settings = exchange.vhost.proxy
-        via = self._via(exchange)
+        via = via_for(exchange)
         host = exchange.request.header("host") or exchange.vhost.server_name
         headers = client_headers(response, settings, self.balancers, base=f"http://{host}", via=via)
         exchange.start(response.status_line, headers)
@@ -393,19 +396,13 @@ class ProxyHandler:
         protocol: str,
         attempt: _Attempt,
     ) -> None:
-        """Relay the 101 as the back end sent it (hop-by-hop headers dropped, then
-        `Connection: Upgrade` and its `Upgrade`: mod_proxy_http's interim response, no Date
-        or Server added), then run the tunnel until it ends; the client connection closes."""
-        settings = exchange.vhost.proxy
-        via = self._via(exchange)
+        """Relay the 101 (backend.switching_head), then run the tunnel until it ends; the
+        client connection closes."""
         host = exchange.request.header("host") or exchange.vhost.server_name
-        headers = client_headers(response, settings, self.balancers, base=f"http://{host}", via=via)
-        headers += [("Connection", "Upgrade"), ("Upgrade", protocol)]
-        status_line = f"101 {response.reason or 'Switching Protocols'}"
-        lines = [f"HTTP/1.1 {status_line}\r\n"]
-        lines.extend(f"{name}: {value}\r\n" for name, value in headers)
-        lines.append("\r\n")
-        head = "".join(lines).encode("latin-1")
+        status_line, headers, head = switching_head(
+            response, protocol, exchange.vhost.proxy, self.balancers,
+            base=f"http://{host}", via=via_for(exchange),
+        )  # fmt: skip
         assert exchange.conn.take_over is not None  # upgrade_protocol() checked it
         client, held = exchange.conn.take_over()
         exchange.status = 101
@@ -424,18 +421,6 @@ class ProxyHandler:
         exchange.bytes_out = max(0, result.to_client - len(head))
         if result.to_client < len(head):
             exchange.aborted = True
-
-    @staticmethod
-    def _via(exchange: Exchange) -> str | None:
-        settings = exchange.vhost.proxy
-        if settings.via not in ("On", "Full"):
-            return None
-        return via_value(
-            exchange.request.version,
-            exchange.vhost.server_name,
-            exchange.conn.server_port,
-            settings.via == "Full",
-        )
 
     # -- per child ------------------------------------------------------------------------------
 
@@ -504,22 +489,24 @@ def upgrade_protocol(exchange: Exchange, member: BackendMember) -> str | None:
     return wanted if wanted.strip().lower() in tokens else None
 
 
-def _header(response: ResponseHead, name: str) -> str | None:
-    for key, value in response.headers:
-        if key.lower() == name:
-            return value
-    return None
+def via_for(exchange: Exchange) -> str | None:
+    """The Via value ProxyVia On/Full adds to the response, else None."""
+    settings = exchange.vhost.proxy
+    if settings.via not in ("On", "Full"):
+        return None
+    return via_value(
+        exchange.request.version,
+        exchange.vhost.server_name,
+        exchange.conn.server_port,
+        settings.via == "Full",
+    )
 
 
 def _send(conn: BackendConnection, data: bytes, attempt: _Attempt) -> None:
     try:
         conn.sock.sendall(data)
     except OSError as error:
-        raise BackendError(
-            f"pass request body failed to {_peer(conn)}: {error.strerror or error}",
-            ah="AH01097",
-            timed_out=isinstance(error, TimeoutError),
-        ) from None
+        raise send_failed(_peer(conn), error) from None
     attempt.sent += len(data)
 
 
@@ -527,16 +514,7 @@ def _read(conn: BackendConnection, parser: ResponseParser, attempt: _Attempt) ->
     try:
         data = conn.sock.recv(READ_SIZE)
     except OSError as error:
-        timed_out = isinstance(error, TimeoutError)
-        if parser.started:
-            raise BackendError(
-                "Network error reading response" + (" (timeout)" if timed_out else ""),
-                ah="AH01110",
-                timed_out=timed_out,
-            ) from None
-        raise BackendError(
-            "error reading status line from remote server", ah="AH01102", timed_out=timed_out
-        ) from None
+        raise read_failed(parser.started, error) from None
     if not data:
         return parser.eof()
     attempt.received += len(data)
