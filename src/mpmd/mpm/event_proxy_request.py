@@ -343,12 +343,15 @@ class Proxied:
     def _relay(self, events: list, now: float) -> bool:
         """Take the parser's events; False once this request no longer reads the back end."""
         exchange = self.exchange
+        complete = END in events
         try:
             for event in events:
                 if event is END:
                     self._complete(now)
                     return False
                 if type(event) is bytes:
+                    if complete:
+                        self._settle()
                     if self.responding:
                         exchange.write(event)
                 elif isinstance(event, ResponseHead):
@@ -509,8 +512,7 @@ class Proxied:
 
     def _fail(self, failure: _Failed, now: float) -> None:
         """handler.py: the member's try is over; the next member, or the error page."""
-        self.runtime.finished(self.choice, self.sent, self.received)
-        self.choice = None
+        self._settle()
         if failure.failover and not self.last and not self.body_read:
             self.next_member(now)
         else:
@@ -528,7 +530,16 @@ class Proxied:
 
     def _complete(self, now: float) -> None:
         self._release(self.parser.reusable and not self.cut)
+        self._settle()
         self._end(now)
+
+    def _settle(self) -> None:
+        """The member's counters (busy, bytes to and from it) once its part is over, before the
+        client gets the last bytes: the client's next request, in any child, is then chosen
+        from numbers that include this one (as handler.py does)."""
+        if self.choice is not None:
+            self.runtime.finished(self.choice, self.sent, self.received)
+            self.choice = None
 
     def _end(self, now: float) -> None:
         exchange = self.exchange
@@ -543,9 +554,7 @@ class Proxied:
         self._log_and_hand_back(keep)
 
     def _log_and_hand_back(self, keep: bool) -> None:
-        if self.choice is not None:
-            self.runtime.finished(self.choice, self.sent, self.received)
-            self.choice = None
+        self._settle()
         session = self.conn.session
         session.info.take_over = None
         session.log_exchange(self.exchange, self.proxy.record)
