@@ -128,8 +128,16 @@ def _rss_of(pids: list[int]) -> int:
     return total
 
 
+ONE_CHILD = {
+    "prefork": "StartServers 1\nMinSpareServers 1\nMaxSpareServers 1\n",
+    "event": "StartServers 1\nServerLimit 1\nThreadsPerChild 4\nMaxRequestWorkers 4\n"
+    "MinSpareThreads 1\nMaxSpareThreads 4\n",
+}
+
+
 @pytest.mark.slow
-def test_200_mb_each_way_through_the_server(tmp_path):
+@pytest.mark.parametrize("mpm", ["prefork", "event"])  # a blocking child; the event loop
+def test_200_mb_each_way_through_the_server(tmp_path, mpm):
     size = 200 * 1024 * 1024
     piece = bytes(range(256)) * 256
 
@@ -150,9 +158,8 @@ def test_200_mb_each_way_through_the_server(tmp_path):
             for _ in range(size // len(piece)):
                 sock.sendall(piece)
 
-    config = "StartServers 1\nMinSpareServers 1\nMaxSpareServers 1\n"
     with Backend(answer) as backend:
-        front = FrontServer(tmp_path, config, routes={"/app": [backend.port]}, mpm="prefork")
+        front = FrontServer(tmp_path, ONE_CHILD[mpm], routes={"/app": [backend.port]}, mpm=mpm)
         with front:
             call(front, "GET", "/app/warm")  # the child has imported what a request needs
             children = children_of(front.pid)
