@@ -104,6 +104,8 @@ class _Runtime:
     def after_response(self, choice: Choice, status: int, timed_out: bool) -> bool:
         """proxy_balancer_post_request: a status in failonstatus, or a back-end timeout with
         failontimeout, puts the worker into Error (not with flag I). True if it did."""
+        if status not in self._failonstatus and not (timed_out and self._failontimeout):
+            return False  # the common case: nothing to check, no lock taken
         slot = choice.slot
         notes = []
         with self.state.lock():
