@@ -51,6 +51,7 @@ from mpmd.mpm.scoreboard_layout import (
     c_str,
     clock_us,
 )
+from mpmd.mpm.scoreboard_process import ProcessInfo, ProcessRecord
 
 # -- worker states (reference 4.1); the index is the state code ------------------------------
 # (".S_": code 1 is STARTING `S`, code 2 READY `_`, as Apache's status_flags)
@@ -92,51 +93,6 @@ def strip_password(request_line: str) -> str:
     if not space or rest[:1] == "/":
         return request_line
     return method + space + hide_password(rest, "")
-
-
-class ProcessRecord:
-    """One child's process record: the parent sets pid/generation, the child its counters."""
-
-    __slots__ = ("_mm", "_off", "slot")
-
-    pid = Field(0, "<q")
-    generation = Field(8, "<q")
-    quiescing = Field(16, "<B")  # 0, 1 = going down gracefully, 2 = seen by the parent
-    not_accepting = Field(17, "<B")  # event: listeners disabled
-    connections = Field(24, "<q")
-    write_completion = Field(32, "<q")
-    keep_alive = Field(40, "<q")
-    lingering_close = Field(48, "<q")
-    suspended = Field(56, "<q")
-    wait_io = Field(64, "<q")
-    start_time = Field(72, "<q")  # µs
-
-    def __init__(self, mm: mmap.mmap, offset: int, slot: int) -> None:
-        self._mm = mm
-        self._off = offset
-        self.slot = slot
-
-    def start(self, pid: int, generation: int, now_us: int | None = None) -> None:
-        """Parent, right after fork: a fresh record for the new child."""
-        PROCESS.pack_into(
-            self._mm, self._off, pid, generation, 0, 0, 0, 0, 0, 0, 0, 0,
-            clock_us() if now_us is None else now_us,
-        )  # fmt: skip
-
-    def set_connection_counts(
-        self,
-        connections: int,
-        write_completion: int,
-        keep_alive: int,
-        lingering_close: int,
-        suspended: int = 0,
-        wait_io: int = 0,
-    ) -> None:
-        """Event child, during queue maintenance: the async counters mod_status prints."""
-        sbl.P_COUNTS.pack_into(
-            self._mm, self._off + 24, connections, write_completion, keep_alive,
-            lingering_close, suspended, wait_io,
-        )  # fmt: skip
 
 
 class WorkerRecord:
@@ -263,22 +219,6 @@ class WorkerRecord:
         FOUR_U64.pack_into(self._mm, self._off + W_MY, 0, 0, 0, 0)
         W_STRINGS_ST.pack_into(self._mm, self._off + W_STRINGS, b"", b"", b"", b"")
         self._mm[self._off] = STARTING
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessInfo:
-    slot: int
-    pid: int
-    generation: int
-    quiescing: int
-    not_accepting: int
-    connections: int
-    write_completion: int
-    keep_alive: int
-    lingering_close: int
-    suspended: int
-    wait_io: int
-    start_time_us: int
 
 
 @dataclass(frozen=True, slots=True)
