@@ -263,6 +263,8 @@ class HistorySample:
     graceful: int
     processes: int
     async_connections: int
+    pss_kib: int = 0  # the parent's and its children's, summed (0: not sampled that second)
+    uss_kib: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +297,7 @@ class Snapshot:
         ) = sbl.GLOBAL.unpack_from(raw, 0)  # fmt: skip
         self.mpm = c_str(mpm)
         self.parent_cpu: tuple[float, float, float, float] = tuple(cpu)  # type: ignore[assignment]
+        self.parent_memory_kib: tuple[int, int] = sbl.MEMORY.unpack_from(raw, sbl.G_MEMORY)
         wo = layout.worker_off
         # one status byte per worker record, slot-major (the loop records are no workers)
         self.statuses: bytes = raw[wo : layout.loop_off : WORKER_SIZE]
@@ -377,6 +380,15 @@ class Snapshot:
 
     def live_processes(self) -> list[ProcessInfo]:
         return [p for p in self.processes if p.pid != 0]
+
+    def memory_kib(self) -> tuple[int, int]:
+        """PSS and USS of the parent and its live children summed, as last sampled."""
+        pss, uss = self.parent_memory_kib
+        for p in self.processes:
+            if p.pid:
+                pss += p.pss_kib
+                uss += p.uss_kib
+        return pss, uss
 
     def history(self) -> list[HistorySample]:
         """The last hour of once-a-second samples, oldest first."""
@@ -491,6 +503,9 @@ class Scoreboard:
     def set_parent_cpu(self, user: float, system: float, cuser: float, csystem: float) -> None:
         struct.pack_into("<4d", self._mm, sbl.G_CPU, user, system, cuser, csystem)
 
+    def set_parent_memory(self, pss_kib: int, uss_kib: int) -> None:
+        sbl.MEMORY.pack_into(self._mm, sbl.G_MEMORY, pss_kib, uss_kib)
+
     # -- records ----------------------------------------------------------------------------
     def process(self, slot: int) -> ProcessRecord:
         return ProcessRecord(self._mm, self._layout.process(slot), slot)
@@ -518,7 +533,7 @@ class Scoreboard:
         Every worker record of the slot goes DEAD with its child and connection counters
         reset (as SERVER_DEAD does); slot totals are kept.
         """
-        PROCESS.pack_into(self._mm, self._layout.process(slot), *([0] * 11))
+        PROCESS.pack_into(self._mm, self._layout.process(slot), *([0] * 13))
         for j in range(self.thread_limit):
             off = self._layout.worker(slot, j)
             FOUR_U64.pack_into(self._mm, off + W_MY, 0, 0, 0, 0)
@@ -528,8 +543,11 @@ class Scoreboard:
     def snapshot(self) -> Snapshot:
         return Snapshot(self._mm[:], self._layout)
 
-    def record_history(self, now: float, snap: Snapshot | None = None) -> None:
-        """Parent, once a second: append one sample to the ring (the last hour is kept)."""
+    def record_history(
+        self, now: float, snap: Snapshot | None = None, memory_kib: tuple[int, int] = (0, 0)
+    ) -> None:
+        """Parent, once a second: append one sample to the ring (the last hour is kept);
+        `memory_kib` is the PSS and USS of the whole tree the parent sampled this second."""
         snap = snap or self.snapshot()
         totals = snap.totals()
         counts = snap.worker_counts()
@@ -539,6 +557,6 @@ class Scoreboard:
         HISTORY.pack_into(
             self._mm, off, int(now * 1_000_000), totals.accesses, totals.bytes,
             counts.busy, counts.idle, counts.graceful, len(live),
-            sum(p.connections for p in live),
+            sum(p.connections for p in live), *memory_kib,
         )  # fmt: skip
         I64.pack_into(self._mm, sbl.G_HISTORY, written + 1)

@@ -1,7 +1,8 @@
 """A child's process record in the scoreboard: who it is and what its connections are doing.
 
 The parent writes the pid, generation and quiescing flag when it forks, stops or reaps a
-child; an event child writes its connection counters. Each writer owns its own fields, so nothing here locks:
+child and, once a tick, the child's memory it sampled from /proc (PSS and USS in KiB,
+mpm/memory.py); an event child writes its connection counters. Each writer owns its own fields, so nothing here locks:
 readers copy the record (`ProcessInfo`, via `Snapshot`) and accept a torn read.
 """
 
@@ -11,7 +12,9 @@ import mmap
 from dataclasses import dataclass
 
 from mpmd.mpm import scoreboard_layout as sbl
-from mpmd.mpm.scoreboard_layout import PROCESS, Field, clock_us
+from mpmd.mpm.scoreboard_layout import P_MEMORY, PROCESS, Field, clock_us
+
+_MEMORY = sbl.MEMORY
 
 
 class ProcessRecord:
@@ -40,7 +43,7 @@ class ProcessRecord:
         """Parent, right after fork: a fresh record for the new child."""
         PROCESS.pack_into(
             self._mm, self._off, pid, generation, 0, 0, 0, 0, 0, 0, 0, 0,
-            clock_us() if now_us is None else now_us,
+            clock_us() if now_us is None else now_us, 0, 0,
         )  # fmt: skip
 
     def set_connection_counts(
@@ -58,6 +61,10 @@ class ProcessRecord:
             lingering_close, suspended, wait_io,
         )  # fmt: skip
 
+    def set_memory(self, pss_kib: int, uss_kib: int) -> None:
+        """Parent, once a tick: the child's memory as /proc showed it (mpm/memory.py)."""
+        _MEMORY.pack_into(self._mm, self._off + P_MEMORY, pss_kib, uss_kib)
+
 
 @dataclass(frozen=True, slots=True)
 class ProcessInfo:
@@ -73,3 +80,6 @@ class ProcessInfo:
     suspended: int
     wait_io: int
     start_time_us: int
+    pss_kib: int  # proportional set size: private pages plus a share of shared ones;
+    # 0 until the parent's tick first samples the child
+    uss_kib: int  # unique set size: what exiting the child would give back

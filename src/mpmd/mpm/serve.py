@@ -16,6 +16,7 @@ from mpmd import SERVER_SOFTWARE
 from mpmd.config.model import ServerConfig
 from mpmd.mpm.context import build_child_context
 from mpmd.mpm.event import EventLoop
+from mpmd.mpm.memory import sample_memory, total_kib
 from mpmd.mpm.mpms import MPMS
 from mpmd.mpm.parent import Parent
 from mpmd.mpm.scoreboard import READY, Scoreboard
@@ -91,7 +92,8 @@ def _serve_single(config: ServerConfig, command_line: str) -> int:
         now = time.time()
         if now >= next_sample[0]:  # the parent's once-a-second history sample
             next_sample[0] = now + 1.0
-            scoreboard.record_history(now)
+            sampled = sample_memory(scoreboard, [(0, os.getpid())], parent=False)
+            scoreboard.record_history(now, memory_kib=total_kib(sampled))
         return bool(stop)
 
     def on_signal(signum, frame):  # handlers only record; the loop acts
