@@ -28,6 +28,7 @@ from mpmd.handlers.status_format import (
     format_kbytes,
     show_time,
 )
+from mpmd.handlers.status_memory import memory_cells, memory_lines, memory_section, memory_sum_cells
 from mpmd.http.exchange import Exchange
 from mpmd.http.fields import host_name
 from mpmd.mpm.scoreboard import (
@@ -241,9 +242,11 @@ _EVENT_TABLE_HEAD = (
     '\n\n<table rules="all" cellpadding="1%">\n'
     '<tr><th rowspan="2">Slot</th><th rowspan="2">PID</th><th rowspan="2">Stopping</th>'
     '<th colspan="2">Connections</th>\n'
-    '<th colspan="3">Threads</th><th colspan="4">Async connections</th></tr>\n'
+    '<th colspan="3">Threads</th><th colspan="4">Async connections</th>'
+    '<th colspan="2">Memory</th></tr>\n'  # mpmd's columns (status_memory.py)
     "<tr><th>total</th><th>accepting</th><th>busy</th><th>graceful</th><th>idle</th>"
-    "<th>wait-io</th><th>writing</th><th>keep-alive</th><th>closing</th></tr>\n"
+    "<th>wait-io</th><th>writing</th><th>keep-alive</th><th>closing</th>"
+    "<th>PSS</th><th>USS</th></tr>\n"
 )
 _WORKER_TABLE_HEAD = (
     '\n\n<table border="0"><tr><th>Srv</th><th>PID</th><th>Acc</th><th>M</th><th>CPU\n'
@@ -310,7 +313,7 @@ def _event_table(view: StatusView) -> str:
             f"<td>{p.connections}</td><td>{'no' if p.not_accepting else 'yes'}</td>"
             f"<td>{busy}</td><td>{graceful}</td><td>{idle}</td>"
             f"<td>{p.wait_io}</td><td>{p.write_completion}</td><td>{p.keep_alive}</td>"
-            f"<td>{p.lingering_close}</td></tr>\n"
+            f"<td>{p.lingering_close}</td>{memory_cells(p)}</tr>\n"
         )
     sums = view.async_sums()
     rows.append(
@@ -319,7 +322,7 @@ def _event_table(view: StatusView) -> str:
         f"<td>{view.busy}</td><td>{view.graceful}</td><td>{view.idle}</td>"
         f"<td>{sums['ConnsAsyncWaitIO']}</td><td>{sums['ConnsAsyncWriting']}</td>"
         f"<td>{sums['ConnsAsyncKeepAlive']}</td><td>{sums['ConnsAsyncClosing']}</td>"
-        "</tr>\n</table>\n"
+        f"{memory_sum_cells(snap)}</tr>\n</table>\n"
     )
     return "".join(rows)
 
@@ -477,9 +480,9 @@ def make_status_handler(
                 body += status_page.render_auto(proxy.snapshot())
             content_type = AUTO_TYPE
         else:
-            extra = ""
+            extra = memory_section(view.snap, facts.is_async)
             if draw is not None:
-                extra = draw(view.snap.history(), facts.max_request_workers, facts.is_async)
+                extra += draw(view.snap.history(), facts.max_request_workers, facts.is_async)
             hooks = status_page.render_html(proxy.snapshot(), escape_html) if proxy else ""
             body = render_html(
                 view, host, exchange.conn.server_addr, notable=notable, extra=extra, hooks=hooks
@@ -517,6 +520,7 @@ def render_terminal(view: StatusView, *, full: bool, pid: int = 0) -> str:
             f"{sums['ConnsAsyncWriting']}, closing {sums['ConnsAsyncClosing']}"
         )
     lines += ["", "Scoreboard:", wrap_grid(view.scoreboard).rstrip("\n"), ""]
+    lines += memory_lines(snap)
     if full:
         for p in view.processes:
             busy, graceful, idle = view.thread_counts(p.slot)
