@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 from pathlib import Path
 
 from prometheus_client.core import CollectorRegistry
@@ -18,6 +19,7 @@ from mpmd.handlers.metrics import ScoreboardCollector
 from mpmd.handlers.status import StatusFacts, StatusView, render_auto, render_html
 from mpmd.handlers.status_memory import memory_lines, memory_section
 from mpmd.mpm.memory import (
+    MemorySampler,
     ProcessMemory,
     parse_smaps_rollup,
     read_memory,
@@ -91,22 +93,31 @@ def _board(tmp_path: Path, mpm: str = "prefork", processes: int = 3):
 def test_the_sample_lands_in_the_process_records_the_parent_and_the_history(tmp_path):
     _, board = _board(tmp_path)
     assert board.snapshot().processes[0].pss_kib == 0  # a fresh child: not sampled yet
-    board.process(0).start(os.getpid(), 0)  # a process whose /proc we can read
-    gone = 4001  # slot 1's pid: no such process of ours (a child that exited since listing)
-    sampled = sample_memory(board, [(0, os.getpid()), (1, gone)])
-    assert set(sampled) == {os.getpid()}  # the parent (this process) and slot 0
+    child = subprocess.Popen(["sleep", "60"])  # a child whose /proc we can read
+    gone = os.fork()  # a child that exited (and was reaped) since the parent listed it
+    if gone == 0:
+        os._exit(0)
+    os.waitpid(gone, 0)
+    try:
+        board.process(0).start(child.pid, 0)
+        board.process(1).start(gone, 0)
+        sampled = sample_memory(board, [(0, child.pid), (1, gone)])
+    finally:
+        child.kill()
+        child.wait()
+    assert set(sampled) == {child.pid, os.getpid()}  # slot 0 and the parent (this process)
     snap = board.snapshot()
-    me = sampled[os.getpid()]
-    assert (snap.processes[0].pss_kib, snap.processes[0].uss_kib) == (me.pss_kib, me.uss_kib)
+    kid, me = sampled[child.pid], sampled[os.getpid()]
+    assert (snap.processes[0].pss_kib, snap.processes[0].uss_kib) == (kid.pss_kib, kid.uss_kib)
     assert snap.processes[1].pss_kib == snap.processes[1].uss_kib == 0  # skipped silently
     assert snap.parent_memory_kib == (me.pss_kib, me.uss_kib)
-    assert snap.memory_kib() == (2 * me.pss_kib, 2 * me.uss_kib)
-    assert total_kib(sampled) == (me.pss_kib, me.uss_kib)  # the dict: one entry per pid
+    both = (kid.pss_kib + me.pss_kib, kid.uss_kib + me.uss_kib)
+    assert snap.memory_kib() == total_kib(sampled) == both
     board.process(2).set_memory(300, 100)
-    assert snap.memory_kib() == (2 * me.pss_kib, 2 * me.uss_kib)  # a snapshot is a copy
-    assert board.snapshot().memory_kib() == (2 * me.pss_kib + 300, 2 * me.uss_kib + 100)
+    assert snap.memory_kib() == both  # a snapshot is a copy
+    assert board.snapshot().memory_kib() == (both[0] + 300, both[1] + 100)
     board.mark_process_dead(2)  # reaped: its memory leaves the totals with it
-    assert board.snapshot().memory_kib() == (2 * me.pss_kib, 2 * me.uss_kib)
+    assert board.snapshot().memory_kib() == both
     board.record_history(1000.0, memory_kib=(5000, 3000))
     board.record_history(1001.0)
     history = board.snapshot().history()
@@ -211,3 +222,16 @@ def test_reading_leaks_no_descriptor():
         assert read_memory(os.getpid()) is not None
     assert read_memory(2**22 + 1) is None  # above pid_max: never a process
     assert sorted(os.listdir("/proc/self/fd")) == before
+
+
+def test_the_sampler_waits_in_proportion_to_what_a_sample_cost(tmp_path):
+    _, board = _board(tmp_path, processes=0)
+    sampler = MemorySampler()
+    first = sampler.sample(board, [], now=100.0)
+    assert set(first) == {os.getpid()} and sampler.total_kib == total_kib(first)
+    # the read took some time t > 0: the next is due t / 5 % later, not at the same instant
+    assert sampler.next_at > 100.0
+    assert sampler.sample(board, [], now=100.0) == {}
+    assert sampler.total_kib == total_kib(first)  # the history repeats the last sample
+    assert sampler.sample(board, [], now=sampler.next_at) != {}
+    board.unlink()

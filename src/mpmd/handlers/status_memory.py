@@ -10,7 +10,8 @@ formats what the parent's tick sampled into the scoreboard (mpm/memory.py): neve
 from __future__ import annotations
 
 from mpmd.handlers.status_format import format_kbytes
-from mpmd.mpm.scoreboard import ProcessInfo, Snapshot
+from mpmd.mpm.scoreboard import Snapshot
+from mpmd.mpm.scoreboard_process import ProcessInfo
 
 _SECTION_HEAD = (
     '<hr /><h2>Memory</h2>\n<table rules="all" cellpadding="1%" class="mpmd-memory">\n'
