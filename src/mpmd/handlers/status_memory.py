@@ -20,7 +20,8 @@ _SECTION_HEAD = (
 _SECTION_NOTE = (
     "<p>PSS counts each shared page divided among the processes that map it, so the total is "
     "what the server uses; USS is what a child alone holds, what its exit gives back. "
-    "The parent samples /proc every second.</p>\n"
+    "The parent samples /proc every second (less often when a large pool would make that cost "
+    "it more than 5 % of its time).</p>\n"
 )
 
 
