@@ -278,7 +278,7 @@ def _samples(busy: list[int]) -> list[HistorySample]:
 
 def test_history_charts_are_inline_svg_and_shade_a_full_pool():
     section = charts.history_section(_samples([1, 2, 10, 10, 3]), 10, True)
-    assert section.count("<svg") == 5 and "<script" not in section
+    assert section.count("<svg") == 6 and "<script" not in section  # 5 + memory
     assert section.count('class="full"') == 2
     assert "MaxRequestWorkers was reached during 2 of the last 4 seconds" in section
     assert "Collecting history" in charts.history_section(_samples([1]), 10, False)

@@ -328,6 +328,7 @@ def test_status_page_renders_in_headless_chromium(tmp_path):
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert "<pre>" in dom.stdout and "Scoreboard Key" in dom.stdout
     assert dom.stdout.count("<svg") >= 4 and "<polyline" in dom.stdout
+    assert "<title>Memory</title>" in dom.stdout and 'class="mpmd-memory"' in dom.stdout
     assert png.returncode == 0, png.stderr[-2000:]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
     keep = os.environ.get("MPMD_STATUS_PNG")

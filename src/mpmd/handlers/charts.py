@@ -2,8 +2,8 @@
 
 It owns turning the scoreboard's once-a-second history ring (the last hour) into SVG markup:
 requests/s and bytes/s from the cumulative counters, busy and idle workers against
-MaxRequestWorkers (the seconds the pool was full are shaded), processes, and for the event
-MPM its connections. It never reads shared memory or the clock: it draws the samples given.
+MaxRequestWorkers (the seconds the pool was full are shaded), processes, the PSS and USS of
+the whole process tree, and for the event MPM its connections. It never reads shared memory or the clock: it draws the samples given.
 """
 
 from __future__ import annotations
@@ -169,6 +169,15 @@ def history_section(
             shade=full,
         ),
         line_chart("Processes", times, [("processes", LINE_COLOUR, [s.processes for s in later])]),
+        line_chart(
+            "Memory",
+            times,
+            [
+                ("PSS", LINE_COLOUR, [s.pss_kib * 1024.0 for s in later]),
+                ("USS", BUSY_COLOUR, [s.uss_kib * 1024.0 for s in later]),
+            ],
+            bytes_axis=True,
+        ),
     ]
     if show_connections:
         values = [float(s.async_connections) for s in later]

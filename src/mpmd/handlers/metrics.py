@@ -63,6 +63,7 @@ class ScoreboardCollector:
         yield from self._traffic(snap)
         yield from self._workers(snap)
         yield from self._processes(snap)
+        yield from self._memory(snap)
 
     def _server(self, snap: Snapshot) -> Iterator[Metric]:
         info = InfoMetricFamily("mpmd_build", "mpmd version and the MPM in use")
@@ -156,6 +157,29 @@ class ScoreboardCollector:
         connections.add_metric(["closing"], sum(p.lingering_close for p in live))
         connections.add_metric(["wait_io"], sum(p.wait_io for p in live))
         yield connections
+
+    def _memory(self, snap: Snapshot) -> Iterator[Metric]:
+        """The parent's once-a-tick /proc sample: per process (the parent as slot `parent`, so
+        the series sum to the totals) and for the whole tree; a child not yet sampled is left
+        out."""
+        parent_pss, parent_uss = snap.parent_memory_kib
+        rows = [(str(snap.parent_pid), "parent", parent_pss, parent_uss)]
+        rows += [(str(p.pid), str(p.slot), p.pss_kib, p.uss_kib) for p in snap.live_processes()]
+        total_pss, total_uss = snap.memory_kib()
+        for kind, column, total, text in (
+            ("pss", 2, total_pss, "Proportional set size (shared pages divided among sharers)"),
+            ("uss", 3, total_uss, "Unique set size (what the process alone holds)"),
+        ):
+            family = GaugeMetricFamily(
+                f"mpmd_process_{kind}_bytes", f"{text}, per process", labels=["pid", "slot"]
+            )
+            for row in rows:
+                if row[column]:
+                    family.add_metric([row[0], row[1]], row[column] * 1024)
+            yield family
+            yield GaugeMetricFamily(
+                f"mpmd_memory_{kind}_bytes", f"{text}: the parent and its children", total * 1024
+            )
 
 
 class ProxyCollector:

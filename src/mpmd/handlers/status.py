@@ -1,9 +1,10 @@
 """mod_status for mpmd: `SetHandler server-status` as Apache's HTML page and `?auto` text.
 
-It owns Apache's status formats (reference 4.4-4.6): line names, their order, the units, APR's
-`%g` (no leading zero: `.238095`) and single-precision arithmetic, the HTML sections in
-Apache's order, `?auto`, `?notable` and `?refresh=N`; plus the history charts (charts.py) as
-an mpmd section after the scoreboard key, and the plain-text report `mpmctl status` prints.
+It owns Apache's status formats (reference 4.4-4.6): line names, their order, the units
+(status_format.py: APR's `%g`, single-precision arithmetic), the HTML sections in Apache's
+order, `?auto`, `?notable` and `?refresh=N`; plus the history charts (charts.py) and the memory
+section (status_memory.py) as mpmd sections after the scoreboard key, and the plain-text
+report `mpmctl status` prints.
 A request only copies the scoreboard (`Scoreboard.snapshot()`) and formats it: the handler
 never waits on a lock, a process or the network, and never writes to the scoreboard.
 """
@@ -11,13 +12,23 @@ never waits on a lock, a process or the network, and never writes to the scorebo
 from __future__ import annotations
 
 import os
-import struct
 import time
 from collections.abc import Callable, Iterable
 
 from mpmd import SERVER_SOFTWARE
 from mpmd.config.model import ServerConfig
 from mpmd.handlers.charts import history_section
+from mpmd.handlers.status_format import (
+    KBYTE,
+    MBYTE,
+    apr_g,
+    escape_html,
+    f32,
+    format_bytes,
+    format_kbytes,
+    show_time,
+)
+from mpmd.handlers.status_memory import memory_cells, memory_lines, memory_section, memory_sum_cells
 from mpmd.http.exchange import Exchange
 from mpmd.http.fields import host_name
 from mpmd.mpm.scoreboard import (
@@ -31,9 +42,6 @@ from mpmd.mpm.scoreboard import (
 )
 
 Handler = Callable[[Exchange], None]
-KBYTE = 1024
-MBYTE = 1048576
-GBYTE = 1073741824
 AUTO_TYPE = "text/plain; charset=ISO-8859-1"
 HTML_TYPE = "text/html; charset=ISO-8859-1"
 DEFAULT_REFRESH = 10
@@ -44,7 +52,6 @@ SERVER_BUILT = time.strftime(
     "%Y-%m-%dT%H:%M:%S", time.gmtime(os.stat(os.path.dirname(__file__)).st_mtime)
 )
 _TIME_FORMAT = "%A, %d-%b-%Y %H:%M:%S %Z"
-_F32 = struct.Struct("<f")
 # The legend in Apache's order and line breaks (state char, text, separator after it).
 _KEY_ORDER = "_SRWKDCLGI."
 _KEY_BREAK = {"R": ",<br />", "D": ",<br />", "G": ",<br /> ", ".": "<br />"}  # else ", "
@@ -66,63 +73,6 @@ _WORKER_LEGEND = (
     ("Child", "Megabytes transferred this child"),
     ("Slot", "Total megabytes transferred this slot"),
 )
-
-
-# -- Apache's number formats --------------------------------------------------------------------
-
-
-def f32(value: float) -> float:
-    """Round to C's `float`, as mod_status computes its rates in single precision."""
-    return _F32.unpack(_F32.pack(value))[0]
-
-
-def apr_g(value: float, spec: str = "%g") -> str:
-    """APR's `%g`: like C's, but a magnitude below 1 loses its leading zero (`.238095`)."""
-    text = spec % value
-    if text.startswith("0."):
-        return text[1:]
-    if text.startswith("-0."):
-        return "-" + text[2:]
-    return text
-
-
-def show_time(seconds: int) -> str:
-    """` N day(s) N hour(s) N minute(s) N second(s)`, zero parts left out (Apache's show_time)."""
-    parts = []
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    for count, unit in ((days, "day"), (hours, "hour"), (minutes, "minute"), (secs, "second")):
-        if count:
-            parts.append(f" {count} {unit}{'' if count == 1 else 's'}")
-    return "".join(parts)
-
-
-def format_bytes(count: int) -> str:
-    """mod_status's format_byte_out: B under 5 kB, then kB, MB, GB with one decimal."""
-    if count < 5 * KBYTE:
-        return f"{int(count)} B"
-    if count < MBYTE / 2:
-        return f"{f32(count / KBYTE):.1f} kB"
-    if count < GBYTE / 2:
-        return f"{f32(count / MBYTE):.1f} MB"
-    return f"{f32(count / GBYTE):.1f} GB"
-
-
-def format_kbytes(kbytes: int) -> str:
-    """mod_status's format_kbyte_out."""
-    if kbytes < KBYTE:
-        return f"{int(kbytes)} kB"
-    if kbytes < MBYTE:
-        return f"{f32(kbytes / KBYTE):.1f} MB"
-    return f"{f32(kbytes / MBYTE):.1f} GB"
-
-
-def escape_html(text: str) -> str:
-    """ap_escape_html: & < > and double quotes (a single quote stays as it is)."""
-    return (
-        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
-    )
 
 
 def parse_query(query: str) -> tuple[bool, bool, int | None]:
@@ -292,9 +242,11 @@ _EVENT_TABLE_HEAD = (
     '\n\n<table rules="all" cellpadding="1%">\n'
     '<tr><th rowspan="2">Slot</th><th rowspan="2">PID</th><th rowspan="2">Stopping</th>'
     '<th colspan="2">Connections</th>\n'
-    '<th colspan="3">Threads</th><th colspan="4">Async connections</th></tr>\n'
+    '<th colspan="3">Threads</th><th colspan="4">Async connections</th>'
+    '<th colspan="2">Memory</th></tr>\n'  # mpmd's columns (status_memory.py)
     "<tr><th>total</th><th>accepting</th><th>busy</th><th>graceful</th><th>idle</th>"
-    "<th>wait-io</th><th>writing</th><th>keep-alive</th><th>closing</th></tr>\n"
+    "<th>wait-io</th><th>writing</th><th>keep-alive</th><th>closing</th>"
+    "<th>PSS</th><th>USS</th></tr>\n"
 )
 _WORKER_TABLE_HEAD = (
     '\n\n<table border="0"><tr><th>Srv</th><th>PID</th><th>Acc</th><th>M</th><th>CPU\n'
@@ -361,7 +313,7 @@ def _event_table(view: StatusView) -> str:
             f"<td>{p.connections}</td><td>{'no' if p.not_accepting else 'yes'}</td>"
             f"<td>{busy}</td><td>{graceful}</td><td>{idle}</td>"
             f"<td>{p.wait_io}</td><td>{p.write_completion}</td><td>{p.keep_alive}</td>"
-            f"<td>{p.lingering_close}</td></tr>\n"
+            f"<td>{p.lingering_close}</td>{memory_cells(p)}</tr>\n"
         )
     sums = view.async_sums()
     rows.append(
@@ -370,7 +322,7 @@ def _event_table(view: StatusView) -> str:
         f"<td>{view.busy}</td><td>{view.graceful}</td><td>{view.idle}</td>"
         f"<td>{sums['ConnsAsyncWaitIO']}</td><td>{sums['ConnsAsyncWriting']}</td>"
         f"<td>{sums['ConnsAsyncKeepAlive']}</td><td>{sums['ConnsAsyncClosing']}</td>"
-        "</tr>\n</table>\n"
+        f"{memory_sum_cells(snap)}</tr>\n</table>\n"
     )
     return "".join(rows)
 
@@ -528,9 +480,9 @@ def make_status_handler(
                 body += status_page.render_auto(proxy.snapshot())
             content_type = AUTO_TYPE
         else:
-            extra = ""
+            extra = memory_section(view.snap, facts.is_async)
             if draw is not None:
-                extra = draw(view.snap.history(), facts.max_request_workers, facts.is_async)
+                extra += draw(view.snap.history(), facts.max_request_workers, facts.is_async)
             hooks = status_page.render_html(proxy.snapshot(), escape_html) if proxy else ""
             body = render_html(
                 view, host, exchange.conn.server_addr, notable=notable, extra=extra, hooks=hooks
@@ -568,6 +520,7 @@ def render_terminal(view: StatusView, *, full: bool, pid: int = 0) -> str:
             f"{sums['ConnsAsyncWriting']}, closing {sums['ConnsAsyncClosing']}"
         )
     lines += ["", "Scoreboard:", wrap_grid(view.scoreboard).rstrip("\n"), ""]
+    lines += memory_lines(snap)
     if full:
         for p in view.processes:
             busy, graceful, idle = view.thread_counts(p.slot)

@@ -26,6 +26,7 @@ from mpmd.mpm import maintenance, reexec
 from mpmd.mpm.child import CHILD_FATAL, ChildSpec, import_app_modules, run_child, set_title
 from mpmd.mpm.context import build_router, share_before_fork
 from mpmd.mpm.healthcheck import HealthCheckProcess
+from mpmd.mpm.memory import MemorySampler
 from mpmd.mpm.reclaim import reclaim
 from mpmd.mpm.scoreboard import READY, STARTING, Scoreboard
 from mpmd.mpm.startup import (
@@ -89,6 +90,7 @@ class Parent(Watchdog):
         self.scoreboard: Scoreboard | None = None
         self.proxy_state = None  # handlers/proxy/state.py, beside the scoreboard
         self.hcheck = HealthCheckProcess()  # mod_proxy_hcheck's one process per generation
+        self.memory = MemorySampler()  # each child's PSS and USS into the scoreboard
 
     @property
     def module(self) -> str:
@@ -484,13 +486,15 @@ class Parent(Watchdog):
             for child in self.children.values():
                 if child.slot == decision.retire:
                     self._ask_to_stop(child)
+        children = ((c.slot, c.pid) for c in self.children.values())
+        sampled = self.memory.sample(scoreboard, children, time.monotonic())
         self._find_hung_requests(snap)
-        self._check_memory()
+        self._check_memory(sampled)
         times = os.times()
         scoreboard.set_parent_cpu(
             times.user, times.system, times.children_user, times.children_system
         )
-        scoreboard.record_history(time.time(), snap)
+        scoreboard.record_history(time.time(), snap, self.memory.total_kib)
 
     def _preload(self) -> bool:
         """Load here, before this generation forks, what its children would each load for

@@ -51,6 +51,7 @@ from mpmd.mpm.scoreboard_layout import (
     c_str,
     clock_us,
 )
+from mpmd.mpm.scoreboard_process import ProcessInfo, ProcessRecord
 
 # -- worker states (reference 4.1); the index is the state code ------------------------------
 # (".S_": code 1 is STARTING `S`, code 2 READY `_`, as Apache's status_flags)
@@ -92,51 +93,6 @@ def strip_password(request_line: str) -> str:
     if not space or rest[:1] == "/":
         return request_line
     return method + space + hide_password(rest, "")
-
-
-class ProcessRecord:
-    """One child's process record: the parent sets pid/generation, the child its counters."""
-
-    __slots__ = ("_mm", "_off", "slot")
-
-    pid = Field(0, "<q")
-    generation = Field(8, "<q")
-    quiescing = Field(16, "<B")  # 0, 1 = going down gracefully, 2 = seen by the parent
-    not_accepting = Field(17, "<B")  # event: listeners disabled
-    connections = Field(24, "<q")
-    write_completion = Field(32, "<q")
-    keep_alive = Field(40, "<q")
-    lingering_close = Field(48, "<q")
-    suspended = Field(56, "<q")
-    wait_io = Field(64, "<q")
-    start_time = Field(72, "<q")  # µs
-
-    def __init__(self, mm: mmap.mmap, offset: int, slot: int) -> None:
-        self._mm = mm
-        self._off = offset
-        self.slot = slot
-
-    def start(self, pid: int, generation: int, now_us: int | None = None) -> None:
-        """Parent, right after fork: a fresh record for the new child."""
-        PROCESS.pack_into(
-            self._mm, self._off, pid, generation, 0, 0, 0, 0, 0, 0, 0, 0,
-            clock_us() if now_us is None else now_us,
-        )  # fmt: skip
-
-    def set_connection_counts(
-        self,
-        connections: int,
-        write_completion: int,
-        keep_alive: int,
-        lingering_close: int,
-        suspended: int = 0,
-        wait_io: int = 0,
-    ) -> None:
-        """Event child, during queue maintenance: the async counters mod_status prints."""
-        sbl.P_COUNTS.pack_into(
-            self._mm, self._off + 24, connections, write_completion, keep_alive,
-            lingering_close, suspended, wait_io,
-        )  # fmt: skip
 
 
 class WorkerRecord:
@@ -266,22 +222,6 @@ class WorkerRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class ProcessInfo:
-    slot: int
-    pid: int
-    generation: int
-    quiescing: int
-    not_accepting: int
-    connections: int
-    write_completion: int
-    keep_alive: int
-    lingering_close: int
-    suspended: int
-    wait_io: int
-    start_time_us: int
-
-
-@dataclass(frozen=True, slots=True)
 class WorkerInfo:
     slot: int
     thread: int
@@ -323,6 +263,8 @@ class HistorySample:
     graceful: int
     processes: int
     async_connections: int
+    pss_kib: int = 0  # the parent's and its children's, summed (0: not sampled that second)
+    uss_kib: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,6 +297,7 @@ class Snapshot:
         ) = sbl.GLOBAL.unpack_from(raw, 0)  # fmt: skip
         self.mpm = c_str(mpm)
         self.parent_cpu: tuple[float, float, float, float] = tuple(cpu)  # type: ignore[assignment]
+        self.parent_memory_kib: tuple[int, int] = sbl.MEMORY.unpack_from(raw, sbl.G_MEMORY)
         wo = layout.worker_off
         # one status byte per worker record, slot-major (the loop records are no workers)
         self.statuses: bytes = raw[wo : layout.loop_off : WORKER_SIZE]
@@ -437,6 +380,15 @@ class Snapshot:
 
     def live_processes(self) -> list[ProcessInfo]:
         return [p for p in self.processes if p.pid != 0]
+
+    def memory_kib(self) -> tuple[int, int]:
+        """PSS and USS of the parent and its live children summed, as last sampled."""
+        pss, uss = self.parent_memory_kib
+        for p in self.processes:
+            if p.pid:
+                pss += p.pss_kib
+                uss += p.uss_kib
+        return pss, uss
 
     def history(self) -> list[HistorySample]:
         """The last hour of once-a-second samples, oldest first."""
@@ -551,6 +503,9 @@ class Scoreboard:
     def set_parent_cpu(self, user: float, system: float, cuser: float, csystem: float) -> None:
         struct.pack_into("<4d", self._mm, sbl.G_CPU, user, system, cuser, csystem)
 
+    def set_parent_memory(self, pss_kib: int, uss_kib: int) -> None:
+        sbl.MEMORY.pack_into(self._mm, sbl.G_MEMORY, pss_kib, uss_kib)
+
     # -- records ----------------------------------------------------------------------------
     def process(self, slot: int) -> ProcessRecord:
         return ProcessRecord(self._mm, self._layout.process(slot), slot)
@@ -578,7 +533,7 @@ class Scoreboard:
         Every worker record of the slot goes DEAD with its child and connection counters
         reset (as SERVER_DEAD does); slot totals are kept.
         """
-        PROCESS.pack_into(self._mm, self._layout.process(slot), *([0] * 11))
+        PROCESS.pack_into(self._mm, self._layout.process(slot), *([0] * 13))
         for j in range(self.thread_limit):
             off = self._layout.worker(slot, j)
             FOUR_U64.pack_into(self._mm, off + W_MY, 0, 0, 0, 0)
@@ -588,8 +543,11 @@ class Scoreboard:
     def snapshot(self) -> Snapshot:
         return Snapshot(self._mm[:], self._layout)
 
-    def record_history(self, now: float, snap: Snapshot | None = None) -> None:
-        """Parent, once a second: append one sample to the ring (the last hour is kept)."""
+    def record_history(
+        self, now: float, snap: Snapshot | None = None, memory_kib: tuple[int, int] = (0, 0)
+    ) -> None:
+        """Parent, once a second: append one sample to the ring (the last hour is kept);
+        `memory_kib` is the PSS and USS of the whole tree the parent sampled this second."""
         snap = snap or self.snapshot()
         totals = snap.totals()
         counts = snap.worker_counts()
@@ -599,6 +557,6 @@ class Scoreboard:
         HISTORY.pack_into(
             self._mm, off, int(now * 1_000_000), totals.accesses, totals.bytes,
             counts.busy, counts.idle, counts.graceful, len(live),
-            sum(p.connections for p in live),
+            sum(p.connections for p in live), *memory_kib,
         )  # fmt: skip
         I64.pack_into(self._mm, sbl.G_HISTORY, written + 1)

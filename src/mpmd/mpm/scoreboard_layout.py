@@ -16,7 +16,7 @@ from typing import Any
 
 HISTORY_SECONDS = 3600
 
-MAGIC = b"MPMDSB02"
+MAGIC = b"MPMDSB03"
 HEADER_SIZE = 4096
 # magic, version, server_limit, thread_limit, threads_per_child, max_request_workers, flags,
 # generation, config_generation, restart_time_us, start_time_us, parent_pid, history_written,
@@ -24,10 +24,15 @@ HEADER_SIZE = 4096
 GLOBAL = struct.Struct("<8s6Iqqqqqq16s4d")
 G_GENERATION, G_CONFIG_GEN, G_RESTART, G_START, G_PPID, G_HISTORY = 32, 40, 48, 56, 64, 72
 G_TPC, G_MRW, G_FLAGS, G_CPU = 20, 24, 28, 96
+# after GLOBAL: the parent's own PSS and USS in KiB, sampled by the parent each tick
+G_MEMORY = GLOBAL.size
+MEMORY = struct.Struct("<2q")
 
 # pid, generation, quiescing, not_accepting, connections, write_completion, keep_alive,
-# lingering_close, suspended, wait_io, start_time_us (rest of the 128 bytes reserved)
-PROCESS = struct.Struct("<qqBB6x7q")
+# lingering_close, suspended, wait_io, start_time_us, pss_kib, uss_kib (the parent's sample
+# of the child's memory; rest of the 128 bytes reserved)
+PROCESS = struct.Struct("<qqBB6x9q")
+P_MEMORY = 80
 PROCESS_SIZE = 128
 P_COUNTS = struct.Struct("<6q")
 
@@ -56,8 +61,9 @@ TWO_U64 = struct.Struct("<2Q")
 FOUR_U64 = struct.Struct("<4Q")
 TWO_D = struct.Struct("<2d")
 
-# time_us, accesses, bytes, busy, idle, graceful, processes, async connections
-HISTORY = struct.Struct("<qQQ5I4x")
+# time_us, accesses, bytes, busy, idle, graceful, processes, async connections, and the PSS and
+# USS in KiB of the parent and its children together
+HISTORY = struct.Struct("<qQQ5I4x2Q")
 
 
 def clock_us() -> int:

@@ -16,6 +16,7 @@ from mpmd import SERVER_SOFTWARE
 from mpmd.config.model import ServerConfig
 from mpmd.mpm.context import build_child_context
 from mpmd.mpm.event import EventLoop
+from mpmd.mpm.memory import MemorySampler
 from mpmd.mpm.mpms import MPMS
 from mpmd.mpm.parent import Parent
 from mpmd.mpm.scoreboard import READY, Scoreboard
@@ -86,12 +87,14 @@ def _serve_single(config: ServerConfig, command_line: str) -> int:
     )
     stop = []
     next_sample = [0.0]
+    memory = MemorySampler(parent=False)  # the one process is slot 0
 
     def should_stop() -> bool:
         now = time.time()
         if now >= next_sample[0]:  # the parent's once-a-second history sample
             next_sample[0] = now + 1.0
-            scoreboard.record_history(now)
+            memory.sample(scoreboard, [(0, os.getpid())], time.monotonic())
+            scoreboard.record_history(now, memory_kib=memory.total_kib)
         return bool(stop)
 
     def on_signal(signum, frame):  # handlers only record; the loop acts

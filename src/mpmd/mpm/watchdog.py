@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Mapping
 
+from mpmd.mpm.memory import ProcessMemory
 from mpmd.mpm.reclaim import send_signal
 from mpmd.mpm.scoreboard import BUSY_READ, BUSY_WRITE, WorkerInfo
 
@@ -68,35 +70,23 @@ class Watchdog:
             child.killed = True
             send_signal(child.pid, signal.SIGKILL)
 
-    def _check_memory(self) -> None:
-        """mpmd extension: MaxMemoryPerChild retires a child whose unique memory passed it."""
+    def _check_memory(self, sampled: Mapping[int, ProcessMemory]) -> None:
+        """mpmd extension: MaxMemoryPerChild retires a child whose unique memory passed it
+        (this tick's sample, memory.py)."""
         limit = self.config.mpm.max_memory_per_child
         if not limit:
             return
         for child in list(self.children.values()):
             if child.killed or child.generation != self.generation:
                 continue
-            uss = unique_memory(child.pid)
-            if uss > limit:
+            memory = sampled.get(child.pid)
+            if memory is not None and memory.uss_kib * 1024 > limit:
                 child.killed = True
                 self.error_log.log(
                     "notice",
-                    f"child pid {child.pid} uses {uss // 1024} KiB of unique memory, over "
+                    f"child pid {child.pid} uses {memory.uss_kib} KiB of unique memory, over "
                     f"MaxMemoryPerChild; retiring it gracefully",
                     module=self.module,
                     ah="MP00004",
                 )
                 self._ask_to_stop(child)
-
-
-def unique_memory(pid: int) -> int:
-    """USS in bytes (Private_Clean + Private_Dirty from /proc/PID/smaps_rollup), 0 if gone."""
-    total = 0
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as file:
-            for line in file:
-                if line.startswith(("Private_Clean:", "Private_Dirty:")):
-                    total += int(line.split()[1]) * 1024
-    except OSError:
-        return 0
-    return total
