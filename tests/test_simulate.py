@@ -17,6 +17,7 @@ import pytest
 
 from mpmd.config.build import load_config
 from mpmd.config.model import MpmSettings
+from mpmd.mpm.event_accept import REUSE_PROBE_SECONDS
 from mpmd.tools.sim_report import SimResult, SimSettings
 from mpmd.tools.simulate import Request, simulate
 
@@ -197,38 +198,43 @@ def kept_connections(n: int, gap: float = 5.0) -> list[Request]:
     return out
 
 
-def test_event_connection_cap_queues_then_refuses() -> None:
-    """One child of 4 threads, factor 2: it accepts ThreadsPerChild + 2 x 4 idle = 12 parked
-    connections; the next ones wait in the backlog (2 + 1 places), the 16th is refused. Once
-    over the cap it accepts again only below 4 + 2 x (4 - 1) = 10 connections."""
-    mpm = threaded(
-        "event", threads_per_child=4, server_limit=1, max_request_workers=4,
-        min_spare_threads=1, max_spare_threads=100,
+def one_child(name: str = "event", **overrides: object) -> MpmSettings:
+    """One child of 4 threads that maintenance can neither grow nor shrink."""
+    values: dict[str, object] = dict(
+        threads_per_child=4, server_limit=1, max_request_workers=4, min_spare_threads=1,
+        max_spare_threads=100,
     )  # fmt: skip
-    settings = SimSettings(mpm, keep_alive_timeout=10.0, backlog=2)
-    result = run(kept_connections(16), settings)
+    values.update(overrides)
+    return threaded(name, **values)
+
+
+def test_event_connection_cap_queues_until_mpmd_reuses_a_parked_connection() -> None:
+    """Factor 2, 4 idle threads: the child accepts ThreadsPerChild + 2 x 4 = 12 parked
+    connections (event_limit.connections_above_limit); the 13th waits in the backlog. Apache
+    would keep it there until a connection closes; mpmd's child looks again after
+    REUSE_PROBE_SECONDS, takes it and closes its oldest parked connection, whose next request
+    then reconnects."""
+    result = run(kept_connections(16), SimSettings(one_child(), keep_alive_timeout=10.0))
     first = [result.wait[2 * k] for k in range(16)]
     assert first[:12] == [0.0] * 12
-    assert math.isnan(first[15]) and result.summary.refused == 1
-    # connections 1, 2, 3 close after their second request (5.101, 5.201, 5.301 s); the
-    # third close brings the count to 9 < 10: connection 13 (arrived at 1.3 s) is accepted,
-    # which makes 10 >= 4 + 2 x 3 idle again; each later close lets one more in
-    assert first[12] == pytest.approx(5.301 - 1.3)
-    assert first[13] == pytest.approx(5.401 - 1.4)
-    assert first[14] == pytest.approx(5.501 - 1.5)
+    assert first[12] == pytest.approx(REUSE_PROBE_SECONDS)
+    assert result.summary.refused == 0
+    assert result.summary.peak_busy_threads <= 4
+
+
+def test_event_child_with_every_thread_busy_queues_then_refuses() -> None:
+    """No idle thread: over the limit whatever the count; 4 served, backlog 2 holds 3."""
+    trace = [Request(0.5 + k * 1e-3, 10.0) for k in range(10)]
+    result = run(trace, SimSettings(one_child(), keep_alive=False, backlog=2))
+    assert result.summary.refused == 3
+    assert [result.wait[k] > 0 for k in range(7)] == [False] * 4 + [True] * 3
 
 
 @pytest.mark.parametrize("name", ["prefork", "worker"])
 def test_keep_alive_holds_the_worker_until_the_next_request(name) -> None:
     """prefork and worker: 4 workers, 8 kept-alive connections; the fifth connection waits
     until the first is done (its second request at 5.1 s), not until KeepAliveTimeout."""
-    if name == "prefork":
-        mpm = prefork(4)
-    else:
-        mpm = threaded(
-            "worker", threads_per_child=4, server_limit=1, max_request_workers=4,
-            min_spare_threads=1, max_spare_threads=100,
-        )  # fmt: skip
+    mpm = prefork(4) if name == "prefork" else one_child("worker")
     result = run(kept_connections(5), SimSettings(mpm, keep_alive_timeout=10.0))
     assert [result.wait[2 * k] for k in range(4)] == [0.0] * 4
     assert result.wait[8] == pytest.approx(5.1 + 0.001 - 0.5)
@@ -236,11 +242,7 @@ def test_keep_alive_holds_the_worker_until_the_next_request(name) -> None:
 
 
 def test_event_parks_kept_alive_connections_without_a_thread() -> None:
-    mpm = threaded(
-        "event", threads_per_child=4, server_limit=1, max_request_workers=4,
-        min_spare_threads=1, max_spare_threads=100,
-    )  # fmt: skip
-    result = run(kept_connections(5), SimSettings(mpm, keep_alive_timeout=10.0))
+    result = run(kept_connections(5), SimSettings(one_child(), keep_alive_timeout=10.0))
     assert result.summary.waited == 0
     assert result.summary.peak_busy_threads == 1
 

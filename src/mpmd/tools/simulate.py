@@ -23,8 +23,10 @@ The model, per MPM (reference 1.2-1.4):
 * Retired (worker, event) children finish in-flight requests, close kept-alive connections,
   and free their slot when the last thread exits; worker may fork into a slot whose old
   threads are still finishing, and each one passes to the new child as it ends.
+* mpmd's event goes beyond Apache: a child full only because of parked connections takes
+  clients from the backlog every 0.1 s and closes its oldest parked ones (sim_event.py).
 Not modelled: lingering close, write completion, slow clients (service time includes sending),
-event's "kill'em all" and mpmd's keep-alive reuse when a child is full.
+event's "kill'em all" (closing every parked connection once all threads stayed busy).
 """
 
 from __future__ import annotations
@@ -36,13 +38,15 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
-from mpmd.mpm.event_limit import connections_above_limit, worker_factor
-from mpmd.mpm.scoreboard import BUSY_WRITE, DEAD, KEEPALIVE, READY, STARTING
+from mpmd.mpm.event_limit import worker_factor
+from mpmd.mpm.scoreboard import BUSY_WRITE, DEAD, KEEPALIVE, READY
+from mpmd.tools.sim_children import CHILD_READY, Children
+from mpmd.tools.sim_event import PARK_NEXT, PARK_TIMEOUT, PROBE, EventChildren
 from mpmd.tools.sim_report import SimResult, SimSettings, TimedLog, summarise
 from mpmd.tools.sim_ticks import Ticker
 
-# heap event kinds: (time, seq, kind, a, b)
-_DONE, _KA_NEXT, _KA_TIMEOUT, _READY, _PARK_NEXT, _PARK_TIMEOUT = range(6)
+# heap event kinds: (time, seq, kind, a, b); CHILD_READY and event's are the other modules'
+_DONE, _KA_NEXT, _KA_TIMEOUT = range(3)
 _INF = math.inf
 
 
@@ -75,7 +79,7 @@ def simulate(requests: Iterable[Sequence], settings: SimSettings) -> SimResult:
     return SimResult(result.settings, wait, latency, result.series, result.summary, result.logs)
 
 
-class _Pool:
+class _Pool(Children, EventChildren):
     """The simulated server. Threads are scoreboard positions w = slot x ThreadLimit + t;
     children are numbered in fork order (pid = number + 1)."""
 
@@ -135,6 +139,8 @@ class _Pool:
         self.caccept: list[bool] = []  # event: listeners in the poll set
         self.cqueue: list[deque] = []  # event: requests read, waiting for a thread
         self.cparked: list[dict[int, tuple[int, int]]] = []  # event: token -> (next, served)
+        self.cprobe: list[float] = []  # event: when a full child next looks at the backlog
+        self.cprobing: list[bool] = []  # event: that look is scheduled
         self.idle_stack: list[int] = []  # prefork / worker: idle threads (checked when popped)
         self.backlog: deque[int] = deque()
         self.heap: list[tuple] = []
@@ -152,113 +158,6 @@ class _Pool:
         self.initial = 0  # children running at the start
         self.logs: list[TimedLog] = []
 
-    # -- children ------------------------------------------------------------------------------
-
-    def _spawn(self, slot: int, ready: bool) -> None:
-        c = len(self.cslot)
-        self.cslot.append(slot)
-        self.cquiesce.append(0)
-        self.cready.append(False)
-        self.clast.append(False)
-        self.caccepted.append(0)
-        self.calive.append(0)
-        self.cidle.append([])
-        self.cconns.append(0)
-        self.caccept.append(True)
-        self.cqueue.append(deque())
-        self.cparked.append({})
-        self.slot_child[slot] = c
-        base = slot * self.tl
-        for w in range(base, base + self.tpc):
-            if self.st[w] == DEAD:  # a finishing thread of an old child passes on later
-                self.st[w] = STARTING
-                self.owner[w] = c
-                self.calive[c] += 1
-        self.nproc += 1
-        self.peak_proc = max(self.peak_proc, self.nproc)
-        self.procs_dirty = True
-        if ready:
-            self._ready(c)
-        else:
-            self._push(self.now + self.s.startup, _READY, c, 0)
-
-    def _ready(self, c: int) -> None:
-        if self.cquiesce[c]:
-            return
-        self.cready[c] = True
-        base = self.cslot[c] * self.tl
-        for w in range(base, base + self.tpc):
-            if self.owner[w] == c and self.st[w] == STARTING:
-                self._idle(c, w)
-        self._drain(c)
-
-    def _idle(self, c: int, w: int) -> None:
-        self.st[w] = READY
-        if self.event:
-            self.cidle[c].append(w)
-        else:
-            self.idle_stack.append(w)
-
-    def _exit(self, c: int) -> None:
-        self.cquiesce[c] = 1
-        slot = self.cslot[c]
-        if self.slot_child[slot] == c:
-            self.slot_child[slot] = -1
-        self.nproc -= 1
-        self.procs_dirty = True
-
-    def _thread_exits(self, c: int, w: int) -> None:
-        """A thread of a stopping child ends; a newer child in the slot takes the position."""
-        self.st[w] = DEAD
-        self.owner[w] = -1
-        self.calive[c] -= 1
-        newer = self.slot_child[self.cslot[c]]
-        if newer != c and newer >= 0 and not self.cquiesce[newer]:
-            self.owner[w] = newer
-            self.calive[newer] += 1
-            self.st[w] = STARTING
-            if self.cready[newer]:
-                self._idle(newer, w)
-                self._drain(newer)
-        if self.calive[c] == 0 and not self.cconns[c]:
-            self._exit(c)
-
-    def _stop(self, c: int) -> None:
-        """Graceful stop: idle threads end now, kept-alive connections close, busy threads
-        finish their request."""
-        if self.prefork:
-            if self.st[self.cslot[c]] in (READY, STARTING):
-                self.st[self.cslot[c]] = DEAD
-                self.calive[c] = 0
-                self._exit(c)
-            else:
-                self.clast[c] = True
-            return
-        self.cquiesce[c] = 1
-        self.procs_dirty = True
-        if self.event:
-            parked = self.cparked[c]
-            self.cconns[c] -= len(parked)
-            self.nconns -= len(parked)
-            for nxt, _served in parked.values():
-                if nxt >= 0:
-                    self._fresh(nxt)
-            parked.clear()
-            self.cidle[c].clear()
-        base = self.cslot[c] * self.tl
-        for w in range(base, base + self.tpc):
-            if self.owner[w] != c:
-                continue
-            state = self.st[w]
-            if state == KEEPALIVE:
-                self.tok[w] += 1
-                if self.wnext[w] >= 0:
-                    self._fresh(self.wnext[w])
-                self.nbusy -= 1
-                self._thread_exits(c, w)
-            elif state in (READY, STARTING):
-                self._thread_exits(c, w)
-
     # -- connections ---------------------------------------------------------------------------
 
     def _push(self, t: float, kind: int, a: int, b: int) -> None:
@@ -271,14 +170,6 @@ class _Pool:
         self.wka[w] += 1
         self.seq += 1
         heapq.heappush(self.heap, (self.now + self.svc[i], self.seq, _DONE, w, i))
-
-    def _may_accept(self, c: int) -> bool:
-        """event: Apache's connections_above_limit() for child c (lingering closes: none)."""
-        ok = not connections_above_limit(
-            self.cconns[c], 0, len(self.cidle[c]), self.tpc, self.factor, not self.caccept[c]
-        )
-        self.caccept[c] = ok
-        return ok
 
     def _accept(self, c: int, w: int, i: int) -> None:
         """Child c accepts request i's connection onto its thread w (already taken)."""
@@ -317,6 +208,9 @@ class _Pool:
                 return
         if len(self.backlog) < self.capacity:
             self.backlog.append(i)
+            if self.event:
+                for c in self._live():
+                    self._want_probe(c)
             return
         self.refused[i] = 1
         self._departs()
@@ -402,7 +296,8 @@ class _Pool:
                 return
             self.ptoken += 1
             self.cparked[c][self.ptoken] = (j, self.wka[w])
-            self._push(self.arr[j], _PARK_NEXT, c, self.ptoken)
+            self._push(self.arr[j], PARK_NEXT, c, self.ptoken)
+            self._want_probe(c)
         elif keep:
             if j >= 0:
                 self.link[j] = 3  # it comes after KeepAliveTimeout: a new connection
@@ -414,7 +309,8 @@ class _Pool:
                 return
             self.ptoken += 1
             self.cparked[c][self.ptoken] = (-1, 0)
-            self._push(now + self.kat, _PARK_TIMEOUT, c, self.ptoken)
+            self._push(now + self.kat, PARK_TIMEOUT, c, self.ptoken)
+            self._want_probe(c)
         elif self.event:
             self.cconns[c] -= 1
             self.nconns -= 1
@@ -454,29 +350,6 @@ class _Pool:
         self.nbusy -= 1
         self.st[w] = READY
         self.idle_stack.append(w)
-
-    def _park_next(self, c: int, token: int) -> None:
-        """event: a parked connection's next request arrives."""
-        entry = self.cparked[c].pop(token, None)
-        if entry is None:
-            return
-        j, served = entry
-        idle = self.cidle[c]
-        if idle:
-            w = idle.pop()
-            self._busy()
-            self.wka[w] = served
-            self._begin(w, j)
-        else:
-            self.cqueue[c].append(entry)
-            self.nqueued += 1
-
-    def _park_timeout(self, c: int, token: int) -> None:
-        if self.cparked[c].pop(token, None) is None:
-            return
-        self.cconns[c] -= 1
-        self.nconns -= 1
-        self._drain(c)
 
     # -- the clock -----------------------------------------------------------------------------
 
@@ -518,12 +391,14 @@ class _Pool:
                 elif kind == ka_timeout:
                     if self.tok[a] == b:
                         self._free(self.owner[a], a)
-                elif kind == _READY:
+                elif kind == CHILD_READY:
                     self._ready(a)
-                elif kind == _PARK_NEXT:
+                elif kind == PARK_NEXT:
                     self._park_next(a, b)
-                else:
+                elif kind == PARK_TIMEOUT:
                     self._park_timeout(a, b)
+                elif kind == PROBE:
+                    self._probe(a)
             else:
                 self.now = next_tick
                 ticker.tick()

@@ -1,0 +1,130 @@
+"""The simulated pool's children: fork into a slot, start up, stop gracefully, exit.
+
+A child is a number in fork order (pid = number + 1) holding a scoreboard slot; its threads are
+positions slot x ThreadLimit + t whose status bytes are what the maintenance policy reads. A
+forked child's threads are `S` until `startup` has passed, then `_`. A graceful stop ends idle
+threads at once and kept-alive connections (their next request reconnects) and lets busy
+threads finish; worker may fork a new child into a slot whose old threads still finish, and
+each passes to the new child as it ends.
+
+A mixin of simulate._Pool, which owns the state and the clock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from mpmd.mpm.scoreboard import DEAD, KEEPALIVE, READY, STARTING
+
+CHILD_READY = 3  # heap event kind, after simulate.py's DONE, KA_NEXT, KA_TIMEOUT
+
+
+class Children:
+    """Fork, start-up, graceful stop and exit of the simulated children."""
+
+    def _spawn(self, slot: int, ready: bool) -> None:
+        c = len(self.cslot)
+        self.cslot.append(slot)
+        self.cquiesce.append(0)
+        self.cready.append(False)
+        self.clast.append(False)
+        self.caccepted.append(0)
+        self.calive.append(0)
+        self.cidle.append([])
+        self.cconns.append(0)
+        self.caccept.append(True)
+        self.cqueue.append(deque())
+        self.cparked.append({})
+        self.cprobe.append(0.0)
+        self.cprobing.append(False)
+        self.slot_child[slot] = c
+        base = slot * self.tl
+        for w in range(base, base + self.tpc):
+            if self.st[w] == DEAD:  # a finishing thread of an old child passes on later
+                self.st[w] = STARTING
+                self.owner[w] = c
+                self.calive[c] += 1
+        self.nproc += 1
+        self.peak_proc = max(self.peak_proc, self.nproc)
+        self.procs_dirty = True
+        if ready:
+            self._ready(c)
+        else:
+            self._push(self.now + self.s.startup, CHILD_READY, c, 0)
+
+    def _ready(self, c: int) -> None:
+        if self.cquiesce[c]:
+            return
+        self.cready[c] = True
+        base = self.cslot[c] * self.tl
+        for w in range(base, base + self.tpc):
+            if self.owner[w] == c and self.st[w] == STARTING:
+                self._idle(c, w)
+        self._drain(c)
+
+    def _idle(self, c: int, w: int) -> None:
+        self.st[w] = READY
+        if self.event:
+            self.cidle[c].append(w)
+        else:
+            self.idle_stack.append(w)
+
+    def _exit(self, c: int) -> None:
+        self.cquiesce[c] = 1
+        slot = self.cslot[c]
+        if self.slot_child[slot] == c:
+            self.slot_child[slot] = -1
+        self.nproc -= 1
+        self.procs_dirty = True
+
+    def _thread_exits(self, c: int, w: int) -> None:
+        """A thread of a stopping child ends; a newer child in the slot takes the position."""
+        self.st[w] = DEAD
+        self.owner[w] = -1
+        self.calive[c] -= 1
+        newer = self.slot_child[self.cslot[c]]
+        if newer != c and newer >= 0 and not self.cquiesce[newer]:
+            self.owner[w] = newer
+            self.calive[newer] += 1
+            self.st[w] = STARTING
+            if self.cready[newer]:
+                self._idle(newer, w)
+                self._drain(newer)
+        if self.calive[c] == 0 and not self.cconns[c]:
+            self._exit(c)
+
+    def _stop(self, c: int) -> None:
+        """Graceful stop: idle threads end now, kept-alive connections close, busy threads
+        finish their request."""
+        if self.prefork:
+            if self.st[self.cslot[c]] in (READY, STARTING):
+                self.st[self.cslot[c]] = DEAD
+                self.calive[c] = 0
+                self._exit(c)
+            else:
+                self.clast[c] = True
+            return
+        self.cquiesce[c] = 1
+        self.procs_dirty = True
+        if self.event:
+            parked = self.cparked[c]
+            self.cconns[c] -= len(parked)
+            self.nconns -= len(parked)
+            for nxt, _served in parked.values():
+                if nxt >= 0:
+                    self._fresh(nxt)
+            parked.clear()
+            self.cidle[c].clear()
+        base = self.cslot[c] * self.tl
+        for w in range(base, base + self.tpc):
+            if self.owner[w] != c:
+                continue
+            state = self.st[w]
+            if state == KEEPALIVE:
+                self.tok[w] += 1
+                if self.wnext[w] >= 0:
+                    self._fresh(self.wnext[w])
+                self.nbusy -= 1
+                self._thread_exits(c, w)
+            elif state in (READY, STARTING):
+                self._thread_exits(c, w)
