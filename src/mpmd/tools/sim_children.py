@@ -44,6 +44,7 @@ class Children:
                 self.st[w] = STARTING
                 self.owner[w] = c
                 self.calive[c] += 1
+        self.live = [c for c in self.slot_child if c >= 0]
         self.nproc += 1
         self.peak_proc = max(self.peak_proc, self.nproc)
         self.procs_dirty = True
@@ -74,6 +75,7 @@ class Children:
         slot = self.cslot[c]
         if self.slot_child[slot] == c:
             self.slot_child[slot] = -1
+            self.live = [c for c in self.slot_child if c >= 0]
         self.nproc -= 1
         self.procs_dirty = True
 

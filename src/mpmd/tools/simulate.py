@@ -127,6 +127,7 @@ class _Pool(Children, EventChildren):
         self.wnext = [-1] * size  # request the thread's kept-alive connection waits for
         self.wka = [0] * size  # requests served on the thread's current connection
         self.slot_child = [-1] * self.sl
+        self.live: list[int] = []  # children holding a slot, in slot order
         # per child
         self.cslot: list[int] = []
         self.cquiesce: list[int] = []
@@ -194,7 +195,7 @@ class _Pool(Children, EventChildren):
     def _connect(self, i: int) -> None:
         """Request i opens a new connection."""
         if self.event:
-            for c in self._live():
+            for c in self.live:
                 if self.cready[c] and not self.cquiesce[c] and self._may_accept(c):
                     w = self.cidle[c].pop()
                     self._busy()
@@ -209,16 +210,13 @@ class _Pool(Children, EventChildren):
         if len(self.backlog) < self.capacity:
             self.backlog.append(i)
             if self.event:
-                for c in self._live():
+                for c in self.live:
                     self._want_probe(c)
             return
         self.refused[i] = 1
         self._departs()
         if self.nxt[i] >= 0:
             self._fresh(self.nxt[i])
-
-    def _live(self) -> list[int]:
-        return [c for c in self.slot_child if c >= 0]
 
     def _busy(self) -> None:
         self.nbusy += 1
