@@ -4,8 +4,9 @@ A child is a number in fork order (pid = number + 1) holding a scoreboard slot; 
 positions slot x ThreadLimit + t whose status bytes are what the maintenance policy reads. A
 forked child's threads are `S` until `startup` has passed, then `_`. A graceful stop ends idle
 threads at once and kept-alive connections (their next request reconnects) and lets busy
-threads finish; worker may fork a new child into a slot whose old threads still finish, and
-each passes to the new child as it ends.
+threads finish; the slot is free when the last one has. Like mpmd's parent (parent.py), the
+simulation forks only into slots with no process, even where worker's policy offers the slot
+of a child still finishing.
 
 A mixin of simulate._Pool, which owns the state and the clock.
 """
@@ -40,10 +41,9 @@ class Children:
         self.slot_child[slot] = c
         base = slot * self.tl
         for w in range(base, base + self.tpc):
-            if self.st[w] == DEAD:  # a finishing thread of an old child passes on later
-                self.st[w] = STARTING
-                self.owner[w] = c
-                self.calive[c] += 1
+            self.st[w] = STARTING
+            self.owner[w] = c
+        self.calive[c] = self.tpc
         self.live = [c for c in self.slot_child if c >= 0]
         self.nproc += 1
         self.peak_proc = max(self.peak_proc, self.nproc)
@@ -73,25 +73,16 @@ class Children:
     def _exit(self, c: int) -> None:
         self.cquiesce[c] = 1
         slot = self.cslot[c]
-        if self.slot_child[slot] == c:
-            self.slot_child[slot] = -1
-            self.live = [c for c in self.slot_child if c >= 0]
+        self.slot_child[slot] = -1
+        self.live = [c for c in self.slot_child if c >= 0]
         self.nproc -= 1
         self.procs_dirty = True
 
     def _thread_exits(self, c: int, w: int) -> None:
-        """A thread of a stopping child ends; a newer child in the slot takes the position."""
+        """A thread of a stopping child ends; the child exits with its last one."""
         self.st[w] = DEAD
         self.owner[w] = -1
         self.calive[c] -= 1
-        newer = self.slot_child[self.cslot[c]]
-        if newer != c and newer >= 0 and not self.cquiesce[newer]:
-            self.owner[w] = newer
-            self.calive[newer] += 1
-            self.st[w] = STARTING
-            if self.cready[newer]:
-                self._idle(newer, w)
-                self._drain(newer)
         if self.calive[c] == 0 and not self.cconns[c]:
             self._exit(c)
 
@@ -119,8 +110,6 @@ class Children:
             self.cidle[c].clear()
         base = self.cslot[c] * self.tl
         for w in range(base, base + self.tpc):
-            if self.owner[w] != c:
-                continue
             state = self.st[w]
             if state == KEEPALIVE:
                 self.tok[w] += 1

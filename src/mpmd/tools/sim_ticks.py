@@ -99,7 +99,8 @@ class Ticker:
         if decision.retire is not None and pool.slot_child[decision.retire] >= 0:
             pool._stop(pool.slot_child[decision.retire])
         for slot in decision.spawn_slots:
-            pool._spawn(slot, ready=False)
+            if pool.slot_child[slot] < 0:  # as parent.py: never into a slot still in use
+                pool._spawn(slot, ready=False)
 
     def _accepting_flags(self) -> tuple[int, ...]:
         """event: each slot's not_accepting as the child's loop last set it (a child that has
