@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from mpmd.mpm.scoreboard import DEAD, KEEPALIVE, READY, STARTING
+from mpmd.mpm.scoreboard import DEAD, READY, STARTING
 
 CHILD_READY = 3  # heap event kind, after simulate.py's DONE, KA_NEXT, KA_TIMEOUT
 
@@ -38,6 +38,7 @@ class Children:
         self.cparked.append({})
         self.cprobe.append(0.0)
         self.cprobing.append(False)
+        self.csat.append(-1.0)
         self.slot_child[slot] = c
         base = slot * self.tl
         for w in range(base, base + self.tpc):
@@ -67,6 +68,7 @@ class Children:
         self.st[w] = READY
         if self.event:
             self.cidle[c].append(w)
+            self.csat[c] = -1.0
         else:
             self.idle_stack.append(w)
 
@@ -83,12 +85,13 @@ class Children:
         self.st[w] = DEAD
         self.owner[w] = -1
         self.calive[c] -= 1
-        if self.calive[c] == 0 and not self.cconns[c]:
+        if self.calive[c] == 0:
             self._exit(c)
 
     def _stop(self, c: int) -> None:
-        """Graceful stop: idle threads end now, kept-alive connections close, busy threads
-        finish their request."""
+        """Graceful stop (a retirement, MaxConnectionsPerChild): idle threads end now; busy
+        ones finish, and one holding a kept-alive connection keeps the promise as mpmd's
+        connection.py does (the next request is answered, with close) or times out."""
         if self.prefork:
             if self.st[self.cslot[c]] in (READY, STARTING):
                 self.st[self.cslot[c]] = DEAD
@@ -99,23 +102,11 @@ class Children:
             return
         self.cquiesce[c] = 1
         self.procs_dirty = True
-        if self.event:
-            parked = self.cparked[c]
-            self.cconns[c] -= len(parked)
-            self.nconns -= len(parked)
-            for nxt, _served in parked.values():
-                if nxt >= 0:
-                    self._fresh(nxt)
-            parked.clear()
-            self.cidle[c].clear()
+        if self.event:  # parked connections stay to their timeout (sim_event.py)
+            if not self.cconns[c]:
+                self._event_exit(c)
+            return
         base = self.cslot[c] * self.tl
         for w in range(base, base + self.tpc):
-            state = self.st[w]
-            if state == KEEPALIVE:
-                self.tok[w] += 1
-                if self.wnext[w] >= 0:
-                    self._fresh(self.wnext[w])
-                self.nbusy -= 1
-                self._thread_exits(c, w)
-            elif state in (READY, STARTING):
+            if self.st[w] in (READY, STARTING):
                 self._thread_exits(c, w)

@@ -1,7 +1,10 @@
 """The event MPM's side of the simulated pool: parked connections and the accept rule.
 
 A kept-alive connection of an event child holds no thread: it is parked until its next request
-or KeepAliveTimeout, and still counts toward the child's connection cap. Whether a child
+or KeepAliveTimeout, and still counts toward the child's connection cap. Once every thread of
+the child has been busy for BUSY_GRACE_SECONDS, every parked connection closes (Apache's
+"kill'em all", as mpmd's loop does it). A stopping child keeps its parked connections to their
+timeout and answers a request on one (with close), then exits with its last connection. Whether a child
 accepts is event_limit.py's connections_above_limit(), the function the server's loop calls,
 with its hysteresis (a child that stopped accepting counts one idle thread less). mpmd goes
 beyond Apache when a child is full only because of parked connections: every
@@ -13,11 +16,12 @@ A mixin of simulate._Pool, which owns the state; this module holds only event's 
 
 from __future__ import annotations
 
-from mpmd.mpm.event_accept import ACCEPT_BATCH, REUSE_PROBE_SECONDS
+from mpmd.mpm.event_accept import ACCEPT_BATCH, BUSY_GRACE_SECONDS, REUSE_PROBE_SECONDS
 from mpmd.mpm.event_limit import connections_above_limit, connections_over_limit
+from mpmd.mpm.scoreboard import DEAD
 
-# heap event kinds, after simulate.py's four
-PARK_NEXT, PARK_TIMEOUT, PROBE = 4, 5, 6
+# heap event kinds, after simulate.py's and sim_children.py's
+PARK_NEXT, PARK_TIMEOUT, PROBE, KILL = 4, 5, 6, 7
 
 
 class EventChildren:
@@ -40,10 +44,8 @@ class EventChildren:
         if entry is None:
             return  # closed meanwhile
         j, served = entry
-        idle = self.cidle[c]
-        if idle:
-            w = idle.pop()
-            self._busy()
+        if self.cidle[c]:
+            w = self._take_thread(c)
             self.wka[w] = served
             self._begin(w, j)
         else:
@@ -51,21 +53,64 @@ class EventChildren:
             self.nqueued += 1
 
     def _park_timeout(self, c: int, token: int) -> None:
-        if self.cparked[c].pop(token, None) is None:
-            return
+        if self._close_parked(c, token):
+            self._drain(c)
+
+    def _park(self, c: int, j: int, served: int, until: float, kind: int) -> int:
+        """Park a kept-alive connection until request j (or its timeout); returns its token."""
+        self.ptoken += 1
+        self.cparked[c][self.ptoken] = (j, served)
+        self._push(until, kind, c, self.ptoken)
+        self._want_probe(c)
+        return self.ptoken
+
+    def _close_parked(self, c: int, token: int) -> bool:
+        """Close a parked connection (its next request reconnects); False if it was gone."""
+        entry = self.cparked[c].pop(token, None)
+        if entry is None:
+            return False
         self.cconns[c] -= 1
         self.nconns -= 1
-        self._drain(c)
+        if entry[0] >= 0:
+            self._fresh(entry[0])
+        if self.cquiesce[c] and not self.cconns[c]:
+            self._event_exit(c)
+        return True
 
     def _close_oldest(self, c: int, count: int) -> None:
-        """Close the `count` connections parked the longest; their next requests reconnect."""
+        """Close the `count` connections parked the longest."""
         parked = self.cparked[c]
         for _ in range(min(count, len(parked))):
-            j, _served = parked.pop(next(iter(parked)))
-            self.cconns[c] -= 1
-            self.nconns -= 1
-            if j >= 0:
-                self._fresh(j)
+            self._close_parked(c, next(iter(parked)))
+
+    def _take_thread(self, c: int) -> int:
+        """An idle thread of child c gets work; the last one starts the busy clock."""
+        idle = self.cidle[c]
+        w = idle.pop()
+        self._busy()
+        if not idle:
+            self.csat[c] = self.now
+            self._push(self.now + BUSY_GRACE_SECONDS, KILL, c, self.now)
+        return w
+
+    def _kill_all(self, c: int, since: float) -> None:
+        """Every thread still busy since `since`: close every parked connection."""
+        if self.csat[c] == since:
+            self._close_oldest(c, len(self.cparked[c]))
+
+    def _kill_if_busy(self, c: int, token: int) -> None:
+        """A connection parked while the threads stay busy past the grace closes at once."""
+        since = self.csat[c]
+        if since >= 0 and self.now - since >= BUSY_GRACE_SECONDS:
+            self._close_parked(c, token)
+
+    def _event_exit(self, c: int) -> None:
+        """The stopping child's last connection is gone: its threads end, it exits."""
+        base = self.cslot[c] * self.tl
+        self.st[base : base + self.tpc] = bytes([DEAD]) * self.tpc
+        self.cidle[c].clear()
+        self.calive[c] = 0
+        self._exit(c)
 
     def _want_probe(self, c: int) -> None:
         """Schedule child c's next look at the backlog if it is full with parked connections."""
@@ -101,12 +146,12 @@ class EventChildren:
             self.cconns[c] += 1
             self.nconns += 1
             # counted as the loop counts it: the new connection's request is not read yet
-            idle = self.cidle[c]
-            over = connections_over_limit(self.cconns[c], 0, len(idle), self.tpc, self.factor)
+            over = connections_over_limit(
+                self.cconns[c], 0, len(self.cidle[c]), self.tpc, self.factor
+            )
             self._close_oldest(c, over)
-            if idle:
-                w = idle.pop()
-                self._busy()
+            if self.cidle[c]:
+                w = self._take_thread(c)
                 self.wka[w] = 0
                 self._begin(w, i)
             else:

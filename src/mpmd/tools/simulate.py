@@ -19,14 +19,14 @@ The model, per MPM (reference 1.2-1.4):
   request waits for a thread of that child; a child over its cap accepts nothing.
 * MaxKeepAliveRequests closes a connection after that many requests; a later request on it
   reconnects. MaxConnectionsPerChild stops a child after that many accepted connections
-  (prefork: after the connection; worker and event: gracefully, closing kept-alive ones).
-* Retired (worker, event) children finish in-flight requests, close kept-alive connections,
-  and free their slot when the last thread exits; worker may fork into a slot whose old
-  threads are still finishing, and each one passes to the new child as it ends.
-* mpmd's event goes beyond Apache: a child full only because of parked connections takes
-  clients from the backlog every 0.1 s and closes its oldest parked ones (sim_event.py).
-Not modelled: lingering close, write completion, slow clients (service time includes sending),
-event's "kill'em all" (closing every parked connection once all threads stayed busy).
+  (prefork after serving that connection to its end, the others gracefully as below).
+* A stopping child (retired, or at MaxConnectionsPerChild) accepts nothing more; it answers
+  requests already on its connections, with close, and frees its slot once they are done.
+* event as mpmd's loop runs it (sim_event.py): every parked connection closes once all the
+  child's threads have been busy for 0.1 s ("kill'em all"); a child full only because of
+  parked connections takes clients from the backlog every 0.1 s, closing its oldest parked
+  ones; a stopping child keeps parked connections to their timeout and answers them.
+Not modelled: lingering close, write completion, slow clients (service time includes sending).
 """
 
 from __future__ import annotations
@@ -142,6 +142,7 @@ class _Pool(Children, EventChildren):
         self.cparked: list[dict[int, tuple[int, int]]] = []  # event: token -> (next, served)
         self.cprobe: list[float] = []  # event: when a full child next looks at the backlog
         self.cprobing: list[bool] = []  # event: that look is scheduled
+        self.csat: list[float] = []  # event: since when every thread is busy, -1 = not
         self.idle_stack: list[int] = []  # prefork / worker: idle threads (checked when popped)
         self.backlog: deque[int] = deque()
         self.heap: list[tuple] = []
@@ -197,9 +198,7 @@ class _Pool(Children, EventChildren):
         if self.event:
             for c in self.live:
                 if self.cready[c] and not self.cquiesce[c] and self._may_accept(c):
-                    w = self.cidle[c].pop()
-                    self._busy()
-                    self._accept(c, w, i)
+                    self._accept(c, self._take_thread(c), i)
                     return
         else:
             w = self._take_idle()
@@ -230,9 +229,7 @@ class _Pool(Children, EventChildren):
             return
         if self.event:
             while backlog and self.cready[c] and not self.cquiesce[c] and self._may_accept(c):
-                w = self.cidle[c].pop()
-                self._busy()
-                self._accept(c, w, backlog.popleft())
+                self._accept(c, self._take_thread(c), backlog.popleft())
             return
         while backlog:
             w = self._take_idle()
@@ -281,40 +278,38 @@ class _Pool(Children, EventChildren):
             and (not self.maxka or self.wka[w] < self.maxka)
             and not self.cquiesce[c]
         )
+        token = 0
         if keep and j >= 0 and self.arr[j] <= now + self.kat:
             self.link[j] = 2
             if self.arr[j] <= now:
                 self._begin(w, j)
                 return
             if not self.event:
-                self.st[w] = KEEPALIVE
-                self.tok[w] += 1
-                self.wnext[w] = j
-                self._push(self.arr[j], _KA_NEXT, w, self.tok[w])
+                self._hold(w, j, self.arr[j], _KA_NEXT)
                 return
-            self.ptoken += 1
-            self.cparked[c][self.ptoken] = (j, self.wka[w])
-            self._push(self.arr[j], PARK_NEXT, c, self.ptoken)
-            self._want_probe(c)
+            token = self._park(c, j, self.wka[w], self.arr[j], PARK_NEXT)
         elif keep:
             if j >= 0:
                 self.link[j] = 3  # it comes after KeepAliveTimeout: a new connection
             if not self.event:
-                self.st[w] = KEEPALIVE
-                self.tok[w] += 1
-                self.wnext[w] = -1
-                self._push(now + self.kat, _KA_TIMEOUT, w, self.tok[w])
+                self._hold(w, -1, now + self.kat, _KA_TIMEOUT)
                 return
-            self.ptoken += 1
-            self.cparked[c][self.ptoken] = (-1, 0)
-            self._push(now + self.kat, PARK_TIMEOUT, c, self.ptoken)
-            self._want_probe(c)
+            token = self._park(c, -1, 0, now + self.kat, PARK_TIMEOUT)
         elif self.event:
             self.cconns[c] -= 1
             self.nconns -= 1
         self._free(c, w)
+        if token:
+            self._kill_if_busy(c, token)
         if not keep and j >= 0:
             self._fresh(j)
+
+    def _hold(self, w: int, j: int, until: float, kind: int) -> None:
+        """prefork, worker: the thread keeps the connection (K) for request j or a timeout."""
+        self.st[w] = KEEPALIVE
+        self.tok[w] += 1
+        self.wnext[w] = j
+        self._push(until, kind, w, self.tok[w])
 
     def _free(self, c: int, w: int) -> None:
         """Thread w of child c has no connection any more."""
@@ -327,11 +322,11 @@ class _Pool(Children, EventChildren):
                 self._begin(w, j)
                 return
             self.nbusy -= 1
-            if self.cquiesce[c]:
-                self._thread_exits(c, w)
-                return
             self._idle(c, w)
-            self._drain(c)
+            if not self.cquiesce[c]:
+                self._drain(c)
+            elif not self.cconns[c]:
+                self._event_exit(c)
             return
         if self.cquiesce[c] or self.clast[c]:
             self.nbusy -= 1
@@ -397,6 +392,8 @@ class _Pool(Children, EventChildren):
                     self._park_timeout(a, b)
                 elif kind == PROBE:
                     self._probe(a)
+                else:
+                    self._kill_all(a, b)
             else:
                 self.now = next_tick
                 ticker.tick()
