@@ -290,3 +290,28 @@ def test_results_keep_the_callers_order() -> None:
     trace = [Request(2.0, 0.5), Request(1.0, 0.25)]
     result = run(trace, SimSettings(prefork(1), keep_alive=False))
     assert list(result.latency) == [0.5, 0.25]
+
+
+def test_event_closes_parked_connections_when_every_thread_stays_busy() -> None:
+    """Two parked connections, then 4 long requests take every thread: after
+    BUSY_GRACE_SECONDS the child closes both ("kill'em all"); their next requests reconnect."""
+    trace = kept_connections(2, gap=5.0) + [Request(0.5 + k * 1e-3, 2.0) for k in range(4)]
+    result = run(trace, SimSettings(one_child(), keep_alive_timeout=10.0))
+    assert list(result.series.connections)[:2] == [4, 4]  # the 4 busy ones only
+    assert result.summary.refused == 0 and result.summary.waited == 0
+
+
+def test_stopping_event_child_answers_its_parked_connection() -> None:
+    """MaxConnectionsPerChild 2: the child stops after its second connection but keeps the
+    first, parked, until its next request (at 2.5 s); a new child serves in the meantime."""
+    mpm = one_child(max_connections_per_child=2, server_limit=2, max_request_workers=8)
+    trace = [
+        Request(0.1, 0.001, 1, True),
+        Request(0.2, 0.001, 2, False),
+        Request(2.5, 0.001, 1, False),
+        Request(3.5, 0.001),
+    ]
+    result = run(trace, SimSettings(mpm, keep_alive_timeout=10.0))
+    # the stopping child and its successor, until the parked connection's request is answered
+    assert list(result.series.processes) == [1, 2, 1]
+    assert result.summary.forked == 1 and result.summary.waited == 0
