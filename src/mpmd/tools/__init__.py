@@ -1,0 +1,1 @@
+"""mpmctl's offline tools: log analysis, the capacity planner, the tuning advisor."""
