@@ -281,8 +281,9 @@ class LogParser:
     `service_unit` (seconds per logged unit: 1e-6 for %D, 1.0 for %T; None without one).
     """
 
-    def __init__(self, fmt: str, fields: Iterable[str] = FIELDS) -> None:
+    def __init__(self, fmt: str, fields: Iterable[str] = FIELDS, origin: str = "given") -> None:
         self.format = fmt
+        self.origin = origin  # where the format came from, for reports ("detected", …)
         try:
             self.parts = split_format(fmt)
         except ValueError as err:
