@@ -344,9 +344,8 @@ class LogParser:
 
     def why(self, line: str) -> str:
         """Why `line` does not parse: how far it matched and what was expected there."""
+        cut = "" if line.endswith("\n") else ", no newline at the end"  # a write cut short
         line = line.rstrip("\r\n")
-        if not line.strip():
-            return "empty line"
         matched, failed, last = 0, len(self._pieces), "the start"
         for k, (_, label) in enumerate(self._pieces):
             prefix = self._prefixes.get(k)
@@ -361,12 +360,12 @@ class LogParser:
             if label.startswith("%"):
                 last = label
         if failed == len(self._pieces) and self.regex.match(line):
-            return "a value out of range"
+            return "a value out of range" + cut
         if matched >= len(line):
-            return f"truncated after {last}"
+            return f"truncated after {last}{cut}"
         label = self._pieces[failed][1] if failed < len(self._pieces) else "the end of the line"
         what = label if label[0] in "%t" else f"{label} after {last}"
-        return f"expected {what} at column {matched + 1}: {line[matched : matched + 24]!r}"
+        return f"expected {what} at column {matched + 1}: {line[matched : matched + 24]!r}{cut}"
 
     def parse_lines(self, lines: Iterable[str], first_line: int = 1) -> ParseResult:
         """Parse an iterable of lines (newlines kept or not); bad lines are counted, kept
