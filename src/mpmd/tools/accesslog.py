@@ -209,7 +209,7 @@ class _Source:
 
     group: int
     expr: str
-    rank: int
+    rank: float
     unit: float = 1.0  # service time: seconds per logged unit
     extra: tuple[int, ...] = ()  # more groups the expression reads (a time's fraction)
 
@@ -221,6 +221,8 @@ def _sources(parts: Sequence[str | Item]) -> tuple[dict[str, _Source], bool]:
     fraction: tuple[int, float] | None = None
 
     def offer(name: str, source: _Source) -> bool:
+        if item.statuses:  # logged for some statuses only: any other item is better
+            source.rank -= 0.5
         if name in found and found[name].rank >= source.rank:
             return False
         found[name] = source
