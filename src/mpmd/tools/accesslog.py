@@ -124,10 +124,9 @@ _paths: dict[str, str | None] = {}
 def request_path(request_line: str) -> str | None:
     """`GET /a/b?q=1 HTTP/1.1` -> `/a/b` (an absolute-form target's path too); None for a line
     that is not a request (`-`, a TLS handshake on a plain port)."""
-    try:
-        return _paths[request_line]
-    except KeyError:
-        pass
+    path = _paths.get(request_line, "")
+    if path != "":
+        return path
     words = request_line.split(" ")
     path = None
     if len(words) >= 2 and words[0].isalpha():
@@ -240,7 +239,7 @@ def _sources(parts: Sequence[str | Item]) -> tuple[dict[str, _Source], bool]:
             elif arg in _ABSOLUTE:
                 scale = _ABSOLUTE[arg]
                 exact = scale != 1
-                expr = f"int({g}) * {scale!r}" if exact else f"float({g})"
+                expr = f"int({g}) / {round(1 / scale)}" if exact else f"float({g})"
                 if offer("time", _Source(n, expr, 3 if exact else 1)):
                     end_time = is_end
             else:
@@ -270,8 +269,8 @@ def _sources(parts: Sequence[str | Item]) -> tuple[dict[str, _Source], bool]:
     time_source = found.get("time")
     if fraction is not None and time_source is not None and time_source.rank < 2:
         index, scale = fraction
-        found["time"] = _Source(time_source.group, f"({time_source.expr} + int(g{index}) * "
-                                f"{scale!r})", 2, extra=(index,))  # fmt: skip
+        found["time"] = _Source(time_source.group, f"({time_source.expr} + int(g{index}) / "
+                                f"{round(1 / scale)})", 2, extra=(index,))  # fmt: skip
     return found, end_time
 
 
@@ -371,11 +370,19 @@ class LogParser:
         what = label if label[0] in "%t" else f"{label} after {last}"
         return f"expected {what} at column {matched + 1}: {line[matched : matched + 24]!r}{cut}"
 
-    def parse_lines(self, lines: Iterable[str], first_line: int = 1) -> ParseResult:
-        """Parse an iterable of lines (newlines kept or not); bad lines are counted, kept
-        with their line numbers (the first MAX_REPORTED) and skipped."""
+    def parse_lines(
+        self,
+        lines: Iterable[str],
+        first_line: int = 1,
+        sink: Callable[[AccessRecord], object] | None = None,
+    ) -> ParseResult:
+        """Parse an iterable of lines (newlines kept or not) into `result.records`, or into
+        `sink(record)` one by one (records then are not kept: a summary of a huge log needs no
+        list of it). Bad lines are counted, kept with their line numbers (the first
+        MAX_REPORTED) and skipped."""
         result = ParseResult(self)
-        result.lines = self._parse_all(lines, first_line, result.records.append, result._bad)
+        append = result.records.append if sink is None else sink
+        result.lines = self._parse_all(lines, first_line, append, result._bad)
         return result
 
 
@@ -451,7 +458,10 @@ def open_log(path: str):
     return open(path, encoding="latin-1", newline="")
 
 
-def read_access_log(path: str, parser: LogParser) -> ParseResult:
-    """Parse a whole access log file with `parser` (see tools/logformats.py to choose one)."""
+def read_access_log(
+    path: str, parser: LogParser, sink: Callable[[AccessRecord], object] | None = None
+) -> ParseResult:
+    """Parse a whole access log file with `parser` (tools/logformats.py chooses one); see
+    LogParser.parse_lines for `sink`."""
     with open_log(path) as lines:
-        return parser.parse_lines(lines)
+        return parser.parse_lines(lines, sink=sink)

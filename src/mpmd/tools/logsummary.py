@@ -15,7 +15,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from mpmd.tools.accesslog import AccessRecord, LogParser, open_log
+from mpmd.tools.accesslog import AccessRecord, LogParser, open_log, read_access_log
 from mpmd.tools.errorlog import (
     PATTERNS,
     ErrorEvent,
@@ -100,7 +100,7 @@ def summarise(
 
     Raises LogFormatError when an access log's format cannot be found."""
     summary = Summary()
-    records: list[AccessRecord] = []
+    totals = _Totals()
     for path in paths:
         head = sample(path)
         if looks_like_error_log(head):
@@ -111,56 +111,75 @@ def summarise(
             continue
         fmt, origin = resolve_format(log_format, config=config, access_log=path, lines=head)
         parser = LogParser(fmt, origin=origin)
-        with open_log(path) as lines:
-            result = parser.parse_lines(lines)
-        records.extend(result.records)
+        result = read_access_log(path, parser, sink=totals.add)
         summary.access_files.append(
             AccessFile(path, parser, result.lines, result.skipped, result.skipped_summary())
         )
-    _access_figures(summary, records, bucket)
+    totals.into(summary, bucket)
     _error_figures(summary)
     return summary
 
 
-def _access_figures(summary: Summary, records: list[AccessRecord], bucket: int | None) -> None:
-    summary.requests = len(records)
-    summary.bytes = sum(r.bytes or 0 for r in records)
-    times = [r.time for r in records if r.time is not None]
-    available = set().union(*(f.parser.available for f in summary.access_files))
-    for name in ("time", "service", "status", "client", "path", "user_agent"):
-        if summary.access_files and name not in available:
-            summary.notes.append(_advice(summary.access_files[0].parser, name))
-    if times:
-        summary.first, summary.last = min(times), max(times)
-        summary.bucket = bucket or choose_bucket(summary.last - summary.first)
-        counts: Counter[int] = Counter()
-        sent: Counter[int] = Counter()
-        size = summary.bucket
-        for r in records:
-            if r.time is not None:
-                key = int(r.time // size)
-                counts[key] += 1
-                sent[key] += r.bytes or 0
-        first, last = int(summary.first // size), int(summary.last // size)
-        summary.timeline = [(k * size, counts[k], sent[k]) for k in range(first, last + 1)]
-    summary.statuses = Counter(r.status for r in records if r.status is not None)
-    by_path: defaultdict[str, list[float]] = defaultdict(list)
-    for r in records:
+class _Totals:
+    """What the access summary needs, gathered record by record (a log is never held whole):
+    per-second counts, so the bucket can be chosen once the span is known."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.per_second: Counter[int] = Counter()
+        self.sent_per_second: Counter[int] = Counter()
+        self.untimed_bytes = 0
+        self.statuses: Counter[int] = Counter()
+        self.services: defaultdict[str, list[float]] = defaultdict(list)
+        self.clients: Counter[str] = Counter()
+        self.agents: Counter[str] = Counter()
+
+    def add(self, r: AccessRecord) -> None:
+        self.requests += 1
+        size = r.bytes or 0
+        if r.time is not None:
+            second = int(r.time)
+            self.per_second[second] += 1
+            self.sent_per_second[second] += size
+        else:
+            self.untimed_bytes += size
+        if r.status is not None:
+            self.statuses[r.status] += 1
         if r.service is not None and r.path is not None:
-            by_path[r.path].append(r.service)
-    slowest = []
-    for path, values in by_path.items():
-        values.sort()
-        slowest.append(UrlTimes(path, len(values), percentile(values, 50), percentile(values, 95),
-                                values[-1]))  # fmt: skip
-    slowest.sort(key=lambda u: (-u.p95, -u.max, u.path))
-    summary.slowest = slowest[:TOP]
-    summary.clients = Counter(r.client for r in records if r.client).most_common(TOP)
-    summary.agents = Counter(r.user_agent for r in records if r.user_agent).most_common(TOP)
+            self.services[r.path].append(r.service)
+        if r.client:
+            self.clients[r.client] += 1
+        if r.user_agent:
+            self.agents[r.user_agent] += 1
 
-
-def _advice(parser: LogParser, name: str) -> str:
-    return parser.missing([name])[0]
+    def into(self, summary: Summary, bucket: int | None) -> None:
+        summary.requests = self.requests
+        summary.bytes = self.untimed_bytes + sum(self.sent_per_second.values())
+        available = set().union(*(f.parser.available for f in summary.access_files))
+        for name in ("time", "service", "status", "client", "path", "user_agent"):
+            if summary.access_files and name not in available:
+                summary.notes.append(summary.access_files[0].parser.missing([name])[0])
+        if self.per_second:
+            first, last = min(self.per_second), max(self.per_second)
+            summary.first, summary.last = float(first), float(last)
+            size = summary.bucket = bucket or choose_bucket(last - first)
+            counts: Counter[int] = Counter()
+            sent: Counter[int] = Counter()
+            for second, n in self.per_second.items():
+                counts[second // size] += n
+                sent[second // size] += self.sent_per_second[second]
+            keys = range(first // size, last // size + 1)
+            summary.timeline = [(k * size, counts[k], sent[k]) for k in keys]
+        summary.statuses = self.statuses
+        slowest = []
+        for path, values in self.services.items():
+            values.sort()
+            slowest.append(UrlTimes(path, len(values), percentile(values, 50),
+                                    percentile(values, 95), values[-1]))  # fmt: skip
+        slowest.sort(key=lambda u: (-u.p95, -u.max, u.path))
+        summary.slowest = slowest[:TOP]
+        summary.clients = self.clients.most_common(TOP)
+        summary.agents = self.agents.most_common(TOP)
 
 
 def _error_figures(summary: Summary) -> None:
