@@ -195,6 +195,8 @@ def _item_pattern(item: Item, quoted: bool) -> tuple[str, Callable[[str], float]
         pattern = _NUMBER if item.arg.lower() in _T_UNITS else _ANY
     elif code in _PATTERNS:
         pattern = _PATTERNS[code]
+    elif code == "U" and not quoted:  # often right before %q: the path stops at `?` or a space
+        pattern = r"([^?\s]*)"
     else:
         pattern = _QUOTED if quoted else _ANY
     if item.statuses and not pattern.startswith("(-|"):

@@ -103,6 +103,9 @@ def summarise(
     totals = _Totals()
     for path in paths:
         head = sample(path)
+        if not any(line.strip() for line in head):
+            summary.notes.append(f"{path} is empty")
+            continue
         if looks_like_error_log(head):
             with open_log(path) as lines:
                 events, other = read_error_log(lines)
