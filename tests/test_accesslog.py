@@ -169,7 +169,7 @@ def test_bad_lines_are_counted_and_reported_with_their_line_numbers():
     reasons = dict(result.skipped_lines)
     assert sorted(reasons) == [2, 3, 6, 7, 8]
     assert reasons[2] == "truncated after %r"
-    assert reasons[6].startswith("expected %s at column")
+    assert reasons[6].startswith("expected ' ' after %s at column 75: 'x0 ")  # `2` was %s
     assert reasons[7].startswith("expected %t at column")
     assert reasons[8].endswith("no newline at the end")
     summary = result.skipped_summary()

@@ -155,8 +155,10 @@ def test_text_report(tmp_path):
     for heading in ("Requests over time (per minute)", "Status", "Slowest URLs (service time, ms)",
                     "Top clients", "Top user agents"):  # fmt: skip
         assert f"\n{heading}\n" in text
-    assert "  /slow        100  149.0  194.0  199.0" in text
-    assert "  2xx     350  87.5%" in text.replace("status  requests  share", "")
+    assert (
+        "\n  path   requests    p50    p95    max\n  /slow       100  149.0  194.0  199.0\n" in text
+    )
+    assert "\n  2xx          350  87.5%\n    200        350  87.5%\n" in text
     assert "1 line skipped: line 101 (" in text
 
 

@@ -16,19 +16,21 @@ from collections.abc import Iterable, Sequence
 from mpmd.logs.logformat import COMBINED, COMMON, NICKNAMES
 from mpmd.tools.accesslog import FIELDS, LogFormatError, LogParser, open_log
 
-# Tried in order when detecting; a longer format comes before its prefix, as a line of the
-# longer one never matches the shorter (the regex is anchored at the end of the line).
+# Tried in order when detecting; the most matches wins, a tie goes to the earlier. A longer
+# format comes before its prefix (the regex is anchored at the end of the line, so a line of
+# the longer never matches the shorter), and the vhost forms first: %u may hold spaces, so
+# `%h %l %u` also matches `%v %h %l %u` lines.
 CANDIDATES = (
+    NICKNAMES["vhost_combined"] + " %D",
+    NICKNAMES["vhost_combined"],
+    "%v " + COMBINED,
+    "%v " + COMMON,
     COMBINED + " %D %k",
     COMBINED + " %D",
     COMBINED + " %T/%D",  # the "Apache performance" blog favourite
     COMBINED,
     COMMON + " %D",
     COMMON,
-    NICKNAMES["vhost_combined"] + " %D",
-    NICKNAMES["vhost_combined"],
-    "%v " + COMBINED,
-    "%v " + COMMON,
 )
 SAMPLE_LINES = 50
 
