@@ -36,7 +36,7 @@ def write_log(path: str, count: int, seed: int = 12) -> None:
              for n in range(2000)]  # fmt: skip
     agents = [f"Mozilla/5.0 (X11; Linux x86_64; rv:{100 + n}.0) Gecko/20100101 Firefox/{100 + n}.0"
               for n in range(40)]  # fmt: skip
-    start = 1_795_665_600  # 2026-11-26 00:00 UTC
+    start = 1_795_665_600  # 2026-11-26 04:00 UTC
     stamps: dict[int, str] = {}
     with open(path, "w", encoding="latin-1") as out:
         when = float(start)
