@@ -12,6 +12,7 @@ import http.client
 import os
 import socket
 import threading
+import weakref
 from pathlib import Path
 
 import pytest
@@ -64,8 +65,32 @@ def threads_idle(board: Scoreboard, pid: int) -> bool:
     return bool(threads) and all(w.status == READY for w in threads)
 
 
+class _KeptReader:
+    """A socket's one buffered reader, lent to each HTTPResponse read from it: responses that
+    arrive together (pipelined) stay buffered for the next one, where a reader per response
+    would swallow them."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._file = sock.makefile("rb")
+
+    def makefile(self, *args) -> _KeptReader:
+        return self
+
+    def close(self) -> None:  # HTTPResponse closes its reader after each body
+        pass
+
+    def __getattr__(self, name: str):
+        return getattr(self._file, name)
+
+
+_READERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def read_response(sock: socket.socket) -> http.client.HTTPResponse:
-    response = http.client.HTTPResponse(sock)
+    reader = _READERS.get(sock)
+    if reader is None:
+        reader = _READERS[sock] = _KeptReader(sock)
+    response = http.client.HTTPResponse(reader)  # type: ignore[arg-type]
     response.begin()
     return response
 
