@@ -59,6 +59,8 @@ def the_child(server: Server) -> int:
 
 
 def threads_idle(board: Scoreboard, pid: int) -> bool:
+    """Every worker thread of `pid` READY. Waited for (bounded), not asserted at once: the
+    thread that answered the readiness probe marks itself READY just after its response."""
     from mpmd.mpm.scoreboard import READY
 
     threads = [w for w in board.snapshot().workers() if w.pid == pid]
@@ -121,7 +123,7 @@ def test_held_requests_hold_no_thread(tmp_path):
                 for index, sock in enumerate(clients):
                     sock.sendall(f"GET /app/{index} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
                 wait_for(lambda: len(arrived) == 20)
-                assert threads_idle(board, child)
+                wait_for(lambda: threads_idle(board, child), timeout=5)
                 gate.set()
                 for sock in clients:
                     response = read_response(sock)
@@ -298,7 +300,8 @@ def test_a_streamed_upload_holds_no_thread(tmp_path):
                 except BlockingIOError:
                     break
             arrived.wait(10)
-            assert view and threads_idle(board, child)
+            assert view  # the proxy stopped reading the client
+            wait_for(lambda: threads_idle(board, child), timeout=5)  # (the probe's thread)
             gate.set()
             sock.setblocking(True)
             sock.sendall(view)
@@ -350,7 +353,7 @@ def test_websocket_tunnel_in_the_loop(tmp_path):
                 while len(got) < 5:
                     got += sock.recv(5 - len(got))
                 assert got == b"hello"
-                assert threads_idle(board, child)
+                wait_for(lambda: threads_idle(board, child), timeout=5)
                 payload = os.urandom(1 << 20) * 8
                 sender = threading.Thread(target=sock.sendall, args=(payload,))
                 sender.start()
@@ -361,7 +364,7 @@ def test_websocket_tunnel_in_the_loop(tmp_path):
                     echoed += data
                 sender.join()
                 assert echoed == payload
-                assert threads_idle(board, child)
+                wait_for(lambda: threads_idle(board, child), timeout=5)
             finally:
                 board.close()
                 sock.close()
