@@ -121,7 +121,7 @@ class Proxied:
     # -- choosing and connecting ----------------------------------------------------------------
 
     def next_member(self, now: float) -> None:
-        """handler.py's __call__ loop, one iteration: choose, count, connect."""
+        """handler.py's __call__ loop, one iteration: choose (which counts), connect."""
         request = self.request
         exchange = self.exchange
         try:
@@ -141,7 +141,6 @@ class Proxied:
         self.body_read = False
         self.fresh = False
         self.choice = choice
-        self.runtime.started(choice)
         member = choice.member
         vhost = exchange.vhost
         self.upgrade = upgrade_protocol(exchange, member)
