@@ -105,15 +105,16 @@ class _Str:
 
 
 class _Record:
-    __slots__ = ("_off", "_state")
+    """A record through the map it was found in: a record never moves and a grown file's
+    old map stays valid (it is never closed while the state is open), so a field access
+    needs no look-up of the state's current map."""
+
+    __slots__ = ("_mm", "_off", "_state")
 
     def __init__(self, state: ProxyState, offset: int) -> None:
         self._state = state
         self._off = offset
-
-    @property
-    def _mm(self) -> mmap.mmap:
-        return self._state._mm
+        self._mm = state._mm
 
 
 class WorkerSlot(_Record):
