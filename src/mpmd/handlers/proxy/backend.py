@@ -270,7 +270,7 @@ def request_head(
         _merge(headers, "X-Forwarded-Server", server_name)
     host = client_host if settings.preserve_host and client_host else member_host(member)
     lines = [f"{request.method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
-    lines.extend(f"{name}: {value}\r\n" for name, value in headers)
+    lines += [f"{name}: {value}\r\n" for name, value in headers]
     if expect:
         lines.append("Expect: 100-Continue\r\n")
     if framing == "length":
@@ -507,17 +507,18 @@ def client_headers(
 ) -> list[tuple[str, str]]:
     """The back end's headers as the client gets them: hop-by-hop ones (and those its
     Connection names) dropped, Location/Content-Location/URI reverse-mapped, Via added."""
+    lowered = [(name.lower(), name, value) for name, value in head.headers]
     named: set[str] = set()
-    for name, value in head.headers:
-        if name.lower() == "connection":
+    for lname, _name, value in lowered:
+        if lname == "connection":
             named.update(t.strip().lower() for t in value.split(",") if t.strip())
+    reverse = settings.reverse
     out: list[tuple[str, str]] = []
-    for name, value in head.headers:
-        lname = name.lower()
+    for lname, name, value in lowered:
         if lname in _RESPONSE_DROP or lname in named:
             continue
-        if lname in _REVERSE_HEADERS and settings.reverse:
-            value = reverse_map(value, settings.reverse, balancers, base)
+        if reverse and lname in _REVERSE_HEADERS:
+            value = reverse_map(value, reverse, balancers, base)
         out.append((name, value))
     if via is not None:
         out.append(("Via", via))

@@ -161,15 +161,20 @@ class BalancerRuntime(_Runtime):
                 bslot.need_reset = 0
             if force_recovery(slots, now) and params.forcerecovery:
                 self._force_recovery()
-            session = find_session_route(
-                slots,
-                path_and_query,
-                cookie,
-                sticky_cookie=bslot.sticky_cookie,
-                sticky_param=bslot.sticky_param,
-                separator=params.sticky_separator,
-                scolonpathdelim=params.scolonpathdelim,
-                now=now,
+            sticky_cookie = bslot.sticky_cookie
+            session = (
+                find_session_route(
+                    slots,
+                    path_and_query,
+                    cookie,
+                    sticky_cookie=sticky_cookie,
+                    sticky_param=bslot.sticky_param,
+                    separator=params.sticky_separator,
+                    scolonpathdelim=params.scolonpathdelim,
+                    now=now,
+                )
+                if sticky_cookie  # (None without: not sticky)
+                else None
             )
             route = session.route if session is not None else None
             if session is not None and session.worker is not None:
@@ -190,7 +195,7 @@ class BalancerRuntime(_Runtime):
                             "AH01170", f"{balancer.name}: All workers are in error state"
                         )
                     raise NoWorker("AH01171", f"{balancer.name}: No workers in balancer")
-                if bslot.sticky_cookie:
+                if sticky_cookie:
                     env["BALANCER_ROUTE_CHANGED"] = "1"
             worker_route = winner.route
             winner.busy += 1  # the request goes to it (Apache counts it in the same section)
