@@ -323,6 +323,9 @@ END = End()
 Event = ResponseHead | Interim | bytes | End
 
 
+_FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding"})
+
+
 class ResponseParser:
     """Back-end bytes in (`feed`, `eof`), events out: Interim*, ResponseHead, bytes*, END.
 
@@ -404,11 +407,10 @@ class ResponseParser:
             raise self._oversized("(status line)")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._head is not None:
-            return  # a chunked trailer: not relayed
-        if len(name) + len(value) + 2 > self._field_size:
-            raise self._oversized(name.decode("latin-1"))
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1").strip()))
+        if self._head is None:  # (after it: a chunked trailer, not relayed)
+            if len(name) + len(value) + 2 > self._field_size:
+                raise self._oversized(name.decode("latin-1"))
+            self._headers.append((name.decode("latin-1"), value.decode("latin-1").strip()))
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -428,8 +430,10 @@ class ResponseParser:
         if bodyless:
             self._finish(keep_alive and status != 101)
             return
-        names = {name.lower() for name, _ in self._headers}
-        if "content-length" not in names and "transfer-encoding" not in names:
+        for name, _ in self._headers:
+            if name.lower() in _FRAMING_HEADERS:
+                break
+        else:
             self._until_close = True
 
     def on_body(self, data: bytes) -> None:
