@@ -81,9 +81,6 @@ class RoundRobin:
         self.calls.append(("no-worker",))
         raise NoWorker("AH01170", f"{self.name}: All workers are in error state")
 
-    def started(self, choice: Choice) -> None:
-        self.calls.append(("started", choice.slot))
-
     def finished(self, choice: Choice, sent: int, received: int) -> None:
         self.calls.append(("finished", choice.slot, sent, received))
 

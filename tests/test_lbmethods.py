@@ -319,14 +319,13 @@ def test_runtime_failonstatus_failontimeout_and_flag_i(tmp_path) -> None:
 def test_runtime_lbmethod_switch_resets_counters(tmp_path) -> None:
     rt, state, _log = runtime(tmp_path, [member(1), member(2)])
     choice = rt.choose("/", None, 0.0)
-    rt.started(choice)
     rt.finished(choice, 10, 20)
     bal = state.balancer("balancer://c")
     bal.lbmethod, bal.need_reset = "bytraffic", 1
     bal.touch()
-    assert rt.choose("/", None, 0.0).member.port == 8001
+    assert rt.choose("/", None, 0.0).member.port == 8001  # counted: elected 2, 1 in flight
     assert (choice.slot.transferred, choice.slot.read) == (0, 0)
-    assert choice.slot.elected == 1 and choice.slot.busy == 0
+    assert choice.slot.elected == 2 and choice.slot.busy == 1
     state.close()
 
 

@@ -71,7 +71,6 @@ def test_no_update_lost_across_processes_and_threads(tmp_path) -> None:
     def work(rt) -> None:
         for _ in range(rounds):
             choice = rt.choose("/", None, 0.0)
-            rt.started(choice)
             rt.finished(choice, 3, 5)
 
     pids = []

@@ -121,7 +121,7 @@ class Proxied:
     # -- choosing and connecting ----------------------------------------------------------------
 
     def next_member(self, now: float) -> None:
-        """handler.py's __call__ loop, one iteration: choose, count, connect."""
+        """handler.py's __call__ loop, one iteration: choose (which counts), connect."""
         request = self.request
         exchange = self.exchange
         try:
@@ -141,7 +141,6 @@ class Proxied:
         self.body_read = False
         self.fresh = False
         self.choice = choice
-        self.runtime.started(choice)
         member = choice.member
         vhost = exchange.vhost
         self.upgrade = upgrade_protocol(exchange, member)
@@ -249,7 +248,10 @@ class Proxied:
         except OSError as error:
             self._backend_error(send_failed(self.backend.peer, error), now)
             return
-        self.backend.arm(_ARM_BOTH if out else _ARM_READ)
+        if out:
+            self.backend.arm(_ARM_BOTH)
+        elif not self.backend.watched:  # a pooled connection is still armed for reading
+            self.backend.arm(_ARM_READ)
         if not out and not self.body_sent and not self.responding:
             self._read_client(now)  # the back end took it all: the client may send more
 
@@ -300,6 +302,7 @@ class Proxied:
 
     def on_backend(self, mask: int, now: float) -> None:
         backend = self.backend
+        backend.watched = False  # EPOLLONESHOT: reported, so disarmed
         if backend.connecting:
             error = backend.connected()
             if error is not None:

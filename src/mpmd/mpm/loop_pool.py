@@ -58,7 +58,7 @@ class Waiter(Protocol):
 class BackendSocket:
     """One non-blocking socket to a back end, registered in the loop's epoll set."""
 
-    __slots__ = ("connecting", "epoll", "fd", "idle_since", "peer", "sock", "uses")
+    __slots__ = ("connecting", "epoll", "fd", "idle_since", "peer", "sock", "uses", "watched")
 
     def __init__(self, sock: socket.socket, epoll: select.epoll, peer: str) -> None:
         self.sock = sock
@@ -68,12 +68,16 @@ class BackendSocket:
         self.connecting = True
         self.uses = 0  # requests already carried: a failure on a reused one may be a race
         self.idle_since = 0.0
+        # armed EPOLLIN|EPOLLONESHOT by the pool and not reported since: a request that next
+        # waits for the response needs no re-arm (whoever gets the report clears it)
+        self.watched = False
 
     @property
     def reused(self) -> bool:
         return self.uses > 0
 
     def arm(self, mask: int) -> None:
+        self.watched = False
         self.epoll.modify(self.fd, mask)
 
     def connected(self) -> OSError | None:
@@ -159,6 +163,7 @@ class LoopPool:
             self._idle.append(backend)
             self._fds[backend.fd] = lambda mask, now, b=backend: self._dropped(b, now)
             backend.arm(_IDLE_ARM)
+            backend.watched = True
         else:
             self._close(backend)
         self._wake(time.monotonic())

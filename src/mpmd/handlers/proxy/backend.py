@@ -270,7 +270,7 @@ def request_head(
         _merge(headers, "X-Forwarded-Server", server_name)
     host = client_host if settings.preserve_host and client_host else member_host(member)
     lines = [f"{request.method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
-    lines.extend(f"{name}: {value}\r\n" for name, value in headers)
+    lines += [f"{name}: {value}\r\n" for name, value in headers]
     if expect:
         lines.append("Expect: 100-Continue\r\n")
     if framing == "length":
@@ -321,6 +321,9 @@ class End:
 
 END = End()
 Event = ResponseHead | Interim | bytes | End
+
+
+_FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding"})
 
 
 class ResponseParser:
@@ -404,11 +407,10 @@ class ResponseParser:
             raise self._oversized("(status line)")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._head is not None:
-            return  # a chunked trailer: not relayed
-        if len(name) + len(value) + 2 > self._field_size:
-            raise self._oversized(name.decode("latin-1"))
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1").strip()))
+        if self._head is None:  # (after it: a chunked trailer, not relayed)
+            if len(name) + len(value) + 2 > self._field_size:
+                raise self._oversized(name.decode("latin-1"))
+            self._headers.append((name.decode("latin-1"), value.decode("latin-1").strip()))
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -428,8 +430,10 @@ class ResponseParser:
         if bodyless:
             self._finish(keep_alive and status != 101)
             return
-        names = {name.lower() for name, _ in self._headers}
-        if "content-length" not in names and "transfer-encoding" not in names:
+        for name, _ in self._headers:
+            if name.lower() in _FRAMING_HEADERS:
+                break
+        else:
             self._until_close = True
 
     def on_body(self, data: bytes) -> None:
@@ -507,17 +511,18 @@ def client_headers(
 ) -> list[tuple[str, str]]:
     """The back end's headers as the client gets them: hop-by-hop ones (and those its
     Connection names) dropped, Location/Content-Location/URI reverse-mapped, Via added."""
+    lowered = [(name.lower(), name, value) for name, value in head.headers]
     named: set[str] = set()
-    for name, value in head.headers:
-        if name.lower() == "connection":
+    for lname, _name, value in lowered:
+        if lname == "connection":
             named.update(t.strip().lower() for t in value.split(",") if t.strip())
+    reverse = settings.reverse
     out: list[tuple[str, str]] = []
-    for name, value in head.headers:
-        lname = name.lower()
+    for lname, name, value in lowered:
         if lname in _RESPONSE_DROP or lname in named:
             continue
-        if lname in _REVERSE_HEADERS and settings.reverse:
-            value = reverse_map(value, settings.reverse, balancers, base)
+        if reverse and lname in _REVERSE_HEADERS:
+            value = reverse_map(value, reverse, balancers, base)
         out.append((name, value))
     if via is not None:
         out.append(("Via", via))

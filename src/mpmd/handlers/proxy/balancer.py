@@ -2,7 +2,8 @@
 
 One BalancerRuntime per `balancer://` and one WorkerRuntime per direct ProxyPass worker, built
 in each child over the shared ProxyState. `choose` is proxy_balancer_pre_request (reference
-7.5 steps 1-5): forced recovery, the sticky route, nofailover, the lbmethod. It never sleeps
+7.5 steps 1-5): forced recovery, the sticky route, nofailover, the lbmethod; the chosen
+worker is counted (busy, elected) in the same locked section. It never sleeps
 and never blocks on anything but the short state lock: when it raises NoWorker the caller
 may wait for the balancer's `timeout` (a blocking worker in 10 ms steps, the event loop with a
 timer) and call it again. `failed` and `after_response` are the failover bookkeeping
@@ -67,13 +68,6 @@ class _Runtime:
         self._failonstatus = failonstatus
         self._failontimeout = failontimeout
         self._name = ""
-
-    def started(self, choice: Choice) -> None:
-        """The request goes to the worker: busy += 1, elected += 1."""
-        slot = choice.slot
-        with self.state.lock():
-            slot.busy += 1
-            slot.elected += 1
 
     def finished(self, choice: Choice, sent: int, received: int) -> None:
         """The request is over: busy -= 1 (never below 0), bytes to and from the back end."""
@@ -153,7 +147,8 @@ class BalancerRuntime(_Runtime):
         return self.slot.timeout
 
     def choose(self, path_and_query: str, cookie: str | None, now: float) -> Choice:
-        """Pick the worker for a request, or raise NoWorker (503)."""
+        """Pick the worker for a request and count it (busy += 1, elected += 1), or raise
+        NoWorker (503)."""
         balancer = self.balancer
         params = balancer.params
         bslot = self.slot
@@ -166,15 +161,20 @@ class BalancerRuntime(_Runtime):
                 bslot.need_reset = 0
             if force_recovery(slots, now) and params.forcerecovery:
                 self._force_recovery()
-            session = find_session_route(
-                slots,
-                path_and_query,
-                cookie,
-                sticky_cookie=bslot.sticky_cookie,
-                sticky_param=bslot.sticky_param,
-                separator=params.sticky_separator,
-                scolonpathdelim=params.scolonpathdelim,
-                now=now,
+            sticky_cookie = bslot.sticky_cookie
+            session = (
+                find_session_route(
+                    slots,
+                    path_and_query,
+                    cookie,
+                    sticky_cookie=sticky_cookie,
+                    sticky_param=bslot.sticky_param,
+                    separator=params.sticky_separator,
+                    scolonpathdelim=params.scolonpathdelim,
+                    now=now,
+                )
+                if sticky_cookie  # (None without: not sticky)
+                else None
             )
             route = session.route if session is not None else None
             if session is not None and session.worker is not None:
@@ -195,9 +195,11 @@ class BalancerRuntime(_Runtime):
                             "AH01170", f"{balancer.name}: All workers are in error state"
                         )
                     raise NoWorker("AH01171", f"{balancer.name}: No workers in balancer")
-                if bslot.sticky_cookie:
+                if sticky_cookie:
                     env["BALANCER_ROUTE_CHANGED"] = "1"
             worker_route = winner.route
+            winner.busy += 1  # the request goes to it (Apache counts it in the same section)
+            winner.elected += 1
         member = self._members[slots.index(winner)]
         env["BALANCER_NAME"] = balancer.name
         env["BALANCER_WORKER_NAME"] = member.url
@@ -232,12 +234,16 @@ class WorkerRuntime(_Runtime):
         self.slot = state.worker(None, member.url)
 
     def choose(self, path_and_query: str, cookie: str | None, now: float) -> Choice:
-        """The worker itself, unless it is unusable after a retry (AH00940, 503)."""
+        """The worker itself, counted (busy += 1, elected += 1), unless it is unusable
+        after a retry (AH00940, 503)."""
         slot = self.slot
         with self.state.lock():
             if not slot.usable:
                 retry_worker(slot, now)
             usable = slot.usable
+            if usable:
+                slot.busy += 1
+                slot.elected += 1
         if not usable:
             member = self.member
             function = "HTTP" if member.scheme == "http" else "WS"

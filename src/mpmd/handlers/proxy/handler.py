@@ -59,14 +59,14 @@ READ_SIZE = 65536  # one read from the client or the back end: the memory a requ
 class Runtime(Protocol):
     """A route's members at run time (balancer.py's BalancerRuntime or WorkerRuntime).
 
-    `choose` raises balancer.NoWorker (an exception with `status` and `message`, the log
-    line with its AH id) when no member is usable; it never blocks."""
+    `choose` counts the member it returns (busy, elected), or raises balancer.NoWorker (an
+    exception with `status` and `message`, the log line with its AH id) when no member is
+    usable; it never blocks."""
 
     max_attempts: int
     timeout: float
 
     def choose(self, path_and_query: str, cookie: str | None, now: float) -> Any: ...
-    def started(self, choice: Any) -> None: ...
     def finished(self, choice: Any, sent: int, received: int) -> None: ...
     def failed(self, choice: Any, now: float) -> None: ...
     def after_response(self, choice: Any, status: int, timed_out: bool) -> bool: ...
@@ -147,7 +147,6 @@ class ProxyHandler:
             tries += 1
             last = tries > runtime.max_attempts
             attempt = _Attempt()
-            runtime.started(choice)
             try:
                 self._attempt(exchange, runtime, choice, route, rest, attempt, last)
             except _Failed as failure:

@@ -56,8 +56,10 @@ def best_worker(workers: Sequence[Any], is_best: IsBest, now: float) -> Any | No
         spares = []
         standbys = []
         for worker in workers:
-            max_lbset = max(max_lbset, worker.lbset)
-            if worker.lbset != cur_lbset:
+            lbset = worker.lbset
+            if lbset > max_lbset:
+                max_lbset = lbset
+            if lbset != cur_lbset:
                 continue
             status = worker.status
             if status & DRAIN:
@@ -117,8 +119,9 @@ def _credit(workers: Sequence[Any], now: float, better: IsBest) -> Any | None:
 
     def is_best(current: Any, best: Any) -> bool:
         nonlocal total
-        current.lbstatus += current.lbfactor
-        total += current.lbfactor
+        lbfactor = current.lbfactor
+        current.lbstatus += lbfactor
+        total += lbfactor
         return best is None or better(current, best)
 
     winner = best_worker(workers, is_best, now)

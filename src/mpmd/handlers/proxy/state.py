@@ -26,8 +26,6 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from mpmd.config.model import BackendMember, Balancer, ServerConfig
@@ -107,15 +105,16 @@ class _Str:
 
 
 class _Record:
-    __slots__ = ("_off", "_state")
+    """A record through the map it was found in: a record never moves and a grown file's
+    old map stays valid (it is never closed while the state is open), so a field access
+    needs no look-up of the state's current map."""
+
+    __slots__ = ("_mm", "_off", "_state")
 
     def __init__(self, state: ProxyState, offset: int) -> None:
         self._state = state
         self._off = offset
-
-    @property
-    def _mm(self) -> mmap.mmap:
-        return self._state._mm
+        self._mm = state._mm
 
 
 class WorkerSlot(_Record):
@@ -270,6 +269,36 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+class _Lock:
+    """ProxyState.lock(): the thread lock, then the file lock at the outermost level. A plain
+    context manager (not a generator one): it is taken on every proxied request."""
+
+    __slots__ = ("_state",)
+
+    def __init__(self, state: ProxyState) -> None:
+        self._state = state
+
+    def __enter__(self) -> None:
+        state = self._state
+        state._tlock.acquire()
+        if state._depth == 0:
+            try:
+                fcntl.lockf(state._fd, fcntl.LOCK_EX, 1, 0)
+            except BaseException:
+                state._tlock.release()
+                raise
+        state._depth += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        state = self._state
+        state._depth -= 1
+        try:
+            if state._depth == 0:
+                fcntl.lockf(state._fd, fcntl.LOCK_UN, 1, 0)
+        finally:
+            state._tlock.release()
+
+
 class ProxyState:
     """The shared mapping. `create` in the parent before forking; `attach` from a tool."""
 
@@ -280,6 +309,7 @@ class ProxyState:
         self._owner_pid = os.getpid() if owner else 0
         self._tlock = threading.RLock()
         self._depth = 0
+        self._lock = _Lock(self)
         self._mm = self._map()
         self._index: dict[tuple[int, str, str], int] = {}
         self._reindex()
@@ -342,22 +372,9 @@ class ProxyState:
         self._index = index
 
     # -- the lock ----------------------------------------------------------------------------
-    @contextmanager
-    def lock(self) -> Iterator[None]:
+    def lock(self) -> _Lock:
         """Exclusive across the threads and processes sharing the file; re-entrant."""
-        self._tlock.acquire()
-        try:
-            if self._depth == 0:
-                fcntl.lockf(self._fd, fcntl.LOCK_EX, 1, 0)
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-                if self._depth == 0:
-                    fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, 0)
-        finally:
-            self._tlock.release()
+        return self._lock
 
     # -- lookups -----------------------------------------------------------------------------
     def worker(self, balancer_name: str | None, url: str) -> WorkerSlot:
