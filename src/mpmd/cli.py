@@ -38,7 +38,8 @@ def _parser(*, ctl: bool = False) -> argparse.ArgumentParser:
     if ctl:
         p = argparse.ArgumentParser(
             prog="mpmctl",
-            usage=f"mpmctl [mpmd options] {{{','.join(MPMCTL_VERBS)}}} [mpmd options]",
+            usage=f"mpmctl [mpmd options] {{{','.join(MPMCTL_VERBS)}}} [mpmd options]\n"
+            "       mpmctl logs FILE... [--html OUT]",
             description="Control mpmd the way apachectl controls httpd. Without a verb the "
             "options go to mpmd itself.",
         )
@@ -46,7 +47,8 @@ def _parser(*, ctl: bool = False) -> argparse.ArgumentParser:
                        help="start: start detached; stop, restart, graceful, graceful-stop: "
                        "signal the server in PidFile (restart and graceful test the "
                        "configuration first); configtest: check the configuration; status, "
-                       "fullstatus: print the scoreboard")  # fmt: skip
+                       "fullstatus: print the scoreboard; logs FILE...: summarise access and "
+                       "error logs (mpmctl logs --help)")  # fmt: skip
     else:
         p = argparse.ArgumentParser(
             prog=PROG,
@@ -152,6 +154,10 @@ def mpmctl_main(argv: Sequence[str] | None = None) -> int:
     if not args:
         parser.print_help(sys.stderr)
         return 2
+    if args[0] == "logs":  # an offline tool with its own arguments: no server, no config
+        from mpmd.tools.logsummary import logs_main
+
+        return logs_main(args[1:])
     ns = parser.parse_args(args)
     verb = ns.verb
     ns.app = None

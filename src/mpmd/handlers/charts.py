@@ -78,8 +78,10 @@ def line_chart(
     limit: tuple[str, float] | None = None,
     shade: Sequence[bool] = (),
     bytes_axis: bool = False,
+    span_labels: tuple[str, str] | None = None,
 ) -> str:
-    """One chart: `series` is (label, colour, values) over `times`; `limit` a dashed line."""
+    """One chart: `series` is (label, colour, values) over `times`; `limit` a dashed line;
+    `span_labels` names the x axis's ends (default: how long ago, and now)."""
     start, end = times[0], times[-1]
     span = max(end - start, 1.0)
     top = max((max(values) for _, _, values in series if values), default=0.0)
@@ -135,12 +137,13 @@ def line_chart(
     label = short_number(top) + ("B" if bytes_axis else "")
     minutes = span / 60
     ago = f"-{minutes:.0f} min" if minutes >= 1 else f"-{span:.0f} s"
+    ago, now = span_labels or (ago, "now")
     out += [
         f'<text x="{_LEFT}" y="16" font-weight="bold">{title}</text>',
         f'<text x="{_LEFT - 4}" y="{_TOP + 9}" text-anchor="end">{label}</text>',
         f'<text x="{_LEFT - 4}" y="{_TOP + _PLOT_H}" text-anchor="end">0</text>',
         f'<text x="{_LEFT}" y="{HEIGHT - 5}">{ago}</text>',
-        f'<text x="{_LEFT + _PLOT_W}" y="{HEIGHT - 5}" text-anchor="end">now</text>',
+        f'<text x="{_LEFT + _PLOT_W}" y="{HEIGHT - 5}" text-anchor="end">{now}</text>',
         "</svg>",
     ]
     return "".join(out)

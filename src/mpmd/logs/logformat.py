@@ -18,6 +18,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
 from mpmd.http.exchange import Exchange
@@ -370,8 +371,22 @@ def _unescape_literal(text: str) -> str:
     )
 
 
-def _parse_item(fmt: str, pos: int) -> tuple[str, int]:
-    """Parse one `%...` item starting after the `%`; return (expression, next position)."""
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One `%...` item as written: the directive ("s", "^FB"), its {argument} and its status
+    condition (`%400,501{User-agent}i`; `!` negates). The log parser (tools/accesslog.py)
+    reads formats through these, so the two never disagree on the language."""
+
+    code: str
+    arg: str = ""
+    statuses: tuple[int, ...] = ()
+    negate: bool = False
+
+
+def parse_item(fmt: str, pos: int) -> tuple[Item, int]:
+    """Parse one `%...` item starting after the `%`; return (item, next position).
+
+    Raises ValueError with Apache's messages for an unknown directive or a truncated item."""
     negate = False
     statuses: list[int] = []
     arg = ""
@@ -396,21 +411,49 @@ def _parse_item(fmt: str, pos: int) -> tuple[str, int]:
             statuses.append(int(fmt[pos:end]))
             pos = end
         else:
-            expr = None
-            if ch == "^" and pos + 2 < n:
-                expr = _directive_expr(fmt[pos : pos + 3], arg)
-                if expr is not None:
-                    pos += 3
-            if expr is None:
-                expr = _directive_expr(ch, arg)
-                pos += 1
-            if expr is None:
+            code = ch
+            if ch == "^" and pos + 2 < n and _directive_expr(fmt[pos : pos + 3], arg) is not None:
+                code = fmt[pos : pos + 3]
+            elif _directive_expr(ch, arg) is None:
                 raise ValueError(f"Unrecognized LogFormat directive %{ch}")
-            if statuses:
-                test = "not in" if negate else "in"
-                expr = f'({expr} if x.status {test} {tuple(statuses)!r} else "-")'
-            return expr, pos
+            return Item(code, arg, tuple(statuses), negate), pos + len(code)
     raise ValueError("Ran off end of LogFormat parsing args to some directive")
+
+
+def split_format(fmt: str) -> list[str | Item]:
+    """The format as literal text (escapes and `%%` resolved) and items, in order; adjacent
+    literals joined."""
+    parts: list[str | Item] = []
+    literal: list[str] = []
+    pos, n = 0, len(fmt)
+    while pos < n:
+        pct = fmt.find("%", pos)
+        if pct < 0:
+            literal.append(_unescape_literal(fmt[pos:]))
+            break
+        literal.append(_unescape_literal(fmt[pos:pct]))
+        if fmt[pct + 1 : pct + 2] == "%":
+            literal.append("%")
+            pos = pct + 2
+            continue
+        item, pos = parse_item(fmt, pct + 1)
+        if "".join(literal):
+            parts.append("".join(literal))
+        literal = []
+        parts.append(item)
+    if "".join(literal):
+        parts.append("".join(literal))
+    return parts
+
+
+def _item_expr(item: Item) -> str:
+    """The Python expression (over `x`, `r`, `end`) that formats one item."""
+    expr = _directive_expr(item.code, item.arg)
+    assert expr is not None  # parse_item accepted the code
+    if item.statuses:
+        test = "not in" if item.negate else "in"
+        expr = f'({expr} if x.status {test} {item.statuses!r} else "-")'
+    return expr
 
 
 def _constant_value(expr: str) -> str | None:
@@ -432,18 +475,11 @@ def compile_format(fmt: str, end: str = "") -> Formatter:
     """
     parts: list[str] = []
     literal: list[str] = []
-    pos, n = 0, len(fmt)
-    while pos < n:
-        pct = fmt.find("%", pos)
-        if pct < 0:
-            literal.append(_unescape_literal(fmt[pos:]))
-            break
-        literal.append(_unescape_literal(fmt[pos:pct]))
-        if fmt[pct + 1 : pct + 2] == "%":
-            literal.append("%")
-            pos = pct + 2
+    for part in split_format(fmt):
+        if isinstance(part, str):
+            literal.append(part)
             continue
-        expr, pos = _parse_item(fmt, pct + 1)
+        expr = _item_expr(part)
         constant = _constant_value(expr)
         if constant is not None:
             literal.append(constant)  # e.g. %l: folded into the neighbouring text
