@@ -157,7 +157,7 @@ def mpmctl_main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     if args[0] == "logs":  # an offline tool with its own arguments: no server, no config
-        from mpmd.tools.logsummary import logs_main
+        from mpmd.tools.logs import logs_main
 
         return logs_main(args[1:])
     if args[0] == "plan":  # the capacity planner: offline too
