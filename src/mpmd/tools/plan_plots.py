@@ -51,7 +51,7 @@ def write_plots(plans: Sequence[ConfigPlan], directory: str) -> list[str]:
         conc.legend(loc="upper right")
         pool.step(seconds, list(series.processes), where="post")
         pool.set_ylabel("processes")
-        mem.plot(seconds, memory_mib)
+        mem.step(seconds, memory_mib, where="post")
         mem.set_ylabel("memory MiB")
         mem.set_xlabel("seconds into the trace")
         for ax in (conc, pool, mem):
