@@ -39,7 +39,8 @@ def _parser(*, ctl: bool = False) -> argparse.ArgumentParser:
         p = argparse.ArgumentParser(
             prog="mpmctl",
             usage=f"mpmctl [mpmd options] {{{','.join(MPMCTL_VERBS)}}} [mpmd options]\n"
-            "       mpmctl logs FILE... [--html OUT]",
+            "       mpmctl logs FILE... [--html OUT]\n"
+            "       mpmctl plan --access-log FILE --config FILE... [--scale K] [--json]",
             description="Control mpmd the way apachectl controls httpd. Without a verb the "
             "options go to mpmd itself.",
         )
@@ -48,7 +49,8 @@ def _parser(*, ctl: bool = False) -> argparse.ArgumentParser:
                        "signal the server in PidFile (restart and graceful test the "
                        "configuration first); configtest: check the configuration; status, "
                        "fullstatus: print the scoreboard; logs FILE...: summarise access and "
-                       "error logs (mpmctl logs --help)")  # fmt: skip
+                       "error logs (mpmctl logs --help); plan: replay an access log through "
+                       "configurations (mpmctl plan --help)")  # fmt: skip
     else:
         p = argparse.ArgumentParser(
             prog=PROG,
@@ -158,6 +160,10 @@ def mpmctl_main(argv: Sequence[str] | None = None) -> int:
         from mpmd.tools.logs import logs_main
 
         return logs_main(args[1:])
+    if args[0] == "plan":  # the capacity planner: offline too
+        from mpmd.tools.plan import plan_main
+
+        return plan_main(args[1:])
     ns = parser.parse_args(args)
     verb = ns.verb
     ns.app = None

@@ -40,7 +40,7 @@ class _Snap:
 
 
 def _proc(slot: int, pid: int, quiescing: int, not_accepting: int) -> ProcessInfo:
-    return ProcessInfo(slot, pid, 0, quiescing, not_accepting, 0, 0, 0, 0, 0, 0, 0)
+    return ProcessInfo(slot, pid, 0, quiescing, not_accepting, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
 
 class Ticker:
