@@ -69,3 +69,60 @@ def client_keeps_alive(connection: str, http11: bool) -> bool:
     if "close" in tokens:
         return False
     return http11 or "keep-alive" in tokens
+
+
+# -- refusals of a parsed head (reference 8.1), built off the hot path ----------------------------
+
+
+def host_refused(host_count: int, line: str) -> HttpError:
+    """AH00569 (HTTP/1.1 without Host) or AH00550 (several Host headers): 400."""
+    if not host_count:
+        return HttpError(
+            400, "AH00569: client sent HTTP/1.1 request without hostname", request_line=line
+        )
+    return HttpError(400, "AH00550: client sent multiple Host headers", request_line=line)
+
+
+def body_too_large(content_length: int, limit: int, line: str) -> HttpError:
+    """AH01588: a declared Content-Length over LimitRequestBody, refused before reading: 413."""
+    return HttpError(
+        413,
+        f"AH01588: Requested content-length of {content_length} is larger than the "
+        f"configured limit of {limit}",
+        request_line=line,
+    )
+
+
+def expectation_failed(expect: str, keep_alive: bool, line: str) -> HttpError:
+    """AH00570: an Expect other than 100-continue: 417, the connection kept if it can be."""
+    return HttpError(
+        417,
+        f"AH00570: client sent an unrecognized expectation value of Expect: {expect}",
+        keep_alive=keep_alive,
+        request_line=line,
+    )
+
+
+def malformed_line(line: str) -> HttpError:
+    """AH10388: a request line that is not exactly `method SP target SP version`: 400."""
+    return HttpError(400, "AH10388: Request line has extra spaces or no version", request_line=line)
+
+
+def too_many_fields(line: str) -> HttpError:
+    """AH00563: more header lines than LimitRequestFields: 400."""
+    return HttpError(
+        400, "AH00563: Number of request headers exceeds LimitRequestFields", request_line=line
+    )
+
+
+def field_too_long(raw: str, line: str) -> HttpError:
+    """AH00561: a header line longer than LimitRequestFieldSize (400, never 431), named."""
+    name = raw.partition(":")[0][:80]
+    return HttpError(
+        400, f"AH00561: Request header exceeds LimitRequestFieldSize: {name}", request_line=line
+    )
+
+
+def chunked_http10(line: str) -> HttpError:
+    """RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing: 400."""
+    return HttpError(400, "client sent Transfer-Encoding in an HTTP/1.0 request", request_line=line)

@@ -33,7 +33,18 @@ from httptools import HttpParserCallbackError, HttpParserError, HttpParserUpgrad
 from mpmd.config.model import HttpSettings
 from mpmd.http.body import EMPTY_BODY, StreamBody
 from mpmd.http.errors import HttpError
-from mpmd.http.fields import check_target, client_keeps_alive, odd_version
+from mpmd.http.fields import (
+    body_too_large,
+    check_target,
+    chunked_http10,
+    client_keeps_alive,
+    expectation_failed,
+    field_too_long,
+    host_refused,
+    malformed_line,
+    odd_version,
+    too_many_fields,
+)
 from mpmd.http.request import Request
 from mpmd.http.timeouts import BODY, HEADERS, IDLE, REQUEST_LINE
 
@@ -379,9 +390,7 @@ class HttpProtocol:
         line = text[: newline - 1]
         parts = line.split(" ")
         if len(parts) != 3:
-            raise HttpError(
-                400, "AH10388: Request line has extra spaces or no version", request_line=line
-            )
+            raise malformed_line(line)
         method, target, version = parts
         version = _VERSIONS.get(version) or odd_version(version, line)
         if target[:1] != "/" or "#" in target:
@@ -396,22 +405,13 @@ class HttpProtocol:
         if newline + 3 < len(text):
             lines = text[newline + 1 : -4].split("\r\n")
             if len(lines) > self._fields_cap:
-                raise HttpError(
-                    400,
-                    "AH00563: Number of request headers exceeds LimitRequestFields",
-                    request_line=line,
-                )
+                raise too_many_fields(line)
             limit_field = self._limit_field
             special = _SPECIAL
             append = headers.append
             for raw in lines:
                 if len(raw) > limit_field:
-                    raise HttpError(
-                        400,
-                        "AH00561: Request header exceeds LimitRequestFieldSize: "
-                        + raw.partition(":")[0][:80],
-                        request_line=line,
-                    )
+                    raise field_too_long(raw, line)
                 name, _, value = raw.partition(":")
                 name = name.lower()
                 value = value.strip(" \t")
@@ -430,25 +430,11 @@ class HttpProtocol:
 
         http11 = version == "HTTP/1.1"
         if host_count != 1 and (host_count or http11):
-            raise HttpError(
-                400,
-                "AH00569: client sent HTTP/1.1 request without hostname"
-                if not host_count
-                else "AH00550: client sent multiple Host headers",
-                request_line=line,
-            )
+            raise host_refused(host_count, line)
         if chunked and not http11:
-            # RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
-            raise HttpError(
-                400, "client sent Transfer-Encoding in an HTTP/1.0 request", request_line=line
-            )
+            raise chunked_http10(line)
         if content_length is not None and self._limit_body and content_length > self._limit_body:
-            raise HttpError(
-                413,
-                f"AH01588: Requested content-length of {content_length} is larger than the "
-                f"configured limit of {self._limit_body}",
-                request_line=line,
-            )
+            raise body_too_large(content_length, self._limit_body, line)
 
         client_keep_alive = http11 if connection is None else client_keeps_alive(connection, http11)
         keep_alive = (
@@ -470,12 +456,7 @@ class HttpProtocol:
             if expect.lower() == "100-continue":
                 expect_continue = http11 and has_body
             else:
-                error = HttpError(
-                    417,
-                    f"AH00570: client sent an unrecognized expectation value of Expect: {expect}",
-                    keep_alive=keep_alive and not has_body,
-                    request_line=line,
-                )
+                error = expectation_failed(expect, keep_alive and not has_body, line)
                 self._queue.append(error)
                 self._enter(IDLE if error.keep_alive else CLOSED)
                 return
