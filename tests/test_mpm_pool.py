@@ -74,8 +74,9 @@ def test_pool_grows_by_doubling_to_the_ceiling_and_shrinks_one_per_second(tmp_pa
             wait_for(lambda: _ticks(board) > logged, timeout=5)
             burst_end = _ticks(board)
         wait_for(lambda: live_children(board) == after, timeout=ceiling + 10)
-        settled = _ticks(board)  # then watch that it stays there for the next ticks
-        wait_for(lambda: _ticks(board) >= settled + 2, timeout=10)
+        settled = _ticks(board)  # then watch that it stays there for the next ticks (the
+        # tick in progress may have sampled before the child it retired was reaped: skip it)
+        wait_for(lambda: _ticks(board) >= settled + 3, timeout=10)
         history = board.snapshot().history()
         board.close()
         assert len(child_titles(server.pid)) <= ceiling
