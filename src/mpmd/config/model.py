@@ -162,6 +162,13 @@ class WorkerParams:
     hcuri: str = ""
     hcexpr: str = ""  # a ProxyHCExpr name (ProxyHCTemplate values are already merged in)
 
+    def timeouts(self, default: float) -> tuple[float, float]:
+        """(timeout, connectiontimeout) in seconds: the member's own, else `default`
+        (ProxyTimeout, else Timeout); connectiontimeout defaults to the timeout."""
+        timeout = self.timeout if self.timeout is not None else default
+        connect = self.connection_timeout
+        return timeout, connect if connect is not None else timeout
+
 
 @dataclass(frozen=True, slots=True)
 class BackendMember:

@@ -119,10 +119,7 @@ class LoopPool:
         self.acquire_timeout = params.acquire
         self.reuse = params.reuse
         self.keepalive = params.keepalive
-        self.timeout = params.timeout if params.timeout is not None else timeout
-        self.connect_timeout = (
-            params.connection_timeout if params.connection_timeout is not None else self.timeout
-        )
+        self.timeout, self.connect_timeout = params.timeouts(timeout)
         self._address = address  # from resolve_members
         self._peer = (
             f"{member.host}:{member.port}"

@@ -107,7 +107,7 @@ def targets(config: ServerConfig) -> list[Target]:
             hcmethod = params.hcmethod.upper()
             if hcmethod == "NONE":
                 continue
-            timeout = params.timeout or proxy_timeout or config.main.http.timeout
+            timeout, connect_timeout = params.timeouts(proxy_timeout or config.main.http.timeout)
             expr_text = expressions.get(params.hcexpr.lower()) if params.hcexpr else None
             found.append(
                 Target(
@@ -122,7 +122,7 @@ def targets(config: ServerConfig) -> list[Target]:
                     fails=params.hcfails,
                     expr=parse(expr_text) if expr_text is not None else None,
                     expr_name=params.hcexpr,
-                    connect_timeout=params.connection_timeout or timeout,
+                    connect_timeout=connect_timeout,
                     timeout=timeout,
                 )
             )

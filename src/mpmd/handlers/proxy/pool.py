@@ -69,10 +69,7 @@ class ConnectionPool:
         self.acquire_timeout = params.acquire
         self.reuse = params.reuse
         self.keepalive = params.keepalive
-        self.timeout = params.timeout if params.timeout is not None else timeout
-        self.connect_timeout = (
-            params.connection_timeout if params.connection_timeout is not None else self.timeout
-        )
+        self.timeout, self.connect_timeout = params.timeouts(timeout)
         self._clock = clock
         self._lock = threading.Condition()
         self._idle: list[BackendConnection] = []  # most recently released last
