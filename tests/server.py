@@ -58,9 +58,20 @@ class Server:
     """One mpmd process tree; `config` is Apache syntax appended to the generated basics."""
 
     def __init__(
-        self, tmp: Path, config: str = "", *, args: tuple[str, ...] = (), mpm: str | None = None
+        self,
+        tmp: Path,
+        config: str = "",
+        *,
+        args: tuple[str, ...] = (),
+        mpm: str | None = None,
+        env: dict[str, str] | None = None,
+        launcher: tuple[str, ...] = (),
     ):
+        """`env`: extra environment variables; `launcher`: a command that execs mpmd's
+        command line (e.g. systemd-socket-activate), so the process is still mpmd's parent."""
         self.tmp = tmp
+        self.env = env
+        self.launcher = launcher
         self.port = free_port()
         self.pid_file = tmp / "mpmd.pid"
         self.error_log = tmp / "error_log"
@@ -92,7 +103,8 @@ class Server:
         if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError("this server is already running: a second start would leak it")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mpmd", "-f", str(self.conf), *self.args],
+            [*self.launcher, sys.executable, "-m", "mpmd", "-f", str(self.conf), *self.args],
+            env={**os.environ, **self.env} if self.env else None,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,

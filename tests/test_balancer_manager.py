@@ -31,6 +31,7 @@ from mpmd.handlers.proxy.manager import (
 )
 from mpmd.handlers.proxy.state import ProxyState
 from mpmd.handlers.status import escape_html
+from mpmd.handlers.status_format import strfsize
 from mpmd.logs.error import ErrorLog
 from mpmd.mpm.scoreboard import Scoreboard
 
@@ -104,7 +105,7 @@ def post(handler, nonce, referer="http://localhost/balancer-manager", **fields):
 
 
 def test_number_and_size_formats() -> None:
-    assert [status_page.strfsize(n) for n in (0, 972, 973, 1234, 10240, 1234567, 5 << 30)] == [
+    assert [strfsize(n) for n in (0, 972, 973, 1234, 10240, 1234567, 5 << 30)] == [
         "  0 ", "972 ", "1.0K", "1.2K", " 10K", "1.2M", "5.0G",
     ]  # fmt: skip
     assert (c_atoi(" 12x"), c_atoi("x"), c_atoi("-3")) == (12, 0, -3)

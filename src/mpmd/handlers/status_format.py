@@ -67,3 +67,27 @@ def escape_html(text: str) -> str:
     return (
         text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
     )
+
+
+def strfsize(size: int) -> str:
+    """apr_strfsize: at most four characters, `  0 `, `972 `, `1.2K`, ` 10K`, `1.0M`."""
+    if size < 0:
+        return "  - "
+    if size < 973:
+        return f"{size:3d} "
+    units = "KMGTPE"
+    unit = 0
+    while True:
+        remain = size & 1023
+        size >>= 10
+        if size >= 973:
+            unit += 1
+            continue
+        if size < 9 or (size == 9 and remain < 973):
+            remain = (remain * 5 + 256) // 512
+            if remain >= 10:
+                size, remain = size + 1, 0
+            return f"{size}.{remain}{units[unit]}"
+        if remain >= 512:
+            size += 1
+        return f"{size:3d}{units[unit]}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping
 
 from mpmd.config.model import ListenAddress
 
@@ -15,15 +16,23 @@ class BindError(OSError):
         self.address = address
 
 
-def bind_listeners(addresses: tuple[ListenAddress, ...], backlog: int) -> list[socket.socket]:
-    """Bind every Listen address (IPv4 and IPv6, SO_REUSEADDR) and listen with ListenBacklog."""
+def bind_listeners(
+    addresses: tuple[ListenAddress, ...],
+    backlog: int,
+    adopted: Mapping[ListenAddress, socket.socket] | None = None,
+) -> list[socket.socket]:
+    """Bind every Listen address (IPv4 and IPv6, SO_REUSEADDR) and listen with ListenBacklog;
+    an address in `adopted` (systemd's socket activation) uses that socket as it is."""
+    adopted = adopted or {}
     sockets = []
     try:
         for address in addresses:
-            sockets.append(_bind_one(address, backlog))
+            sock = adopted.get(address)
+            sockets.append(sock if sock is not None else _bind_one(address, backlog))
     except OSError:
         for sock in sockets:
-            sock.close()
+            if sock not in adopted.values():
+                sock.close()
         raise
     return sockets
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from mpmd import SERVER_SOFTWARE
 from mpmd.config.model import ServerConfig
 from mpmd.config.syntax import ConfigError
-from mpmd.mpm import maintenance, reexec
+from mpmd.mpm import maintenance, reexec, systemd
 from mpmd.mpm.child import CHILD_FATAL, ChildSpec, import_app_modules, run_child, set_title
 from mpmd.mpm.context import build_router, share_before_fork
 from mpmd.mpm.healthcheck import HealthCheckProcess
@@ -91,6 +91,7 @@ class Parent(Watchdog):
         self.proxy_state = None  # handlers/proxy/state.py, beside the scoreboard
         self.hcheck = HealthCheckProcess()  # mod_proxy_hcheck's one process per generation
         self.memory = MemorySampler()  # each child's PSS and USS into the scoreboard
+        self.notifier = systemd.Notifier()  # sd_notify, when systemd started us
 
     @property
     def module(self) -> str:
@@ -105,7 +106,7 @@ class Parent(Watchdog):
             return self._resume(handoff)
         try:  # Apache's order: logs, listeners, then the PidFile and the scoreboard
             check_access_logs(config)
-            self.listeners = bind(config)
+            self.listeners = bind(config, unmatched := [])
             self.scoreboard = create_scoreboard(
                 config,
                 config.mpm.server_limit,
@@ -121,7 +122,7 @@ class Parent(Watchdog):
         self.scoreboard.generation = self.generation
         self._install_signals()
         set_title(f"mpmd: parent -f {config.config_file or '(built-in)'}")
-        for warning in config.warnings:
+        for warning in (*config.warnings, *unmatched):
             self.error_log.log("warn", warning)
         self._log_configured()
         self.error_log.log("notice", f"Command line: '{self.command_line}'", ah="AH00094")
@@ -215,6 +216,7 @@ class Parent(Watchdog):
     def _on_sigterm(self) -> int:
         """stop: every child is terminated, in-flight requests included (Apache's schedule)."""
         self._notice(self.mpm.messages.sigterm, "caught SIGTERM, shutting down")
+        self.notifier.stopping()
         self._reclaim(terminate=True)
         return 0
 
@@ -223,6 +225,7 @@ class Parent(Watchdog):
     def _on_sigwinch(self) -> int:
         """graceful-stop: the listeners close, children finish, GracefulShutdownTimeout."""
         self._notice(self.mpm.messages.sigwinch, "caught SIGWINCH, shutting down gracefully")
+        self.notifier.stopping()
         self._graceful_stop()
         return 0
 
@@ -244,16 +247,20 @@ class Parent(Watchdog):
         return self._begin_generation(graceful=True)
 
     def _reload_config(self) -> bool:
-        """Re-read the configuration; a broken one is logged and the old one kept."""
+        """Re-read the configuration; a broken one is logged and the old one kept (and
+        systemd told that the running one still serves)."""
+        self.notifier.reloading()
         try:
             config = self.reload()
         except ConfigError as error:
             self.error_log.log("error", f"{error}; keeping the running configuration", ah="MP00010")
+            self.notifier.ready()
             return False
         except Exception as error:  # a restart must never take the server down
             self.error_log.log(
                 "error", f"reloading the configuration failed: {error}", ah="MP00010"
             )
+            self.notifier.ready()
             return False
         if config.listeners != self.config.listeners:
             self.error_log.log(
@@ -469,6 +476,8 @@ class Parent(Watchdog):
         snap = scoreboard.snapshot()
         if not self.any_child_ready:
             self.any_child_ready = self._ready_in(snap)
+            if self.any_child_ready:
+                self.notifier.ready()  # this generation serves
         if self.failed_children and not self.any_child_ready:
             return  # do not respawn children that cannot start in a hot loop
         self._spawn_pending()
@@ -495,6 +504,14 @@ class Parent(Watchdog):
             times.user, times.system, times.children_user, times.children_system
         )
         scoreboard.record_history(time.time(), snap, self.memory.total_kib)
+        self.notifier.tick(time.monotonic(), self._status_line(snap))
+
+    def _status_line(self, snap) -> str:
+        """mod_systemd's STATUS= figures, since the last restart."""
+        totals = snap.totals()
+        counts = snap.worker_counts()
+        seconds = time.time() - snap.restart_time_us / 1_000_000
+        return systemd.status_line(totals.accesses, counts.idle, counts.busy, seconds, totals.bytes)
 
     def _preload(self) -> bool:
         """Load here, before this generation forks, what its children would each load for
@@ -537,6 +554,8 @@ class Parent(Watchdog):
                 process.pid = 0
 
     def _cleanup(self) -> None:
+        self.notifier.stopping()  # (once: a stop signal may have said it already)
+        self.notifier.close()
         self.hcheck.stop_all()
         for sock in self.listeners:
             sock.close()

@@ -57,7 +57,9 @@ def _serve_single(config: ServerConfig, command_line: str) -> int:
     """`mpmd -X`: one process, serving in its main thread, in the foreground."""
     error_log = open_error_log(config)
     check_access_logs(config)
-    listeners = bind(config)
+    listeners = bind(config, unmatched := [])
+    for warning in unmatched:
+        error_log.log("warn", warning)
     scoreboard = proxy_state = None
     try:
         scoreboard, record = _single_scoreboard(config)

@@ -17,6 +17,7 @@ from mpmd.config.model import ServerConfig
 from mpmd.handlers.proxy.state import ProxyState, needs_state
 from mpmd.logs.error import ErrorLog, errno_text
 from mpmd.logs.targets import LogFile
+from mpmd.mpm import systemd
 from mpmd.mpm.listeners import BindError, bind_listeners
 from mpmd.mpm.scoreboard import Scoreboard, default_path
 
@@ -59,13 +60,20 @@ def check_access_logs(config: ServerConfig) -> None:
             ) from None
 
 
-def bind(config: ServerConfig) -> list[socket.socket]:
-    """Every Listen, bound before the first fork; AH00072 per failure, then no listeners."""
+def bind(config: ServerConfig, warnings: list[str] | None = None) -> list[socket.socket]:
+    """Every Listen, bound before the first fork (or taken from systemd's socket activation,
+    systemd.py); AH00072 per failure, then no listeners. `warnings` gets what the parent
+    should log once its error log is in use."""
     lines = []
+    adopted, unmatched = systemd.adopt(config.listeners, systemd.inherited_sockets())
+    if warnings is not None:
+        warnings.extend(unmatched)
     if config.listeners:
         try:
-            return bind_listeners(config.listeners, config.mpm.listen_backlog)
+            return bind_listeners(config.listeners, config.mpm.listen_backlog, adopted)
         except BindError as err:
+            for sock in adopted.values():
+                sock.close()
             lines.append(f"{errno_text(err)}: AH00072: make_sock: could not bind to address "
                          f"{err.address}")  # fmt: skip
     raise StartupError(

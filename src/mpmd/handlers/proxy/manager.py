@@ -27,8 +27,9 @@ from mpmd.handlers.proxy.state import (
     WorkerInfo,
     is_usable,
 )
-from mpmd.handlers.proxy.status_page import sticky_text, strfsize
+from mpmd.handlers.proxy.status_page import sticky_text
 from mpmd.handlers.status import HTML_TYPE, SERVER_BUILT, escape_html, request_host
+from mpmd.handlers.status_format import strfsize
 from mpmd.http.exchange import Exchange
 
 Handler = Callable[[Exchange], None]

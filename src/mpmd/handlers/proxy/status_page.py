@@ -1,14 +1,15 @@
 """ProxyStatus On: the balancers' part of /server-status, as mod_proxy's status hook prints it.
 
 It owns the formats of proxy_status_hook (the HTML tables after the worker table, the
-`ProxyBalancer[i]Worker[n]...` lines of `?auto`) and APR's `apr_strfsize`, which the
-balancer-manager shares. It only formats a ProxySnapshot: it never takes the state's lock
+`ProxyBalancer[i]Worker[n]...` lines of `?auto`), sizes by APR's `apr_strfsize`
+(status_format.py). It only formats a ProxySnapshot: it never takes the state's lock
 longer than the snapshot's copy and never writes the state.
 """
 
 from __future__ import annotations
 
 from mpmd.handlers.proxy.state import BalancerInfo, ProxySnapshot
+from mpmd.handlers.status_format import strfsize
 
 _LEGEND = (
     ("SSes", "Sticky session name"),
@@ -23,30 +24,6 @@ _LEGEND = (
     ("Wr", "Number of bytes transferred"),
     ("Rd", "Number of bytes read"),
 )
-
-
-def strfsize(size: int) -> str:
-    """apr_strfsize: at most four characters, `  0 `, `972 `, `1.2K`, ` 10K`, `1.0M`."""
-    if size < 0:
-        return "  - "
-    if size < 973:
-        return f"{size:3d} "
-    units = "KMGTPE"
-    unit = 0
-    while True:
-        remain = size & 1023
-        size >>= 10
-        if size >= 973:
-            unit += 1
-            continue
-        if size < 9 or (size == 9 and remain < 973):
-            remain = (remain * 5 + 256) // 512
-            if remain >= 10:
-                size, remain = size + 1, 0
-            return f"{size}.{remain}{units[unit]}"
-        if remain >= 512:
-            size += 1
-        return f"{size:3d}{units[unit]}"
 
 
 def sticky_text(info: BalancerInfo) -> str:
