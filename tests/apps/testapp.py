@@ -107,3 +107,19 @@ def inherited(environ, start_response):
     ).encode()
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [body]
+
+
+def whoami(environ, start_response):
+    """The process's uid, gid and groups, and whether it may append to ?path (a file)."""
+    query = environ.get("QUERY_STRING", "")
+    path = query.split("=", 1)[1] if query.startswith("path=") else ""
+    try:
+        with open(path, "a") as file:
+            file.write("written by the application\n")
+        wrote = "wrote"
+    except PermissionError:
+        wrote = "denied"
+    groups = ",".join(str(g) for g in sorted(os.getgroups()))
+    body = f"{os.getuid()} {os.getgid()} {groups} {wrote}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body]

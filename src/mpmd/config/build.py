@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from mpmd.config import accounts
 from mpmd.config import directives as reg
 from mpmd.config.ignored import ignored_module, ignored_warning
 from mpmd.config.model import (
@@ -472,6 +473,7 @@ def build_config(
     python_paths = tuple(b.path(p) for p in python_path.split(":") if p) if python_path else ()
     if app is not None:  # its project folder, inserted last so it leads sys.path, as gunicorn's
         python_paths += (os.getcwd(),)
+    accounts.check(main.seen.get("User"), main.seen.get("Group"))
     return ServerConfig(
         config_file=config_file,
         server_root=server_root,

@@ -33,6 +33,11 @@ class LogFile:
 
     def __init__(self, path: str) -> None:
         self.target = path
+        inherited = _opened_by_parent.get(path)
+        if inherited is not None:  # a copy of the parent's fd: it opened the file as root
+            self.fd = os.dup(inherited.fd)
+            os.set_inheritable(self.fd, False)
+            return
         # Forked MPM children share this fd; close-on-exec keeps it out of exec'd programs.
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
 
@@ -186,6 +191,22 @@ class SyslogTarget:
 
     def close(self) -> None:
         syslog.closelog()
+
+
+_opened_by_parent: dict[str, LogFile] = {}  # path -> the file the parent opened for its children
+
+
+def open_for_children(paths: set[str]) -> None:
+    """The parent opens this generation's log files before it forks (as Apache's open_logs,
+    still with the privileges it started with), so that children that run as User/Group
+    append to files they could not open themselves. The previous generation's copies close:
+    its children hold their own."""
+    previous = dict(_opened_by_parent)
+    _opened_by_parent.clear()
+    for path in sorted(paths):
+        _opened_by_parent[path] = LogFile(path)
+    for log in previous.values():
+        log.close()
 
 
 def open_log_target(target: str) -> LogFile | PipedLog:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import setproctitle
 
+from mpmd.config import accounts
 from mpmd.config.model import ServerConfig
 from mpmd.logs.access import flush_access_logs
 from mpmd.mpm.context import build_child_context
@@ -136,8 +137,11 @@ def _child(spec: ChildSpec, serve: Callable[[ChildSpec, StopSignal], None]) -> i
     signal.set_wakeup_fd(-1)
     try:
         drop_privileges(config)
-    except (KeyError, PermissionError, OSError) as error:
-        spec.error_log.log("alert", f"cannot switch to User/Group: {error}", ah="AH02155")
+    except PrivilegeError as error:
+        error.log(spec.error_log)
+        return CHILD_FATAL
+    except KeyError as error:  # the account went away since the configuration was read
+        spec.error_log.log("alert", error.args[0], module="unixd")
         return CHILD_FATAL
     serve(spec, stop)
     return 0
@@ -213,30 +217,60 @@ def make_poller(listeners: list[socket.socket], stop: StopSignal) -> select.epol
     return poller
 
 
-def drop_privileges(config: ServerConfig) -> None:
-    """When started as root: switch to Group then User, as Apache's children do."""
-    if os.getuid() != 0:
-        return
-    import grp
-    import pwd
+def privilege_warnings(config: ServerConfig) -> list[str]:
+    """What the parent says at start about User/Group: ignored when not started as root (the
+    children keep the invoking user, as Apache's do); with WSGIPreload, the application's
+    import-time code runs in the parent, which keeps root's privileges."""
+    if not (config.user or config.group):
+        return []
+    if os.geteuid() != 0:
+        return ["MP00256: User and Group are ignored: mpmd was not started as root"]
+    if config.wsgi_preload:
+        return ["MP00257: WSGIPreload On imports the application in the parent, which runs as "
+                "root: its import-time code runs with root's privileges"]  # fmt: skip
+    return []
 
-    if config.group:
-        gid = (
-            int(config.group[1:])
-            if config.group.startswith("#")
-            else grp.getgrnam(config.group).gr_gid
-        )
-        if gid >= 0:
-            os.setgroups([gid])
+
+class PrivilegeError(Exception):
+    """A child could not become User/Group: Apache's AH id, message and the errno's text."""
+
+    def __init__(self, ah: str, message: str, error: OSError) -> None:
+        super().__init__(message)
+        self.ah = ah
+        self.errno_text = f"({error.errno}){error.strerror}"
+
+    def log(self, error_log) -> None:
+        error_log.log("alert", self.args[0], module="unixd", ah=self.ah, errno_text=self.errno_text)
+
+
+def drop_privileges(config: ServerConfig) -> None:
+    """When started as root: setgid(Group), initgroups(User, Group), setuid(User), in
+    mod_unixd's order (the ids were checked when the configuration was read)."""
+    if os.geteuid() != 0 or not (config.user or config.group):
+        return
+    gid = accounts.group_id(config.group) if config.group else -1
+    uid = accounts.user_id(config.user) if config.user else -1
+    if gid >= 0:
+        try:
             os.setgid(gid)
-    if config.user:
-        uid = (
-            int(config.user[1:])
-            if config.user.startswith("#")
-            else pwd.getpwnam(config.user).pw_uid
-        )
+        except OSError as error:
+            raise PrivilegeError("AH02156", f"setgid: unable to set group id to Group {gid}",
+                                 error) from None  # fmt: skip
         if uid >= 0:
+            name = accounts.user_name(uid)
+            try:
+                os.initgroups(name, gid)
+            except OSError as error:
+                raise PrivilegeError("AH02157", f"initgroups: unable to set groups for User "
+                                     f"{name} and Group {gid}", error) from None  # fmt: skip
+        else:
+            os.setgroups([gid])
+    if uid >= 0:
+        try:
             os.setuid(uid)
+        except OSError as error:
+            raise PrivilegeError("AH02162", f"setuid: unable to change to uid: {uid}",
+                                 error) from None  # fmt: skip
 
 
 def set_title(title: str) -> None:

@@ -15,6 +15,7 @@ from mpmd.handlers.router import Router
 from mpmd.handlers.static import default_mime_table
 from mpmd.logs.access import AccessLog, start_flush_thread
 from mpmd.logs.error import ErrorLog
+from mpmd.logs.targets import is_syslog, open_for_children
 
 
 class ChildContext:
@@ -93,6 +94,7 @@ def share_before_fork(config: ServerConfig) -> None:
     gc.freeze())."""
     handler_factories(config)
     default_mime_table()
+    open_for_children(log_files(config))
     if config.balancers or any(v.proxy.routes for v in (config.main, *config.vhosts)):
         # The proxy's modules, and the codec socket.getaddrinfo imports on first use for a
         # host name: a child that dropped to User may no longer read the Python installation.
@@ -100,6 +102,15 @@ def share_before_fork(config: ServerConfig) -> None:
 
         from mpmd.handlers.proxy.balancer import runtime_factory  # noqa: F401
         from mpmd.handlers.proxy.handler import ProxyHandler  # noqa: F401
+
+
+def log_files(config: ServerConfig) -> set[str]:
+    """The paths of the access logs and the virtual hosts' own error logs (the main one is the
+    parent's already): what a child writes but may not be allowed to open."""
+    paths = {spec.target for vhost in (config.main, *config.vhosts) for spec in vhost.access_logs}
+    paths |= {vhost.error_log for vhost in config.vhosts}
+    return {p for p in paths if p not in ("stderr", config.main.error_log)
+            and not p.startswith("|") and not is_syslog(p)}  # fmt: skip
 
 
 def handler_factories(config: ServerConfig) -> dict[str, Callable]:

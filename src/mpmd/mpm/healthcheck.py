@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from mpmd.config.model import ServerConfig
 from mpmd.handlers.proxy import hcheck
 from mpmd.handlers.proxy.state import ProxyState
-from mpmd.mpm.child import drop_privileges, set_title
+from mpmd.mpm.child import PrivilegeError, drop_privileges, set_title
 
 STOP_WAIT = 2.0  # seconds `stop_all` gives a process to exit before SIGKILL
 
@@ -141,8 +141,11 @@ def _run(spec: _Spec, parent_pid: int) -> int:
     set_title(f"mpmd: proxy health checks gen {spec.generation}")
     try:
         drop_privileges(spec.config)
-    except (KeyError, PermissionError, OSError) as error:
-        spec.error_log.log("alert", f"cannot switch to User/Group: {error}", ah="AH02155")
+    except PrivilegeError as error:
+        error.log(spec.error_log)
+        return 1
+    except KeyError as error:
+        spec.error_log.log("alert", error.args[0], module="unixd")
         return 1
     try:
         hcheck.serve(

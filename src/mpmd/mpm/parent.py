@@ -23,7 +23,14 @@ from mpmd import SERVER_SOFTWARE
 from mpmd.config.model import ServerConfig
 from mpmd.config.syntax import ConfigError
 from mpmd.mpm import maintenance, reexec, systemd
-from mpmd.mpm.child import CHILD_FATAL, ChildSpec, import_app_modules, run_child, set_title
+from mpmd.mpm.child import (
+    CHILD_FATAL,
+    ChildSpec,
+    import_app_modules,
+    privilege_warnings,
+    run_child,
+    set_title,
+)
 from mpmd.mpm.context import build_router, share_before_fork
 from mpmd.mpm.healthcheck import HealthCheckProcess
 from mpmd.mpm.memory import MemorySampler
@@ -122,7 +129,7 @@ class Parent(Watchdog):
         self.scoreboard.generation = self.generation
         self._install_signals()
         set_title(f"mpmd: parent -f {config.config_file or '(built-in)'}")
-        for warning in (*config.warnings, *unmatched):
+        for warning in (*config.warnings, *unmatched, *privilege_warnings(config)):
             self.error_log.log("warn", warning)
         self._log_configured()
         self.error_log.log("notice", f"Command line: '{self.command_line}'", ah="AH00094")
