@@ -245,10 +245,11 @@ def offline_inputs(
 
 
 def live_advice_text(config: ServerConfig, snap) -> str:
-    """The advice from one scoreboard copy and /proc only (no logs, no planner): what the
-    status page's `?advice` shows."""
+    """The advice from one scoreboard copy (the parent's memory samples) and /proc/meminfo
+    only: no logs, no planner, no walk of the children's page tables. What the status page's
+    `?advice` shows."""
     try:
-        inputs = snapshot_inputs(config, snap)
+        inputs = snapshot_inputs(config, snap, fresh=False)
     except (OSError, ValueError) as err:
         return f"# mpmctl advise: no advice yet: {err}\n"
     advice = advise(inputs)

@@ -219,6 +219,9 @@ def advise(inputs: Inputs, *, min_workers: int = 0, min_spare: int = 0) -> Advic
         mean, peak, conc_why = peak_concurrency(inputs.traffic)
         needed = workers_needed(peak)
         conc_why += f"; ceil({HEADROOM} x {peak:.3g}) = {needed} workers"
+        if needed < inputs.cores:
+            needed = inputs.cores
+            conc_why += f"; at least one per core: {needed}"
         if min_workers > needed:
             needed = min_workers
             conc_why += f"; raised to {needed} after the planner's check"

@@ -59,13 +59,13 @@ def core_count() -> int:
 # -- the running server ------------------------------------------------------------------------
 
 
-def children_memory(snap: Snapshot) -> list[tuple[int, int]]:
-    """(PSS, USS) KiB of each live child: read from /proc now when this process may, else the
-    parent's last sample in the scoreboard; children not sampled yet are left out."""
+def children_memory(snap: Snapshot, fresh: bool = True) -> list[tuple[int, int]]:
+    """(PSS, USS) KiB of each live child: with `fresh`, read from /proc now when this process
+    may, else the parent's last sample in the scoreboard; children not sampled are left out."""
     out = []
     for p in snap.live_processes():
-        fresh = read_memory(p.pid)
-        pss, uss = (fresh.pss_kib, fresh.uss_kib) if fresh else (p.pss_kib, p.uss_kib)
+        now = read_memory(p.pid) if fresh else None
+        pss, uss = (now.pss_kib, now.uss_kib) if now else (p.pss_kib, p.uss_kib)
         if pss > 0:
             out.append((pss, uss))
     return out
@@ -127,11 +127,12 @@ def snapshot_inputs(
     thread_safe: bool | None = None,
     reserve_kib: int = 0,
     budget_kib: int | None = None,
-    meminfo: str = "/proc/meminfo",
+    fresh: bool = True,
 ) -> Inputs:
-    """Inputs from one scoreboard copy and /proc: cheap enough for a status-page request."""
-    available, total = read_meminfo(meminfo)
-    sizes = children_memory(snap)
+    """Inputs from one scoreboard copy, /proc/meminfo and (with `fresh`) each child's
+    /proc/PID/smaps_rollup; without, the parent's last sample: cheap enough for a request."""
+    available, total = read_meminfo()
+    sizes = children_memory(snap, fresh)
     notes = []
     if not sizes:
         raise ValueError("no child of the running server has been measured yet")
