@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from server import APPS, Server, call, wait_for
 
 APACHE = "/usr/sbin/apache2"

@@ -21,6 +21,7 @@ BUDGET_FRACTION = 0.9  # of MemAvailable: the page cache and the kernel keep the
 GROWTH = 1.5  # a child may grow to 1.5 x its measured USS before MaxMemoryPerChild retires it
 HEADROOM = 1.25  # workers above the measured peak concurrency
 MAX_THREADS_PER_CHILD = 25  # Apache's default: more threads only queue on the GIL
+MIN_THREADS_PER_CHILD = 4  # a thread costs tens of KiB: spare ones absorb a burst before a tick
 DEFAULT_WORKERS = 150  # Debian's MaxRequestWorkers, when no traffic was measured
 KEEPALIVE_HOLDING = (1, 5)  # KeepAliveTimeout range where a kept-alive connection holds a worker
 KEEPALIVE_PARKED = (2, 15)  # the event MPM parks idle connections: a longer timeout is cheap
@@ -182,11 +183,12 @@ def choose_mpm(inputs: Inputs) -> tuple[str, str]:
 
 
 def threads_per_child(needed: int, cores: int) -> tuple[int, str]:
-    """Enough threads that about one child per core carries the peak, at most 25."""
-    tpc = min(MAX_THREADS_PER_CHILD, max(1, math.ceil(needed / max(1, cores))))
+    """Enough threads that about one child per core carries the peak, within 4..25."""
+    tpc = min(MAX_THREADS_PER_CHILD, max(MIN_THREADS_PER_CHILD, math.ceil(needed / cores)))
     return tpc, (
-        f"ceil({needed} workers / {cores} cores) capped at {MAX_THREADS_PER_CHILD} = {tpc}: "
-        "processes, not threads, buy CPU parallelism under the GIL"
+        f"ceil({needed} workers / {cores} cores) kept within {MIN_THREADS_PER_CHILD}.."
+        f"{MAX_THREADS_PER_CHILD} = {tpc}: processes, not threads, buy CPU parallelism under "
+        "the GIL; a few spare threads are cheap"
     )
 
 
@@ -254,9 +256,13 @@ def advise(inputs: Inputs, *, min_workers: int = 0, min_spare: int = 0) -> Advic
             "configuration of this application is safe on this machine"
         )
         return advice
-    children_needed = math.ceil(needed / tpc)
+    children_needed = max(math.ceil(needed / tpc), min(inputs.cores, needed))
     children = min(children_needed, cap)
-    wants = f"ceil({needed} / {tpc}) = {children_needed}" if threaded else str(needed)
+    wants = (
+        f"max(ceil({needed} / {tpc}), min({inputs.cores} cores, {needed})) = {children_needed}"
+        if threaded
+        else str(needed)
+    )
     limit = f"memory allows {budget} // {per_child} = {cap} children, traffic needs {wants}"
     if children < children_needed:
         notes.append(
