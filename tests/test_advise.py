@@ -106,6 +106,7 @@ def test_event_table():
     assert advice.directives() == {
         "StartServers": 2,  # ceil((5 + 5) / 5)
         "ServerLimit": 2,
+        "ThreadLimit": 5,
         "ThreadsPerChild": 5,
         "MaxRequestWorkers": 10,
         "MinSpareThreads": 5,

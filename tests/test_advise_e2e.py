@@ -109,7 +109,9 @@ def test_advice_for_a_running_server(tmp_path, mpm):
 
 
 def test_status_page_without_extended_status_has_no_advice(tmp_path):
-    conf = LIVE_CONFIG.replace("TMP", str(tmp_path)).replace("ExtendedStatus On", "ExtendedStatus Off")
+    conf = LIVE_CONFIG.replace("TMP", str(tmp_path)).replace(
+        "ExtendedStatus On", "ExtendedStatus Off"
+    )
     with Server(tmp_path, conf, mpm="prefork") as server:
         _, _, body = call(server, "GET", "/server-status")
         assert b"?advice" not in body

@@ -324,6 +324,9 @@ def _threaded(
         Setting("ServerLimit", children,
                 f"MaxRequestWorkers / ThreadsPerChild = {children}; no more, so children "
                 "stopping in a graceful restart never overlap new ones beyond the budget"),
+        Setting("ThreadLimit", tpc,
+                f"= ThreadsPerChild {tpc}, so an older ThreadLimit cannot clamp it (AH00507); "
+                "ServerLimit and ThreadLimit change only with a full stop and start"),
         Setting("ThreadsPerChild", tpc, tpc_why),
         Setting("MaxRequestWorkers", mrw,
                 f"{limit}: {children} children x {tpc} threads = {mrw} (a multiple of "
