@@ -24,7 +24,13 @@ from mpmd.tools.advise_core import (
     memory_budget,
     workers_needed,
 )
-from mpmd.tools.advise_inputs import log_traffic, read_meminfo
+from mpmd.tools.advise_inputs import (
+    cost_from_children,
+    error_patterns,
+    leak_hint,
+    log_traffic,
+    read_meminfo,
+)
 from mpmd.tools.advise_render import render_text
 from mpmd.tools.simulate import Request
 
@@ -235,6 +241,39 @@ def test_log_traffic_from_an_access_log(tmp_path):
     assert len(got.requests) == 10
 
 
+def test_cost_of_the_largest_child_as_a_one_thread_child():
+    cost = cost_from_children([(9000, 5000), (12000, 7000)], threads=25, thread_kib=64)
+    assert (cost.uss_kib, cost.shared_kib, cost.thread_kib) == (7000 - 24 * 64, 5000, 64)
+
+
+def test_leak_hint_needs_a_wide_and_large_spread():
+    assert leak_hint([(0, 10000)]) is None
+    assert leak_hint([(0, 10000), (0, 14000)]) is None  # under 1.5x
+    assert leak_hint([(0, 3000), (0, 6000)]) is None  # 2x but under 4 MiB
+    assert leak_hint([(0, 10000), (0, 20000)]) == "children's USS ranges from 10000 to 20000 KiB"
+
+
+def test_error_log_patterns_become_notes(tmp_path):
+    log = tmp_path / "error_log"
+    head = "[Sat Dec 05 00:19:53.601123 2026] [mpm_prefork:error] [pid 5734:tid 5734]"
+    log.write_text(
+        f"{head} AH00161: server reached MaxRequestWorkers setting, consider raising the "
+        "MaxRequestWorkers setting\n"
+        f"{head} AH00161: server reached MaxRequestWorkers setting, consider raising the "
+        "MaxRequestWorkers setting\n"
+        f"{head} MP00003: request exceeded Timeout: GET /slow HTTP/1.1\n"
+        f"{head} AH00052: child pid 7 exit signal Segmentation fault (11)\n"
+        "  a traceback's continuation line\n"
+    )
+    patterns = error_patterns(str(log))
+    assert patterns == {"MaxRequestWorkers reached": 2, "hung requests (Timeout exceeded)": 1,
+                        "child crashes": 1}  # fmt: skip
+    notes = advise(inputs(traffic=TRAFFIC, error_patterns=patterns)).notes
+    assert any("reached 2 times" in n for n in notes)
+    assert any("MP00003" in n for n in notes)
+    assert any("child crashes" in n for n in notes)
+
+
 def test_meminfo(tmp_path):
     path = tmp_path / "meminfo"
     path.write_text("MemTotal:       24683784 kB\nMemFree: 1 kB\nMemAvailable:   24154292 kB\n")
@@ -263,6 +302,7 @@ def test_no_running_server_is_a_clear_message(tmp_path):
         (("--app", "missing/file.py:app"), "no such file"),
         (("--memory-budget", "lots"), "not a size"),
         (("--thread-safe", "maybe"), "say yes or no"),
+        (("-f", "x.conf", "--app", "a:b"), "not allowed with argument"),
     ],
 )
 def test_bad_arguments(args, message):

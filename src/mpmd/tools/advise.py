@@ -282,9 +282,10 @@ def _arguments() -> argparse.ArgumentParser:
         description="Recommend an MPM and every pool directive from measured memory and "
         "traffic, as a configuration snippet whose comments show the arithmetic.",
     )
-    p.add_argument("-f", dest="file", metavar="CONFIG",
-                   help="the running server's configuration (default: mpmd's built-in)")  # fmt: skip
-    p.add_argument("--app", metavar="MODULE:CALLABLE",
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("-f", dest="file", metavar="CONFIG",
+                        help="the running server's configuration (default: mpmd's built-in)")  # fmt: skip
+    source.add_argument("--app", metavar="MODULE:CALLABLE",
                    help="measure this application offline in a probe server instead "
                    "(module:callable or path/to/file.py:callable)")  # fmt: skip
     p.add_argument("--thread-safe", type=_yes_no, metavar="yes|no",
