@@ -40,7 +40,8 @@ def _parser(*, ctl: bool = False) -> argparse.ArgumentParser:
             prog="mpmctl",
             usage=f"mpmctl [mpmd options] {{{','.join(MPMCTL_VERBS)}}} [mpmd options]\n"
             "       mpmctl logs FILE... [--html OUT]\n"
-            "       mpmctl plan --access-log FILE --config FILE... [--scale K] [--json]",
+            "       mpmctl plan --access-log FILE --config FILE... [--scale K] [--json]\n"
+            "       mpmctl advise [-f CONFIG | --app MODULE:CALLABLE] [--access-log FILE] [--json]",
             description="Control mpmd the way apachectl controls httpd. Without a verb the "
             "options go to mpmd itself.",
         )
@@ -50,7 +51,8 @@ def _parser(*, ctl: bool = False) -> argparse.ArgumentParser:
                        "configuration first); configtest: check the configuration; status, "
                        "fullstatus: print the scoreboard; logs FILE...: summarise access and "
                        "error logs (mpmctl logs --help); plan: replay an access log through "
-                       "configurations (mpmctl plan --help)")  # fmt: skip
+                       "configurations (mpmctl plan --help); advise: recommend an MPM and its "
+                       "pool (mpmctl advise --help)")  # fmt: skip
     else:
         p = argparse.ArgumentParser(
             prog=PROG,
@@ -164,6 +166,10 @@ def mpmctl_main(argv: Sequence[str] | None = None) -> int:
         from mpmd.tools.plan import plan_main
 
         return plan_main(args[1:])
+    if args[0] == "advise":  # the tuning advisor: reads a running server, or probes --app
+        from mpmd.tools.advise import advise_main
+
+        return advise_main(args[1:])
     ns = parser.parse_args(args)
     verb = ns.verb
     ns.app = None

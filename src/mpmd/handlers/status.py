@@ -455,6 +455,12 @@ def request_host(exchange: Exchange) -> str:
     return (host and host_name(host)) or exchange.vhost.server_name
 
 
+_ADVICE_LINK = (
+    '<p><a href="?advice">Tuning advice</a>: the MPM and pool directives `mpmctl advise` '
+    "recommends from this scoreboard and the memory in /proc (read-only)</p>\n"
+)
+
+
 def make_status_handler(
     config: ServerConfig, scoreboard: Scoreboard, *, charts: bool = True, proxy_state=None
 ) -> Handler:
@@ -479,8 +485,15 @@ def make_status_handler(
             if proxy is not None:
                 body += status_page.render_auto(proxy.snapshot())
             content_type = AUTO_TYPE
+        elif facts.extended and "advice" in request.query:  # mpmd's: mpmctl advise, read-only
+            from mpmd.tools.advise import live_advice_text
+
+            body = live_advice_text(config, view.snap)
+            content_type = AUTO_TYPE
         else:
             extra = memory_section(view.snap, facts.is_async)
+            if facts.extended:
+                extra += _ADVICE_LINK
             if draw is not None:
                 extra += draw(view.snap.history(), facts.max_request_workers, facts.is_async)
             hooks = status_page.render_html(proxy.snapshot(), escape_html) if proxy else ""
