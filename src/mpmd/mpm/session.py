@@ -30,6 +30,24 @@ if TYPE_CHECKING:
 # SO_SNDTIMEO is EAGAIN): no fault of the handler's, nothing to log.
 _CLIENT_GONE = (ConnectionError, TimeoutError, BlockingIOError)
 
+# The note (`%{mpmd-queued-ms}n`) saying how long a request waited on its socket before it
+# started, for `mpmctl plan`: %t and %D start when a thread takes the request, so without it
+# a log hides every wait in the listen backlog or for a thread.
+QUEUED_NOTE = "mpmd-queued-ms"
+_LAST_DATA_RECV = 52  # offset of tcpi_last_data_recv (ms) in Linux's struct tcp_info
+
+
+def queued_ms(sock: socket.socket) -> str | None:
+    """Milliseconds since the request's last bytes reached the socket (TCP_INFO, in the
+    kernel's jiffy steps, 4 ms at HZ=250); None where the socket has no TCP_INFO."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 64)
+    except (OSError, AttributeError):
+        return None
+    if len(info) < _LAST_DATA_RECV + 4:
+        return None
+    return str(int.from_bytes(info[_LAST_DATA_RECV : _LAST_DATA_RECV + 4], "little"))
+
 
 class Transport(Protocol):
     """What a session needs from the connection that owns the socket."""
@@ -149,6 +167,9 @@ class Session:
             exchange = Exchange(
                 request, info, vhost, transport.send, transport.sendfile, self.last_one
             )
+            queued = queued_ms(transport.sock)
+            if queued is not None:
+                exchange.notes[QUEUED_NOTE] = queued
             if worker is not None:
                 worker.request_start(
                     request.request_line,
