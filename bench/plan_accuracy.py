@@ -34,7 +34,7 @@ from mpmd.config.build import load_config
 from mpmd.tools.accesslog import LogParser, read_access_log
 from mpmd.tools.logformats import resolve_format
 from mpmd.tools.plan import build_trace, simulate_configs, somaxconn
-from mpmd.tools.replay import LATE_WARNING_SECONDS, Outcome, Shot, bursty, poisson, replay
+from mpmd.tools.replay import Outcome, Shot, bursty, poisson, replay
 from mpmd.tools.sim_report import SimSettings, Summary, percentile
 
 APPS = Path(__file__).resolve().parent.parent / "tests" / "apps"
@@ -132,7 +132,9 @@ class Comparison:
     peak_predicted: int
     refused_measured: int
     refused_predicted: int
-    late_ms: float  # the replayer's worst lateness behind schedule
+    # the replayer's worst lateness behind schedule: it shapes the trace, not the comparison
+    # (the server logs, and the client times, each request when it was actually sent)
+    late_ms: float
     misses: tuple[str, ...]
 
 
@@ -297,8 +299,6 @@ def compare(case: Case, seconds: float, tmp: Path | None = None) -> Comparison:
         measured, predicted, (peak, summary.peak_processes), (refused, summary.refused)
     )
     late = max((o.late for o in outcomes), default=0.0)
-    if late > LATE_WARNING_SECONDS:
-        misses.append(f"the replayer ran {late * 1000:.0f} ms late")
     return Comparison(
         case.name,
         len(outcomes),
@@ -324,15 +324,16 @@ def markdown(rows: list[Comparison], seconds: float) -> str:
         "",
         "| case | requests | p50 measured / planned | p95 measured / planned "
         "| p99 measured / planned | peak processes measured / planned "
-        "| refused measured / planned | within tolerance |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| refused measured / planned | client late ms | within tolerance |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         cells = [f"{ms(m)} / {ms(p)}" for m, p in zip(r.measured, r.predicted, strict=True)]
         verdict = "yes" if not r.misses else "no: " + "; ".join(r.misses)
         lines.append(
             f"| {r.case} | {r.requests} | {' | '.join(cells)} | {r.peak_measured} / "
-            f"{r.peak_predicted} | {r.refused_measured} / {r.refused_predicted} | {verdict} |"
+            f"{r.peak_predicted} | {r.refused_measured} / {r.refused_predicted} | "
+            f"{r.late_ms:.1f} | {verdict} |"
         )
     return "\n".join(lines) + "\n"
 

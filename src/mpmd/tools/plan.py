@@ -220,45 +220,51 @@ def _connections(
 
 # -- the tick's phase --------------------------------------------------------------------------
 
-PHASE_STEPS = (0.05, 0.01)  # tick phases tried: every 0.05 s, then every 0.01 s around the best
-PHASE_WINDOW = 10_000  # requests the phase is fitted on
+READY_STEP = 0.01  # the fit's step for when in the second a forked child starts accepting
+STARTUPS = (0.005, 0.02, 0.05, 0.1, 0.3)  # seconds from fork to accepting: bare to heavy apps
+PHASE_WINDOW = 3_000  # requests the fit replays
 
 
 def simulate_configs(
     trace: Trace, settings: Sequence[SimSettings]
 ) -> tuple[list[SimResult], list[str]]:
-    """Each configuration simulated over the trace, with the parent's tick at the phase that
-    reproduces the log's own waits best, and the notes saying which.
+    """Each configuration simulated over the trace, with the parent's tick at the phase, and
+    a new child's start-up time, that reproduce the log's own waits best, and notes saying so.
 
     When a burst finds the pool full, how long it waits depends on where in the second the
-    next tick falls (up to a second at the first spawn); the server's tick phase is its start
-    time's fraction, which the log does not say. Its waits do: under the configuration the log
-    was recorded with, at the right phase, the simulated waits are the logged ones. Every
-    configuration is tried at each phase on the first PHASE_WINDOW requests; the best pair
-    names the recording configuration and the phase all of them are simulated at."""
-    phase, notes = 0.0, []
-    if trace.queued is not None and any(trace.queued) and settings:
-        window = trace.requests[:PHASE_WINDOW]
-        logged = trace.queued[:PHASE_WINDOW]
+    next tick falls (up to a second at the first spawn) and on how soon the forked child
+    accepts; the server's tick phase is its start time's fraction and the start-up time is the
+    application's, and the log says neither. Its waits do: under the configuration the log was
+    recorded with, at the right phase and start-up, the simulated waits are the logged ones.
+    What the waits show most sharply is when new children start accepting (phase + start-up),
+    so that is searched first, every READY_STEP, at each configuration; then how it splits
+    into phase and start-up. The best names the recording configuration and what all of them
+    are simulated with."""
+    if trace.queued is None or not any(trace.queued[:PHASE_WINDOW]) or not settings:
+        return [simulate(trace.requests, one) for one in settings], []
+    window = trace.requests[:PHASE_WINDOW]
+    logged = trace.queued[:PHASE_WINDOW]
 
-        def error(n: int, at: float) -> tuple[float, float, int]:
-            waits = simulate(window, replace(settings[n], tick_phase=at % 1.0)).wait
-            return sum(abs(w - q) for w, q in zip(waits, logged, strict=True) if w == w), at, n
+    def error(n: int, ready: float, startup: float) -> tuple[float, float, float, int]:
+        tried = replace(settings[n], tick_phase=(ready - startup) % 1.0, startup=startup)
+        waits = simulate(window, tried).wait
+        gap = sum(abs(w - q) for w, q in zip(waits, logged, strict=True) if w == w)
+        return gap, ready, startup, n
 
-        coarse, fine = PHASE_STEPS
-        best = min(error(n, k * coarse) for n in range(len(settings))
-                   for k in range(round(1 / coarse)))  # fmt: skip
-        _, at, n = best
-        span = round(coarse / fine)
-        best = min(best, *(error(n, at + k * fine) for k in range(1 - span, span) if k))
-        _, phase, n = best
-        phase %= 1.0
-        notes.append(
-            f"the maintenance tick is placed {phase:.2f} s into each second of the trace, the "
-            f"phase at which configuration {n + 1} reproduces the logged waits best"
-        )
-    results = [simulate(trace.requests, replace(one, tick_phase=phase)) for one in settings]
-    return results, notes
+    first = STARTUPS[1]
+    best = min(error(n, k * READY_STEP, first) for n in range(len(settings))
+               for k in range(round(1 / READY_STEP)))  # fmt: skip
+    _, ready, _, n = best
+    best = min(best, *(error(n, ready, startup) for startup in STARTUPS if startup != first))
+    _, ready, startup, n = best
+    phase = (ready - startup) % 1.0
+    note = (
+        f"the maintenance tick is placed {phase:.3f} s into each second of the trace and a "
+        f"forked child accepts {startup:g} s after the tick, the pair at which configuration "
+        f"{n + 1} reproduces the logged waits best"
+    )
+    fitted = [replace(one, tick_phase=phase, startup=startup) for one in settings]
+    return [simulate(trace.requests, one) for one in fitted], [note]
 
 
 # -- calibration ------------------------------------------------------------------------------

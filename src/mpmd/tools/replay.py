@@ -22,9 +22,6 @@ import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-# a request later than this behind its schedule means the client could not keep up
-LATE_WARNING_SECONDS = 0.005
-
 
 @dataclass(frozen=True, slots=True)
 class Shot:
