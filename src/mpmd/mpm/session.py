@@ -21,7 +21,7 @@ from mpmd.http.protocol import HttpProtocol
 from mpmd.http.request import Request
 from mpmd.http.response import build_head, error_body
 from mpmd.http.timeouts import BODY, ReadDeadline, read_timeout, read_wait, start_stage
-from mpmd.mpm.context import ChildContext
+from mpmd.mpm.context import QUEUED_NOTE, ChildContext
 
 if TYPE_CHECKING:
     from mpmd.mpm.scoreboard import WorkerRecord
@@ -30,10 +30,6 @@ if TYPE_CHECKING:
 # SO_SNDTIMEO is EAGAIN): no fault of the handler's, nothing to log.
 _CLIENT_GONE = (ConnectionError, TimeoutError, BlockingIOError)
 
-# The note (`%{mpmd-queued-ms}n`) saying how long a request waited on its socket before it
-# started, for `mpmctl plan`: %t and %D start when a thread takes the request, so without it
-# a log hides every wait in the listen backlog or for a thread.
-QUEUED_NOTE = "mpmd-queued-ms"
 _LAST_DATA_RECV = 52  # offset of tcpi_last_data_recv (ms) in Linux's struct tcp_info
 
 
@@ -167,9 +163,10 @@ class Session:
             exchange = Exchange(
                 request, info, vhost, transport.send, transport.sendfile, self.last_one
             )
-            queued = queued_ms(transport.sock)
-            if queued is not None:
-                exchange.notes[QUEUED_NOTE] = queued
+            if ctx.log_queued:
+                queued = queued_ms(transport.sock)
+                if queued is not None:
+                    exchange.notes[QUEUED_NOTE] = queued
             if worker is not None:
                 worker.request_start(
                     request.request_line,

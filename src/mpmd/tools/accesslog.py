@@ -39,7 +39,7 @@ class AccessRecord(NamedTuple):
     keepalive: int | None  # %k: requests on this connection before this one
     path: str | None  # URL path without the query (%U, else from %r)
     user_agent: str | None  # %{User-Agent}i as logged (escaped)
-    queued: float | None  # seconds it waited on its socket before it started (mpmd's note)
+    queued: float | None = None  # seconds waited on its socket before it started (mpmd's note)
 
 
 FIELDS = AccessRecord._fields
