@@ -106,7 +106,7 @@ def _cases() -> dict[str, Case]:
         small, roomy = (
             (PREFORK_SMALL, PREFORK_ROOMY) if mpm == "prefork" else (THREADED_SMALL, THREADED_ROOMY)
         )
-        busy = 1.0 if mpm == "prefork" else 1.8  # threads are cheap: load the small pool more
+        busy = 1.0 if mpm == "prefork" else 2.5  # threads are cheap: load the small pool more
         for case in (
             Case(f"{mpm}-small-poisson", mpm, small, steady(80 * busy, sleep_ms(20))),
             Case(f"{mpm}-small-bursty", mpm, small, burst(20, 150 * busy, sleep_ms(20))),
