@@ -405,12 +405,13 @@ class _Pool(Children, EventChildren):
         wait = array("d", bytes(8 * self.n))
         latency = array("d", wait)
         arr, svc, start, refused = self.arr, self.svc, self.start, self.refused
+        overhead = self.s.overhead
         for i in range(self.n):
             if refused[i]:
                 wait[i] = latency[i] = nan
             else:
                 wait[i] = start[i] - arr[i]
-                latency[i] = wait[i] + svc[i]
+                latency[i] = wait[i] + svc[i] + overhead
         series = ticker.series()
         summary = summarise(
             self.s,
@@ -420,7 +421,7 @@ class _Pool(Children, EventChildren):
             peak_processes=self.peak_proc,
             peak_busy=self.peak_busy,
             forked=len(self.cslot) - self.initial,
-            area=self.area,
+            area=self.area + overhead * (self.n - sum(refused)),  # in the system meanwhile
             first=self.arr[0] if self.n else t0,
             last=self.last_change,
         )
