@@ -45,7 +45,8 @@ class Trace:
     requests: list[Request]
     notes: list[str]
     # each request's logged wait on its socket (%{mpmd-queued-ms}n), in seconds, when the log
-    # has it and the trace is at the logged rate: what the tick phase is fitted to
+    # has it and the trace is the logged load (no --scale, no --calibrate): what the tick
+    # phase is fitted to
     queued: list[float] | None = None
 
 
@@ -152,7 +153,7 @@ def build_trace(
         for n, k in enumerate(order)
     ]
     queued = None
-    if "queued" in parser.available and scale == 1.0:
+    if "queued" in parser.available and scale == 1.0 and demand is None:
         queued = [recs[k].queued or 0.0 for k in order]
     return Trace(requests, notes, queued)
 
@@ -467,8 +468,7 @@ def _parser_for(ns: argparse.Namespace, configs: Sequence[tuple[str, ServerConfi
     else:
         fmt, origin = resolve_format(access_log=ns.access_log)
     needs = ("time", "service", "path") if ns.calibrate else ("time", "service")
-    fields = ("time", "service", "client", "keepalive", "path", "queued")
-    parser = LogParser(fmt, fields, origin)
+    parser = LogParser(fmt, (*needs, "client", "keepalive", "queued"), origin)
     parser.require(needs)
     return parser
 

@@ -26,7 +26,10 @@ The model, per MPM (reference 1.2-1.4):
   child's threads have been busy for 0.1 s ("kill'em all"); a child full only because of
   parked connections takes clients from the backlog every 0.1 s, closing its oldest parked
   ones; a stopping child keeps parked connections to their timeout and answers them.
-Not modelled: lingering close, write completion, slow clients (service time includes sending).
+Not modelled: lingering close, write completion, slow clients (service time includes sending);
+the time before a request starts outside the pool (accepting, reading the head, the hand-over)
+is one constant, SimSettings.overhead, added to each latency. The parent's tick falls
+`tick_phase` into each second of the trace's clock (the server's depends on when it started).
 """
 
 from __future__ import annotations
