@@ -16,6 +16,7 @@ from mpmd.handlers.static import default_mime_table
 from mpmd.logs.access import AccessLog, start_flush_thread
 from mpmd.logs.error import ErrorLog
 from mpmd.logs.targets import is_syslog, open_for_children
+from mpmd.mpm.scoreboard import TlsCounters
 
 # The note (`%{mpmd-queued-ms}n`) saying how long a request waited on its socket before it
 # started, for `mpmctl plan`: %t and %D start when a thread takes the request, so without it
@@ -53,6 +54,8 @@ class ChildContext:
             for vhost in (config.main, *config.vhosts)
             for spec in vhost.access_logs
         )
+        self.tls = tls_contexts(config)  # http/tls.py's TlsContexts; None: no TLS host
+        self.tls_counters = TlsCounters(None)  # the child's, once it knows its slot
 
     @property
     def stopping(self) -> bool:
@@ -72,6 +75,15 @@ class ChildContext:
 
     def logs_for(self, vhost: VirtualHost) -> Sequence:
         return self.access_logs.get(id(vhost), ())
+
+
+def tls_contexts(config: ServerConfig):
+    """The generation's TLS contexts (built by the CLI before the fork: found, not rebuilt)."""
+    if all(v.ssl is None for v in (config.main, *config.vhosts)):
+        return None
+    from mpmd.http.tls import TlsContexts
+
+    return TlsContexts.build(config)
 
 
 def build_router(
