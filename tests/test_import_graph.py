@@ -96,6 +96,7 @@ def test_the_entry_point_is_a_leaf_and_the_parent_names_no_mpm() -> None:
         "mpmd.http.tls",
         "mpmd.logs.access",
         "mpmd.logs.error",
+        "mpmd.logs.targets",
         "mpmd.mpm.scoreboard",
     }
 

@@ -160,7 +160,8 @@ ACTIVATE = shutil.which("systemd-socket-activate")
 def test_socket_activation_serves_the_inherited_socket_across_graceful_restarts(tmp_path, mpm):
     port = free_port()
     extra = free_port()  # passed by systemd but named by no Listen: warned about and closed
-    launcher = (ACTIVATE, "-l", f"127.0.0.1:{port}", "-l", f"127.0.0.1:{extra}")
+    # systemd-socket-activate passes on only the variables -E names: the tree under test too
+    launcher = (ACTIVATE, "-E", "PYTHONPATH", "-l", f"127.0.0.1:{port}", "-l", f"127.0.0.1:{extra}")
     server = Server(tmp_path, "WSGIApp / testapp:info\n", mpm=mpm, launcher=launcher)
     server.port = port  # the Listen must name the port systemd passes
     conf = server.conf.read_text().splitlines()
