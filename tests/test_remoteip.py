@@ -413,3 +413,26 @@ def test_each_request_on_a_connection_starts_from_the_peer(server: Server) -> No
 def test_status_page_shows_the_client(server: Server) -> None:
     status, body = get(server.port, "/server-status", "203.0.113.99")
     assert status == 200 and b"203.0.113.99" in body
+
+
+@pytest.mark.parametrize("mpm", ["prefork", "event"])  # event: proxied in the loop
+def test_the_proxy_forwards_the_rewritten_client(tmp_path, mpm: str) -> None:
+    from backends import NginxBackend, http_get, parse_echo, require_nginx
+
+    require_nginx()
+    config = (
+        "RemoteIPHeader X-Forwarded-For\nRemoteIPTrustedProxy 127.0.0.1\n"
+        f"LogFormat {LOG_FORMAT} rip\nCustomLog rip_log rip\n"
+    )
+    with NginxBackend(tmp_path / "nginx") as backend:
+        config += f"ProxyPass /app/ http://127.0.0.1:{backend.port}/\n"
+        with Server(tmp_path, config, mpm=mpm) as front:
+            status, _, body = http_get(
+                front.port, "/app/echo-headers", {"X-Forwarded-For": "198.51.100.1, 203.0.113.5"}
+            )
+            assert status == 200
+            # mod_proxy appends the client mod_remoteip found to what the walk left
+            assert parse_echo(body)["x-forwarded-for"] == "198.51.100.1, 203.0.113.5"
+            line = wait_for(lambda: log_lines(front, "/app/echo-headers"))[-1]
+            assert line[:5] == ["203.0.113.5", "203.0.113.5", "127.0.0.1", "127.0.0.1",
+                                "198.51.100.1"]  # fmt: skip
