@@ -62,10 +62,6 @@ class ProxyHeaderParser:
     def __init__(self) -> None:
         self._buf = b""
 
-    @property
-    def received(self) -> int:
-        return len(self._buf)
-
     def feed(self, data: bytes) -> tuple[ProxyHeader, bytes] | None:
         """None while the header is incomplete; then (header, the bytes after it).
         Raises ProxyHeaderError."""

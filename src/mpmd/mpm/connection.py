@@ -209,7 +209,8 @@ class Connection:
         worker = self.session.worker
         if worker is not None:
             worker.set_state(CLOSING)
-        if self.nothing_more_to_read():
+        # A PROXY header that never completed aborted the connection: httpd closes those at once.
+        if self.session.proxy_header is not None or self.nothing_more_to_read():
             sock.close()
             return
         try:

@@ -26,6 +26,7 @@ from mpmd.mpm.context import ChildContext
 from mpmd.mpm.proxy_header import ProxyHeaderReader
 
 if TYPE_CHECKING:
+    from mpmd.config.model import VirtualHost
     from mpmd.mpm.scoreboard import WorkerRecord
 
 # What a handler raises when the client went away or stalled (a send timeout under
@@ -102,7 +103,7 @@ class Session:
             self.proxied = True
         return rest
 
-    def remote_client(self, request: Request, vhost) -> str | None:
+    def remote_client(self, request: Request, vhost: VirtualHost) -> str | None:
         """mod_remoteip's post_read_request for `vhost`: the request's client address (from
         the PROXY header, else the RemoteIPHeader walk, else the peer), the header rewritten;
         returns the external proxies consumed (the `remoteip-proxy-ip-list` note) or None."""
