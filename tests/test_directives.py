@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+from ipaddress import ip_network
 
 import pytest
 
@@ -106,6 +107,14 @@ GOOD = {
                     ("ok234", "%{REQUEST_STATUS} =~ /^[234]/")),
     "ProxyHCTemplate": (("tcp5", "hcmethod=TCP"), ("tcp5", "hcmethod=TCP")),
     "ProxyHCTPsize": (("0",), 0),
+    "RemoteIPHeader": (("X-Forwarded-For",), "x-forwarded-for"),
+    "RemoteIPProxiesHeader": (("X-Forwarded-By",), "x-forwarded-by"),
+    "RemoteIPTrustedProxy": (("10.1", "192.0.2.0/24"), (ip_network("10.1.0.0/16"), ip_network("192.0.2.0/24"))),
+    "RemoteIPInternalProxy": (("::1",), (ip_network("::1/128"),)),
+    "RemoteIPTrustedProxyList": (("conf/trusted.lst",), "conf/trusted.lst"),
+    "RemoteIPInternalProxyList": (("internal.lst",), "internal.lst"),
+    "RemoteIPProxyProtocol": (("on",), True),
+    "RemoteIPProxyProtocolExceptions": (("10.0.0.0/255.0.0.0",), (ip_network("10.0.0.0/8"),)),
 }  # fmt: skip
 BAD = {
     "StartServers": (("two",), 'StartServers "two" must be an integer'),
@@ -192,6 +201,20 @@ BAD = {
     "ProxyHCExpr": (("ok", "{x", "y}", "z"), "error: extra parameter(s)"),
     "ProxyHCTemplate": ((), "ProxyHCTemplate requires at least one argument"),
     "ProxyHCTPsize": (("-2",), "Invalid ProxyHCTPsize parameter. Parameter must be >= 0"),
+    "RemoteIPHeader": (("a", "b"), "RemoteIPHeader takes one argument"),
+    "RemoteIPProxiesHeader": ((), "RemoteIPProxiesHeader takes one argument"),
+    "RemoteIPTrustedProxy": (
+        ("10.0.0.0/33",),
+        "RemoteIP: Error parsing IP 10.0.0.0/33 (The specified network mask is invalid. error) for RemoteIPTrustedProxy",
+    ),
+    "RemoteIPInternalProxy": (("1.2.3.4.5",), "(The specified IP address is invalid. error)"),
+    "RemoteIPTrustedProxyList": ((), "RemoteIPTrustedProxyList takes one argument"),
+    "RemoteIPInternalProxyList": (("a", "b"), "RemoteIPInternalProxyList takes one argument"),
+    "RemoteIPProxyProtocol": (("yes",), "RemoteIPProxyProtocol must be On or Off"),
+    "RemoteIPProxyProtocolExceptions": (
+        ("lb.internal",),
+        "ip address 'lb.internal' appears to be invalid",
+    ),
 }
 
 

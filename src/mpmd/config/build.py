@@ -37,6 +37,7 @@ from mpmd.config.model import (
 )
 from mpmd.config.mpm_limits import clamp_mpm
 from mpmd.config.proxy import build_proxy
+from mpmd.config.remoteip import apply_remoteip
 from mpmd.config.ssl import build_ssl
 from mpmd.config.syntax import STATIC_MODULES, ConfigError, Node
 
@@ -469,6 +470,9 @@ def build_config(
     main_vhost = replace(main_vhost, proxy=proxy.main, ssl=tls.main)
     vhosts = tuple(replace(v, proxy=p, ssl=t)
                    for v, p, t in zip(vhosts, proxy.vhosts, tls.vhosts, strict=True))  # fmt: skip
+    main_vhost, vhosts, remoteip_headers, proxy_protocol = apply_remoteip(
+        main.seen, [(s.node, s.seen) for s in b.vhosts], main_vhost, vhosts, server_root, b.warnings
+    )
 
     pid_file = main.last("PidFile")
     if pid_file is not None:
@@ -505,6 +509,8 @@ def build_config(
         proxy_status=proxy.status,
         hc_expressions=proxy.hc_expressions,
         hc_tpsize=main.last("ProxyHCTPsize", b.default("ProxyHCTPsize")),
+        remoteip_headers=remoteip_headers,
+        proxy_protocol=proxy_protocol,
     )
 
 

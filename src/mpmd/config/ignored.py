@@ -91,7 +91,6 @@ IGNORED: dict[str, str] = {
     "CacheMaxExpire CacheQuickHandler",
     "mod_cache_disk": "CacheDirLength CacheDirLevels CacheRoot",
     "mod_http2": "H2Direct H2MaxSessionStreams H2ModernTLSOnly H2Push H2Upgrade",
-    "mod_remoteip": "RemoteIPHeader RemoteIPInternalProxy RemoteIPTrustedProxy",
     "mod_usertrack": "CookieDomain CookieExpires CookieName CookieStyle CookieTracking",
     "mod_speling": "CheckCaseOnly CheckSpelling",
     "mod_substitute": "Substitute",

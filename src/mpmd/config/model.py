@@ -7,6 +7,7 @@ raw directive text. All paths here are absolute (resolved against ServerRoot by 
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Literal
 
@@ -253,6 +254,31 @@ class ProxySettings:
 
 NO_PROXY = ProxySettings()
 
+# -- mod_remoteip (reference 2) -----------------------------------------------------------------
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteIpSettings:
+    """A virtual host's RemoteIPHeader walk (mod_remoteip's server merge already applied)."""
+
+    header: str  # RemoteIPHeader, lower-case as request headers are kept
+    proxies_header: str | None  # RemoteIPProxiesHeader, lower-case
+    # RemoteIP{Trusted,Internal}Proxy[List] in configuration order: (network, internal).
+    # None: no list, so every peer is trusted as an external proxy.
+    proxies: tuple[tuple[IpNetwork, bool], ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyProtocolSettings:
+    """RemoteIPProxyProtocol, per address as httpd keeps it: (address, port) entries where
+    "" is any address and 0 any port; the exceptions are never asked for a header."""
+
+    enabled: tuple[tuple[str, int], ...]
+    disabled: tuple[tuple[str, int], ...]
+    exceptions: tuple[IpNetwork, ...]
+
 
 # -- mod_ssl (reference edge-and-asgi 1) ---------------------------------------------------
 
@@ -308,6 +334,7 @@ class VirtualHost:
     source: str  # FILE:LINE where it was declared ("(built-in)" for the default)
     proxy: ProxySettings = NO_PROXY
     ssl: SslSettings | None = None  # None: plain HTTP (SSLEngine off)
+    remoteip: RemoteIpSettings | None = None  # None: no RemoteIPHeader
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,3 +360,5 @@ class ServerConfig:
     proxy_status: bool = False  # ProxyStatus: members on /server-status and /metrics
     hc_expressions: tuple[tuple[str, str], ...] = ()  # ProxyHCExpr name, expression
     hc_tpsize: int = 16  # ProxyHCTPsize: threads running the health checks
+    remoteip_headers: bool = False  # some virtual host walks a RemoteIPHeader
+    proxy_protocol: ProxyProtocolSettings | None = None  # None: RemoteIPProxyProtocol nowhere On

@@ -283,7 +283,6 @@ class WsgiHandler:
                 **self._base,
                 "SERVER_PORT": str(conn.server_port),
                 "SERVER_ADDR": conn.server_addr,
-                "REMOTE_ADDR": conn.client_addr,
                 "REMOTE_PORT": str(conn.client_port),
                 "wsgi.multithread": conn.multithread,
                 "wsgi.multiprocess": conn.multiprocess,
@@ -294,6 +293,7 @@ class WsgiHandler:
             env = base.copy()
         if path_info is None:
             path_info = request.path[len(self._base["SCRIPT_NAME"]) :]
+        env["REMOTE_ADDR"] = conn.client_addr  # per request: mod_remoteip may rewrite it
         env["REQUEST_METHOD"] = request.method
         env["PATH_INFO"] = path_info
         env["QUERY_STRING"] = request.query

@@ -41,8 +41,10 @@ class ConnectionInfo:
     __slots__ = (
         "client_addr",
         "client_port",
+        "conn_addr",
         "multiprocess",
         "multithread",
+        "peer_addr",
         "requests",
         "server_addr",
         "server_port",
@@ -61,8 +63,10 @@ class ConnectionInfo:
         multithread: bool,
         multiprocess: bool,
     ) -> None:
-        self.client_addr = client_addr
-        self.client_port = client_port
+        self.client_addr = client_addr  # the request's client: REMOTE_ADDR, %a, Require ip
+        self.client_port = client_port  # the TCP peer's port (REMOTE_PORT), as httpd keeps it
+        self.peer_addr = client_addr  # the TCP peer (%{c}a)
+        self.conn_addr = client_addr  # the connection's client: a PROXY header's, or the peer
         self.server_addr = server_addr
         self.server_port = server_port
         self.multithread = multithread  # wsgi.multithread: true for worker and event

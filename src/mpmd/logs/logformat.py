@@ -340,6 +340,8 @@ def _directive_expr(code: str, arg: str) -> str | None:
         "^ti": '"-"',  # trailers are not kept
         "^to": '"-"',
     }
+    if code in ("a", "h") and larg == "c":
+        return "x.conn.peer_addr"  # the TCP peer, whatever mod_remoteip made of the client
     if code in simple:
         return simple[code]
     if code == "t":

@@ -101,6 +101,8 @@ class Connection:
         worker = session.worker
         try:
             self._use_kernel_timeouts()
+            if session.proxy_header is not None and not self._read_proxy_header():
+                return
             while True:
                 if not protocol.buffered():
                     first = session.info.requests == 0
@@ -119,6 +121,31 @@ class Connection:
             return
         finally:
             self.close()
+
+    def _read_proxy_header(self) -> bool:
+        """RemoteIPProxyProtocol: the PROXY header before any HTTP, under the header stage;
+        False when it failed (logged by mpm/proxy_header.py) and the connection must close."""
+        settings = self.ctx.settings
+        session = self.session
+        deadline = start_stage(settings, HEADERS, time.monotonic())
+        while True:
+            wait = read_wait(settings, deadline, time.monotonic())
+            try:
+                if wait == 0.0:
+                    raise TimeoutError
+                data = self.recv_within(wait)
+            except TimeoutError:
+                session.read_timed_out(HEADERS)
+                return False
+            try:
+                rest = session.take_proxy_header(data)
+            except ConnectionAbortedError:
+                return False
+            if rest is not None:
+                if rest:
+                    self.protocol.feed(rest)
+                return True
+            deadline.on_bytes(len(data), time.monotonic())
 
     def _read_request_head(self, first: bool) -> bool:
         """Block until a request head is complete, under KeepAliveTimeout and RequestReadTimeout."""
@@ -182,7 +209,8 @@ class Connection:
         worker = self.session.worker
         if worker is not None:
             worker.set_state(CLOSING)
-        if self.nothing_more_to_read():
+        # A PROXY header that never completed aborted the connection: httpd closes those at once.
+        if self.session.proxy_header is not None or self.nothing_more_to_read():
             sock.close()
             return
         try:

@@ -274,6 +274,10 @@ class EventLoop:
         if conn.kind == KEEP_ALIVE:  # the next request begins: its header clock starts
             self._keep_alive_q.remove(conn)
             conn.kind = READING
+        if conn.session.proxy_header is not None:  # RemoteIPProxyProtocol: its header first
+            data = self._proxy_header(conn, data, now)
+            if not data:
+                return
         conn.protocol.feed(data)  # b"" tells it the client closed
         request = conn.request
         if request is None:
@@ -295,6 +299,22 @@ class EventLoop:
             reader = conn.reader = start_stage(self._settings, HEADERS, now)
         reader.on_bytes(len(data), now)
         self._wait_read(conn, now)
+
+    def _proxy_header(self, conn: EventConnection, data: bytes, now: float) -> bytes:
+        """The PROXY header, before any HTTP (mpm/proxy_header.py): the bytes after it; b""
+        while it is incomplete (waiting under the header stage) or once it failed (closed)."""
+        try:
+            rest = conn.session.take_proxy_header(data)
+        except ConnectionAbortedError:
+            self._close(conn)
+            return b""
+        if not rest:
+            reader = conn.reader or start_stage(self._settings, HEADERS, now)
+            conn.reader = reader
+            reader.on_bytes(len(data), now)
+            self._wait_read(conn, now)
+            return b""
+        return rest
 
     def _read_body(self, conn: EventConnection, request: Request, count: int, now: float) -> None:
         """A body the loop buffers, up to BODY_BUFFER_LIMIT, before the request is handed over."""

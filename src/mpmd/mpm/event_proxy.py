@@ -75,6 +75,8 @@ class LoopProxy:
         found = self.router.proxied(vhost, request.path)
         if found is None:
             return False
+        if session.remoteip:  # a thread's session would do it for a request it takes
+            session.remote_client(request, vhost)
         conn.kind = IN_PROXY
         proxied = Proxied(self, conn, request, vhost, *found, body.read(body.buffered), reader)
         self._active[conn] = proxied

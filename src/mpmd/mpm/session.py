@@ -18,12 +18,15 @@ from mpmd.http.body import EMPTY_BODY
 from mpmd.http.errors import HttpError
 from mpmd.http.exchange import ConnectionInfo, Exchange
 from mpmd.http.protocol import HttpProtocol
+from mpmd.http.remoteip import header_value, proxy_header_required, rewrite_headers, walk
 from mpmd.http.request import Request
 from mpmd.http.response import build_head, error_body
 from mpmd.http.timeouts import BODY, ReadDeadline, read_timeout, read_wait, start_stage
 from mpmd.mpm.context import QUEUED_NOTE, ChildContext
+from mpmd.mpm.proxy_header import ProxyHeaderReader
 
 if TYPE_CHECKING:
+    from mpmd.config.model import VirtualHost
     from mpmd.mpm.scoreboard import WorkerRecord
 
 # What a handler raises when the client went away or stalled (a send timeout under
@@ -69,7 +72,18 @@ class Transport(Protocol):
 class Session:
     """The requests of one connection; owned by exactly one thread or loop at a time."""
 
-    __slots__ = ("body_deadline", "client_done", "ctx", "info", "protocol", "transport", "worker")
+    __slots__ = (
+        "body_deadline",
+        "client_done",
+        "ctx",
+        "info",
+        "protocol",
+        "proxied",
+        "proxy_header",
+        "remoteip",
+        "transport",
+        "worker",
+    )
 
     def __init__(
         self, transport: Transport, sock: socket.socket, peer, ctx: ChildContext, worker=None
@@ -89,6 +103,36 @@ class Session:
         self.protocol = HttpProtocol(ctx.settings, self.recv, transport.send_continue)
         self.body_deadline: ReadDeadline | None = None  # the current request's body stage
         self.client_done = False  # the client said it sends nothing more (Connection.close)
+        self.remoteip = ctx.config.remoteip_headers  # some host walks a RemoteIPHeader
+        required = proxy_header_required(ctx.config.proxy_protocol, local, self.info.peer_addr)
+        # RemoteIPProxyProtocol: the header the transport reads before any HTTP, until it is in
+        self.proxy_header = ProxyHeaderReader(self.info, ctx.error_log) if required else None
+        self.proxied = False  # a PROXY header was read: RemoteIPHeader is ignored (2.2 step 1)
+
+    def take_proxy_header(self, data: bytes) -> bytes | None:
+        """ProxyHeaderReader.feed: None until the PROXY header is in, then HTTP's bytes."""
+        rest = self.proxy_header.feed(data)  # type: ignore[union-attr]
+        if rest is not None:
+            self.proxy_header = None
+            self.proxied = True
+        return rest
+
+    def remote_client(self, request: Request, vhost: VirtualHost) -> str | None:
+        """mod_remoteip's post_read_request for `vhost`: the request's client address (from
+        the PROXY header, else the RemoteIPHeader walk, else the peer), the header rewritten;
+        returns the external proxies consumed (the `remoteip-proxy-ip-list` note) or None."""
+        info = self.info
+        info.client_addr = info.conn_addr
+        settings = vhost.remoteip
+        if settings is None or self.proxied:
+            return None
+        value = header_value(request.headers, settings.header)
+        result = walk(info.peer_addr, value, settings) if value is not None else None
+        if result is None:
+            return None
+        rewrite_headers(request.headers, settings, result)
+        info.client_addr = result.client
+        return result.proxies
 
     def recv(self) -> bytes:
         """A blocking body read bounded by Timeout and RequestReadTimeout's body stage.
@@ -116,6 +160,9 @@ class Session:
     def read_timed_out(self, stage: str, request_line: str | None = None) -> None:
         """RequestReadTimeout expired in `stage`: the 408 or the logged close that
         timeouts.read_timeout() names (reference 8.1, 8.2); the caller closes."""
+        if self.proxy_header is not None:
+            self.proxy_header.timed_out()
+            return
         error, answer = read_timeout(stage, self.info.requests == 0, request_line)
         if error is None:
             return
@@ -160,11 +207,14 @@ class Session:
                 return True
             pending = None
             vhost = router.select_vhost(request.header("host"), info.server_port)
+            proxies = self.remote_client(request, vhost) if self.remoteip else None
             if info.tls is not None and not self._tls_allows(request, vhost):
                 return False
             exchange = Exchange(
                 request, info, vhost, transport.send, transport.sendfile, self.last_one
             )
+            if proxies is not None:
+                exchange.notes["remoteip-proxy-ip-list"] = proxies
             if ctx.log_queued:
                 queued = queued_ms(transport.sock)
                 if queued is not None:
@@ -292,6 +342,7 @@ class Session:
         on the scoreboard. `bytes_out`: the error document sent (0 when none was)."""
         ctx = self.ctx
         info = self.info
+        info.client_addr = info.conn_addr  # mod_remoteip never saw this request
         vhost = ctx.router.select_vhost(None, info.server_port)
         exchange = Exchange(
             _refused_request(error.request_line),
