@@ -12,6 +12,8 @@ restart, never per request.
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Any
 
 from mpmd.config.model import MpmName, MpmSettings
@@ -144,9 +146,11 @@ def clamp_mpm(
              "certain server failure. Please read the documentation.",
              f"MinSpareThreads of {min_spare} not allowed, increasing to 1")  # fmt: skip
         min_spare = 1
-    # worker_run()/event_run() with one listener bucket: silent adjustments.
-    max_spare = max(int(raw["MaxSpareThreads"]), min_spare + tpc + 1)
-    start = min(start, daemons)
+    # worker_run()/event_run(): silent adjustments for `b` listener buckets.
+    b = listen_buckets(int(raw.get("ListenCoresBucketsRatio", 0)))
+    start = min(max(start, b), daemons)
+    min_spare = max(min_spare, tpc * (b - 1) + b)
+    max_spare = max(int(raw["MaxSpareThreads"]), min_spare + (tpc + 1) * b)
     return MpmSettings(
         name=mpm, start_servers=start, min_spare_servers=0, max_spare_servers=0,
         min_spare_threads=min_spare, max_spare_threads=max_spare, threads_per_child=tpc,
@@ -180,8 +184,10 @@ def _clamp_prefork(raw: dict[str, Any], server_limit: int, start: int, warn) -> 
              "certain server failure. Please read the documentation.",
              f"MinSpareServers of {min_spare} not allowed, increasing to 1")  # fmt: skip
         min_spare = 1
-    # prefork_run() with one listener bucket: silent adjustments.
-    max_spare = max(int(raw["MaxSpareServers"]), min_spare + 1)
+    # prefork_run(): silent adjustments for `b` listener buckets.
+    b = listen_buckets(int(raw.get("ListenCoresBucketsRatio", 0)))
+    workers, start, min_spare = max(workers, b), max(start, b), max(min_spare, b)
+    max_spare = max(int(raw["MaxSpareServers"]), min_spare + b)
     return MpmSettings(
         name="prefork", start_servers=min(start, workers), min_spare_servers=min_spare,
         max_spare_servers=max_spare, min_spare_threads=0, max_spare_threads=0,
@@ -197,4 +203,13 @@ def _common(raw: dict[str, Any]) -> dict[str, Any]:
         "graceful_shutdown_timeout": int(raw["GracefulShutdownTimeout"]),
         "listen_backlog": int(raw["ListenBacklog"]),
         "max_memory_per_child": int(raw["MaxMemoryPerChild"]),
+        "listen_buckets": listen_buckets(int(raw.get("ListenCoresBucketsRatio", 0))),
     }
+
+
+def listen_buckets(ratio: int, cores: int | None = None) -> int:
+    """ListenCoresBucketsRatio: online cores / ratio buckets, at least 1; 1 when the ratio is
+    0 (off) or the system has no SO_REUSEPORT, which every bucket but one needs."""
+    if ratio <= 0 or not hasattr(socket, "SO_REUSEPORT"):
+        return 1
+    return max(1, (cores or os.cpu_count() or 1) // ratio)

@@ -280,6 +280,8 @@ class WsgiHandler:
                 "wsgi.multithread": conn.multithread,
                 "wsgi.multiprocess": conn.multiprocess,
             }
+            if not conn.client_port:  # a Unix socket's client: no port, as gunicorn
+                del base["REMOTE_PORT"]
             conn.wsgi_base = (self, base)
             env = base.copy()
         if path_info is None:

@@ -22,6 +22,7 @@ from mpmd.http.request import Request
 from mpmd.http.response import build_head, error_body
 from mpmd.http.timeouts import BODY, ReadDeadline, read_timeout, read_wait, start_stage
 from mpmd.mpm.context import ChildContext
+from mpmd.mpm.listeners import connection_addresses
 
 if TYPE_CHECKING:
     from mpmd.mpm.scoreboard import WorkerRecord
@@ -63,12 +64,8 @@ class Session:
         self.transport = transport
         self.ctx = ctx
         self.worker = worker  # the serving thread's scoreboard WorkerRecord, or None
-        local = sock.getsockname()
         self.info = ConnectionInfo(
-            peer[0] if peer else "",
-            peer[1] if peer else 0,
-            local[0],
-            local[1],
+            *connection_addresses(sock, peer),
             multithread=ctx.multithread,
             multiprocess=ctx.multiprocess,
         )
@@ -152,7 +149,7 @@ class Session:
             if worker is not None:
                 worker.request_start(
                     request.request_line,
-                    info.client_addr,
+                    info.client_addr or "-",  # "": a Unix socket's client, as %h logs it
                     vhost.server_name,
                     request.version,
                     time.time_ns() // 1000,
