@@ -499,10 +499,10 @@ class Parent(Watchdog):
         for slot in decision.spawn_slots:
             if slot not in used:
                 self._spawn(slot)
-        if decision.retire is not None:
-            for child in self.children.values():
-                if child.slot == decision.retire:
-                    self._ask_to_stop(child)
+        retiring = {decision.retire, *decision.retire_more} - {None}
+        for child in self.children.values():
+            if child.slot in retiring:
+                self._ask_to_stop(child)
         children = ((c.slot, c.pid) for c in self.children.values())
         sampled = self.memory.sample(scoreboard, children, time.monotonic())
         self._find_hung_requests(snap)
