@@ -134,9 +134,10 @@ def test_default_mode_lets_any_local_user_connect(tmp_path):
 
 @needs_curl
 @pytest.mark.slow
-def test_kept_across_graceful_restart_and_removed_on_graceful_stop(tmp_path):
+@pytest.mark.parametrize("preload", ["Off", "On"])  # On: the parent re-execs on a restart
+def test_kept_across_graceful_restart_and_removed_on_graceful_stop(tmp_path, preload):
     path = tmp_path / "app.sock"
-    with Server(tmp_path, _config(path), mpm="event") as server:
+    with Server(tmp_path, _config(path, f"WSGIPreload {preload}\n"), mpm="event") as server:
         inode = os.lstat(path).st_ino
         first = json.loads(curl(path)[1])["pid"]
         server.signal(signal.SIGUSR1)
@@ -196,3 +197,27 @@ def test_a_live_socket_is_not_taken_over(tmp_path):
 def test_missing_directory_is_a_bind_error(tmp_path):
     output = _start_fails(tmp_path, tmp_path / "missing" / "app.sock")
     assert "(2)No such file or directory: AH00072" in output
+
+
+ACTIVATE = shutil.which("systemd-socket-activate")
+
+
+@needs_curl
+@pytest.mark.slow
+@pytest.mark.skipif(ACTIVATE is None, reason="systemd-socket-activate (Debian systemd) missing")
+def test_socket_activation_of_a_unix_socket_is_adopted_and_left_to_systemd(tmp_path):
+    path = tmp_path / "app.sock"
+    port = Server(tmp_path, "").port  # the TCP Listen the test's readiness check uses
+    # systemd-socket-activate passes on only the variables -E names: this tree's PYTHONPATH
+    keep = ("-E", f"PYTHONPATH={os.environ['PYTHONPATH']}") if "PYTHONPATH" in os.environ else ()
+    launcher = (ACTIVATE, *keep, "-l", str(path), "-l", f"127.0.0.1:{port}")
+    server = Server(tmp_path, _config(path), launcher=launcher)
+    server.port = port
+    conf = server.conf.read_text().splitlines()
+    conf = [f"Listen 127.0.0.1:{port}" if line.startswith("Listen 127") else line for line in conf]
+    server.conf.write_text("\n".join(conf) + "\n")
+    with server:
+        inode = os.lstat(path).st_ino
+        assert curl(path)[0] == 200
+        assert "MP00255" not in server.log_text()  # matched to `Listen unix:` by its path
+    assert os.lstat(path).st_ino == inode  # systemd's socket: mpmd does not remove it
