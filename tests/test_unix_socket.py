@@ -221,3 +221,20 @@ def test_socket_activation_of_a_unix_socket_is_adopted_and_left_to_systemd(tmp_p
         assert curl(path)[0] == 200
         assert "MP00255" not in server.log_text()  # matched to `Listen unix:` by its path
     assert os.lstat(path).st_ino == inode  # systemd's socket: mpmd does not remove it
+
+
+def test_dump_shows_the_socket_and_reads_back(tmp_path, capsys):
+    from mpmd.cli import main
+
+    conf = tmp_path / "a.conf"
+    conf.write_text(f"Listen unix:{tmp_path}/a.sock\nListen 8080\nListenUnixMode 0660\n"
+                    "ListenUnixOwner :#0\nListenCoresBucketsRatio 1\n")  # fmt: skip
+    assert main(["-S", "-f", str(conf)]) == 0
+    dump = capsys.readouterr().out
+    assert f"Listen unix:{tmp_path}/a.sock\nListen 8080\nListenUnixMode 0660\n" in dump
+    assert "ListenUnixOwner :#0\n" in dump
+    again = tmp_path / "again.conf"
+    again.write_text(dump)
+    assert main(["-t", "-f", str(again)]) == 0
+    assert main(["-S", "-b", "unix:rel.sock", "-f", str(conf)]) == 0
+    assert f"Listen unix:{os.getcwd()}/rel.sock\n" in capsys.readouterr().out

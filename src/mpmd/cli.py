@@ -231,6 +231,10 @@ def settings_report(config: ServerConfig) -> str:
     lines += [f"Listen {address}" for address in config.listeners]
     if any(address.path for address in config.listeners):
         lines.append(f"ListenUnixMode {config.listen_unix_mode:04o}")
+        uid, gid = config.listen_unix_owner
+        if (uid, gid) != (-1, -1):
+            owner = (f"#{uid}" if uid >= 0 else "") + (f":#{gid}" if gid >= 0 else "")
+            lines.append(f"ListenUnixOwner {owner}")
     if config.mpm.listen_buckets > 1:
         lines.append(f"# Listener buckets: {config.mpm.listen_buckets} (ListenCoresBucketsRatio)")
     lines.append(f'PidFile "{config.pid_file}"')
