@@ -14,7 +14,12 @@ import pytest
 
 from mpmd.config.mpm_limits import clamp_mpm, listen_buckets
 from mpmd.mpm.listeners import bucket_sockets
-from mpmd.mpm.maintenance import SpawnState, after_graceful_restart, threaded_maintenance
+from mpmd.mpm.maintenance import (
+    SpawnState,
+    after_graceful_restart,
+    prefork_maintenance,
+    threaded_maintenance,
+)
 from server import Server, call, wait_for
 from test_maintenance import Pool, settings
 
@@ -172,3 +177,25 @@ def test_every_child_gets_requests_with_buckets(tmp_path):
 def test_threaded_children_serve_their_buckets(tmp_path, mpm):
     spread = _spread(tmp_path / "on", 1, 4, mpm)
     assert sum(spread) == REQUESTS and all(count > 0 for count in spread), spread
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores for two buckets")
+def test_a_restart_keeps_the_buckets_the_sockets_were_bound_for():
+    first, _ = clamp_mpm("event", _raw("event"))
+    again, warnings = clamp_mpm("event", _raw("event", ListenCoresBucketsRatio=0), previous=first)
+    assert again.listen_buckets == first.listen_buckets > 1
+    assert any(w.startswith("MP00271: keeping 2 listener bucket(s)") for w in warnings)
+
+
+def test_prefork_retires_from_the_bucket_with_most_idle_children(tmp_path):
+    """Slots 0, 2, 4 (bucket 0) and 1 (bucket 1) idle, MaxSpareServers 3: the victim is the
+    highest idle slot of bucket 0, never bucket 1's only child."""
+    mpm = settings("prefork", min_spare_servers=1, max_spare_servers=3, listen_buckets=2)
+    pool = Pool(str(tmp_path / "sb"), mpm)
+    try:
+        for slot in (0, 1, 2, 4):
+            pool.child(slot, "_")
+        pool.child(3, "W")
+        assert prefork_maintenance(pool.sb.snapshot(), mpm, SpawnState()).retire == 4
+    finally:
+        pool.close()

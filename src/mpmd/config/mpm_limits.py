@@ -72,9 +72,16 @@ def clamp_mpm(
                      f"of {previous.server_limit} not allowed during restart")  # fmt: skip
         server_limit = previous.server_limit
 
+    buckets = listen_buckets(int(raw.get("ListenCoresBucketsRatio", 0)))
+    if previous is not None and buckets != previous.listen_buckets:
+        warnings.append(f"MP00271: keeping {previous.listen_buckets} listener bucket(s): "
+                        "ListenCoresBucketsRatio takes effect when mpmd is stopped and started "
+                        "(a restart never re-binds the listeners)")  # fmt: skip
+        buckets = previous.listen_buckets
+
     start = int(raw["StartServers"])
     if mpm == "prefork":
-        return _clamp_prefork(raw, server_limit, start, warn), warnings
+        return _clamp_prefork(raw, server_limit, start, warn, buckets), warnings
 
     thread_limit = int(raw["ThreadLimit"])
     max_tl = MAX_THREAD_LIMIT[mpm]
@@ -147,7 +154,7 @@ def clamp_mpm(
              f"MinSpareThreads of {min_spare} not allowed, increasing to 1")  # fmt: skip
         min_spare = 1
     # worker_run()/event_run(): silent adjustments for `b` listener buckets.
-    b = listen_buckets(int(raw.get("ListenCoresBucketsRatio", 0)))
+    b = buckets
     start = min(max(start, b), daemons)
     min_spare = max(min_spare, tpc * (b - 1) + b)
     max_spare = max(int(raw["MaxSpareThreads"]), min_spare + (tpc + 1) * b)
@@ -155,11 +162,11 @@ def clamp_mpm(
         name=mpm, start_servers=start, min_spare_servers=0, max_spare_servers=0,
         min_spare_threads=min_spare, max_spare_threads=max_spare, threads_per_child=tpc,
         thread_limit=thread_limit, server_limit=server_limit, max_request_workers=workers,
-        **_common(raw),
+        listen_buckets=b, **_common(raw),
     ), warnings  # fmt: skip
 
 
-def _clamp_prefork(raw: dict[str, Any], server_limit: int, start: int, warn) -> MpmSettings:
+def _clamp_prefork(raw: dict[str, Any], server_limit: int, start: int, warn, b: int) -> MpmSettings:
     workers = int(raw["MaxRequestWorkers"])
     if workers > server_limit:
         warn("mrw_sl",
@@ -185,14 +192,13 @@ def _clamp_prefork(raw: dict[str, Any], server_limit: int, start: int, warn) -> 
              f"MinSpareServers of {min_spare} not allowed, increasing to 1")  # fmt: skip
         min_spare = 1
     # prefork_run(): silent adjustments for `b` listener buckets.
-    b = listen_buckets(int(raw.get("ListenCoresBucketsRatio", 0)))
     workers, start, min_spare = max(workers, b), max(start, b), max(min_spare, b)
     max_spare = max(int(raw["MaxSpareServers"]), min_spare + b)
     return MpmSettings(
         name="prefork", start_servers=min(start, workers), min_spare_servers=min_spare,
         max_spare_servers=max_spare, min_spare_threads=0, max_spare_threads=0,
         threads_per_child=1, thread_limit=1, server_limit=server_limit,
-        max_request_workers=workers, **_common(raw),
+        max_request_workers=workers, listen_buckets=b, **_common(raw),
     )  # fmt: skip
 
 
@@ -203,7 +209,6 @@ def _common(raw: dict[str, Any]) -> dict[str, Any]:
         "graceful_shutdown_timeout": int(raw["GracefulShutdownTimeout"]),
         "listen_backlog": int(raw["ListenBacklog"]),
         "max_memory_per_child": int(raw["MaxMemoryPerChild"]),
-        "listen_buckets": listen_buckets(int(raw.get("ListenCoresBucketsRatio", 0))),
     }
 
 
