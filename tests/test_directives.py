@@ -9,6 +9,7 @@ import pytest
 
 from mpmd.config import directives as reg
 from mpmd.config import ignored
+from mpmd.config.model import ListenAddress
 
 DOCS = pathlib.Path(__file__).resolve().parent.parent / "docs" / "directives.md"
 
@@ -35,7 +36,10 @@ GOOD = {
     "GracefulShutdownTimeout": (("30",), 30),
     "ListenBacklog": (("1024",), 1024),
     "MaxMemoryPerChild": (("512M",), 512 << 20),
-    "Listen": (("[::1]:8080",), ("::1", 8080, "http")),
+    "Listen": (("[::1]:8080",), (ListenAddress("::1", 8080), "http")),
+    "ListenCoresBucketsRatio": (("1",), 1),
+    "ListenUnixMode": (("0660",), 0o660),
+    "ListenUnixOwner": (("www-data:adm",), "www-data:adm"),
     "PidFile": (("run/x.pid",), "run/x.pid"),
     "ScoreBoardFile": (("run/sb",), "run/sb"),
     "ServerRoot": (("/srv",), "/srv"),
@@ -135,6 +139,9 @@ BAD = {
     "ListenBacklog": (("0",), "ListenBacklog must be > 0"),
     "MaxMemoryPerChild": (("lots",), "must be a size"),
     "Listen": (("127.0.0.1:",), "Port must be specified"),
+    "ListenCoresBucketsRatio": (("-1",), "must be a non-negative integer"),
+    "ListenUnixMode": (("rw-rw----",), "must be an octal mode"),
+    "ListenUnixOwner": ((":",), "takes user[:group]"),
     "PidFile": (("a", "b"), "PidFile takes one argument"),
     "ScoreBoardFile": ((), "takes one argument"),
     "ServerRoot": (("a", "b"), "takes one argument"),

@@ -76,7 +76,8 @@ def _parser(*, ctl: bool = False) -> argparse.ArgumentParser:
     p.add_argument("-X", dest="debug", action="store_true",
                    help="debug mode: one process, in the foreground")  # fmt: skip
     p.add_argument("--mpm", choices=MPM_NAMES, help="MPM when the config loads none")
-    p.add_argument("--listen", action="append", default=[], metavar="HOST:PORT",
+    p.add_argument("--listen", "-b", "--bind", action="append", default=[],
+                   metavar="HOST:PORT|unix:PATH",
                    help="listen here instead of the Listen directives (repeatable)")  # fmt: skip
     p.add_argument("--chdir", metavar="DIR",
                    help="change to DIR first; the app is imported from there (gunicorn's flag)")  # fmt: skip
@@ -216,12 +217,6 @@ def _mpm_lines(config: ServerConfig) -> list[str]:
     return [f"{name} {value}" for name, value in pairs]
 
 
-def _listen_text(host: str, port: int) -> str:
-    if not host:
-        return str(port)
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def settings_report(config: ServerConfig) -> str:
     """`mpmd -S`: comments describe listeners and vhosts; the directive lines are valid config."""
     lines = [f"# {SERVER_SOFTWARE} effective settings ({config.config_file or 'built-in default'})"]
@@ -238,7 +233,15 @@ def settings_report(config: ServerConfig) -> str:
         f'# Main ErrorLog: "{main.error_log}"',
         f"# MPM: {config.mpm.name}",
     ]
-    lines += [f"Listen {_listen_text(a.host, a.port)}" for a in config.listeners]
+    lines += [f"Listen {address}" for address in config.listeners]
+    if any(address.path for address in config.listeners):
+        lines.append(f"ListenUnixMode {config.listen_unix_mode:04o}")
+        uid, gid = config.listen_unix_owner
+        if (uid, gid) != (-1, -1):
+            owner = (f"#{uid}" if uid >= 0 else "") + (f":#{gid}" if gid >= 0 else "")
+            lines.append(f"ListenUnixOwner {owner}")
+    if config.mpm.listen_buckets > 1:
+        lines.append(f"# Listener buckets: {config.mpm.listen_buckets} (ListenCoresBucketsRatio)")
     lines.append(f'PidFile "{config.pid_file}"')
     if config.user:
         lines.append(f"User {config.user}")

@@ -123,3 +123,15 @@ def whoami(environ, start_response):
     body = f"{os.getuid()} {os.getgid()} {groups} {wrote}".encode()
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [body]
+
+
+def addresses(environ, start_response):
+    """The connection's addresses as the application sees them (JSON), and the serving pid."""
+    import json
+
+    keys = ("REMOTE_ADDR", "REMOTE_PORT", "SERVER_NAME", "SERVER_PORT", "SERVER_ADDR")
+    facts = {key: environ.get(key) for key in keys}
+    facts["pid"] = os.getpid()
+    body = json.dumps(facts).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]

@@ -76,3 +76,25 @@ def check(users: Sequence[tuple[Node, str]] | None, groups: Sequence[tuple[Node,
                 resolve(value)
             except (KeyError, ValueError) as error:
                 raise ConfigError(node.file, node.line, error.args[0]) from None
+
+
+def owner_ids(entries: Sequence[tuple[Node, str]] | None) -> tuple[int, int]:
+    """ListenUnixOwner `user[:group]` (names or `#id`s, root allowed) → (uid, gid), -1 for
+    the part not given; FILE:LINE: AH00543/AH00544's refusal for an unknown name."""
+    if not entries:
+        return -1, -1
+    node, value = entries[-1]
+    user, _, group = value.partition(":")
+    try:
+        uid = _any_user_id(user) if user else -1
+        gid = group_id(group) if group else -1
+    except KeyError as error:
+        raise ConfigError(node.file, node.line, error.args[0]) from None
+    return uid, gid
+
+
+def _any_user_id(text: str) -> int:
+    try:
+        return user_id(text)
+    except ValueError:  # root: refused for User, a valid owner for a socket
+        return 0

@@ -445,7 +445,7 @@ def build_config(
     builtin = not config_file
     main = b.main
 
-    listeners = _listeners(main, listen, builtin)
+    listeners = _listeners(b, listen, builtin)
     raw = {d.name: main.last(d.name, b.default(d.name)) for d in reg.DIRECTIVES
            if d.group == "mpm" and isinstance(b.default(d.name), int | float)}  # fmt: skip
     mpm_settings, mpm_warnings = clamp_mpm(chosen, raw, previous=previous.mpm if previous else None)
@@ -462,7 +462,7 @@ def build_config(
     for fmt, nickname in main.all("LogFormat"):
         if nickname is not None:
             formats[nickname] = fmt
-    default_port = listeners[0].port if listeners else 80
+    default_port = next((a.port for a in listeners if not a.path), 80)
     main_vhost = _main_vhost(b, formats, default_port, builtin, app, config_file)
     vhosts = tuple(_vhost(b, scope, main_vhost, formats, default_port) for scope in b.vhosts)
     proxy, tls = build_proxy(nodes), build_ssl(b.main, b.vhosts, b.path, b.default)
@@ -511,20 +511,27 @@ def build_config(
         hc_tpsize=main.last("ProxyHCTPsize", b.default("ProxyHCTPsize")),
         remoteip_headers=remoteip_headers,
         proxy_protocol=proxy_protocol,
+        listen_unix_mode=main.last("ListenUnixMode", b.default("ListenUnixMode")),
+        listen_unix_owner=accounts.owner_ids(main.seen.get("ListenUnixOwner")),
     )
 
 
-def _listeners(main: _Scope, listen: Sequence[str], builtin: bool) -> tuple[ListenAddress, ...]:
+def _listeners(b: _Builder, listen: Sequence[str], builtin: bool) -> tuple[ListenAddress, ...]:
+    """--listen (a relative socket path from the current directory) or the Listen directives
+    (from ServerRoot)."""
     found: list[ListenAddress] = []
     if listen:
         for text in listen:
             try:
-                host, port = reg.parse_listen(text)
+                address = reg.parse_listen_address(text)
             except reg.DirectiveValueError as err:
                 raise ConfigError(COMMAND_LINE, 0, f"--listen {text}: {err}") from None
-            found.append(ListenAddress(host, port))
+            if address.path:
+                address = replace(address, path=os.path.abspath(address.path))
+            found.append(address)
     else:
-        found = [ListenAddress(host, port) for host, port, _ in main.all("Listen")]
+        for address, _ in b.main.all("Listen"):
+            found.append(replace(address, path=b.path(address.path)) if address.path else address)
         if not found and builtin:
             found = [DEFAULT_LISTEN]
     return tuple(dict.fromkeys(found))

@@ -33,6 +33,7 @@ from mpmd.config.validators import (
     DirectiveValueError,
     apply_options,
     parse_listen,
+    parse_listen_address,
 )
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "is_directive",
     "lookup",
     "parse_listen",
+    "parse_listen_address",
     "render_markdown",
     "unknown_message",
 ]

@@ -19,7 +19,7 @@ IGNORED: dict[str, str] = {
     "CGIMapExtension CGIPassAuth CGIVar ContentDigest CoreDumpDirectory DefaultRuntimeDir "
     "DefaultType EnableExceptionHook EnableMMAP EnableSendfile Error ErrorDocument FileETag "
     "FlushMaxPipelined FlushMaxThreshold ForceType HostnameLookups HttpProtocolOptions "
-    "LimitInternalRecursion LimitXMLRequestBody ListenCoresBucketsRatio MaxMemFree "
+    "LimitInternalRecursion LimitXMLRequestBody MaxMemFree "
     "MaxRangeOverlaps MaxRangeReversals MaxRanges MergeSlashes MergeTrailers Mutex "
     "NameVirtualHost Protocol Protocols ProtocolsHonorOrder QualifyRedirectURL "
     "ReceiveBufferSize RegexDefaultOptions RegisterHttpMethod RLimitCPU RLimitMEM RLimitNPROC "

@@ -34,6 +34,7 @@ class MpmSettings:
     graceful_shutdown_timeout: int  # seconds, 0 = wait forever
     listen_backlog: int
     max_memory_per_child: int  # bytes of unique memory, 0 = off (mpmd extension)
+    listen_buckets: int = 1  # ListenCoresBucketsRatio's buckets: child slot i accepts from i % n
 
     @property
     def active_daemons_limit(self) -> int:
@@ -43,8 +44,20 @@ class MpmSettings:
 
 @dataclass(frozen=True, slots=True)
 class ListenAddress:
+    """A Listen address: TCP `[IP:]port`, or a Unix domain socket's path (`unix:PATH`, an
+    mpmd extension; then host is "" and port 0)."""
+
     host: str  # "" = every address (IPv6 dual stack when available), else a literal IP
     port: int
+    path: str = ""  # absolute path of a Unix domain socket; "" = TCP
+
+    def __str__(self) -> str:
+        """As `Listen` takes it back: `unix:/run/app.sock`, `8080`, `[::1]:80`."""
+        if self.path:
+            return f"unix:{self.path}"
+        if not self.host:
+            return str(self.port)
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,3 +375,5 @@ class ServerConfig:
     hc_tpsize: int = 16  # ProxyHCTPsize: threads running the health checks
     remoteip_headers: bool = False  # some virtual host walks a RemoteIPHeader
     proxy_protocol: ProxyProtocolSettings | None = None  # None: RemoteIPProxyProtocol nowhere On
+    listen_unix_mode: int = 0o666  # ListenUnixMode: every `Listen unix:` socket's mode
+    listen_unix_owner: tuple[int, int] = (-1, -1)  # ListenUnixOwner's (uid, gid); -1 = as bound

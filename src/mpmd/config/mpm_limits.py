@@ -12,6 +12,8 @@ restart, never per request.
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Any
 
 from mpmd.config.model import MpmName, MpmSettings
@@ -70,9 +72,16 @@ def clamp_mpm(
                      f"of {previous.server_limit} not allowed during restart")  # fmt: skip
         server_limit = previous.server_limit
 
+    buckets = listen_buckets(int(raw.get("ListenCoresBucketsRatio", 0)))
+    if previous is not None and buckets != previous.listen_buckets:
+        warnings.append(f"MP00271: keeping {previous.listen_buckets} listener bucket(s): "
+                        "ListenCoresBucketsRatio takes effect when mpmd is stopped and started "
+                        "(a restart never re-binds the listeners)")  # fmt: skip
+        buckets = previous.listen_buckets
+
     start = int(raw["StartServers"])
     if mpm == "prefork":
-        return _clamp_prefork(raw, server_limit, start, warn), warnings
+        return _clamp_prefork(raw, server_limit, start, warn, buckets), warnings
 
     thread_limit = int(raw["ThreadLimit"])
     max_tl = MAX_THREAD_LIMIT[mpm]
@@ -144,18 +153,20 @@ def clamp_mpm(
              "certain server failure. Please read the documentation.",
              f"MinSpareThreads of {min_spare} not allowed, increasing to 1")  # fmt: skip
         min_spare = 1
-    # worker_run()/event_run() with one listener bucket: silent adjustments.
-    max_spare = max(int(raw["MaxSpareThreads"]), min_spare + tpc + 1)
-    start = min(start, daemons)
+    # worker_run()/event_run(): silent adjustments for `b` listener buckets.
+    b = buckets
+    start = min(max(start, b), daemons)
+    min_spare = max(min_spare, tpc * (b - 1) + b)
+    max_spare = max(int(raw["MaxSpareThreads"]), min_spare + (tpc + 1) * b)
     return MpmSettings(
         name=mpm, start_servers=start, min_spare_servers=0, max_spare_servers=0,
         min_spare_threads=min_spare, max_spare_threads=max_spare, threads_per_child=tpc,
         thread_limit=thread_limit, server_limit=server_limit, max_request_workers=workers,
-        **_common(raw),
+        listen_buckets=b, **_common(raw),
     ), warnings  # fmt: skip
 
 
-def _clamp_prefork(raw: dict[str, Any], server_limit: int, start: int, warn) -> MpmSettings:
+def _clamp_prefork(raw: dict[str, Any], server_limit: int, start: int, warn, b: int) -> MpmSettings:
     workers = int(raw["MaxRequestWorkers"])
     if workers > server_limit:
         warn("mrw_sl",
@@ -180,13 +191,14 @@ def _clamp_prefork(raw: dict[str, Any], server_limit: int, start: int, warn) -> 
              "certain server failure. Please read the documentation.",
              f"MinSpareServers of {min_spare} not allowed, increasing to 1")  # fmt: skip
         min_spare = 1
-    # prefork_run() with one listener bucket: silent adjustments.
-    max_spare = max(int(raw["MaxSpareServers"]), min_spare + 1)
+    # prefork_run(): silent adjustments for `b` listener buckets.
+    workers, start, min_spare = max(workers, b), max(start, b), max(min_spare, b)
+    max_spare = max(int(raw["MaxSpareServers"]), min_spare + b)
     return MpmSettings(
         name="prefork", start_servers=min(start, workers), min_spare_servers=min_spare,
         max_spare_servers=max_spare, min_spare_threads=0, max_spare_threads=0,
         threads_per_child=1, thread_limit=1, server_limit=server_limit,
-        max_request_workers=workers, **_common(raw),
+        max_request_workers=workers, listen_buckets=b, **_common(raw),
     )  # fmt: skip
 
 
@@ -198,3 +210,11 @@ def _common(raw: dict[str, Any]) -> dict[str, Any]:
         "listen_backlog": int(raw["ListenBacklog"]),
         "max_memory_per_child": int(raw["MaxMemoryPerChild"]),
     }
+
+
+def listen_buckets(ratio: int, cores: int | None = None) -> int:
+    """ListenCoresBucketsRatio: online cores / ratio buckets, at least 1; 1 when the ratio is
+    0 (off) or the system has no SO_REUSEPORT, which every bucket but one needs."""
+    if ratio <= 0 or not hasattr(socket, "SO_REUSEPORT"):
+        return 1
+    return max(1, (cores or os.cpu_count() or 1) // ratio)

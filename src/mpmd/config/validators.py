@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from mpmd.config.model import ListenAddress
 from mpmd.logs.targets import is_syslog, parse_syslog
 
 
@@ -114,10 +115,45 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def v_listen(name: str, args: tuple[str, ...]) -> tuple[str, int, str]:
-    host, port = parse_listen(args[0])
-    protocol = args[1].lower() if len(args) > 1 else ("https" if port == 443 else "http")
-    return host, port, protocol
+UNIX_PREFIX = "unix:"
+UNIX_PATH_MAX = 107  # sun_path holds 108 bytes with the terminating NUL (Linux)
+
+
+def parse_listen_address(text: str) -> ListenAddress:
+    """`[IP:]port` or, beyond Apache, `unix:PATH` (a Unix domain socket, as gunicorn's
+    `--bind unix:PATH`); a relative PATH is resolved by the caller."""
+    if not text.startswith(UNIX_PREFIX):
+        return ListenAddress(*parse_listen(text))
+    path = text[len(UNIX_PREFIX) :]
+    if not path:
+        raise DirectiveValueError("unix: needs the socket's path")
+    if len(path.encode()) > UNIX_PATH_MAX:
+        raise DirectiveValueError(f"the socket path is longer than {UNIX_PATH_MAX} bytes")
+    if "\0" in path:
+        raise DirectiveValueError("the socket path must not contain a NUL byte")
+    return ListenAddress("", 0, path)
+
+
+def v_listen(name: str, args: tuple[str, ...]) -> tuple[ListenAddress, str]:
+    """(address, protocol); port 443 implies https, anything else (a socket too) http."""
+    address = parse_listen_address(args[0])
+    default = "https" if address.port == 443 else "http"
+    return address, args[1].lower() if len(args) > 1 else default
+
+
+def v_octal_mode(name: str, args: tuple[str, ...]) -> int:
+    """A file mode in octal (`0660`), as chmod takes it."""
+    if not re.fullmatch(r"0?[0-7]{1,4}", args[0]):
+        raise DirectiveValueError(f'{name} "{args[0]}" must be an octal mode such as 0660')
+    return int(args[0], 8)
+
+
+def v_owner(name: str, args: tuple[str, ...]) -> str:
+    """`user[:group]` (names or #ids); resolved when the configuration is built."""
+    user, _, group = args[0].partition(":")
+    if not user and not group:
+        raise DirectiveValueError(f"{name} takes user[:group]")
+    return args[0]
 
 
 LOG_LEVELS = (

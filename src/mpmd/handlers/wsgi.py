@@ -289,6 +289,8 @@ class WsgiHandler:
             }
             if conn.tls is not None:  # HTTPS, and SSL_* as the host's SSLOptions ask
                 base.update(tls_environ(conn.tls, exchange.vhost))
+            if not conn.client_port:  # a Unix socket's client: no port, as gunicorn
+                del base["REMOTE_PORT"]
             conn.wsgi_base = (self, base)
             env = base.copy()
         if path_info is None:

@@ -313,8 +313,8 @@ def _directive_expr(code: str, arg: str) -> str | None:
     """The Python expression (over `x`, `r`, `end`) for one directive; None if unknown."""
     larg = arg.lower()
     simple = {
-        "h": "x.conn.client_addr",
-        "a": "x.conn.client_addr",
+        "h": '(x.conn.client_addr or "-")',  # "": a Unix socket's unnamed client
+        "a": '(x.conn.client_addr or "-")',
         "A": "x.conn.server_addr",
         "l": '"-"',
         "u": '(_user(x) if "remote_user" in x.notes else "-")',

@@ -63,7 +63,8 @@ class Connection:
         """Blocking mode for a connection one thread owns for its whole life (prefork, worker)."""
         sock = self.sock
         sock.settimeout(None)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if sock.family != socket.AF_UNIX:  # Listen unix: has no Nagle to turn off
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(self.ctx.settings.timeout))
 
     def send(self, data: bytes) -> None:

@@ -248,7 +248,8 @@ class EventLoop:
     def add_connection(self, sock: socket.socket, peer, now: float) -> None:
         try:
             sock.settimeout(self._settings.timeout)  # O_NONBLOCK for the loop, Timeout for threads
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if sock.family != socket.AF_UNIX:  # Listen unix: has no Nagle to turn off
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = EventConnection(sock, peer, self.ctx)
         except OSError:
             sock.close()

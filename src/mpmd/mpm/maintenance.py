@@ -56,6 +56,9 @@ class SpawnState:
     reported_max: bool = False  # "server reached MaxRequestWorkers" said for this episode
     reported_near_max: bool = False  # "within MinSpareThreads of MaxRequestWorkers" said
     reported_full: bool = False  # "scoreboard is full" said for this episode
+    # worker/event with ListenCoresBucketsRatio: each bucket's own retained state (Apache's
+    # per-bucket idle_spawn_rate); empty with one bucket
+    buckets: tuple[SpawnState, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,13 +67,15 @@ class Decision:
 
     spawn_slots: tuple[int, ...] = ()
     retire: int | None = None  # slot of the child to stop gracefully (POD byte / signal)
+    retire_more: tuple[int, ...] = ()  # further slots to stop: one per listener bucket
     logs: tuple[LogLine, ...] = ()
     state: SpawnState = SpawnState()
 
 
 def after_graceful_restart(state: SpawnState) -> SpawnState:
     """The next 10 spawning runs keep the rate instead of doubling it (reference 2.1)."""
-    return replace(state, hold_off=HOLD_OFF_AFTER_GRACEFUL)
+    buckets = tuple(after_graceful_restart(bucket) for bucket in state.buckets)
+    return replace(state, hold_off=HOLD_OFF_AFTER_GRACEFUL, buckets=buckets)
 
 
 def _spawned(state: SpawnState, cap: int = MAX_SPAWN_RATE) -> SpawnState:
@@ -110,6 +115,10 @@ def prefork_maintenance(snap: Snapshot, mpm: MpmSettings, state: SpawnState) -> 
     idle = len(idle_slots)
 
     if idle > mpm.max_spare_servers:
+        buckets = mpm.listen_buckets
+        if buckets > 1:  # Apache signals the buckets' PODs in turn: keep every bucket served
+            per_bucket = [[s for s in idle_slots if s % buckets == b] for b in range(buckets)]
+            idle_slots = max(per_bucket, key=len)
         ready = [s for s in idle_slots if statuses[s * tl] == READY]
         victim = (ready or idle_slots)[-1]
         return Decision(retire=victim, state=replace(state, rate=1))
@@ -135,9 +144,29 @@ def prefork_maintenance(snap: Snapshot, mpm: MpmSettings, state: SpawnState) -> 
 
 
 def threaded_maintenance(snap: Snapshot, mpm: MpmSettings, state: SpawnState) -> Decision:
-    """Reference 2.3: keep idle threads between MinSpareThreads and MaxSpareThreads by adding
-    or retiring whole children (worker and event; event's extra conditions when mpm.name is
-    "event").
+    """Reference 2.3, run once per listener bucket (ListenCoresBucketsRatio) as Apache's
+    worker and event do: bucket b owns slots b, b + n, b + 2n ..., keeps its own spawn rate
+    (capped at 32/n) and uses MinSpareThreads/n, MaxSpareThreads/n and MaxRequestWorkers/n."""
+    buckets = mpm.listen_buckets
+    if buckets <= 1:
+        return _threaded_bucket(snap, mpm, state, 0, 1)
+    states = state.buckets or (SpawnState(hold_off=state.hold_off),) * buckets
+    decisions = [_threaded_bucket(snap, mpm, states[b], b, buckets) for b in range(buckets)]
+    retiring = [d.retire for d in decisions if d.retire is not None]
+    return Decision(
+        spawn_slots=tuple(slot for d in decisions for slot in d.spawn_slots),
+        retire=retiring[0] if retiring else None,
+        retire_more=tuple(retiring[1:]),
+        logs=tuple(line for d in decisions for line in d.logs),
+        state=replace(state, buckets=tuple(d.state for d in decisions)),
+    )
+
+
+def _threaded_bucket(
+    snap: Snapshot, mpm: MpmSettings, state: SpawnState, bucket: int, buckets: int
+) -> Decision:
+    """Keep idle threads between MinSpareThreads and MaxSpareThreads by adding or retiring
+    whole children (worker and event; event's extra conditions when mpm.name is "event").
 
     A thread is idle when its state is `.`, `S` or `_` (Apache counts a live child's
     not-yet-started threads), its child is alive, of the running generation, not quiescing and,
@@ -149,10 +178,11 @@ def threaded_maintenance(snap: Snapshot, mpm: MpmSettings, state: SpawnState) ->
     event = mpm.name == "event"
     mpm_name = "event" if event else "worker"
     tpc = min(mpm.threads_per_child, snap.thread_limit)
-    max_workers = mpm.max_request_workers
-    daemons_limit = mpm.active_daemons_limit
+    max_workers = mpm.max_request_workers // buckets
+    daemons_limit = max(1, mpm.active_daemons_limit // buckets)
     server_limit = min(snap.server_limit, mpm.server_limit)
-    scan = server_limit if event else min(daemons_limit, server_limit)
+    scan = server_limit if event else min(mpm.active_daemons_limit, server_limit)
+    min_spare, max_spare = mpm.min_spare_threads // buckets, mpm.max_spare_threads // buckets
     generation = snap.generation
 
     idle = active_threads = total_children = active_children = 0
@@ -160,7 +190,7 @@ def threaded_maintenance(snap: Snapshot, mpm: MpmSettings, state: SpawnState) ->
     dying_slots: list[int] = []  # only DEAD and gracefully finishing threads
     busy_slots: list[int] = []  # some DEAD threads beside live ones in a quiescing child
     retire_candidates: list[tuple[int, int]] = []  # (idle threads, slot)
-    for slot in range(scan):
+    for slot in range(bucket, scan, buckets):
         proc = snap.processes[slot]
         row = snap.slot_statuses(slot)[:tpc]
         dead = row.count(DEAD)
@@ -193,18 +223,18 @@ def threaded_maintenance(snap: Snapshot, mpm: MpmSettings, state: SpawnState) ->
     if free:
         state = replace(state, reported_full=False)
 
-    if idle > mpm.max_spare_threads:
+    if idle > max_spare:
         retire = None
         # event: with children already stopping, retire more only while the scoreboard has
         # room for their replacements, so slow finishers cannot fill it
         if retire_candidates and (
             not event
             or active_children == total_children
-            or server_limit - total_children > daemons_limit
+            or server_limit // buckets - total_children > daemons_limit
         ):
             retire = max(retire_candidates)[1]
         return Decision(retire=retire, state=replace(state, rate=1))
-    if idle >= mpm.min_spare_threads:
+    if idle >= min_spare:
         return Decision(state=replace(state, rate=1))
 
     logs: tuple[LogLine, ...] = ()
@@ -251,4 +281,8 @@ def threaded_maintenance(snap: Snapshot, mpm: MpmSettings, state: SpawnState) ->
         else:
             advice += f"threads, and {total_children} total children"
         logs += (("info", _IDS[mpm_name, "busy"], advice),)
-    return Decision(spawn_slots=tuple(free[:count]), logs=logs, state=_spawned(state))
+    return Decision(
+        spawn_slots=tuple(free[:count]),
+        logs=logs,
+        state=_spawned(state, MAX_SPAWN_RATE // buckets),
+    )

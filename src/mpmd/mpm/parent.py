@@ -33,6 +33,7 @@ from mpmd.mpm.child import (
 )
 from mpmd.mpm.context import build_router, share_before_fork
 from mpmd.mpm.healthcheck import HealthCheckProcess
+from mpmd.mpm.listeners import bucket_sockets, remove_unix_sockets
 from mpmd.mpm.memory import MemorySampler
 from mpmd.mpm.reclaim import reclaim
 from mpmd.mpm.scoreboard import READY, STARTING, Scoreboard
@@ -373,7 +374,7 @@ class Parent(Watchdog):
         config = self.config
         spec = ChildSpec(
             config=config,
-            listeners=self.listeners,
+            listeners=bucket_sockets(self.listeners, config.mpm.listen_buckets, slot),
             scoreboard=self.scoreboard,
             proxy_state=self.proxy_state,
             slot=slot,
@@ -498,10 +499,10 @@ class Parent(Watchdog):
         for slot in decision.spawn_slots:
             if slot not in used:
                 self._spawn(slot)
-        if decision.retire is not None:
-            for child in self.children.values():
-                if child.slot == decision.retire:
-                    self._ask_to_stop(child)
+        retiring = {decision.retire, *decision.retire_more} - {None}
+        for child in self.children.values():
+            if child.slot in retiring:
+                self._ask_to_stop(child)
         children = ((c.slot, c.pid) for c in self.children.values())
         sampled = self.memory.sample(scoreboard, children, time.monotonic())
         self._find_hung_requests(snap)
@@ -566,6 +567,7 @@ class Parent(Watchdog):
         self.hcheck.stop_all()
         for sock in self.listeners:
             sock.close()
+        remove_unix_sockets()
         remove_pid_file(self.config.pid_file)
         if self.scoreboard is not None:
             self.scoreboard.close()

@@ -25,6 +25,7 @@ import socket
 import sys
 from dataclasses import dataclass
 
+from mpmd.mpm.listeners import adopt_unix_paths, owned_unix_paths
 from mpmd.mpm.scoreboard import Scoreboard, default_path
 
 ENV = "MPMD_REEXEC_STATE"
@@ -55,6 +56,7 @@ def exec_fresh(
         "graceful": graceful,
         "generation": generation,
         "listeners": [sock.fileno() for sock in listeners],
+        "unix_owned": owned_unix_paths(),
         "children": children,
     }
     for sock in listeners:
@@ -79,6 +81,7 @@ def take_handoff(scoreboard_file: str | None) -> Handoff | None:
     if text is None:
         return None
     state = json.loads(text)
+    adopt_unix_paths(state.get("unix_owned", []))
     listeners = []
     for fd in state["listeners"]:
         sock = socket.socket(fileno=fd)

@@ -16,6 +16,7 @@ from mpmd import SERVER_SOFTWARE
 from mpmd.config.model import ServerConfig
 from mpmd.mpm.context import build_child_context
 from mpmd.mpm.event import EventLoop
+from mpmd.mpm.listeners import remove_unix_sockets
 from mpmd.mpm.memory import MemorySampler
 from mpmd.mpm.mpms import MPMS
 from mpmd.mpm.parent import Parent
@@ -68,6 +69,7 @@ def _serve_single(config: ServerConfig, command_line: str) -> int:
     except StartupError:
         for sock in listeners:
             sock.close()
+        remove_unix_sockets()
         if scoreboard is not None:
             scoreboard.close()
             scoreboard.unlink()
@@ -117,6 +119,7 @@ def _serve_single(config: ServerConfig, command_line: str) -> int:
         ctx.close()  # BufferedLogs: the last lines reach the file
         for sock in listeners:
             sock.close()
+        remove_unix_sockets()
         scoreboard.close()
         scoreboard.unlink()
         if proxy_state is not None:

@@ -23,6 +23,7 @@ from mpmd.http.request import Request
 from mpmd.http.response import build_head, error_body
 from mpmd.http.timeouts import BODY, ReadDeadline, read_timeout, read_wait, start_stage
 from mpmd.mpm.context import QUEUED_NOTE, ChildContext
+from mpmd.mpm.listeners import connection_addresses
 from mpmd.mpm.proxy_header import ProxyHeaderReader
 
 if TYPE_CHECKING:
@@ -91,12 +92,8 @@ class Session:
         self.transport = transport
         self.ctx = ctx
         self.worker = worker  # the serving thread's scoreboard WorkerRecord, or None
-        local = sock.getsockname()
         self.info = ConnectionInfo(
-            peer[0] if peer else "",
-            peer[1] if peer else 0,
-            local[0],
-            local[1],
+            *connection_addresses(sock, peer),
             multithread=ctx.multithread,
             multiprocess=ctx.multiprocess,
         )
@@ -104,6 +101,7 @@ class Session:
         self.body_deadline: ReadDeadline | None = None  # the current request's body stage
         self.client_done = False  # the client said it sends nothing more (Connection.close)
         self.remoteip = ctx.config.remoteip_headers  # some host walks a RemoteIPHeader
+        local = (self.info.server_addr, self.info.server_port)
         required = proxy_header_required(ctx.config.proxy_protocol, local, self.info.peer_addr)
         # RemoteIPProxyProtocol: the header the transport reads before any HTTP, until it is in
         self.proxy_header = ProxyHeaderReader(self.info, ctx.error_log) if required else None
@@ -222,7 +220,7 @@ class Session:
             if worker is not None:
                 worker.request_start(
                     request.request_line,
-                    info.client_addr,
+                    info.client_addr or "-",  # "": a Unix socket's client, as %h logs it
                     vhost.server_name,
                     request.version,
                     time.time_ns() // 1000,

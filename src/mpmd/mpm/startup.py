@@ -70,12 +70,21 @@ def bind(config: ServerConfig, warnings: list[str] | None = None) -> list[socket
         warnings.extend(unmatched)
     if config.listeners:
         try:
-            return bind_listeners(config.listeners, config.mpm.listen_backlog, adopted)
+            return bind_listeners(
+                config.listeners,
+                config.mpm.listen_backlog,
+                adopted,
+                buckets=config.mpm.listen_buckets,
+                unix_mode=config.listen_unix_mode,
+                unix_owner=config.listen_unix_owner,
+            )
         except BindError as err:
             for sock in adopted.values():
                 sock.close()
             lines.append(f"{errno_text(err)}: AH00072: make_sock: could not bind to address "
                          f"{err.address}")  # fmt: skip
+            if err.note:
+                lines.append(err.note)
     raise StartupError(
         *lines, "AH00451: no listening sockets available, shutting down", UNABLE_TO_OPEN_LOGS
     )

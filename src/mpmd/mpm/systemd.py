@@ -43,8 +43,13 @@ def inherited_sockets(environ: MutableMapping[str, str] = os.environ) -> list[so
 
 
 def _matches(sock: socket.socket, address: ListenAddress) -> bool:
-    """Is `sock` bound where `address` would bind? "" is the wildcard of either family."""
-    if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
+    """Is `sock` bound where `address` would bind? "" is the wildcard of either family; a Unix
+    socket matches `Listen unix:PATH` by its path."""
+    if sock.type != socket.SOCK_STREAM:
+        return False
+    if sock.family == socket.AF_UNIX:
+        return bool(address.path) and sock.getsockname() == address.path
+    if sock.family not in (socket.AF_INET, socket.AF_INET6) or address.path:
         return False
     host, port = sock.getsockname()[:2]
     if port != address.port:

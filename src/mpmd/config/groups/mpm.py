@@ -7,7 +7,17 @@ cannot occur within <VirtualHost>. Defaults differ per MPM where Apache's do.
 from __future__ import annotations
 
 from mpmd.config.declaration import EVENT, PREFORK, TAKE1, TAKE12, THREADED, Directive, PerMpm, S
-from mpmd.config.validators import v_factor, v_int, v_listen, v_positive, v_size, v_string
+from mpmd.config.validators import (
+    v_factor,
+    v_int,
+    v_listen,
+    v_nonneg,
+    v_octal_mode,
+    v_owner,
+    v_positive,
+    v_size,
+    v_string,
+)
 
 GROUP = "mpm"
 TITLE = "Processes and pools (MPM)"
@@ -172,6 +182,21 @@ DIRECTIVES: tuple[Directive, ...] = (
         global_only=True,
     ),
     Directive(
+        name="ListenCoresBucketsRatio",
+        group=GROUP,
+        contexts=S,
+        syntax=TAKE1,
+        usage="number",
+        default=0,
+        doc=(
+            "Ratio between the number of CPU cores (online) and the number of listeners' "
+            "buckets (SO_REUSEPORT sockets; each child accepts from its bucket's only)"
+        ),
+        default_doc="0 (off)",
+        validate=v_nonneg,
+        global_only=True,
+    ),
+    Directive(
         name="MaxMemoryPerChild",
         group=GROUP,
         contexts=S,
@@ -191,12 +216,46 @@ DIRECTIVES: tuple[Directive, ...] = (
         group=GROUP,
         contexts=S,
         syntax=TAKE12,
-        usage="[IP:]port [protocol]",
+        usage="[IP:]port|unix:path [protocol]",
         default=None,
-        doc="A port number or a numeric IP address and a port number, and an optional protocol",
+        doc=(
+            "A port number or a numeric IP address and a port number, and an optional "
+            "protocol; mpmd extension: unix:PATH listens on a Unix domain socket"
+        ),
         validate=v_listen,
         global_only=True,
         repeatable=True,
+    ),
+    Directive(
+        name="ListenUnixMode",
+        group=GROUP,
+        contexts=S,
+        syntax=TAKE1,
+        usage="octal-mode",
+        default=0o666,
+        default_doc="0666",
+        doc=(
+            "mpmd extension: the permission bits of every Listen unix: socket (connecting needs "
+            "write permission)"
+        ),
+        validate=v_octal_mode,
+        global_only=True,
+        extension=True,
+    ),
+    Directive(
+        name="ListenUnixOwner",
+        group=GROUP,
+        contexts=S,
+        syntax=TAKE1,
+        usage="user[:group]",
+        default=None,
+        doc=(
+            "mpmd extension: the owner and group of every Listen unix: socket (a user needs "
+            "root; a group: root or a member)"
+        ),
+        validate=v_owner,
+        global_only=True,
+        extension=True,
     ),
     Directive(
         name="PidFile",
