@@ -12,7 +12,6 @@ arguments by hand (config/directives.py does) and never clamps the MPM pool size
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from mpmd.config import accounts
 from mpmd.config import directives as reg
 from mpmd.config.ignored import ignored_module, ignored_warning
+from mpmd.config.listen import COMMAND_LINE, listen_addresses, server_name
 from mpmd.config.model import (
     MPM_NAMES,
     AccessLogSpec,
@@ -27,7 +27,6 @@ from mpmd.config.model import (
     AliasMapping,
     DirectorySection,
     HttpSettings,
-    ListenAddress,
     LocationSection,
     MpmName,
     ReadTimeoutStage,
@@ -41,11 +40,9 @@ from mpmd.config.remoteip import apply_remoteip
 from mpmd.config.ssl import build_ssl
 from mpmd.config.syntax import STATIC_MODULES, ConfigError, Node
 
-COMMAND_LINE = "(command line)"
 BUILT_IN = "(built-in)"
 DEFAULT_SITE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                             "default_site")  # fmt: skip
-DEFAULT_LISTEN = ListenAddress("127.0.0.1", 8080)
 # Predefined LogFormat nicknames: Apache predefines CLF; mpmd also knows common and combined.
 PREDEFINED_FORMATS = {
     "CLF": '%h %l %u %t "%r" %>s %b',
@@ -445,7 +442,7 @@ def build_config(
     builtin = not config_file
     main = b.main
 
-    listeners = _listeners(b, listen, builtin)
+    listeners = listen_addresses(b.main.all("Listen"), b.path, listen, builtin)
     raw = {d.name: main.last(d.name, b.default(d.name)) for d in reg.DIRECTIVES
            if d.group == "mpm" and isinstance(b.default(d.name), int | float)}  # fmt: skip
     mpm_settings, mpm_warnings = clamp_mpm(chosen, raw, previous=previous.mpm if previous else None)
@@ -516,41 +513,10 @@ def build_config(
     )
 
 
-def _listeners(b: _Builder, listen: Sequence[str], builtin: bool) -> tuple[ListenAddress, ...]:
-    """--listen (a relative socket path from the current directory) or the Listen directives
-    (from ServerRoot)."""
-    found: list[ListenAddress] = []
-    if listen:
-        for text in listen:
-            try:
-                address = reg.parse_listen_address(text)
-            except reg.DirectiveValueError as err:
-                raise ConfigError(COMMAND_LINE, 0, f"--listen {text}: {err}") from None
-            if address.path:
-                address = replace(address, path=os.path.abspath(address.path))
-            found.append(address)
-    else:
-        for address, _ in b.main.all("Listen"):
-            found.append(replace(address, path=b.path(address.path)) if address.path else address)
-        if not found and builtin:
-            found = [DEFAULT_LISTEN]
-    return tuple(dict.fromkeys(found))
-
-
-def _server_name(text: str | None, default_port: int) -> tuple[str, int]:
-    if not text:
-        return socket.gethostname(), default_port
-    text = text.split("://", 1)[-1]
-    host, sep, port = text.rpartition(":")
-    if sep and port.isdigit() and not host.endswith(":"):
-        return host.strip("[]"), int(port)
-    return text, default_port
-
-
 def _main_vhost(b: _Builder, formats: dict[str, str], default_port: int, builtin: bool,
                 app: str | None, config_file: str) -> VirtualHost:  # fmt: skip
     main = b.main
-    name, port = _server_name(main.last("ServerName"), default_port)
+    name, port = server_name(main.last("ServerName"), default_port)
     docroot = main.last("DocumentRoot")
     if docroot:
         document_root = b.path(docroot)
@@ -594,7 +560,7 @@ def _vhost(b: _Builder, scope: _Scope, main: VirtualHost, formats: dict[str, str
             first_port = int(port)
             break
     if scope.has("ServerName"):
-        name, port = _server_name(scope.last("ServerName"), first_port)
+        name, port = server_name(scope.last("ServerName"), first_port)
     else:
         name, port = main.server_name, first_port
     own_logs = scope.has("CustomLog") or scope.has("TransferLog")
