@@ -238,3 +238,36 @@ def test_dump_shows_the_socket_and_reads_back(tmp_path, capsys):
     assert main(["-t", "-f", str(again)]) == 0
     assert main(["-S", "-b", "unix:rel.sock", "-f", str(conf)]) == 0
     assert f"Listen unix:{os.getcwd()}/rel.sock\n" in capsys.readouterr().out
+
+
+def _through_socket(path, data: bytes) -> bytes:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(str(path))
+        sock.sendall(data)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mpm", MPMS)
+def test_proxy_protocol_over_the_socket_gives_the_real_client(tmp_path, mpm):
+    """nginx's `proxy_protocol on` to mpmd's Unix socket: the header's source is the client."""
+    path = tmp_path / "app.sock"
+    with Server(
+        tmp_path,
+        _config(path, "RemoteIPProxyProtocol On\nRemoteIPProxyProtocolExceptions 127.0.0.1\n"),
+        mpm=mpm,
+    ) as server:
+        request = b"GET /addr HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        answer = _through_socket(path, b"PROXY TCP4 203.0.113.7 10.0.0.1 51234 80\r\n" + request)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), answer[:200]
+        assert json.loads(body)["REMOTE_ADDR"] == "203.0.113.7"
+        assert _through_socket(path, request) == b""  # no header: closed, as Apache
+        assert server.log_text().count("AH") >= 1
+        line = wait_for(lambda: [ln for ln in server.access_log.read_text().splitlines()
+                                 if "/addr" in ln])[0]  # fmt: skip
+        assert line.startswith("203.0.113.7 ")
