@@ -318,7 +318,7 @@ class EventLoop:
         if request is None:
             self._take_back(conn, True, now)
         elif self._body_wanted(conn, request):
-            if conn.protocol.take_continue(request) and not self._write_small(conn, CONTINUE_100):
+            if conn.protocol.take_continue(request) and not conn.write_now(CONTINUE_100):
                 self._close(conn)
                 return
             conn.kind = READING  # after write completion it was between places
@@ -338,13 +338,6 @@ class EventLoop:
             or conn.protocol.eof
             or body.buffered >= BODY_BUFFER_LIMIT
         )
-
-    def _write_small(self, conn: EventConnection, data: bytes) -> bool:
-        """A few bytes from the loop (100 Continue); False if the socket would not take them."""
-        try:
-            return os.write(conn.fd, data) == len(data)
-        except OSError:
-            return False
 
     def _wait_read(self, conn: EventConnection, now: float) -> None:
         """Wait for more of a head or body: RequestReadTimeout's deadline, and Timeout per read."""
@@ -438,7 +431,7 @@ class EventLoop:
         """Lingering close in the loop: stop sending, drain the client for 30 s (2 s short)."""
         conn.discard_output()
         try:
-            conn.sock.shutdown(socket.SHUT_WR)
+            conn.end_output()
         except OSError:
             self._close(conn)
             return

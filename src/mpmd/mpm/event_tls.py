@@ -1,0 +1,247 @@
+"""TLS on the event MPM's connections: an `ssl.SSLObject` over two MemoryBIOs, never waiting.
+
+A TlsConnection is an EventConnection whose bytes pass through OpenSSL in memory: the loop
+reads the socket into the incoming BIO and drives the handshake and the decryption of request
+heads without ever blocking (the SSLObject never touches the socket), so a client that stalls
+in its handshake or dribbles its head holds no thread, as over plain HTTP. Whoever owns the
+connection owns its SSLObject: the loop, or the thread running its request (which encrypts its
+writes and decrypts the body it reads); they never touch it at the same time.
+
+Two rules keep a connection from stalling on bytes epoll cannot see:
+- every read decrypts all that the incoming BIO holds (`_decrypt`), so what is left there is
+  at most part of a record, which needs more bytes from the socket;
+- the output queue (`out`) holds plaintext (bytes, or a file range: sendfile cannot go through
+  TLS) that is encrypted only as the socket takes it, with the records OpenSSL produced but the
+  socket has not taken at its front (`_Wire`), so records leave in the order they were made
+  and a large file is never read whole. `out` is None exactly when nothing waits, as on plain.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import time
+from collections import deque
+
+from mpmd.mpm.context import ChildContext
+from mpmd.mpm.event_connection import READ_SIZE, WRITE_BUFFER_LIMIT, EventConnection, _FileSlice
+
+TLS_CHUNK = 65536  # plaintext encrypted per step of a queued response or file
+
+
+class _Wire:
+    """Encrypted records the socket has not taken yet (always at the front of `out`)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = memoryview(data)
+
+
+class TlsConnection(EventConnection):
+    """A client connection on a TLS listener; see the module docstring for its two rules."""
+
+    __slots__ = ("bio_in", "bio_out", "eof", "handshaken", "ssl")
+    tls = True
+
+    def __init__(self, sock: socket.socket, peer, ctx: ChildContext, context: ssl.SSLContext):
+        super().__init__(sock, peer, ctx)
+        self.bio_in = ssl.MemoryBIO()
+        self.bio_out = ssl.MemoryBIO()
+        self.ssl = context.wrap_bio(self.bio_in, self.bio_out, server_side=True)
+        self.handshaken = False
+        self.eof = False  # the client sent close_notify or closed its side
+
+    # -- the loop: the handshake and reads ------------------------------------------------------
+
+    def handshake(self) -> int:
+        """One step of the handshake, never waiting; the bytes read from the client (for
+        RequestReadTimeout's MinRate). Done once `handshaken`; until then `out` says which way
+        to wait (not None: for the socket to take the server's flight). Raises ssl.SSLError
+        when the handshake fails, OSError when the client went away."""
+        if not self.flush():
+            return 0
+        try:
+            data = os.read(self.fd, READ_SIZE)
+        except BlockingIOError:
+            return 0
+        if not data:
+            raise ConnectionResetError("the client closed during the TLS handshake")
+        self.bio_in.write(data)
+        try:
+            self.ssl.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        else:
+            self.handshaken = True
+        self._emit()
+        self.flush()
+        return len(data)
+
+    def read_now(self) -> bytes:
+        """The loop's read: the plaintext of what the socket holds now (and of what the
+        handshake left in the incoming BIO); b"" once the client closed. Raises
+        BlockingIOError while no whole record arrived, ssl.SSLError on a broken one."""
+        if self.eof:
+            return b""
+        if self.bio_in.pending:
+            data = self._decrypt()
+            if data or self.eof:
+                return data
+        data = os.read(self.fd, READ_SIZE)
+        if not data:
+            self.eof = True
+            return b""
+        self.bio_in.write(data)
+        data = self._decrypt()
+        if data or self.eof:
+            return data
+        raise BlockingIOError("no whole TLS record yet")
+
+    def _decrypt(self) -> bytes:
+        """All the plaintext the incoming BIO holds (rule one); what reading made OpenSSL
+        send (an alert, a key update) is queued and written if the socket takes it."""
+        chunks = []
+        read = self.ssl.read
+        try:
+            while True:
+                chunk = read(READ_SIZE)
+                if not chunk:  # close_notify
+                    self.eof = True
+                    break
+                chunks.append(chunk)
+        except ssl.SSLWantReadError:
+            pass
+        if self.bio_out.pending:
+            self._emit()
+            self.flush()
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    # -- a thread's reads (request bodies) --------------------------------------------------------
+
+    def recv_within(self, seconds: float) -> bytes:
+        """A thread's body read: waits at most `seconds` for a whole record's plaintext."""
+        deadline = time.monotonic() + seconds
+        sock = self.sock
+        while not self.eof:
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                raise TimeoutError("timed out reading from the client")
+            sock.settimeout(wait)
+            data = sock.recv(READ_SIZE)
+            if not data:
+                self.eof = True
+                break
+            self.bio_in.write(data)
+            data = self._decrypt()
+            if data:
+                return data
+        return b""
+
+    # -- writes: plaintext queued, encrypted as the socket takes it -----------------------------
+
+    def queue(self, data: bytes) -> None:
+        """Write what the socket takes now and queue the rest; never waits. Raises OSError."""
+        out = self.out
+        if out is not None:
+            out.append(data)
+            self.out_bytes += len(data)
+            return
+        self.out = deque((data,))
+        self.out_bytes = len(data)
+        self.flush()
+
+    def sendfile(self, fd: int, offset: int, count: int) -> None:
+        """A file range through TLS: read and encrypted TLS_CHUNK at a time, as the socket
+        takes it (the loop finishes what a slow client does not take now)."""
+        if self.out is not None and self.out_bytes >= WRITE_BUFFER_LIMIT:
+            self.flush_blocking(WRITE_BUFFER_LIMIT // 2)
+        item = _FileSlice(fd, offset, count)
+        if self.out is not None:
+            self.out.append(item)
+            return
+        self.out = deque((item,))
+        self.flush()
+
+    def write_now(self, data: bytes) -> bool:
+        self.queue(data)
+        return self.out is None
+
+    def flush(self) -> bool:
+        """Write what the socket takes now, encrypting as it goes; True once nothing is left.
+        Raises OSError."""
+        out = self.out
+        if out is None:
+            return True
+        fd = self.fd
+        while out:
+            item = out[0]
+            if type(item) is not _Wire:
+                self._encrypt_front(out)
+                continue
+            try:
+                sent = os.write(fd, item.data)
+            except BlockingIOError:
+                return False
+            self.out_bytes -= sent
+            if sent < len(item.data):
+                item.data = item.data[sent:]
+                return False
+            out.popleft()
+        self.out = None
+        self.out_bytes = 0
+        return True
+
+    def _encrypt_front(self, out: deque) -> None:
+        """Encrypt up to TLS_CHUNK bytes of the first plaintext item; its records go first."""
+        item = out[0]
+        if type(item) is _FileSlice:
+            chunk = os.pread(item.fd, min(TLS_CHUNK, item.count), item.offset)
+            if not chunk:
+                raise BrokenPipeError("the file ended before its length")
+            item.offset += len(chunk)
+            item.count -= len(chunk)
+            if item.count <= 0:
+                os.close(item.fd)
+                out.popleft()
+        else:
+            if len(item) > TLS_CHUNK:
+                view = memoryview(item)
+                chunk = view[:TLS_CHUNK]
+                out[0] = view[TLS_CHUNK:]
+            else:
+                chunk = item
+                out.popleft()
+            self.out_bytes -= len(chunk)
+        self.ssl.write(chunk)
+        wire = self.bio_out.read()
+        out.appendleft(_Wire(wire))
+        self.out_bytes += len(wire)
+
+    def _emit(self) -> None:
+        """Queue the records OpenSSL made outside a write (handshake, alerts) at the front."""
+        data = self.bio_out.read()
+        if not data:
+            return
+        out = self.out
+        if out is None:
+            self.out = deque((_Wire(data),))
+        elif out and type(out[0]) is _Wire:
+            out[0] = _Wire(bytes(out[0].data) + data)
+        else:
+            out.appendleft(_Wire(data))
+        self.out_bytes += len(data)
+
+    def end_output(self) -> None:
+        """close_notify, best effort (never waited for), then the TCP half-close."""
+        if self.handshaken and self.out is None:
+            try:
+                self.ssl.unwrap()
+            except (ssl.SSLError, ValueError):
+                pass  # SSLWantReadError: ours is written, the client's not read (nor needed)
+            try:
+                os.write(self.fd, self.bio_out.read())
+            except OSError:
+                pass
+        super().end_output()
