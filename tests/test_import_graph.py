@@ -93,6 +93,7 @@ def test_the_entry_point_is_a_leaf_and_the_parent_names_no_mpm() -> None:
         "mpmd.handlers.proxy.balancer",
         "mpmd.handlers.proxy.handler",
         "mpmd.handlers.proxy.manager",
+        "mpmd.http.tls",
         "mpmd.logs.access",
         "mpmd.logs.error",
         "mpmd.mpm.scoreboard",

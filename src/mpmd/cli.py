@@ -91,9 +91,14 @@ class _Options:
     def load(self, previous: ServerConfig | None = None) -> ServerConfig:
         ns = self.ns
         defines = list(ns.defines) + (["ONE_PROCESS"] if ns.debug else [])
-        return load_config(ns.file, server_root=ns.server_root, defines=defines,
-                           pre_directives=ns.pre, post_directives=ns.post, mpm=ns.mpm,
-                           listen=ns.listen, app=ns.app, previous=previous)  # fmt: skip
+        config = load_config(ns.file, server_root=ns.server_root, defines=defines,
+                             pre_directives=ns.pre, post_directives=ns.post, mpm=ns.mpm,
+                             listen=ns.listen, app=ns.app, previous=previous)  # fmt: skip
+        if any(v.ssl is not None for v in (config.main, *config.vhosts)):
+            from mpmd.http.tls import TlsContexts  # loads the certificates: errors are -t's
+
+            TlsContexts.build(config)
+        return config
 
 
 def main(argv: Sequence[str] | None = None) -> int:

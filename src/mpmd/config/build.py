@@ -36,6 +36,7 @@ from mpmd.config.model import (
 )
 from mpmd.config.mpm_limits import clamp_mpm
 from mpmd.config.proxy import build_proxy
+from mpmd.config.ssl import build_ssl
 from mpmd.config.syntax import STATIC_MODULES, ConfigError, Node
 
 COMMAND_LINE = "(command line)"
@@ -197,6 +198,9 @@ class _Builder:
         inner = _Scope(node)
         self.walk(node.children or (), inner, reg.DIRECTORY, label)
         handler = inner.last("SetHandler")
+        if any(name.startswith("SSL") for name in inner.seen):  # mod_ssl's per-dir settings
+            self.warn_once("ssl-dir", f"{node.where}: MP00232: mpmd applies SSL directives per "
+                           "host; the ones in this section are ignored")  # fmt: skip
         require = self.access_rules(inner) if inner.has("Require") else None
         if key.startswith("location"):
             scope.locations.append(LocationSection(args[0], regex, handler, require))
@@ -457,10 +461,11 @@ def build_config(
     default_port = listeners[0].port if listeners else 80
     main_vhost = _main_vhost(b, formats, default_port, builtin, app, config_file)
     vhosts = tuple(_vhost(b, scope, main_vhost, formats, default_port) for scope in b.vhosts)
-    proxy = build_proxy(nodes)
-    b.warnings.extend(proxy.warnings)
-    main_vhost = replace(main_vhost, proxy=proxy.main)
-    vhosts = tuple(replace(v, proxy=p) for v, p in zip(vhosts, proxy.vhosts, strict=True))
+    proxy, tls = build_proxy(nodes), build_ssl(b.main, b.vhosts, b.path, b.default)
+    b.warnings.extend(proxy.warnings + tls.warnings)
+    main_vhost = replace(main_vhost, proxy=proxy.main, ssl=tls.main)
+    vhosts = tuple(replace(v, proxy=p, ssl=t)
+                   for v, p, t in zip(vhosts, proxy.vhosts, tls.vhosts, strict=True))  # fmt: skip
 
     pid_file = main.last("PidFile")
     if pid_file is not None:

@@ -253,6 +253,37 @@ class ProxySettings:
 NO_PROXY = ProxySettings()
 
 
+# -- mod_ssl (reference edge-and-asgi 1) ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SslSettings:
+    """A TLS virtual host's mod_ssl settings (SSLEngine on), merged with the main server's.
+    Files are absolute paths; `where` maps a directive name to the FILE:LINE that set it, for
+    the errors http/tls.py reports when it loads the files."""
+
+    certificate_files: tuple[str, ...]  # SSLCertificateFile, one per key type
+    key_files: tuple[str, ...]  # SSLCertificateKeyFile, paired by position; () = in the cert
+    chain_file: str | None
+    ca_file: str | None
+    ca_path: str | None
+    verify_client: Literal["none", "optional", "require", "optional_no_ca"]
+    verify_depth: int
+    protocols: frozenset[str]  # of "TLSv1" "TLSv1.1" "TLSv1.2" "TLSv1.3" (SSLv3 never)
+    cipher_suite: str  # TLS <= 1.2, with Apache's ":!aNULL:!eNULL:!EXP" suffix
+    cipher_suite_tls13: str | None  # SSLCipherSuite TLSv1.3 ...; None = OpenSSL's
+    honor_cipher_order: bool
+    session_tickets: bool
+    session_cache: str  # as written; mpmd keeps OpenSSL's per-process cache (docs/tls.md)
+    options: frozenset[str]  # SSLOptions: StdEnvVars, ExportCertData, StrictRequire ...
+    strict_sni: bool  # SSLStrictSNIVHostCheck
+    where: tuple[tuple[str, str], ...]  # (directive name, FILE:LINE)
+
+    def line_of(self, name: str) -> str:
+        """FILE:LINE of the directive `name` that applies here ("" if it was not written)."""
+        return next((where for key, where in self.where if key == name), "")
+
+
 @dataclass(frozen=True, slots=True)
 class VirtualHost:
     """The main server is a VirtualHost with no addresses; <VirtualHost> blocks inherit from it."""
@@ -275,6 +306,7 @@ class VirtualHost:
     log_level: str
     source: str  # FILE:LINE where it was declared ("(built-in)" for the default)
     proxy: ProxySettings = NO_PROXY
+    ssl: SslSettings | None = None  # None: plain HTTP (SSLEngine off)
 
 
 @dataclass(frozen=True, slots=True)

@@ -349,3 +349,93 @@ def v_request_read_timeout(name: str, args: tuple[str, ...]) -> dict[str, tuple[
         except DirectiveValueError as err:
             raise DirectiveValueError(f"RequestReadTimeout: {key}={value}: {err}") from None
     return stages
+
+
+# -- mod_ssl (reference edge-and-asgi 1.1) -------------------------------------------------
+
+SSL_PROTOCOL_NAMES = {"sslv3": "SSLv3", "tlsv1": "TLSv1", "tlsv1.1": "TLSv1.1",
+                      "tlsv1.2": "TLSv1.2", "tlsv1.3": "TLSv1.3"}  # fmt: skip
+SSL_OPTION_NAMES = {n.lower(): n for n in ("StdEnvVars", "ExportCertData", "FakeBasicAuth",
+                    "StrictRequire", "OptRenegotiate", "LegacyDNStringFormat")}  # fmt: skip
+
+
+def v_ssl_engine(name: str, args: tuple[str, ...]) -> str:
+    word = args[0].lower()
+    if word not in ("on", "off", "optional"):
+        raise DirectiveValueError("Argument must be On, Off, or Optional")
+    return word
+
+
+def v_ssl_verify_client(name: str, args: tuple[str, ...]) -> str:
+    word = {"off": "none", "on": "require"}.get(args[0].lower(), args[0].lower())
+    if word not in ("none", "optional", "require", "optional_no_ca"):
+        raise DirectiveValueError(f"{name}: Invalid argument '{args[0]}'")
+    return word
+
+
+def v_ssl_verify_depth(name: str, args: tuple[str, ...]) -> int:
+    if not args[0].isdigit():
+        raise DirectiveValueError(f"{name}: Invalid argument '{args[0]}'")
+    return int(args[0])
+
+
+def v_ssl_protocol(name: str, args: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]]:
+    """Apache's ssl_cmd_protocol_parse: `+p` adds, `-p` removes, a bare word replaces what
+    came before (with AH02532 when something was set). Returns the set and the bare words
+    that overrode a setting, for the caller to warn about with FILE:LINE."""
+    every = frozenset(SSL_PROTOCOL_NAMES.values())
+    enabled: frozenset[str] = frozenset()
+    overriding: list[str] = []
+    for word in args:
+        action, proto = (word[0], word[1:]) if word[:1] in "+-" else ("", word)
+        if proto.lower() == "sslv2":
+            if action == "-":
+                continue
+            raise DirectiveValueError("SSLProtocol: SSLv2 is no longer supported")
+        if proto.lower() == "all":
+            this = every
+        elif proto.lower() in SSL_PROTOCOL_NAMES:
+            this = frozenset({SSL_PROTOCOL_NAMES[proto.lower()]})
+        else:
+            raise DirectiveValueError(f"{name}: Illegal protocol '{proto}'")
+        if action == "-":
+            enabled -= this
+        elif action == "+":
+            enabled |= this
+        else:
+            if enabled:
+                overriding.append(proto)
+            enabled = this
+    return enabled, tuple(overriding)
+
+
+def v_ssl_cipher_suite(name: str, args: tuple[str, ...]) -> tuple[str, str]:
+    """(`SSL` or `TLSv1.3`, spec): the one-argument form names the TLS <= 1.2 list."""
+    if len(args) == 1:
+        return "SSL", args[0]
+    protocol = args[0].upper().replace("TLSV", "TLSv")
+    if protocol not in ("SSL", "TLSv1.3"):
+        raise DirectiveValueError(f"protocol '{args[0]}' not supported")
+    return protocol, args[1]
+
+
+def v_ssl_options(name: str, args: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """(action, option) pairs: action "+", "-" or "" (a bare word replaces, as Options)."""
+    parsed = []
+    for word in args:
+        action, option = (word[0], word[1:]) if word[:1] in "+-" else ("", word)
+        canonical = SSL_OPTION_NAMES.get(option.lower())
+        if canonical is None:
+            raise DirectiveValueError(f"{name}: Illegal option '{option}'")
+        parsed.append((action, canonical))
+    return tuple(parsed)
+
+
+def v_ssl_session_cache(name: str, args: tuple[str, ...]) -> str:
+    text = args[0]
+    kind = text.partition(":")[0].lower()
+    if text.lower() in ("none", "nonenotnull") or (
+        ":" in text and kind in ("dbm", "shmcb", "shmht", "dc")
+    ):
+        return text
+    raise DirectiveValueError(f"{name}: Invalid argument: '{text}'")

@@ -41,6 +41,7 @@ class ChildContext:
         self.extended_status = config.extended_status
         self.stop = None  # the child's StopSignal: once set, responses say close
         self.proxy_state = proxy_state  # the balancers' shared state (None: nothing proxied)
+        self.tls = tls_contexts(config)  # http/tls.py's TlsContexts; None: no TLS host
 
     @property
     def stopping(self) -> bool:
@@ -60,6 +61,15 @@ class ChildContext:
 
     def logs_for(self, vhost: VirtualHost) -> Sequence:
         return self.access_logs.get(id(vhost), ())
+
+
+def tls_contexts(config: ServerConfig):
+    """The generation's TLS contexts (built by the CLI before the fork: found, not rebuilt)."""
+    if all(v.ssl is None for v in (config.main, *config.vhosts)):
+        return None
+    from mpmd.http.tls import TlsContexts
+
+    return TlsContexts.build(config)
 
 
 def build_router(

@@ -1,0 +1,288 @@
+"""mod_ssl's directives: parsing, merging, the contexts they build, and `mpmd -t`'s refusals.
+
+The handshakes here run over memory BIOs (ssl.SSLObject, as the event loop drives TLS), so
+SNI selection and the SSL_* variables are checked without a server; test_tls_serve.py runs
+the real one.
+"""
+
+from __future__ import annotations
+
+import ssl
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from tests.tls_certs import encrypted_key, make_pki
+
+from mpmd.config.build import load_config
+from mpmd.config.syntax import ConfigError
+from mpmd.config.validators import DirectiveValueError, v_ssl_protocol
+from mpmd.http.tls import TlsContexts, client_refused, host_matches, ssl_environ, tls_info
+
+CLI = "import sys; from mpmd.cli import main; sys.exit(main())"
+ALL = {"SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"}
+
+
+def mpmd(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", CLI, *args], capture_output=True, text=True,
+                          timeout=30)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("words", "enabled", "overriding"),
+    [
+        (("all", "-SSLv3"), ALL - {"SSLv3"}, ()),
+        (("all", "-SSLv3", "-TLSv1", "-TLSv1.1"), {"TLSv1.2", "TLSv1.3"}, ()),
+        (("-all", "+TLSv1.3"), {"TLSv1.3"}, ()),
+        (("TLSv1.2",), {"TLSv1.2"}, ()),
+        (("+tlsv1.2", "+TLSV1.3"), {"TLSv1.2", "TLSv1.3"}, ()),
+        (("all", "TLSv1.3"), {"TLSv1.3"}, ("TLSv1.3",)),  # AH02532: a missing +/-
+        (("-SSLv2", "all"), ALL, ()),
+    ],
+)
+def test_ssl_protocol_syntax(words, enabled, overriding) -> None:
+    assert v_ssl_protocol("SSLProtocol", words) == (frozenset(enabled), overriding)
+
+
+@pytest.mark.parametrize(
+    ("words", "message"),
+    [(("SSLv2",), "SSLProtocol: SSLv2 is no longer supported"),
+     (("TLSv9",), "SSLProtocol: Illegal protocol 'TLSv9'")],
+)  # fmt: skip
+def test_ssl_protocol_refusals(words, message) -> None:
+    with pytest.raises(DirectiveValueError, match=message):
+        v_ssl_protocol("SSLProtocol", words)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def _conf(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "httpd.conf"
+    path.write_text("Listen 127.0.0.1:8443\nServerName main\n" + textwrap.dedent(body))
+    return path
+
+
+def _two_hosts(tmp_path: Path, pki) -> Path:
+    a_crt, a_key = pki.server("a.test", "www.a.test")
+    b_crt, b_key = pki.server("b.test", "*.b.test")
+    return _conf(
+        tmp_path,
+        f"""\
+        SSLOptions +StdEnvVars
+        <VirtualHost *:8443>
+          ServerName a.test
+          ServerAlias www.a.test
+          SSLEngine on
+          SSLCertificateFile {a_crt}
+          SSLCertificateKeyFile {a_key}
+          SSLOptions +ExportCertData
+        </VirtualHost>
+        <VirtualHost *:8443>
+          ServerName b.test
+          ServerAlias *.b.test
+          SSLEngine on
+          SSLCertificateFile {b_crt}
+          SSLCertificateKeyFile {b_key}
+          SSLVerifyClient require
+          SSLCACertificateFile {pki.ca_file}
+          SSLOptions StdEnvVars
+        </VirtualHost>
+        """,
+    )
+
+
+def test_settings_merge_and_defaults(tmp_path, pki) -> None:
+    config = load_config(str(_two_hosts(tmp_path, pki)))
+    a, b = config.vhosts
+    assert config.main.ssl is None
+    assert a.ssl.options == {"StdEnvVars", "ExportCertData"}  # prefixed: added to the main's
+    assert b.ssl.options == {"StdEnvVars"}  # a bare word replaces
+    assert a.ssl.protocols == {"TLSv1.2", "TLSv1.3"}
+    assert (a.ssl.verify_client, a.ssl.verify_depth, b.ssl.verify_client) == ("none", 1, "require")
+    assert (a.ssl.session_tickets, a.ssl.honor_cipher_order, a.ssl.strict_sni) == (
+        True,
+        False,
+        False,
+    )
+    assert a.ssl.line_of("SSLCertificateFile").endswith("httpd.conf:8")
+
+
+def _handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext, sni: str | None):
+    """Both sides over memory BIOs; returns the server's SSLObject and the client's."""
+    s_in, s_out, c_in, c_out = (ssl.MemoryBIO() for _ in range(4))
+    server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
+    client = client_ctx.wrap_bio(c_in, c_out, server_hostname=sni)
+    done: set[str] = set()
+    for _ in range(20):
+        for name, side in (("client", client), ("server", server)):
+            if name not in done:
+                try:
+                    side.do_handshake()
+                    done.add(name)
+                except ssl.SSLWantReadError:
+                    pass
+        c_in.write(s_out.read())
+        s_in.write(c_out.read())
+        if len(done) == 2:
+            break
+    client.write(b"x")  # TLS 1.3: the client's certificate reaches the server after its Finished
+    s_in.write(c_out.read())
+    assert server.read(1) == b"x"
+    return server, client
+
+
+def _client(pki, *, verify: bool = True, cert: Path | None = None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(pki.ca_file))
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if cert is not None:
+        ctx.load_cert_chain(str(cert))
+    return ctx
+
+
+@pytest.mark.parametrize(
+    ("sni", "expected"),
+    [("a.test", "a.test"), ("WWW.A.TEST", "a.test"), ("b.test", "b.test"),
+     ("x.b.test", "b.test"), (None, "a.test"), ("unknown.test", "a.test")],
+)  # fmt: skip
+def test_sni_picks_the_name_based_host(tmp_path, pki, sni, expected) -> None:
+    config = load_config(str(_two_hosts(tmp_path, pki)))
+    contexts = TlsContexts.build(config)
+    assert contexts.for_listener(("127.0.0.1", 8443)) is not None
+    assert contexts.for_listener(80) is None
+    client_cert = pki.client("one@example.com", "Client One") if expected == "b.test" else None
+    server, client = _handshake(
+        contexts.for_listener(8443),
+        _client(pki, verify=sni in ("a.test", "b.test"), cert=client_cert),
+        sni,
+    )
+    info = tls_info(server)
+    assert info.vhost.server_name == expected
+    assert info.sni == sni
+    assert client.selected_alpn_protocol() == "http/1.1"
+    peer = client.getpeercert(binary_form=True)
+    assert (
+        ssl.DER_cert_to_PEM_cert(peer).strip()
+        in Path(info.host.settings.certificate_files[0]).read_text()
+    )
+
+
+def test_client_certificate_variables(tmp_path, pki) -> None:
+    contexts = TlsContexts.build(load_config(str(_two_hosts(tmp_path, pki))))
+    cert = pki.client("one@example.com", "Client One")
+    server, _ = _handshake(contexts.for_listener(8443), _client(pki, cert=cert), "b.test")
+    info = tls_info(server)
+    env = ssl_environ(info, info.host.settings.options)
+    assert env["HTTPS"] == "on" and env["SSL_TLS_SNI"] == "b.test"
+    assert env["SSL_CLIENT_VERIFY"] == "SUCCESS"
+    assert env["SSL_CLIENT_S_DN"].startswith("CN=Client One,OU=Testing cert")
+    assert env["SSL_CLIENT_S_DN_CN"] == "Client One"
+    assert env["SSL_CLIENT_SAN_Email_0"] == "one@example.com"
+    assert env["SSL_PROTOCOL"] == "TLSv1.3" and env["SSL_CIPHER"].startswith("TLS_")
+    assert env["SSL_SESSION_RESUMED"] == "Initial"
+    assert "SSL_CLIENT_CERT" not in env  # ExportCertData is a.test's only
+    assert not client_refused(info)
+
+
+def test_require_on_a_shared_port_refuses_a_client_without_certificate(tmp_path, pki) -> None:
+    contexts = TlsContexts.build(load_config(str(_two_hosts(tmp_path, pki))))
+    server, _ = _handshake(contexts.for_listener(8443), _client(pki), "b.test")
+    assert client_refused(tls_info(server))
+    server, _ = _handshake(contexts.for_listener(8443), _client(pki), "a.test")
+    info = tls_info(server)
+    assert not client_refused(info)
+    env = ssl_environ(info, info.host.settings.options)
+    assert env["SSL_CLIENT_VERIFY"] == "NONE" and env["SSL_CLIENT_CERT"] == ""
+    assert env["SSL_SERVER_CERT"].startswith("-----BEGIN CERTIFICATE-----")
+    assert host_matches(info.vhost, "www.a.test:8443") and not host_matches(info.vhost, "b.test")
+
+
+def test_plain_vhost_means_no_tls(tmp_path) -> None:
+    config = load_config(
+        str(_conf(tmp_path, "<VirtualHost *:8443>\nServerName p\n</VirtualHost>\n"))
+    )
+    assert config.vhosts[0].ssl is None
+    assert not TlsContexts.build(config)
+
+
+# -- mpmd -t: FILE:LINE, exit 1, no traceback --------------------------------------------
+
+
+def _host(crt: object, key: object = None, extra: str = "") -> str:
+    lines = ["<VirtualHost *:8443>", "ServerName a.test", "SSLEngine on"]
+    lines += [f"SSLCertificateFile {crt}"] if crt is not None else []
+    lines += [f"SSLCertificateKeyFile {key}"] if key is not None else []
+    return "\n".join([*lines, *extra.splitlines(), "</VirtualHost>", ""])
+
+
+def _refusals(pki, root: Path) -> dict[str, tuple[str, int, str]]:
+    """name -> (config body, line, message part)."""
+    crt, key = pki.server("a.test")
+    other_crt, other_key = pki.server("a.test", tag="-other")
+    locked = encrypted_key(key, root / "locked.key")
+    (root / "garbage.pem").write_text("not a certificate\n")
+    (root / "empty.pem").write_text("")
+    return {
+        "missing-cert": (_host(root / "nope.crt", key), 6, "SSLCertificateFile: file '"),
+        "empty-cert": (_host(root / "empty.pem", key), 6, "does not exist or is empty"),
+        "garbage-cert": (_host(root / "garbage.pem", key), 6, "holds no PEM certificate"),
+        "unreadable-key": (_host(crt, root), 7, "SSLCertificateKeyFile: file '"),
+        "garbage-key": (_host(crt, root / "garbage.pem"), 7, "AH02564: Failed to configure"),
+        "mismatch": (_host(crt, other_key), 7, "AH02565: Certificate and private key a.test:8443"),
+        "passphrase": (_host(crt, locked), 7, "MP00233: the private key in"),
+        "no-cert": (_host(None), 3, "AH02572: Failed to configure at least one certificate"),
+        "cipher": (_host(crt, key, "SSLCipherSuite NOSUCHCIPHER"), 8, "AH01898:"),
+        "tls13-suite": (_host(crt, key, "SSLCipherSuite TLSv1.3 TLS_FOO"), 8, "AH02894:"),
+        "no-ca": (_host(crt, key, "SSLVerifyClient require"), 8, "MP00234:"),
+        "protocol": (_host(crt, key, "SSLProtocol -all +TLSv1.1"), 8, "no protocol left"),
+        "verify-word": (_host(crt, key, "SSLVerifyClient maybe"), 8, "Invalid argument 'maybe'"),
+        "option": (_host(crt, key, "SSLOptions +Nope"), 8, "SSLOptions: Illegal option 'Nope'"),
+        "chain": (_host(crt, key, f"SSLCertificateChainFile {root}/nope"), 8, "does not exist"),
+        "other-cert": (_host(other_crt, key), 7, "AH02565:"),
+    }
+
+
+@pytest.mark.parametrize("case", [
+    "missing-cert", "empty-cert", "garbage-cert", "unreadable-key", "garbage-key", "mismatch",
+    "passphrase", "no-cert", "cipher", "tls13-suite", "no-ca", "protocol", "verify-word",
+    "option", "chain", "other-cert"])  # fmt: skip
+def test_mpmd_t_refuses_with_file_and_line(tmp_path, pki, case) -> None:
+    body, line, message = _refusals(pki, tmp_path)[case]
+    conf = tmp_path / "httpd.conf"
+    conf.write_text("Listen 127.0.0.1:8443\n\n" + body)
+    result = mpmd("-t", "-f", str(conf))
+    assert result.returncode == 1, result.stdout
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"{conf}:{line}: "), result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_mpmd_t_and_m_accept_a_tls_host(tmp_path, pki) -> None:
+    crt, key = pki.server("a.test")
+    conf = tmp_path / "httpd.conf"
+    conf.write_text("LoadModule ssl_module modules/mod_ssl.so\nListen 127.0.0.1:8443\n"
+                    "SSLSessionCache shmcb:/run/x(512000)\n"
+                    + _host(crt, key, "SSLProtocol all -SSLv3"))  # fmt: skip
+    result = mpmd("-t", "-f", str(conf))
+    assert (result.returncode, result.stdout, result.stderr) == (0, "Syntax OK\n", "")
+    assert " ssl_module (shared)" in mpmd("-M", "-f", str(conf)).stdout.splitlines()
+
+
+def test_a_directory_value_warns(tmp_path, pki) -> None:
+    crt, key = pki.server("a.test")
+    extra = "<Directory /srv>\nSSLOptions +StdEnvVars\n</Directory>"
+    config = load_config(str(_conf(tmp_path, _host(crt, key, extra))))
+    assert any("MP00232" in w for w in config.warnings)
+
+
+def test_load_config_keeps_the_error_type(tmp_path) -> None:
+    with pytest.raises(ConfigError):
+        load_config(str(_conf(tmp_path, _host(None))))
