@@ -19,15 +19,27 @@ Two rules keep a connection from stalling on bytes epoll cannot see:
 from __future__ import annotations
 
 import os
+import select
 import socket
 import ssl
 import time
 from collections import deque
 
+from mpmd.http.timeouts import ReadDeadline, first_byte_wait, read_wait
 from mpmd.mpm.context import ChildContext
-from mpmd.mpm.event_connection import READ_SIZE, WRITE_BUFFER_LIMIT, EventConnection, _FileSlice
+from mpmd.mpm.event_connection import (
+    HANDSHAKE,
+    READ_SIZE,
+    READING,
+    WRITE_BUFFER_LIMIT,
+    EventConnection,
+    _FileSlice,
+)
+from mpmd.mpm.timeout_queue import DeadlineQueue
 
 TLS_CHUNK = 65536  # plaintext encrypted per step of a queued response or file
+_ARM_READ = select.EPOLLIN | select.EPOLLONESHOT
+_ARM_WRITE = select.EPOLLOUT | select.EPOLLONESHOT
 
 
 class _Wire:
@@ -245,3 +257,84 @@ class TlsConnection(EventConnection):
             except OSError:
                 pass
         super().end_output()
+
+
+# -- the loop's handshakes --------------------------------------------------------------------
+
+WAITING, DONE, FAILED = range(3)  # what a handshake step leaves the loop to do
+
+
+class Handshakes:
+    """The child's TLS listeners, and the handshakes the loop drives (connections in
+    HANDSHAKE): each step under the handshake's read deadline, in the loop's reading queue."""
+
+    def __init__(
+        self,
+        ctx: ChildContext,
+        contexts: dict[socket.socket, ssl.SSLContext],
+        epoll: select.epoll,
+        reading: DeadlineQueue,
+    ) -> None:
+        self.ctx = ctx
+        self.settings = ctx.settings
+        self.contexts = contexts  # listening socket -> its server context (SNI picks the host)
+        self.epoll = epoll
+        self.reading = reading
+
+    @classmethod
+    def for_listeners(
+        cls, ctx: ChildContext, listeners, epoll: select.epoll, reading: DeadlineQueue
+    ) -> Handshakes | None:
+        """The loop's handshakes when one of its listeners is a TLS port, else None."""
+        tls = ctx.tls
+        if not tls:
+            return None
+        contexts = {}
+        for sock in listeners:
+            context = tls.for_listener(sock)
+            if context is not None:
+                contexts[sock] = context
+        return cls(ctx, contexts, epoll, reading) if contexts else None
+
+    def connection(self, sock: socket.socket, peer, listener) -> TlsConnection | None:
+        """A TlsConnection for a socket accepted on a TLS port; None on a plain one."""
+        context = self.contexts.get(listener)
+        return None if context is None else TlsConnection(sock, peer, self.ctx, context)
+
+    def start(self, conn: TlsConnection, now: float) -> None:
+        """The handshake's clock starts at accept (the loop registers the socket)."""
+        conn.kind = HANDSHAKE
+        conn.reader = reader = ReadDeadline(self.settings.header_read_timeout)
+        reader.start(now)
+        self.reading.set(conn, now + read_wait(self.settings, reader, now))
+
+    def step(self, conn: TlsConnection, now: float) -> int:
+        """Drive the handshake as far as the client's bytes allow: WAITING (re-armed, its
+        deadline set), DONE (the loop reads the first request), or FAILED (close it)."""
+        try:
+            count = conn.handshake()
+        except ssl.SSLError as error:
+            self._failed(conn, error)
+            return FAILED
+        except OSError:
+            return FAILED
+        if conn.handshaken:  # the first request is awaited as on plain HTTP
+            conn.kind = READING
+            conn.reader = None
+            self.reading.set(conn, now + first_byte_wait(self.settings, first_request=True))
+            return DONE
+        reader = conn.reader
+        reader.on_bytes(count, now)  # type: ignore[union-attr]
+        self.reading.set(conn, now + read_wait(self.settings, reader, now))
+        self.epoll.modify(conn.fd, _ARM_READ if conn.out is None else _ARM_WRITE)
+        return WAITING
+
+    def _failed(self, conn: TlsConnection, error: ssl.SSLError) -> None:
+        """mod_ssl's info line for a failed handshake (the client's fault, never an error)."""
+        info = conn.session.info
+        self.ctx.error_log.log(
+            "info",
+            f"AH02008: SSL library error in handshake: {error.reason or error}",
+            module="ssl",
+            client=f"{info.client_addr}:{info.client_port}",
+        )

@@ -1,0 +1,262 @@
+"""TLS in the event MPM: handshakes and request heads in the child's loop, never in a thread.
+
+A real event child serves a TLS port (certificates from trustme, tests/tls_certs.py) beside the
+plain port tests/server.py starts it with. What the loop does for TLS is checked as for plain
+HTTP in test_event_mpm.py: keep-alive and pipelining, large bodies both ways, write completion
+through the SSLObject, clients that stall in the handshake or dribble their heads holding no
+thread (the scoreboard says so) until RequestReadTimeout cuts them, the in-loop proxy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import resource
+import select
+import socket
+import ssl
+import time
+from pathlib import Path
+
+import pytest
+
+from mpmd.mpm.scoreboard import Scoreboard, default_path
+from server import Server, free_port, wait_for
+from test_event_mpm import APPS, ONE_CHILD, all_threads_idle, only_child, process_record
+from tls_certs import Pki, make_pki
+
+HELLO = b"GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n"
+SLOW_HEAD = b"GET /hello HTTP/1.1\r\nHost: localhost\r\nX-Slow: "
+
+
+@pytest.fixture(autouse=True)
+def _open_files():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    return make_pki(tmp_path / "pki")
+
+
+class TlsServer(Server):
+    """An event mpmd with a TLS port (`tls_port`) beside its plain one."""
+
+    def __init__(self, tmp: Path, pki: Pki, config: str = "") -> None:
+        self.tls_port = free_port()
+        crt, key = pki.server("localhost")
+        super().__init__(
+            tmp,
+            f"Listen 127.0.0.1:{self.tls_port}\n"
+            f"<VirtualHost *:{self.tls_port}>\nServerName localhost\nSSLEngine on\n"
+            f'SSLCertificateFile "{crt}"\nSSLCertificateKeyFile "{key}"\n</VirtualHost>\n'
+            + config,
+            mpm="event",
+        )
+        self.client_context = ssl.create_default_context(cafile=str(pki.ca_file))
+
+    def connect(self, timeout: float = 10.0) -> ssl.SSLSocket:
+        sock = socket.create_connection(("127.0.0.1", self.tls_port), timeout=timeout)
+        return self.client_context.wrap_socket(sock, server_hostname="localhost")
+
+
+def read_response(sock: socket.socket) -> tuple[bytes, bytes]:
+    """(head, body) of one Content-Length response."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed after {buf!r}")
+        buf += chunk
+    head, _, body = buf.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(body) < length:
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            raise ConnectionError("closed in the body")
+        body += chunk
+    assert len(body) == length, "more than the response arrived"
+    return head, body
+
+
+def hello_over_tls(server: TlsServer, timeout: float = 10.0) -> bytes:
+    with server.connect(timeout) as sock:
+        sock.sendall(HELLO)
+        head, body = read_response(sock)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return body
+
+
+def test_keep_alive_and_pipelining_over_tls(tmp_path, pki):
+    with TlsServer(tmp_path, pki, ONE_CHILD + APPS) as server, server.connect() as sock:
+        sock.sendall(HELLO * 3)  # pipelined: one write, likely one record
+        for _ in range(3):
+            head, body = read_response(sock)
+            assert head.startswith(b"HTTP/1.1 200") and body == b"Hello, World!"
+        for _ in range(3):  # then one at a time, the connection back in keep-alive between
+            sock.sendall(HELLO)
+            assert read_response(sock)[1] == b"Hello, World!"
+        sock.sendall(b"GET /hello HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        head, _ = read_response(sock)
+        assert b"Connection: close" in head
+        assert sock.recv(100) == b""  # close_notify: a clean end, no truncation error
+
+
+def test_large_post_and_large_static_file_over_tls(tmp_path, pki):
+    """A 5 MB body read by the thread through the SSLObject (the loop buffers only the first
+    64 KiB) and echoed back; a 20 MB file read and encrypted in chunks (no sendfile), finished
+    by write completion while the client reads slowly at first."""
+    (tmp_path / "htdocs").mkdir()
+    data = os.urandom(20 << 20)
+    (tmp_path / "htdocs" / "big.bin").write_bytes(data)
+    payload = os.urandom(5 << 20)
+    with TlsServer(tmp_path, pki, ONE_CHILD + APPS) as server, server.connect(30) as sock:
+        sock.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n" % len(payload)
+            + payload
+        )
+        head, body = read_response(sock)
+        assert head.startswith(b"HTTP/1.1 200")
+        assert hashlib.sha256(body).digest() == hashlib.sha256(payload).digest()
+        sock.sendall(b"GET /big.bin HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        head, body = read_response(sock)
+        assert head.startswith(b"HTTP/1.1 200")
+        assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
+        sock.sendall(HELLO)  # the connection is intact behind them
+        assert read_response(sock)[1] == b"Hello, World!"
+
+
+# -- slow and stalled clients --------------------------------------------------------------------
+
+
+def client_hello(server: TlsServer) -> bytes:
+    """The first flight of a real TLS client (a ClientHello), made without a socket."""
+    obj = server.client_context.wrap_bio(
+        ssl.MemoryBIO(), outgoing := ssl.MemoryBIO(), server_hostname="localhost"
+    )
+    with pytest.raises(ssl.SSLWantReadError):
+        obj.do_handshake()
+    return outgoing.read()
+
+
+def stalled_handshakes(server: TlsServer, count: int) -> list[socket.socket]:
+    """Connections that stop inside the handshake: half send nothing after connecting, half
+    the first part of a ClientHello."""
+    hello = client_hello(server)
+    socks = []
+    for index in range(count):
+        sock = socket.create_connection(("127.0.0.1", server.tls_port), timeout=10)
+        if index % 2:
+            sock.sendall(hello[: len(hello) // 2])
+        socks.append(sock)
+    return socks
+
+
+def dribbling_heads(server: TlsServer, count: int) -> list[ssl.SSLSocket]:
+    """Connections whose handshake completed, then the first bytes of a request head."""
+    socks = []
+    for _ in range(count):
+        sock = server.connect()
+        sock.sendall(SLOW_HEAD)
+        socks.append(sock)
+    return socks
+
+
+def open_count(socks: list[socket.socket]) -> int:
+    """How many have received neither an answer nor a close (over TLS, the session tickets
+    that follow a handshake are no answer)."""
+    readable, _, _ = select.select(socks, [], [], 0)
+    still = len(socks) - len(readable)
+    for sock in readable:
+        if isinstance(sock, ssl.SSLSocket):
+            sock.setblocking(False)
+            try:
+                sock.recv(100)
+            except ssl.SSLWantReadError:
+                still += 1
+            finally:
+                sock.settimeout(10)
+    return still
+
+
+def test_stalled_tls_clients_hold_no_thread_until_request_read_timeout(tmp_path, pki):
+    """25 clients stalled in the handshake and 25 dribbling their head over TLS: every thread
+    of the child stays idle and a normal request is answered meanwhile; RequestReadTimeout
+    closes the handshakes and answers the partial heads 408 (encrypted), as over plain HTTP."""
+    config = ONE_CHILD + "RequestReadTimeout handshake=1 header=1\n" + APPS
+    with TlsServer(tmp_path, pki, config) as server:
+        child = only_child(server)
+        board = Scoreboard.attach(default_path(server.pid))
+        stalled = stalled_handshakes(server, 25)
+        heads = dribbling_heads(server, 25)
+        try:
+            wait_for(lambda: process_record(board, child, lambda p: p.connections >= 50))
+            assert all_threads_idle(board, child)
+            assert hello_over_tls(server) == b"Hello, World!"
+            for sock in stalled:  # closed without an answer
+                assert sock.recv(100) == b""
+            for sock in heads:
+                head = sock.recv(100)
+                assert head.startswith(b"HTTP/1.1 408"), head
+        finally:
+            board.close()
+            for sock in stalled + heads:
+                sock.close()
+
+
+@pytest.mark.slow
+def test_slowloris_over_tls_never_keeps_a_normal_request_waiting(tmp_path, pki):
+    """The acceptance test: 300 TLS slowloris clients, 150 stalled in the handshake and 150
+    dribbling their heads, hold none of the child's threads: normal TLS requests are answered
+    between the drips while every slow client is still held open."""
+    config = ONE_CHILD + "AsyncRequestWorkerFactor 50\n" + APPS
+    with TlsServer(tmp_path, pki, config) as server:
+        child = only_child(server)
+        board = Scoreboard.attach(default_path(server.pid))
+        stalled = stalled_handshakes(server, 150)
+        heads = dribbling_heads(server, 150)
+        timings = []
+        try:
+            wait_for(lambda: process_record(board, child, lambda p: p.connections >= 300))
+            for _ in range(3):  # three drips: each head gets one more byte, in its own record
+                for sock in heads:
+                    sock.sendall(b"a")
+                for _ in range(5):
+                    start = time.monotonic()
+                    assert hello_over_tls(server) == b"Hello, World!"
+                    timings.append(time.monotonic() - start)
+                    wait_for(lambda: all_threads_idle(board, child))
+            assert open_count(stalled + heads) == 300  # none answered or cut meanwhile
+        finally:
+            board.close()
+            for sock in stalled + heads:
+                sock.close()
+    timings.sort()
+    print(
+        f"TLS request beside 300 TLS slowloris: median {timings[len(timings) // 2] * 1000:.1f} ms,"
+        f" worst {timings[-1] * 1000:.1f} ms over {len(timings)}"
+    )
+
+
+def test_a_proxied_request_from_a_tls_client(tmp_path, pki):
+    """ProxyPass served in the loop: the request decrypted there, the back end's answer
+    streamed back through the connection's SSLObject (queue/flush)."""
+    from backends import NginxBackends
+
+    with NginxBackends(1, tmp_path / "nginx") as nginx:
+        config = ONE_CHILD + APPS + f"ProxyPass /p http://127.0.0.1:{nginx.ports[0]}\n"
+        with TlsServer(tmp_path, pki, config) as server, server.connect() as sock:
+            sock.sendall(b"GET /p/hello HTTP/1.1\r\nHost: localhost\r\n\r\n" * 2)
+            for _ in range(2):
+                head, body = read_response(sock)
+                assert head.startswith(b"HTTP/1.1 200") and body == b"backend-0\n"
+            sock.sendall(b"GET /p/big HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            head, body = read_response(sock)
+            assert hashlib.sha256(body).hexdigest() == nginx.big_sha256
