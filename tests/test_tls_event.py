@@ -52,8 +52,7 @@ class TlsServer(Server):
             tmp,
             f"Listen 127.0.0.1:{self.tls_port}\n"
             f"<VirtualHost *:{self.tls_port}>\nServerName localhost\nSSLEngine on\n"
-            f'SSLCertificateFile "{crt}"\nSSLCertificateKeyFile "{key}"\n</VirtualHost>\n'
-            + config,
+            f'SSLCertificateFile "{crt}"\nSSLCertificateKeyFile "{key}"\n</VirtualHost>\n' + config,
             mpm="event",
         )
         self.client_context = ssl.create_default_context(cafile=str(pki.ca_file))
