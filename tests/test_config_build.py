@@ -386,7 +386,7 @@ def test_absent_directives_take_the_registry_default(tmp_path, monkeypatch) -> N
         "BufferedLogs": True,
         "WSGIPreload": True,
         "KeepAlive": False,
-        "RequestReadTimeout": {"header": (5, 0, 0), "body": (7, 0, 0)},
+        "RequestReadTimeout": {"handshake": (0, 0, 0), "header": (5, 0, 0), "body": (7, 0, 0)},
         "ListenBacklog": 64,
     }
     for name, value in changed.items():

@@ -324,9 +324,10 @@ class _Builder:
                 return getattr(parent, _HTTP_FIELDS[name])
             return self.default(name)
 
-        stages = {"header": None, "body": None}
+        stages = {"header": None, "body": None, "handshake": None}
         if parent is not None:
-            stages = {"header": parent.header_read_timeout, "body": parent.body_read_timeout}
+            stages = {"header": parent.header_read_timeout, "body": parent.body_read_timeout,
+                      "handshake": parent.handshake_read_timeout}  # fmt: skip
         for line in scope.all("RequestReadTimeout"):
             for stage, (timeout, max_timeout, rate) in line.items():
                 if stage in stages:
@@ -345,6 +346,7 @@ class _Builder:
             limit_request_body=get("LimitRequestBody"),
             header_read_timeout=stages["header"],  # type: ignore[arg-type]
             body_read_timeout=stages["body"],  # type: ignore[arg-type]
+            handshake_read_timeout=stages["handshake"],  # type: ignore[arg-type]
         )
 
     def access_logs(self, scope: _Scope, formats: dict[str, str]) -> tuple[AccessLogSpec, ...]:

@@ -71,6 +71,7 @@ class HttpSettings:
     limit_request_body: int  # 0 = unlimited
     header_read_timeout: ReadTimeoutStage
     body_read_timeout: ReadTimeoutStage
+    handshake_read_timeout: ReadTimeoutStage = ReadTimeoutStage(0, 0, 0)  # TLS; 0 = Timeout
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,6 +96,12 @@ class ScoreboardCollector:
             "mpmd_requests", "Requests served (all slots, survives recycling)", totals.accesses
         )
         yield CounterMetricFamily("mpmd_sent_bytes", "Response body bytes sent", totals.bytes)
+        handshakes = CounterMetricFamily(
+            "mpmd_tls_handshakes", "TLS handshakes by result (all slots)", labels=["result"]
+        )
+        handshakes.add_metric(["ok"], snap.tls_handshakes)
+        handshakes.add_metric(["failed"], snap.tls_failures)
+        yield handshakes
         counts, duration_sum = snap.duration_histogram()
         buckets = []
         running = 0

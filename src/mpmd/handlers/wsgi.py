@@ -221,6 +221,14 @@ class _WsgiCall:
         self.started = True
 
 
+def tls_environ(info, vhost: VirtualHost) -> dict[str, str]:
+    """wsgi.url_scheme https, HTTPS=on and the SSL_* variables of the request's host."""
+    from mpmd.http.tls import ssl_environ
+
+    ssl = vhost.ssl or (info.host.settings if info.host is not None else None)
+    return {"wsgi.url_scheme": "https", **ssl_environ(info, ssl.options if ssl else frozenset())}
+
+
 class WsgiHandler:
     """A handler (Callable[[Exchange], None]) running one WSGI app under one mount."""
 
@@ -280,6 +288,8 @@ class WsgiHandler:
                 "wsgi.multithread": conn.multithread,
                 "wsgi.multiprocess": conn.multiprocess,
             }
+            if conn.tls is not None:  # HTTPS, and SSL_* as the host's SSLOptions ask
+                base.update(tls_environ(conn.tls, exchange.vhost))
             conn.wsgi_base = (self, base)
             env = base.copy()
         if path_info is None:

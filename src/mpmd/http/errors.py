@@ -24,8 +24,10 @@ class HttpError(Exception):
         *,
         keep_alive: bool = False,
         request_line: str | None = None,
+        detail: str = "",
     ) -> None:
         super().__init__(log_message or HTTPStatus(status).phrase)
+        self.detail = detail  # the error document's text where Apache words one (TLS's)
         self.status = status
         self.log_message = log_message or HTTPStatus(status).phrase
         self.keep_alive = keep_alive

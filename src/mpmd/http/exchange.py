@@ -47,6 +47,7 @@ class ConnectionInfo:
         "server_addr",
         "server_port",
         "take_over",
+        "tls",
         "wsgi_base",
     )
 
@@ -75,6 +76,7 @@ class ConnectionInfo:
         # then owns the socket's I/O (never closes it; it sets exchange.keep_alive = False and
         # the I/O layer closes it). None where the I/O layer cannot hand its socket over.
         self.take_over: Callable[[], tuple[socket.socket, bytes]] | None = None
+        self.tls = None  # http/tls.py's TlsInfo on a TLS connection, set after the handshake
 
 
 class ResponseAlreadyStarted(RuntimeError):

@@ -24,6 +24,7 @@ from typing import Any
 from mpmd import __version__
 from mpmd.config.model import ListenAddress, ServerConfig, SslSettings, VirtualHost
 from mpmd.config.syntax import ConfigError
+from mpmd.http.errors import HttpError
 from mpmd.http.fields import host_name
 
 ALPN = ("http/1.1",)
@@ -82,6 +83,7 @@ class TlsInfo:
     verify: str  # SSL_CLIENT_VERIFY: NONE, SUCCESS
     session_id: str
     resumed: bool
+    name_based: bool = False  # the port has more than one TLS host (SSLStrictSNIVHostCheck)
 
     @property
     def vhost(self) -> VirtualHost | None:
@@ -166,6 +168,7 @@ class TlsContexts:
                 chosen = _match(names, server_name.lower().rstrip(".")) or default
             conn.mpmd_host = chosen
             conn.mpmd_sni = server_name
+            conn.mpmd_name_based = len(hosts) > 1
             if chosen is not default:
                 conn.context = chosen.context
 
@@ -379,7 +382,55 @@ def tls_info(conn: ssl.SSLSocket | ssl.SSLObject) -> TlsInfo:
         verify="SUCCESS" if der else "NONE",
         session_id=session.id.hex() if session is not None else "",
         resumed=conn.session_reused,
+        name_based=getattr(conn, "mpmd_name_based", False),
     )
+
+
+# What two hosts must share for a request to go to the other one than the handshake chose
+# (mod_ssl's ssl_server_compatible); the rest of SslSettings may differ.
+_COMPATIBLE = ("protocols", "verify_client", "verify_depth", "ca_file", "ca_path",
+               "cipher_suite", "cipher_suite_tls13", "certificate_files", "key_files")  # fmt: skip
+SNI_REQUIRED = (
+    "You don't have permission to access this resource.Reason: The client software did not "
+    "provide a hostname using Server Name Indication (SNI), which is required to access this "
+    "server.<br />\n"
+)
+MISDIRECTED = (
+    "The client needs a new connection for this request as the requested host name does not "
+    "match the Server Name Indication (SNI) in use for this connection."
+)
+
+
+def sni_refusal(
+    info: TlsInfo, host_header: str | None, vhost: VirtualHost, request_line: str
+) -> tuple[str, HttpError] | None:
+    """mod_ssl's ssl_hook_ReadReq (reference 1.2): the request's host against the handshake's.
+    Returns (log level, the error to answer) or None when the request may be served."""
+    chosen = info.vhost
+    if info.sni:
+        if not host_header:
+            message = (f"AH02031: Hostname {info.sni} provided via SNI, but no hostname "
+                       "provided in HTTP request")  # fmt: skip
+            return "error", HttpError(400, message, request_line=request_line)
+        if vhost is not chosen and not _compatible(vhost.ssl, chosen.ssl if chosen else None):
+            message = (f"AH02032: Hostname {info.sni} provided via SNI and hostname "
+                       f"{host_name(host_header)} provided via HTTP have no compatible SSL "
+                       "setup")  # fmt: skip
+            return "error", HttpError(421, message, request_line=request_line, detail=MISDIRECTED)
+        return None
+    strict = (vhost.ssl is not None and vhost.ssl.strict_sni) or (
+        chosen is not None and chosen.ssl is not None and chosen.ssl.strict_sni
+    )
+    if info.name_based and strict:
+        message = "AH02033: No hostname was provided via SNI for a name based virtual host"
+        return "info", HttpError(403, message, request_line=request_line, detail=SNI_REQUIRED)
+    return None
+
+
+def _compatible(a: SslSettings | None, b: SslSettings | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return all(getattr(a, name) == getattr(b, name) for name in _COMPATIBLE)
 
 
 def client_refused(info: TlsInfo) -> bool:
@@ -456,6 +507,15 @@ def ssl_environ(info: TlsInfo, options: frozenset[str]) -> dict[str, str]:
         der = info.client_der
         env["SSL_CLIENT_CERT"] = ssl.DER_cert_to_PEM_cert(der) if der else ""
     return {k: v for k, v in env.items() if v or k == "SSL_CLIENT_CERT"}
+
+
+def ssl_variable(info: TlsInfo, name: str) -> str | None:
+    """One SSL_* variable by name, as %{NAME}x looks it up (no SSLOptions needed)."""
+    if name == "SSL_TLS_SNI":
+        return info.sni
+    if name in ("SSL_SERVER_CERT", "SSL_CLIENT_CERT"):
+        return ssl_environ(info, frozenset({"ExportCertData"})).get(name)
+    return standard_vars(info).get(name)
 
 
 def standard_vars(info: TlsInfo) -> dict[str, str]:

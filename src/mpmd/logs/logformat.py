@@ -237,6 +237,22 @@ def _strftime(fmt: str, when: float) -> str:
     return time.strftime(fmt, time.localtime(when))
 
 
+def _ssl_variable(x: Exchange, name: str) -> str | None:
+    upper = name.upper()
+    if upper.startswith("HTTP:"):
+        return x.request.header(name[5:].lower())
+    if upper.startswith("ENV:"):
+        return x.notes.get("env:" + name[4:])
+    tls = x.conn.tls
+    if upper == "HTTPS":
+        return "on" if tls is not None else "off"
+    if tls is None or not upper.startswith("SSL_"):
+        return None
+    from mpmd.http.tls import ssl_variable
+
+    return ssl_variable(tls, upper)
+
+
 _pid_text = [str(os.getpid())]
 os.register_at_fork(after_in_child=lambda: _pid_text.__setitem__(0, str(os.getpid())))
 
@@ -263,6 +279,7 @@ _NAMESPACE: dict[str, object] = {
     "_strftime": _strftime,
     "_pid": _pid_text,
     "_tid": threading.get_native_id,
+    "_sslvar": _ssl_variable,
 }
 
 # -- the compiler ----------------------------------------------------------------------------
@@ -333,6 +350,8 @@ def _directive_expr(code: str, arg: str) -> str | None:
         return f"_resp(x, {larg!r})"
     if code == "e":
         return f"_esc_opt(x.notes.get({'env:' + arg!r}))"
+    if code == "x":  # mod_ssl's ssl_var_lookup: HTTPS, SSL_*, HTTP:header, ENV:name
+        return f"_esc_opt(_sslvar(x, {arg!r}) or None)"
     if code == "n":
         return f"_esc_opt(x.notes.get({arg!r}))"
     if code == "C":

@@ -24,7 +24,7 @@ import setproctitle
 from mpmd.config.model import ServerConfig
 from mpmd.logs.access import flush_access_logs
 from mpmd.mpm.context import build_child_context
-from mpmd.mpm.scoreboard import BUSY_WRITE
+from mpmd.mpm.scoreboard import BUSY_WRITE, TlsCounters
 
 CHILD_FATAL = 15  # APEXIT_CHILDFATAL: the child cannot ever work; the parent stops the server
 CHILD_INIT = 3  # APEXIT_CHILDINIT: failed during initialisation
@@ -161,6 +161,8 @@ def load_context(spec: ChildSpec, stop: StopSignal, *, multithread: bool):
         spec.error_log.exception("MP00001: child could not load the application, exiting")
         raise SystemExit(CHILD_FATAL) from None
     ctx.stop = stop
+    if ctx.tls is not None:
+        ctx.tls_counters = TlsCounters(spec.scoreboard.process(spec.slot))
     return ctx
 
 

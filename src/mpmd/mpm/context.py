@@ -15,6 +15,7 @@ from mpmd.handlers.router import Router
 from mpmd.handlers.static import default_mime_table
 from mpmd.logs.access import AccessLog, start_flush_thread
 from mpmd.logs.error import ErrorLog
+from mpmd.mpm.scoreboard import TlsCounters
 
 
 class ChildContext:
@@ -42,6 +43,7 @@ class ChildContext:
         self.stop = None  # the child's StopSignal: once set, responses say close
         self.proxy_state = proxy_state  # the balancers' shared state (None: nothing proxied)
         self.tls = tls_contexts(config)  # http/tls.py's TlsContexts; None: no TLS host
+        self.tls_counters = TlsCounters(None)  # the child's, once it knows its slot
 
     @property
     def stopping(self) -> bool:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 
 from mpmd.mpm.child import ChildSpec, StopSignal, accept_one, load_context, make_poller
-from mpmd.mpm.connection import Connection
 from mpmd.mpm.scoreboard import BUSY_READ, READY
+from mpmd.mpm.tls_connection import serve_accepted
 
 
 def serve_prefork(spec: ChildSpec, stop: StopSignal) -> None:
@@ -33,7 +33,7 @@ def serve_prefork(spec: ChildSpec, stop: StopSignal) -> None:
             stop.request()  # MaxConnectionsPerChild: this connection's responses say close
         record.set_state(BUSY_READ)
         record.connection_start()
-        Connection(sock, peer, ctx, record).serve_blocking()
+        serve_accepted(sock, peer, ctx, record)
         if stop.requested:
             break
     ctx.close()

@@ -51,7 +51,7 @@ from mpmd.mpm.scoreboard_layout import (
     c_str,
     clock_us,
 )
-from mpmd.mpm.scoreboard_process import ProcessInfo, ProcessRecord
+from mpmd.mpm.scoreboard_process import ProcessInfo, ProcessRecord, TlsCounters  # noqa: F401 (re-exported)
 
 # -- worker states (reference 4.1); the index is the state code ------------------------------
 # (".S_": code 1 is STARTING `S`, code 2 READY `_`, as Apache's status_flags)
@@ -308,6 +308,9 @@ class Snapshot:
                 for i in range(layout.server_limit)
             )
         )
+        tls = (sbl.TLS_COUNTS.unpack_from(raw, layout.proc_off + i * PROCESS_SIZE + sbl.P_TLS)
+               for i in range(layout.server_limit))  # fmt: skip
+        self.tls_handshakes, self.tls_failures = (sum(column) for column in zip(*tls, strict=True))
 
     def slot_statuses(self, slot: int) -> bytes:
         """The status codes of one process slot's ThreadLimit worker records."""

@@ -35,6 +35,10 @@ PROCESS = struct.Struct("<qqBB6x9q")
 P_MEMORY = 80
 PROCESS_SIZE = 128
 P_COUNTS = struct.Struct("<6q")
+# TLS handshakes done and failed by the slot's children: outside PROCESS, so a new child in
+# the slot keeps counting from its predecessor's totals (a counter survives recycling)
+P_TLS = 96
+TLS_COUNTS = struct.Struct("<2Q")
 
 # status, pid, tid, generation, start_time; the 10-field counter block request_end writes;
 # cpu user/system; 15 histogram counts; client, request, vhost, protocol.

@@ -9,6 +9,7 @@ readers copy the record (`ProcessInfo`, via `Snapshot`) and accept a torn read.
 from __future__ import annotations
 
 import mmap
+import threading
 from dataclasses import dataclass
 
 from mpmd.mpm import scoreboard_layout as sbl
@@ -33,6 +34,8 @@ class ProcessRecord:
     suspended = Field(56, "<q")
     wait_io = Field(64, "<q")
     start_time = Field(72, "<q")  # µs
+    tls_handshakes = Field(sbl.P_TLS, "<Q")
+    tls_failures = Field(sbl.P_TLS + 8, "<Q")
 
     def __init__(self, mm: mmap.mmap, offset: int, slot: int) -> None:
         self._mm = mm
@@ -64,6 +67,26 @@ class ProcessRecord:
     def set_memory(self, pss_kib: int, uss_kib: int) -> None:
         """Parent, once a tick: the child's memory as /proc showed it (mpm/memory.py)."""
         _MEMORY.pack_into(self._mm, self._off + P_MEMORY, pss_kib, uss_kib)
+
+
+class TlsCounters:
+    """A child's TLS handshake counters in its process record, shared by its threads."""
+
+    __slots__ = ("_lock", "_record")
+
+    def __init__(self, record: ProcessRecord | None) -> None:
+        self._record = record  # None: not counted (no scoreboard)
+        self._lock = threading.Lock()
+
+    def succeeded(self) -> None:
+        if self._record is not None:
+            with self._lock:
+                self._record.tls_handshakes += 1
+
+    def failed(self) -> None:
+        if self._record is not None:
+            with self._lock:
+                self._record.tls_failures += 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -146,6 +146,8 @@ class Session:
                 return True
             pending = None
             vhost = router.select_vhost(request.header("host"), info.server_port)
+            if info.tls is not None and not self._tls_allows(request, vhost):
+                return False
             exchange = Exchange(
                 request, info, vhost, transport.send, transport.sendfile, self.last_one
             )
@@ -171,6 +173,20 @@ class Session:
                     return False
             except HttpError:
                 return False
+
+    def _tls_allows(self, request: Request, vhost) -> bool:
+        """Refuse (and log) a request whose host the TLS handshake did not agree to."""
+        from mpmd.http.tls import sni_refusal
+
+        host = request.header("host")
+        refusal = sni_refusal(self.info.tls, host, vhost, request.request_line)
+        if refusal is None:
+            return True
+        level, error = refusal
+        client = f"{self.info.client_addr}:{self.info.client_port}"
+        self.ctx.error_log.log(level, error.log_message, module="ssl", client=client)
+        self.send_error(error)
+        return False
 
     def log_exchange(self, exchange: Exchange, worker: WorkerRecord | None = None) -> None:
         """After a response: the access log, the scoreboard, and the connection's count (%k).
@@ -237,7 +253,7 @@ class Session:
         Without `exchange` the request was refused while it was read: it is logged here."""
         from http import HTTPStatus
 
-        body = error_body(error.status)
+        body = error_body(error.status, error.detail)
         head = build_head(
             "HTTP/1.1",
             f"{error.status} {HTTPStatus(error.status).phrase}",

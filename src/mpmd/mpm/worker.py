@@ -12,8 +12,8 @@ import os
 import threading
 
 from mpmd.mpm.child import ChildSpec, StopSignal, accept_one, load_context, make_poller
-from mpmd.mpm.connection import Connection
 from mpmd.mpm.scoreboard import BUSY_READ, READY
+from mpmd.mpm.tls_connection import serve_accepted
 
 
 def serve_worker(spec: ChildSpec, stop: StopSignal) -> None:
@@ -38,7 +38,7 @@ def serve_worker(spec: ChildSpec, stop: StopSignal) -> None:
                     stop.request()  # MaxConnectionsPerChild counts accepted connections
             record.set_state(BUSY_READ)
             record.connection_start()
-            Connection(sock, peer, ctx, record).serve_blocking()
+            serve_accepted(sock, peer, ctx, record)
         record.set_state(0)
         poller.close()
 

@@ -1,0 +1,199 @@
+"""The blocking TLS transport of prefork and worker (and -X): a Connection over ssl.SSLSocket.
+
+`serve_accepted()` is what a prefork or worker thread calls with each accepted socket: on a
+plain-HTTP port the Connection of connection.py serves it; on a TLS port (http/tls.py's
+TlsContexts names the port's context) the TlsConnection does the handshake first, bounded by
+Timeout and RequestReadTimeout's handshake stage, then serves HTTP over TLS the same way.
+What differs from plain HTTP: reads and writes go through OpenSSL (a kernel timeout shows as
+SSLWantRead/WriteError), files are sent in chunks (sendfile cannot see through TLS), the
+close sends close_notify, and a plain-HTTP request on the TLS port gets Apache's 400
+(reference 1.5). The event MPM never uses this module.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+
+from mpmd.http.errors import HttpError
+from mpmd.http.response import build_head, error_body
+from mpmd.http.tls import client_refused, tls_info
+from mpmd.mpm.connection import Connection
+from mpmd.mpm.context import ChildContext
+
+FILE_CHUNK = 256 * 1024  # a file is read and encrypted this much at a time
+# Apache's answer to plain HTTP on a TLS port (reference 1.5), after its injected request.
+PLAIN_HTTP_REQUEST_LINE = "GET / HTTP/1.0"
+PLAIN_HTTP_DETAIL = (
+    "Your browser sent a request that this server could not understand.<br />\n"
+    "Reason: You're speaking plain HTTP to an SSL-enabled server port.<br />\n"
+    " Instead use the HTTPS scheme to access this URL, please.<br />\n"
+)
+
+
+def serve_accepted(sock: socket.socket, peer, ctx: ChildContext, worker=None) -> None:
+    """Serve one accepted connection to its end, over TLS when its port is a TLS port."""
+    context = ctx.tls.for_listener(sock) if ctx.tls is not None else None
+    if context is None:
+        Connection(sock, peer, ctx, worker).serve_blocking()
+    else:
+        TlsConnection(sock, peer, ctx, worker, context).serve_blocking()
+
+
+def handshake_wait(ctx: ChildContext) -> float:
+    """Timeout, or RequestReadTimeout handshake=N when it is set and shorter."""
+    settings = ctx.settings
+    stage = settings.handshake_read_timeout.timeout
+    return min(settings.timeout, stage) if stage > 0 else settings.timeout
+
+
+class TlsConnection(Connection):
+    """A Connection whose socket becomes an ssl.SSLSocket once the handshake is done."""
+
+    __slots__ = ("context",)
+
+    def __init__(self, sock, peer, ctx: ChildContext, worker, context: ssl.SSLContext) -> None:
+        super().__init__(sock, peer, ctx, worker)
+        self.context = context
+
+    def serve_blocking(self) -> None:
+        if self._handshake():
+            super().serve_blocking()
+
+    def _handshake(self) -> bool:
+        """The server handshake; False (the socket closed, the failure counted) if it fails."""
+        metrics = self.ctx.tls_counters
+        self.sock.settimeout(handshake_wait(self.ctx))
+        # The SSLSocket takes over the descriptor; it stays open when the handshake fails, so
+        # the plain-HTTP answer can still be written past OpenSSL.
+        tls = self.sock = self.context.wrap_socket(
+            self.sock, server_side=True, do_handshake_on_connect=False
+        )
+        try:
+            tls.do_handshake()
+        except ssl.SSLError as error:
+            metrics.failed()
+            if error.reason == "HTTP_REQUEST":
+                self._plain_http(tls)
+            else:
+                self._log_failure(error)
+            tls.close()
+            return False
+        except OSError:  # the handshake timed out, or the client went away
+            metrics.failed()
+            tls.close()
+            return False
+        info = tls_info(tls)
+        self.session.info.tls = info
+        if client_refused(info):
+            metrics.failed()
+            self._log_failure(None, "MP00235: the client sent no certificate; "
+                              f"{info.vhost.server_name} has SSLVerifyClient require")  # fmt: skip
+            self._close_tls(linger=False)
+            return False
+        metrics.succeeded()
+        return True
+
+    def _log_failure(self, error: ssl.SSLError | None, message: str = "") -> None:
+        info = self.session.info
+        self.ctx.error_log.log(
+            "info",
+            message or f"SSL handshake failed: {error.reason or error}",
+            module="ssl",
+            ah=None if message else "AH02008",
+            client=f"{info.client_addr}:{info.client_port}",
+        )
+
+    def _plain_http(self, tls: ssl.SSLSocket) -> None:
+        """Apache's 400 in clear text, logged as its injected `GET / HTTP/1.0`."""
+        info = self.session.info
+        self.ctx.error_log.log(
+            "info",
+            "SSL handshake failed: HTTP spoken on HTTPS port; trying to send HTML error page",
+            module="ssl",
+            ah="AH01996",
+            client=f"{info.client_addr}:{info.client_port}",
+        )
+        body = error_body(400, PLAIN_HTTP_DETAIL)
+        head = build_head(
+            "HTTP/1.1",
+            "400 Bad Request",
+            [("Content-Type", "text/html; charset=iso-8859-1")],
+            content_length=len(body),
+            chunked=False,
+            keep_alive=False,
+        )
+        try:
+            socket.socket.sendall(tls, head + body)  # in clear, past the SSL layer
+        except OSError:
+            pass
+        error = HttpError(400, request_line=PLAIN_HTTP_REQUEST_LINE)
+        self.session.log_refused(error, len(body))
+
+    # -- the session's transport, through OpenSSL -----------------------------------------------
+
+    def recv_within(self, seconds: float) -> bytes:
+        try:
+            return super().recv_within(seconds)
+        except ssl.SSLWantReadError:
+            raise TimeoutError("timed out reading from the client") from None
+        except ssl.SSLEOFError:
+            return b""
+        except ssl.SSLError as error:
+            raise ConnectionError(f"TLS: {error.reason or error}") from None
+
+    def send(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except ssl.SSLWantWriteError:
+            raise TimeoutError("timed out writing to the client") from None
+        except ssl.SSLError as error:
+            raise ConnectionError(f"TLS: {error.reason or error}") from None
+
+    def send_continue(self) -> None:
+        from mpmd.http.response import CONTINUE_100
+
+        self.send(CONTINUE_100)
+
+    def sendfile(self, fd: int, offset: int, count: int) -> None:
+        """No sendfile through TLS: the file is read and sent a chunk at a time."""
+        while count > 0:
+            chunk = os.pread(fd, min(FILE_CHUNK, count), offset)
+            if not chunk:
+                raise BrokenPipeError("the file ended before its length")
+            self.send(chunk)
+            offset += len(chunk)
+            count -= len(chunk)
+
+    def nothing_more_to_read(self) -> bool:
+        sock = self.sock
+        if not isinstance(sock, ssl.SSLSocket) or sock.pending():
+            return False
+        if not self.session.client_done or self.protocol.buffered():
+            return False
+        try:
+            sock.setblocking(False)
+            return not socket.socket.recv(sock, 1, socket.MSG_PEEK)
+        except (BlockingIOError, ValueError):
+            return True
+        except OSError:
+            return True
+
+    def close(self) -> None:
+        self._close_tls(linger=True)
+
+    def _close_tls(self, *, linger: bool) -> None:
+        """close_notify (without waiting for the client's), then the lingering close."""
+        sock = self.sock
+        quiet = linger and self.nothing_more_to_read()
+        if isinstance(sock, ssl.SSLSocket):
+            try:
+                sock.setblocking(False)
+                sock.unwrap()
+            except (ssl.SSLError, OSError, ValueError):
+                pass
+        if quiet or not linger:
+            sock.close()
+            return
+        super().close()
