@@ -395,6 +395,13 @@ SNI_REQUIRED = (
     "provide a hostname using Server Name Indication (SNI), which is required to access this "
     "server.<br />\n"
 )
+# Apache's answer to plain HTTP on a TLS port (reference 1.5), after its injected request.
+PLAIN_HTTP_REQUEST_LINE = "GET / HTTP/1.0"
+PLAIN_HTTP_DETAIL = (
+    "Your browser sent a request that this server could not understand.<br />\n"
+    "Reason: You're speaking plain HTTP to an SSL-enabled server port.<br />\n"
+    " Instead use the HTTPS scheme to access this URL, please.<br />\n"
+)
 MISDIRECTED = (
     "The client needs a new connection for this request as the requested host name does not "
     "match the Server Name Indication (SNI) in use for this connection."

@@ -53,7 +53,7 @@ from mpmd.mpm.event_connection import (
 )
 from mpmd.mpm.event_pool import WorkerPool, run_request
 from mpmd.mpm.event_proxy import LoopProxy
-from mpmd.mpm.event_tls import DONE, WAITING, Handshakes
+from mpmd.mpm.event_tls import ANSWERED, DONE, WAITING, Handshakes
 from mpmd.mpm.scoreboard import READY
 from mpmd.mpm.timeout_queue import DeadlineQueue, TimeoutQueue
 
@@ -263,6 +263,8 @@ class EventLoop:
         outcome = self._tls.step(conn, now)  # type: ignore[union-attr, arg-type]
         if outcome == DONE:  # the request may have come with the handshake's end
             self._on_readable(conn, now)
+        elif outcome == ANSWERED:
+            self._close_after_error(conn, now)
         elif outcome != WAITING:
             self._close(conn)
 
@@ -354,7 +356,9 @@ class EventLoop:
     def _read_timeout(self, conn: EventConnection, now: float) -> None:
         """mod_reqtimeout: a 408, or a (logged) close, then the short lingering close."""
         request = conn.request  # a body timeout: its head is known, as for %r in a thread
-        if request is not None:
+        if conn.kind == HANDSHAKE:
+            self._tls.timed_out(conn)  # type: ignore[union-attr, arg-type]
+        elif request is not None:
             conn.session.read_timed_out(BODY, request.request_line)
         else:
             conn.session.read_timed_out(conn.protocol.read_stage())

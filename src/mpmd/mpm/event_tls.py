@@ -25,7 +25,9 @@ import ssl
 import time
 from collections import deque
 
+from mpmd.http.errors import HttpError
 from mpmd.http.timeouts import ReadDeadline, first_byte_wait, read_wait
+from mpmd.http.tls import PLAIN_HTTP_DETAIL, PLAIN_HTTP_REQUEST_LINE, client_refused, tls_info
 from mpmd.mpm.context import ChildContext
 from mpmd.mpm.event_connection import (
     HANDSHAKE,
@@ -176,6 +178,21 @@ class TlsConnection(EventConnection):
         self.out = deque((item,))
         self.flush()
 
+    def write_error(self, data: bytes) -> None:
+        """An error answer: through TLS once the handshake is done; before it (plain HTTP
+        spoken on the TLS port) in clear, past OpenSSL, as mod_ssl answers it."""
+        if self.handshaken:
+            super().write_error(data)
+            return
+        if self.out is None:
+            self.out = deque()
+        self.out.append(_Wire(data))
+        self.out_bytes += len(data)
+        try:
+            self.flush()
+        except OSError:
+            pass  # the client is gone: the loop's next write or read closes the connection
+
     def write_now(self, data: bytes) -> bool:
         self.queue(data)
         return self.out is None
@@ -261,7 +278,7 @@ class TlsConnection(EventConnection):
 
 # -- the loop's handshakes --------------------------------------------------------------------
 
-WAITING, DONE, FAILED = range(3)  # what a handshake step leaves the loop to do
+WAITING, DONE, FAILED, ANSWERED = range(4)  # what a handshake step leaves the loop to do
 
 
 class Handshakes:
@@ -302,24 +319,43 @@ class Handshakes:
         return None if context is None else TlsConnection(sock, peer, self.ctx, context)
 
     def start(self, conn: TlsConnection, now: float) -> None:
-        """The handshake's clock starts at accept (the loop registers the socket)."""
+        """The handshake's clock starts at accept: RequestReadTimeout handshake= (with its
+        MinRate), else Timeout per read (the loop registers the socket)."""
         conn.kind = HANDSHAKE
-        conn.reader = reader = ReadDeadline(self.settings.header_read_timeout)
+        conn.reader = reader = ReadDeadline(self.settings.handshake_read_timeout)
         reader.start(now)
         self.reading.set(conn, now + read_wait(self.settings, reader, now))
 
     def step(self, conn: TlsConnection, now: float) -> int:
         """Drive the handshake as far as the client's bytes allow: WAITING (re-armed, its
-        deadline set), DONE (the loop reads the first request), or FAILED (close it)."""
+        deadline set), DONE (the loop reads the first request), FAILED (close it), or
+        ANSWERED (plain HTTP on the TLS port was answered: the short lingering close)."""
+        counters = self.ctx.tls_counters
         try:
             count = conn.handshake()
         except ssl.SSLError as error:
-            self._failed(conn, error)
+            counters.failed()
+            if error.reason == "HTTP_REQUEST":
+                self._plain_http(conn)
+                return ANSWERED
+            self._log(conn, f"SSL handshake failed: {error.reason or error}", "AH02008")
             return FAILED
         except OSError:
+            counters.failed()
             return FAILED
-        if conn.handshaken:  # the first request is awaited as on plain HTTP
-            conn.kind = READING
+        if conn.handshaken:
+            info = conn.session.info.tls = tls_info(conn.ssl)
+            if client_refused(info):
+                counters.failed()
+                self._log(conn, "MP00235: the client sent no certificate; "
+                          f"{info.vhost.server_name} has SSLVerifyClient require")  # fmt: skip
+                try:
+                    conn.end_output()  # close_notify, as the blocking MPMs send it
+                except OSError:
+                    pass
+                return FAILED
+            counters.succeeded()
+            conn.kind = READING  # the first request is awaited as on plain HTTP
             conn.reader = None
             self.reading.set(conn, now + first_byte_wait(self.settings, first_request=True))
             return DONE
@@ -329,12 +365,35 @@ class Handshakes:
         self.epoll.modify(conn.fd, _ARM_READ if conn.out is None else _ARM_WRITE)
         return WAITING
 
-    def _failed(self, conn: TlsConnection, error: ssl.SSLError) -> None:
-        """mod_ssl's info line for a failed handshake (the client's fault, never an error)."""
+    def timed_out(self, conn: TlsConnection) -> None:
+        """The handshake's deadline passed: counted, and logged as mod_reqtimeout does when
+        its handshake stage (not Timeout) expired; the loop closes the connection."""
+        self.ctx.tls_counters.failed()
+        if conn.reader is not None and conn.reader.enabled:
+            info = conn.session.info
+            self.ctx.error_log.log(
+                "info",
+                "Request handshake read timeout",
+                module="reqtimeout",
+                ah="AH01382",
+                client=f"{info.client_addr}:{info.client_port}",
+            )
+
+    def _plain_http(self, conn: TlsConnection) -> None:
+        """Apache's 400 in clear text (reference 1.5), logged as its injected request."""
+        self._log(conn, "SSL handshake failed: HTTP spoken on HTTPS port; trying to send "
+                  "HTML error page", "AH01996")  # fmt: skip
+        conn.session.send_error(
+            HttpError(400, request_line=PLAIN_HTTP_REQUEST_LINE, detail=PLAIN_HTTP_DETAIL)
+        )
+
+    def _log(self, conn: TlsConnection, message: str, ah: str | None = None) -> None:
+        """mod_ssl's info lines: a failed handshake is the client's doing, never an error."""
         info = conn.session.info
         self.ctx.error_log.log(
             "info",
-            f"AH02008: SSL library error in handshake: {error.reason or error}",
+            message,
             module="ssl",
+            ah=ah,
             client=f"{info.client_addr}:{info.client_port}",
         )

@@ -18,18 +18,11 @@ import ssl
 
 from mpmd.http.errors import HttpError
 from mpmd.http.response import build_head, error_body
-from mpmd.http.tls import client_refused, tls_info
+from mpmd.http.tls import PLAIN_HTTP_DETAIL, PLAIN_HTTP_REQUEST_LINE, client_refused, tls_info
 from mpmd.mpm.connection import Connection
 from mpmd.mpm.context import ChildContext
 
 FILE_CHUNK = 256 * 1024  # a file is read and encrypted this much at a time
-# Apache's answer to plain HTTP on a TLS port (reference 1.5), after its injected request.
-PLAIN_HTTP_REQUEST_LINE = "GET / HTTP/1.0"
-PLAIN_HTTP_DETAIL = (
-    "Your browser sent a request that this server could not understand.<br />\n"
-    "Reason: You're speaking plain HTTP to an SSL-enabled server port.<br />\n"
-    " Instead use the HTTPS scheme to access this URL, please.<br />\n"
-)
 
 
 def serve_accepted(sock: socket.socket, peer, ctx: ChildContext, worker=None) -> None:
