@@ -10,6 +10,7 @@ thread (the scoreboard says so) until RequestReadTimeout cuts them, the in-loop 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import resource
 import select
@@ -259,3 +260,35 @@ def test_a_proxied_request_from_a_tls_client(tmp_path, pki):
             sock.sendall(b"GET /p/big HTTP/1.1\r\nHost: localhost\r\n\r\n")
             head, body = read_response(sock)
             assert hashlib.sha256(body).hexdigest() == nginx.big_sha256
+
+
+def test_the_environ_plain_http_on_the_tls_port_and_the_handshake_counts(tmp_path, pki):
+    """What the loop's handshake established reaches the application (HTTPS, SSL_*); plain
+    HTTP on the TLS port gets Apache's 400 in clear, logged as `GET / HTTP/1.0`; handshakes
+    and failures are counted in the scoreboard (/metrics)."""
+    config = ONE_CHILD + APPS + "WSGIApp /tls tlsapp:application\nSSLOptions +StdEnvVars\n"
+    with TlsServer(tmp_path, pki, config) as server:
+        board = Scoreboard.attach(default_path(server.pid))
+        try:
+            with server.connect() as sock:
+                sock.sendall(b"GET /tls HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                body = read_response(sock)[1]
+            env = json.loads(body)
+            assert env["HTTPS"] == "on" and env["wsgi.url_scheme"] == "https"
+            assert env["SSL_PROTOCOL"] == "TLSv1.3" and env["SSL_TLS_SNI"] == "localhost"
+            with socket.create_connection(("127.0.0.1", server.tls_port), timeout=10) as sock:
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                answer = b""
+                while chunk := sock.recv(65536):
+                    answer += chunk
+            assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+            assert b"speaking plain HTTP to an SSL-enabled server port" in answer
+            with socket.create_connection(("127.0.0.1", server.tls_port), timeout=10) as sock:
+                sock.sendall(b"\x16\x03\x01\x00\x05hello")  # not a ClientHello
+                assert sock.recv(100)[:1] in (b"", b"\x15")  # an alert, or just the close
+            counts = wait_for(lambda: (s := board.snapshot()).tls_failures >= 2 and s, timeout=10)
+            assert counts.tls_handshakes >= 1
+        finally:
+            board.close()
+        wait_for(lambda: '"GET / HTTP/1.0" 400' in server.access_log.read_text())
+        assert "AH01996" in server.log_text()
