@@ -71,7 +71,8 @@ def read_response(sock: socket.socket) -> tuple[bytes, bytes]:
         if not chunk:
             raise ConnectionError(f"closed after {buf!r}")
         buf += chunk
-    head, _, body = buf.partition(b"\r\n\r\n")
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    body = bytearray(rest)
     length = 0
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
@@ -83,7 +84,7 @@ def read_response(sock: socket.socket) -> tuple[bytes, bytes]:
             raise ConnectionError("closed in the body")
         body += chunk
     assert len(body) == length, "more than the response arrived"
-    return head, body
+    return head, bytes(body)
 
 
 def hello_over_tls(server: TlsServer, timeout: float = 10.0) -> bytes:
@@ -131,6 +132,50 @@ def test_large_post_and_large_static_file_over_tls(tmp_path, pki):
         assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
         sock.sendall(HELLO)  # the connection is intact behind them
         assert read_response(sock)[1] == b"Hello, World!"
+
+
+@pytest.mark.slow
+def test_write_completion_through_tls_frees_the_threads(tmp_path, pki):
+    """Two TLS clients not reading a 16 MiB file and a 12 MiB in-memory body do not hold the
+    child's two threads: the loop encrypts and writes the rest as each client reads."""
+    config = (
+        ONE_CHILD.replace("ThreadsPerChild 25", "ThreadsPerChild 2")
+        .replace("MaxRequestWorkers 25", "MaxRequestWorkers 2")
+        .replace("MinSpareThreads 5", "MinSpareThreads 1")
+        .replace("MaxSpareThreads 50", "MaxSpareThreads 3")
+    )
+    (tmp_path / "htdocs").mkdir()
+    file_body = os.urandom(16 << 20)
+    (tmp_path / "htdocs" / "big.bin").write_bytes(file_body)
+    memory_body = os.urandom(12 << 20)
+    requests = [
+        (b"GET /big.bin HTTP/1.1\r\nHost: localhost\r\n\r\n", file_body),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n"
+            % len(memory_body)
+            + memory_body,
+            memory_body,
+        ),
+    ]
+    with TlsServer(tmp_path, pki, config + APPS) as server:
+        child = only_child(server)
+        board = Scoreboard.attach(default_path(server.pid))
+        stalled = []
+        try:
+            for request, _ in requests:
+                sock = server.connect(30)
+                sock.sendall(request)
+                stalled.append(sock)
+            wait_for(lambda: process_record(board, child, lambda p: p.write_completion == 2))
+            for _ in range(5):
+                assert hello_over_tls(server, timeout=5) == b"Hello, World!"
+            for sock, (_, body) in zip(stalled, requests, strict=True):
+                received = read_response(sock)[1]
+                assert hashlib.sha256(received).digest() == hashlib.sha256(body).digest()
+        finally:
+            board.close()
+            for sock in stalled:
+                sock.close()
 
 
 # -- slow and stalled clients --------------------------------------------------------------------
@@ -186,6 +231,7 @@ def open_count(socks: list[socket.socket]) -> int:
     return still
 
 
+@pytest.mark.slow
 def test_stalled_tls_clients_hold_no_thread_until_request_read_timeout(tmp_path, pki):
     """25 clients stalled in the handshake and 25 dribbling their head over TLS: every thread
     of the child stays idle and a normal request is answered meanwhile; RequestReadTimeout
