@@ -338,3 +338,28 @@ def test_the_environ_plain_http_on_the_tls_port_and_the_handshake_counts(tmp_pat
             board.close()
         wait_for(lambda: '"GET / HTTP/1.0" 400' in server.access_log.read_text())
         assert "AH01996" in server.log_text()
+
+
+def test_a_websocket_tunnel_from_a_tls_client(tmp_path, pki):
+    """wss:// through the in-loop proxy's tunnel: frames both ways through the SSLObject, a
+    1 MiB message, and both close handshakes (the back end's ends in close_notify)."""
+    websockets = pytest.importorskip("websockets")
+    from test_proxy_tunnel import WsBackend
+
+    with WsBackend() as backend:
+        config = ONE_CHILD + f"ProxyPass /ws/ ws://127.0.0.1:{backend.port}/\n"
+        with TlsServer(tmp_path, pki, config) as server:
+            uri = f"wss://localhost:{server.tls_port}/ws/chat"
+            options = {"ssl": server.client_context, "open_timeout": 10, "close_timeout": 10}
+            with websockets.sync.client.connect(uri, max_size=None, **options) as ws:
+                ws.send("hello")
+                assert ws.recv(timeout=10) == "hello"
+                big = os.urandom(1 << 20)
+                ws.send(big)
+                assert ws.recv(timeout=10) == big
+            assert ws.close_code == 1000
+            with websockets.sync.client.connect(uri, **options) as ws:
+                ws.send("close-me")
+                with pytest.raises(websockets.exceptions.ConnectionClosed):
+                    ws.recv(timeout=10)
+            assert (ws.close_code, ws.close_reason) == (4000, "bye")

@@ -71,6 +71,7 @@ class EventConnection:
         "sock",
     )
     tls = False  # TlsConnection (event_tls.py): reads and writes go through an SSLObject
+    can_hand_over = True  # a thread's tunnel may take the socket (Session.take_over)
 
     def __init__(self, sock: socket.socket, peer, ctx: ChildContext) -> None:
         self.sock = sock

@@ -58,6 +58,7 @@ class TlsConnection(EventConnection):
 
     __slots__ = ("bio_in", "bio_out", "eof", "handshaken", "ssl")
     tls = True
+    can_hand_over = False  # the socket carries records: a thread's tunnel would bypass TLS
 
     def __init__(self, sock: socket.socket, peer, ctx: ChildContext, context: ssl.SSLContext):
         super().__init__(sock, peer, ctx)
