@@ -7,6 +7,7 @@ the real one.
 
 from __future__ import annotations
 
+import re
 import ssl
 import subprocess
 import sys
@@ -286,3 +287,17 @@ def test_a_directory_value_warns(tmp_path, pki) -> None:
 def test_load_config_keeps_the_error_type(tmp_path) -> None:
     with pytest.raises(ConfigError):
         load_config(str(_conf(tmp_path, _host(None))))
+
+
+def test_the_docs_worked_example_loads(tmp_path, pki) -> None:
+    """docs/tls.md's Let's Encrypt layout, with its paths pointed at test certificates."""
+    text = (Path(__file__).parent.parent / "docs" / "tls.md").read_text()
+    conf = re.search(r"```apache\n(.*?)```", text, re.S)[1]
+    for name in ("www.example.org", "api.example.org"):
+        crt, key = pki.server(name)
+        conf = conf.replace(f"/etc/letsencrypt/live/{name}/fullchain.pem", str(crt))
+        conf = conf.replace(f"/etc/letsencrypt/live/{name}/privkey.pem", str(key))
+    path = tmp_path / "le.conf"
+    path.write_text(conf.replace("Listen 80", "Listen 18080").replace("Listen 443", "Listen 18443"))
+    result = mpmd("-t", "-f", str(path))
+    assert (result.returncode, result.stdout, result.stderr) == (0, "Syntax OK\n", "")

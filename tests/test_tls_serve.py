@@ -266,6 +266,22 @@ def test_keep_alive_and_pipelining_over_tls(tmp_path, pki, mpm) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mpm", MPMS)
+def test_idle_and_stalled_tls_clients_are_closed(tmp_path, pki, mpm) -> None:
+    """KeepAliveTimeout ends an idle TLS connection (with close_notify), and
+    RequestReadTimeout handshake= one that never completes its handshake."""
+    config = "KeepAliveTimeout 1\nRequestReadTimeout handshake=1\n" + _hosts(pki)
+    with Server(tmp_path, config, mpm=mpm) as server:
+        with _connect(server.port, _client(pki), "a.test") as sock:
+            assert _get(sock, "/app", "a.test")[0] == 200
+            sock.settimeout(10)
+            assert sock.recv(1) == b""  # closed by the server, well before 10 s
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+            raw.sendall(b"\x16\x03\x01")  # the start of a ClientHello, then nothing
+            assert raw.recv(1024) == b""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mpm", MPMS)
 def test_a_large_static_file_arrives_intact(tmp_path, pki, mpm) -> None:
     server = Server(tmp_path, _hosts(pki), mpm=mpm)
     data = os.urandom(1536 * 1024 + 7)

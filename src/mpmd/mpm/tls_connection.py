@@ -126,23 +126,38 @@ class TlsConnection(Connection):
 
     # -- the session's transport, through OpenSSL -----------------------------------------------
 
+    # Python's socket timeouts, not the kernel's SO_RCVTIMEO/SO_SNDTIMEO: on a blocking
+    # SSLSocket, OpenSSL's read would retry after the kernel's timeout instead of returning.
+
+    def _use_kernel_timeouts(self) -> None:
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _wait(self, seconds: float) -> None:
+        if seconds != self._rcvtimeo:
+            self._rcvtimeo = seconds
+            self.sock.settimeout(seconds)
+
     def recv_within(self, seconds: float) -> bytes:
+        self._wait(seconds)
         try:
-            return super().recv_within(seconds)
-        except ssl.SSLWantReadError:
-            raise TimeoutError("timed out reading from the client") from None
+            return self.sock.recv(65536)
         except ssl.SSLEOFError:
             return b""
         except ssl.SSLError as error:
             raise ConnectionError(f"TLS: {error.reason or error}") from None
 
     def send(self, data: bytes) -> None:
+        self._wait(self.ctx.settings.timeout)
         try:
             self.sock.sendall(data)
-        except ssl.SSLWantWriteError:
-            raise TimeoutError("timed out writing to the client") from None
         except ssl.SSLError as error:
             raise ConnectionError(f"TLS: {error.reason or error}") from None
+
+    def write_error(self, data: bytes) -> None:
+        try:
+            self.send(data)
+        except OSError:
+            pass
 
     def send_continue(self) -> None:
         from mpmd.http.response import CONTINUE_100
