@@ -72,10 +72,10 @@ class TlsConnection(EventConnection):
 
     def handshake(self) -> int:
         """One step of the handshake, never waiting; the bytes read from the client (for
-        RequestReadTimeout's MinRate). Done once `handshaken`; until then `out` says which way
-        to wait (not None: for the socket to take the server's flight). Raises ssl.SSLError
-        when the handshake fails, OSError when the client went away."""
-        if not self.flush():
+        RequestReadTimeout's MinRate). Done once `handshaken` and `out` is None; until then
+        `out` says which way to wait (not None: for the socket to take the server's flight).
+        Raises ssl.SSLError when the handshake fails, OSError when the client went away."""
+        if not self.flush() or self.handshaken:  # done once its last flight is out
             return 0
         try:
             data = os.read(self.fd, READ_SIZE)
@@ -88,11 +88,22 @@ class TlsConnection(EventConnection):
             self.ssl.do_handshake()
         except ssl.SSLWantReadError:
             pass
+        except ssl.SSLError as error:
+            if error.reason != "HTTP_REQUEST":  # that one is answered in clear, no alert
+                self._send_alert()
+            raise
         else:
             self.handshaken = True
         self._emit()
         self.flush()
         return len(data)
+
+    def _send_alert(self) -> None:
+        """The alert OpenSSL made for a failed handshake, if the socket takes it now."""
+        try:
+            os.write(self.fd, self.bio_out.read())
+        except OSError:
+            pass
 
     def read_now(self) -> bytes:
         """The loop's read: the plaintext of what the socket holds now (and of what the
@@ -344,7 +355,7 @@ class Handshakes:
         except OSError:
             counters.failed()
             return FAILED
-        if conn.handshaken:
+        if conn.handshaken and conn.out is None:  # done, and the client has all it needs
             info = conn.session.info.tls = tls_info(conn.ssl)
             if client_refused(info):
                 counters.failed()
