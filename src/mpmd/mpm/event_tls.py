@@ -148,6 +148,10 @@ class TlsConnection(EventConnection):
 
     def recv_within(self, seconds: float) -> bytes:
         """A thread's body read: waits at most `seconds` for a whole record's plaintext."""
+        if self.bio_in.pending:
+            data = self._decrypt()
+            if data:
+                return data
         deadline = time.monotonic() + seconds
         sock = self.sock
         while not self.eof:
