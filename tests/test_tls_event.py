@@ -44,9 +44,10 @@ def pki(tmp_path: Path) -> Pki:
 
 
 class TlsServer(Server):
-    """An event mpmd with a TLS port (`tls_port`) beside its plain one."""
+    """An event mpmd (or `mpmd -X`, the same loop without threads) with a TLS port
+    (`tls_port`) beside its plain one."""
 
-    def __init__(self, tmp: Path, pki: Pki, config: str = "") -> None:
+    def __init__(self, tmp: Path, pki: Pki, config: str = "", args: tuple[str, ...] = ()) -> None:
         self.tls_port = free_port()
         crt, key = pki.server("localhost")
         super().__init__(
@@ -54,7 +55,8 @@ class TlsServer(Server):
             f"Listen 127.0.0.1:{self.tls_port}\n"
             f"<VirtualHost *:{self.tls_port}>\nServerName localhost\nSSLEngine on\n"
             f'SSLCertificateFile "{crt}"\nSSLCertificateKeyFile "{key}"\n</VirtualHost>\n' + config,
-            mpm="event",
+            mpm=None if args else "event",
+            args=args,
         )
         self.client_context = ssl.create_default_context(cafile=str(pki.ca_file))
 
@@ -363,3 +365,22 @@ def test_a_websocket_tunnel_from_a_tls_client(tmp_path, pki):
                 with pytest.raises(websockets.exceptions.ConnectionClosed):
                     ws.recv(timeout=10)
             assert (ws.close_code, ws.close_reason) == (4000, "bye")
+
+
+def test_single_process_mode_serves_tls_from_its_loop(tmp_path, pki):
+    """`mpmd -X` runs the event loop without threads: the loop does the handshake, then
+    serves the request itself through the same TLS session; a body is read through it too."""
+    with TlsServer(tmp_path, pki, APPS, args=("-X",)) as server, server.connect() as sock:
+        sock.sendall(HELLO)
+        assert read_response(sock)[1] == b"Hello, World!"
+        payload = os.urandom(300_000)
+        sock.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n" % len(payload)
+            + payload
+        )
+        assert read_response(sock)[1] == payload
+        board = Scoreboard.attach(default_path(server.pid))
+        try:
+            assert board.snapshot().tls_handshakes == 1
+        finally:
+            board.close()
