@@ -15,12 +15,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from tests.tls_certs import encrypted_key, make_pki
 
 from mpmd.config.build import load_config
 from mpmd.config.syntax import ConfigError
 from mpmd.config.validators import DirectiveValueError, v_ssl_protocol
 from mpmd.http.tls import TlsContexts, client_refused, host_matches, ssl_environ, tls_info
+from tls_certs import encrypted_key, make_pki
 
 CLI = "import sys; from mpmd.cli import main; sys.exit(main())"
 ALL = {"SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"}

@@ -20,8 +20,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tests.server import Server, wait_for
-from tests.tls_certs import make_pki
+
+from server import Server, wait_for
+from tls_certs import make_pki
 
 MPMS = ["prefork", "worker", "event"]
 CURL = shutil.which("curl")
@@ -370,3 +371,27 @@ def _python_m_mpmd() -> list[str]:
     import sys
 
     return [sys.executable, "-m", "mpmd"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mpm", MPMS)
+def test_a_websocket_tunnel_over_tls(tmp_path, pki, mpm) -> None:
+    """wss:// to a TLS host whose ProxyPass tunnels to a plain ws:// back end."""
+    pytest.importorskip("websockets")
+    from websockets.sync.client import connect
+
+    from test_proxy_tunnel import WsBackend
+
+    with WsBackend() as backend:
+        rule = f"ProxyPass /ws/ ws://127.0.0.1:{backend.port}/"
+        with Server(tmp_path, _hosts(pki, a_extra=rule), mpm=mpm) as server:
+            raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            uri = f"wss://a.test:{server.port}/ws/chat"
+            with connect(uri, sock=raw, ssl=_client(pki), open_timeout=10) as ws:
+                ws.send("hello")
+                assert ws.recv(timeout=10) == "hello"
+                big = bytes(range(256)) * 1024
+                ws.send(big)
+                assert ws.recv(timeout=10) == big
+            assert ws.close_code == 1000
+            wait_for(lambda: '"GET /ws/chat HTTP/1.1" 101 ' in server.access_log.read_text())

@@ -22,10 +22,11 @@ from itertools import zip_longest
 from typing import Any
 
 from mpmd import __version__
-from mpmd.config.model import ListenAddress, ServerConfig, SslSettings, VirtualHost
+from mpmd.config.model import HttpSettings, ListenAddress, ServerConfig, SslSettings, VirtualHost
 from mpmd.config.syntax import ConfigError
 from mpmd.http.errors import HttpError
 from mpmd.http.fields import host_name
+from mpmd.http.response import build_head, error_body
 
 ALPN = ("http/1.1",)
 # The TLS 1.3 suites OpenSSL knows (SSLCipherSuite TLSv1.3 is checked against them).
@@ -395,13 +396,6 @@ SNI_REQUIRED = (
     "provide a hostname using Server Name Indication (SNI), which is required to access this "
     "server.<br />\n"
 )
-# Apache's answer to plain HTTP on a TLS port (reference 1.5), after its injected request.
-PLAIN_HTTP_REQUEST_LINE = "GET / HTTP/1.0"
-PLAIN_HTTP_DETAIL = (
-    "Your browser sent a request that this server could not understand.<br />\n"
-    "Reason: You're speaking plain HTTP to an SSL-enabled server port.<br />\n"
-    " Instead use the HTTPS scheme to access this URL, please.<br />\n"
-)
 MISDIRECTED = (
     "The client needs a new connection for this request as the requested host name does not "
     "match the Server Name Indication (SNI) in use for this connection."
@@ -438,6 +432,35 @@ def _compatible(a: SslSettings | None, b: SslSettings | None) -> bool:
     if a is None or b is None:
         return a is b
     return all(getattr(a, name) == getattr(b, name) for name in _COMPATIBLE)
+
+
+# Apache's answer to plain HTTP on a TLS port (reference 1.5), logged as its injected request.
+PLAIN_HTTP_REQUEST_LINE = "GET / HTTP/1.0"
+PLAIN_HTTP_DETAIL = (
+    "Your browser sent a request that this server could not understand.<br />\n"
+    "Reason: You're speaking plain HTTP to an SSL-enabled server port.<br />\n"
+    " Instead use the HTTPS scheme to access this URL, please.<br />\n"
+)
+
+
+def plain_http_response() -> tuple[bytes, bytes]:
+    """(head, body) of that 400, to be written in clear past the TLS layer; then close."""
+    body = error_body(400, PLAIN_HTTP_DETAIL)
+    head = build_head(
+        "HTTP/1.1",
+        "400 Bad Request",
+        [("Content-Type", "text/html; charset=iso-8859-1")],
+        content_length=len(body),
+        chunked=False,
+        keep_alive=False,
+    )
+    return head, body
+
+
+def handshake_timeout(settings: HttpSettings) -> float:
+    """Timeout, or RequestReadTimeout handshake=N when it is set and shorter."""
+    stage = settings.handshake_read_timeout.timeout
+    return min(settings.timeout, stage) if stage > 0 else settings.timeout
 
 
 def client_refused(info: TlsInfo) -> bool:

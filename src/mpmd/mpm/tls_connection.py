@@ -17,8 +17,13 @@ import socket
 import ssl
 
 from mpmd.http.errors import HttpError
-from mpmd.http.response import build_head, error_body
-from mpmd.http.tls import PLAIN_HTTP_DETAIL, PLAIN_HTTP_REQUEST_LINE, client_refused, tls_info
+from mpmd.http.tls import (
+    PLAIN_HTTP_REQUEST_LINE,
+    client_refused,
+    handshake_timeout,
+    plain_http_response,
+    tls_info,
+)
 from mpmd.mpm.connection import Connection
 from mpmd.mpm.context import ChildContext
 
@@ -32,13 +37,6 @@ def serve_accepted(sock: socket.socket, peer, ctx: ChildContext, worker=None) ->
         Connection(sock, peer, ctx, worker).serve_blocking()
     else:
         TlsConnection(sock, peer, ctx, worker, context).serve_blocking()
-
-
-def handshake_wait(ctx: ChildContext) -> float:
-    """Timeout, or RequestReadTimeout handshake=N when it is set and shorter."""
-    settings = ctx.settings
-    stage = settings.handshake_read_timeout.timeout
-    return min(settings.timeout, stage) if stage > 0 else settings.timeout
 
 
 class TlsConnection(Connection):
@@ -57,7 +55,7 @@ class TlsConnection(Connection):
     def _handshake(self) -> bool:
         """The server handshake; False (the socket closed, the failure counted) if it fails."""
         metrics = self.ctx.tls_counters
-        self.sock.settimeout(handshake_wait(self.ctx))
+        self.sock.settimeout(handshake_timeout(self.ctx.settings))
         # The SSLSocket takes over the descriptor; it stays open when the handshake fails, so
         # the plain-HTTP answer can still be written past OpenSSL.
         tls = self.sock = self.context.wrap_socket(
@@ -108,15 +106,7 @@ class TlsConnection(Connection):
             ah="AH01996",
             client=f"{info.client_addr}:{info.client_port}",
         )
-        body = error_body(400, PLAIN_HTTP_DETAIL)
-        head = build_head(
-            "HTTP/1.1",
-            "400 Bad Request",
-            [("Content-Type", "text/html; charset=iso-8859-1")],
-            content_length=len(body),
-            chunked=False,
-            keep_alive=False,
-        )
+        head, body = plain_http_response()
         try:
             socket.socket.sendall(tls, head + body)  # in clear, past the SSL layer
         except OSError:

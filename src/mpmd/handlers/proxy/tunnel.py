@@ -18,12 +18,16 @@ moves the bytes of both directions until both are done, as ap_proxy_tunnel_run d
 - It never closes a socket it was given: at the end it shuts both down (the client sees the
   close at once) and the owners close them: the back end's is never pooled again, the
   client's connection is closed by its MPM (the event loop must never see its fd reused).
+- TLS: a client on a TLS port (an ssl.SSLSocket) is read and written through OpenSSL; its
+  half-close is not passed on (it would end the TLS layer), and bytes OpenSSL has already
+  decrypted count as readable, since poll() cannot see them.
 """
 
 from __future__ import annotations
 
 import select
 import socket
+import ssl
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,6 +35,7 @@ BUFFER = 65536  # bytes one direction may hold: the memory a tunnel costs, twice
 _IN = select.POLLIN
 _OUT = select.POLLOUT
 _FAILED = select.POLLERR | select.POLLNVAL  # a reset, or a socket closed under the tunnel
+_NOT_NOW = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 End = Literal["closed", "idle", "error"]
 
@@ -49,10 +54,11 @@ class TunnelResult:
 class _Side:
     """One socket: what waits to be written to it, and whether it still reads and writes."""
 
-    __slots__ = ("fd", "out", "read", "reading", "sock", "writing", "written")
+    __slots__ = ("fd", "out", "read", "reading", "sock", "tls", "writing", "written")
 
     def __init__(self, sock: socket.socket, pending: bytes) -> None:
         self.sock = sock
+        self.tls = isinstance(sock, ssl.SSLSocket)  # a client on a TLS port (prefork, worker)
         self.fd = sock.fileno()
         self.out = bytearray(pending)  # bytes for this socket, read from the other side
         self.reading = True  # no EOF read from it yet
@@ -76,7 +82,7 @@ class _Side:
             return
         try:
             data = self.sock.recv(room)
-        except (BlockingIOError, InterruptedError):
+        except _NOT_NOW:
             return
         if not data:
             self.reading = False
@@ -90,8 +96,8 @@ class _Side:
         if not self.out:
             return
         try:
-            sent = self.sock.send(self.out)
-        except (BlockingIOError, InterruptedError):
+            sent = self.sock.send(self.out)  # OpenSSL: retried with the same bytes first
+        except _NOT_NOW:
             return
         del self.out[:sent]
         self.written += sent
@@ -100,7 +106,12 @@ class _Side:
         """The other side sent EOF and its bytes are all out here: pass the half-close on."""
         if self.writing and not other.reading and not self.out:
             self.writing = False
-            self.sock.shutdown(socket.SHUT_WR)
+            if not self.tls:  # an SSLSocket's shutdown() would drop its TLS layer
+                self.sock.shutdown(socket.SHUT_WR)
+
+    def decrypted(self, other: _Side) -> bool:
+        """TLS bytes OpenSSL already holds, which poll() cannot see, and room for them."""
+        return self.tls and self.reading and len(other.out) < BUFFER and self.sock.pending() > 0
 
 
 def relay(
@@ -140,7 +151,8 @@ def relay(
                     elif side.fd in registered:
                         poller.unregister(side.fd)
                     registered[side.fd] = wanted
-            ready = poller.poll(timeout_ms)
+            held = [(side.fd, _IN) for side, other in pairs if side.decrypted(other)]
+            ready = held or poller.poll(timeout_ms)
             if not ready:
                 result.end = "idle"
                 break
