@@ -27,7 +27,7 @@ from collections import deque
 
 from mpmd.http.errors import HttpError
 from mpmd.http.timeouts import ReadDeadline, first_byte_wait, read_wait
-from mpmd.http.tls import PLAIN_HTTP_DETAIL, PLAIN_HTTP_REQUEST_LINE, client_refused, tls_info
+from mpmd.http.tls import PLAIN_HTTP_REQUEST_LINE, client_refused, plain_http_response, tls_info
 from mpmd.mpm.context import ChildContext
 from mpmd.mpm.event_connection import (
     HANDSHAKE,
@@ -399,9 +399,9 @@ class Handshakes:
         """Apache's 400 in clear text (reference 1.5), logged as its injected request."""
         self._log(conn, "SSL handshake failed: HTTP spoken on HTTPS port; trying to send "
                   "HTML error page", "AH01996")  # fmt: skip
-        conn.session.send_error(
-            HttpError(400, request_line=PLAIN_HTTP_REQUEST_LINE, detail=PLAIN_HTTP_DETAIL)
-        )
+        head, body = plain_http_response()
+        conn.write_error(head + body)
+        conn.session.log_refused(HttpError(400, request_line=PLAIN_HTTP_REQUEST_LINE), len(body))
 
     def _log(self, conn: TlsConnection, message: str, ah: str | None = None) -> None:
         """mod_ssl's info lines: a failed handshake is the client's doing, never an error."""
