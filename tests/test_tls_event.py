@@ -294,8 +294,8 @@ def test_slowloris_over_tls_never_keeps_a_normal_request_waiting(tmp_path, pki):
 
 
 def test_a_proxied_request_from_a_tls_client(tmp_path, pki):
-    """ProxyPass served in the loop: the request decrypted there, the back end's answer
-    streamed back through the connection's SSLObject (queue/flush)."""
+    """ProxyPass served in the loop: requests (pipelined) and a 3 MB upload decrypted there,
+    the back end's answers streamed back through the connection's SSLObject (queue/flush)."""
     from backends import NginxBackends
 
     with NginxBackends(1, tmp_path / "nginx") as nginx:
@@ -308,6 +308,17 @@ def test_a_proxied_request_from_a_tls_client(tmp_path, pki):
             sock.sendall(b"GET /p/big HTTP/1.1\r\nHost: localhost\r\n\r\n")
             head, body = read_response(sock)
             assert hashlib.sha256(body).hexdigest() == nginx.big_sha256
+            upload = os.urandom(3 << 20)  # read from the client by the loop, past its 64 KiB
+            sock.sendall(
+                b"PUT /p/upload/up HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n"
+                % len(upload)
+            )
+            for start in range(0, len(upload), 1 << 20):
+                sock.sendall(upload[start : start + (1 << 20)])
+            head, _ = read_response(sock)
+            assert head.startswith(b"HTTP/1.1 201"), head
+        stored = nginx.uploaded(0, "up").read_bytes()
+        assert hashlib.sha256(stored).digest() == hashlib.sha256(upload).digest()
 
 
 def test_the_environ_plain_http_on_the_tls_port_and_the_handshake_counts(tmp_path, pki):
