@@ -129,14 +129,17 @@ class TlsConnection(EventConnection):
         """All the plaintext the incoming BIO holds (rule one); what reading made OpenSSL
         send (an alert, a key update) is queued and written if the socket takes it."""
         chunks = []
-        read = self.ssl.read
+        obj = self.ssl
+        bio_in = self.bio_in
         try:
             while True:
-                chunk = read(READ_SIZE)
+                chunk = obj.read(READ_SIZE)
                 if not chunk:  # close_notify
                     self.eof = True
                     break
                 chunks.append(chunk)
+                if not bio_in.pending and not obj.pending():
+                    break  # all read (without the cost of SSLWantReadError)
         except ssl.SSLWantReadError:
             pass
         if self.bio_out.pending:
@@ -177,6 +180,17 @@ class TlsConnection(EventConnection):
         if out is not None:
             out.append(data)
             self.out_bytes += len(data)
+            return
+        if len(data) <= TLS_CHUNK:  # the common response: encrypted and written at once
+            self.ssl.write(data)
+            wire = self.bio_out.read()
+            try:
+                sent = os.write(self.fd, wire)
+            except BlockingIOError:
+                sent = 0
+            if sent < len(wire):
+                self.out = deque((_Wire(wire[sent:]),))
+                self.out_bytes = len(wire) - sent
             return
         self.out = deque((data,))
         self.out_bytes = len(data)
