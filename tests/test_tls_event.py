@@ -253,10 +253,13 @@ def test_stalled_tls_clients_hold_no_thread_until_request_read_timeout(tmp_path,
             for sock in heads:
                 head = sock.recv(100)
                 assert head.startswith(b"HTTP/1.1 408"), head
+            wait_for(lambda: board.snapshot().tls_failures == 25)  # the timed-out handshakes
         finally:
             board.close()
             for sock in stalled + heads:
                 sock.close()
+    assert "[reqtimeout:info]" in server.log_text()
+    assert "AH01382: Request handshake read timeout" in server.log_text()
 
 
 @pytest.mark.slow
