@@ -180,6 +180,19 @@ def test_write_completion_through_tls_frees_the_threads(tmp_path, pki):
                 sock.close()
 
 
+def test_100_continue_is_answered_through_tls_by_the_loop(tmp_path, pki):
+    with TlsServer(tmp_path, pki, ONE_CHILD + APPS) as server, server.connect() as sock:
+        payload = os.urandom(100_000)  # more than the loop buffers: a thread reads the rest
+        sock.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(payload)
+        )
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(payload)
+        head, body = read_response(sock)
+        assert head.startswith(b"HTTP/1.1 200") and body == payload
+
+
 # -- slow and stalled clients --------------------------------------------------------------------
 
 
