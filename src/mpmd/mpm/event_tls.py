@@ -199,6 +199,8 @@ class TlsConnection(EventConnection):
     def sendfile(self, fd: int, offset: int, count: int) -> None:
         """A file range through TLS: read and encrypted TLS_CHUNK at a time, as the socket
         takes it (the loop finishes what a slow client does not take now)."""
+        if count <= 0:
+            return
         if self.out is not None and self.out_bytes >= WRITE_BUFFER_LIMIT:
             self.flush_blocking(WRITE_BUFFER_LIMIT // 2)
         item = _FileSlice(fd, offset, count)
