@@ -36,7 +36,6 @@ from mpmd.http.errors import HttpError
 from mpmd.http.request import Request
 from mpmd.http.response import CONTINUE_100
 from mpmd.http.timeouts import BODY, HEADERS, IDLE, first_byte_wait, read_wait, start_stage
-from mpmd.mpm.child import load_context
 from mpmd.mpm.context import ChildContext
 from mpmd.mpm.event_accept import Acceptor, raise_open_files_limit
 from mpmd.mpm.event_connection import (
@@ -582,33 +581,3 @@ class EventLoop:
             record.set_connection_counts(
                 len(self._conns), len(self._write_q), len(self._keep_alive_q), self.lingering()
             )
-
-
-def serve_event(spec, stop) -> None:
-    """The event child: the loop in the main thread, ThreadsPerChild workers beside it."""
-    ctx = load_context(spec, stop, multithread=True)
-    loop = EventLoop(
-        ctx,
-        spec.listeners,
-        threads=spec.config.mpm.threads_per_child,
-        worker_record=lambda index: _ready_record(spec, index),
-        process_record=spec.scoreboard.process(spec.slot),
-        loop_record=_loop_record(spec),
-        max_connections=spec.config.mpm.max_connections_per_child,
-        wake_fd=stop.read_fd,
-    )
-    loop.run(should_stop=lambda: stop.requested)
-    ctx.close()
-
-
-def _loop_record(spec):
-    record = spec.scoreboard.loop_worker(spec.slot)
-    record.reset_for_new_child(os.getpid(), spec.generation)
-    return record
-
-
-def _ready_record(spec, index: int):
-    record = spec.scoreboard.worker(spec.slot, index)
-    record.reset_for_new_child(os.getpid(), spec.generation)
-    record.set_state(READY)
-    return record

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from mpmd.config.model import MpmSettings
 from mpmd.mpm.child import ChildSpec, StopSignal
-from mpmd.mpm.event import serve_event
+from mpmd.mpm.event_child import serve_event
 from mpmd.mpm.maintenance import Decision, SpawnState, prefork_maintenance, threaded_maintenance
 from mpmd.mpm.prefork import serve_prefork
 from mpmd.mpm.scoreboard import Snapshot
