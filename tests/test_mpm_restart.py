@@ -84,7 +84,8 @@ def test_graceful_restart_with_a_broken_config_keeps_the_old_one(tmp_path, mpm):
     server = Server(tmp_path, "WSGIApp / testapp:info\nStartServers 2\n", mpm=mpm)
     conf = server.conf.read_text()
     with server:
-        before = child_titles(server.pid)
+        # both StartServers children, once each has its title (the second may still be forking)
+        before = wait_for(lambda: len(titles := child_titles(server.pid)) == 2 and titles)
         server.conf.write_text(conf.replace("WSGIApp /", "WSGIApp /new") + "Frobnicate on\n")
         broken_line = len(server.conf.read_text().splitlines())
         server.signal(signal.SIGUSR1)
