@@ -2,8 +2,8 @@
 plain HTTP on the TLS port, keep-alive and pipelining, a large file, a graceful restart that
 swaps the certificate, and Debian's default-ssl.conf.
 
-The event MPM's TLS (non-blocking handshakes in its loop) is built on branch i13-tlsloop; its
-cases are skipped here until that branch enables them.
+The event MPM's own TLS cases (handshakes and heads in its loop, slow clients, write
+completion, the in-loop proxy) are in test_tls_event.py.
 """
 
 from __future__ import annotations
@@ -24,11 +24,7 @@ import pytest
 from server import Server, wait_for
 from tls_certs import make_pki
 
-MPMS = [
-    "prefork",
-    "worker",
-    pytest.param("event", marks=pytest.mark.skip(reason="event TLS: i13-tlsloop")),
-]
+MPMS = ["prefork", "worker", "event"]
 CURL = shutil.which("curl")
 DEBIAN_SSL_SITE = Path("/etc/apache2/sites-available/default-ssl.conf")
 

@@ -38,6 +38,7 @@ class Connection:
     """A client socket one thread owns for its whole keep-alive life, and its session."""
 
     __slots__ = ("_rcvtimeo", "ctx", "protocol", "session", "sock")
+    can_hand_over = True
 
     def __init__(self, sock: socket.socket, peer, ctx: ChildContext, worker=None) -> None:
         self.sock = sock

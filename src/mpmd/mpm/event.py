@@ -27,7 +27,6 @@ connection carries worker record 0. Requests refused while the loop reads them a
 from __future__ import annotations
 
 import os
-import resource
 import select
 import socket
 import time
@@ -39,9 +38,10 @@ from mpmd.http.response import CONTINUE_100
 from mpmd.http.timeouts import BODY, HEADERS, IDLE, first_byte_wait, read_wait, start_stage
 from mpmd.mpm.child import load_context
 from mpmd.mpm.context import ChildContext
-from mpmd.mpm.event_accept import Acceptor
+from mpmd.mpm.event_accept import Acceptor, raise_open_files_limit
 from mpmd.mpm.event_connection import (
     CLOSED,
+    HANDSHAKE,
     IN_PROXY,
     IN_THREAD,
     KEEP_ALIVE,
@@ -53,6 +53,7 @@ from mpmd.mpm.event_connection import (
 )
 from mpmd.mpm.event_pool import WorkerPool, run_request
 from mpmd.mpm.event_proxy import LoopProxy
+from mpmd.mpm.event_tls import ANSWERED, DONE, WAITING, Handshakes
 from mpmd.mpm.scoreboard import READY
 from mpmd.mpm.timeout_queue import DeadlineQueue, TimeoutQueue
 
@@ -65,20 +66,6 @@ MAX_POLL_SECONDS = 1.0  # the parent's liveness and the published counts are che
 
 _ARM_READ = select.EPOLLIN | select.EPOLLONESHOT
 _ARM_WRITE = select.EPOLLOUT | select.EPOLLONESHOT
-
-
-def raise_open_files_limit() -> int:
-    """Soft RLIMIT_NOFILE up to the hard limit: one child may hold thousands of connections."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        hard = max(soft, 1 << 20)
-    if soft != resource.RLIM_INFINITY and soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            return hard
-        except (ValueError, OSError):
-            pass
-    return soft
 
 
 class EventLoop:
@@ -125,6 +112,9 @@ class EventLoop:
         self._proxy = LoopProxy.for_loop(self)  # ProxyPass requests served here, no thread
         if self._proxy is not None:
             self._queue_of[IN_PROXY] = self._proxy.deadlines
+        self._tls = Handshakes.for_listeners(ctx, listeners, self.epoll, self._reading)
+        if self._tls is not None:
+            self._queue_of[HANDSHAKE] = self._reading
         self._next_publish = 0.0
         self._due = 0.0  # the earliest queue expiry, as of the last poll
         self.acceptor = Acceptor(
@@ -191,6 +181,8 @@ class EventLoop:
                             self._on_linger(conn)
                         elif kind == IN_PROXY:
                             proxy.on_client(conn, now)  # type: ignore[union-attr]
+                        elif kind == HANDSHAKE:
+                            self._on_handshake(conn, now)
                     elif fd in backends:
                         backends[fd](mask, now)
                     elif fd == wake_fd:
@@ -245,26 +237,43 @@ class EventLoop:
             for conn in self._keep_alive_q.pop_oldest(count):
                 self._linger(conn, short=False)
 
-    def add_connection(self, sock: socket.socket, peer, now: float) -> None:
+    def add_connection(self, sock: socket.socket, peer, now: float, listener=None) -> None:
+        tls = self._tls
         try:
             sock.settimeout(self._settings.timeout)  # O_NONBLOCK for the loop, Timeout for threads
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = EventConnection(sock, peer, self.ctx)
+            conn = None if tls is None else tls.connection(sock, peer, listener)
+            if conn is None:
+                conn = EventConnection(sock, peer, self.ctx)
         except OSError:
             sock.close()
             return
         conn.session.worker = self._inline_record
         self._conns[conn.fd] = conn
-        conn.kind = READING  # the header clock starts with the first bytes (_read_head)
-        self._reading.set(conn, now + first_byte_wait(self._settings, first_request=True))
+        if conn.tls:
+            tls.start(conn, now)  # type: ignore[union-attr]
+        else:
+            conn.kind = READING  # the header clock starts with the first bytes (_read_head)
+            self._reading.set(conn, now + first_byte_wait(self._settings, first_request=True))
         self.epoll.register(conn.fd, _ARM_READ)
+
+    def _on_handshake(self, conn: EventConnection, now: float) -> None:
+        """A step of a TLS handshake (event_tls.py); once it is done, the first request is
+        read as over plain HTTP."""
+        outcome = self._tls.step(conn, now)  # type: ignore[union-attr, arg-type]
+        if outcome == DONE:  # the request may have come with the handshake's end
+            self._on_readable(conn, now)
+        elif outcome == ANSWERED:
+            self._close_after_error(conn, now)
+        elif outcome != WAITING:
+            self._close(conn)
 
     # -- reading, by stage: the first bytes, the head, the body ----------------------------------
 
     def _on_readable(self, conn: EventConnection, now: float) -> None:
         """Read what arrived and pass it to the stage the connection is in."""
         try:
-            data = os.read(conn.fd, READ_SIZE)
+            data = conn.read_now() if conn.tls else os.read(conn.fd, READ_SIZE)
         except BlockingIOError:
             self.epoll.modify(conn.fd, _ARM_READ)
             return
@@ -318,7 +327,7 @@ class EventLoop:
         if request is None:
             self._take_back(conn, True, now)
         elif self._body_wanted(conn, request):
-            if conn.protocol.take_continue(request) and not self._write_small(conn, CONTINUE_100):
+            if conn.protocol.take_continue(request) and not conn.write_now(CONTINUE_100):
                 self._close(conn)
                 return
             conn.kind = READING  # after write completion it was between places
@@ -339,13 +348,6 @@ class EventLoop:
             or body.buffered >= BODY_BUFFER_LIMIT
         )
 
-    def _write_small(self, conn: EventConnection, data: bytes) -> bool:
-        """A few bytes from the loop (100 Continue); False if the socket would not take them."""
-        try:
-            return os.write(conn.fd, data) == len(data)
-        except OSError:
-            return False
-
     def _wait_read(self, conn: EventConnection, now: float) -> None:
         """Wait for more of a head or body: RequestReadTimeout's deadline, and Timeout per read."""
         self._reading.set(conn, now + read_wait(self._settings, conn.reader, now))
@@ -354,7 +356,9 @@ class EventLoop:
     def _read_timeout(self, conn: EventConnection, now: float) -> None:
         """mod_reqtimeout: a 408, or a (logged) close, then the short lingering close."""
         request = conn.request  # a body timeout: its head is known, as for %r in a thread
-        if request is not None:
+        if conn.kind == HANDSHAKE:
+            self._tls.timed_out(conn)  # type: ignore[union-attr, arg-type]
+        elif request is not None:
             conn.session.read_timed_out(BODY, request.request_line)
         else:
             conn.session.read_timed_out(conn.protocol.read_stage())
@@ -438,7 +442,7 @@ class EventLoop:
         """Lingering close in the loop: stop sending, drain the client for 30 s (2 s short)."""
         conn.discard_output()
         try:
-            conn.sock.shutdown(socket.SHUT_WR)
+            conn.end_output()
         except OSError:
             self._close(conn)
             return

@@ -9,6 +9,7 @@ the loop's (event.py), which this module asks for counts and hands each accepted
 
 from __future__ import annotations
 
+import resource
 import select
 import socket
 from collections.abc import Sequence
@@ -28,6 +29,20 @@ BUSY_GRACE_SECONDS = 0.1
 # clients left waiting in the backlog, which it then takes by closing idle keep-alive
 # connections; the delay leaves them first to the children that still accept.
 REUSE_PROBE_SECONDS = 0.1
+
+
+def raise_open_files_limit() -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit: one child may hold thousands of connections."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            return hard
+        except (ValueError, OSError):
+            pass
+    return soft
 
 
 class Acceptor:
@@ -133,7 +148,7 @@ class Acceptor:
                 sock, peer = listener.accept()
             except OSError:  # EAGAIN, or EMFILE and friends: try again on the next wake-up
                 return
-            loop.add_connection(sock, peer, now)
+            loop.add_connection(sock, peer, now, listener)
             self.accepted += 1
             if reuse:
                 loop.close_oldest_keep_alive(

@@ -26,12 +26,15 @@ from mpmd.http.timeouts import ReadDeadline
 from mpmd.mpm.context import ChildContext
 from mpmd.mpm.session import Session
 
+READ_SIZE = 65536
 WRITE_BUFFER_LIMIT = 256 * 1024  # queued response bytes before a writing thread waits
 
 # Where a connection is (one place at a time). The queues of the first five are the timeout
 # classes; IN_THREAD connections belong to a worker thread, IN_PROXY ones to a request the
-# loop proxies (event_proxy.py, its deadlines), CLOSED ones to nobody.
+# loop proxies (event_proxy.py, its deadlines), CLOSED ones to nobody; HANDSHAKE ones are in
+# their TLS handshake (event_tls.py), under a read deadline like READING ones.
 READING, KEEP_ALIVE, WRITE_COMPLETION, LINGER, SHORT_LINGER, IN_THREAD, CLOSED, IN_PROXY = range(8)
+HANDSHAKE = 8
 
 
 class _FileSlice:
@@ -67,6 +70,8 @@ class EventConnection:
         "session",
         "sock",
     )
+    tls = False  # TlsConnection (event_tls.py): reads and writes go through an SSLObject
+    can_hand_over = True  # a thread's tunnel may take the socket (Session.take_over)
 
     def __init__(self, sock: socket.socket, peer, ctx: ChildContext) -> None:
         self.sock = sock
@@ -81,6 +86,22 @@ class EventConnection:
         self.after_error = False  # after write completion: the short lingering close
         self.out: deque | None = None  # bytes / _FileSlice not yet written, None when empty
         self.out_bytes = 0
+
+    def read_now(self) -> bytes:
+        """One read that never waits (the loop's, the proxy's): b"" once the client closed;
+        raises BlockingIOError when nothing arrived."""
+        return os.read(self.fd, READ_SIZE)
+
+    def write_now(self, data: bytes) -> bool:
+        """A few bytes from the loop (100 Continue); False if the socket would not take them."""
+        try:
+            return os.write(self.fd, data) == len(data)
+        except OSError:
+            return False
+
+    def end_output(self) -> None:
+        """Nothing more is sent (lingering close, a tunnel's half-close). Raises OSError."""
+        self.sock.shutdown(socket.SHUT_WR)
 
     def send(self, data: bytes) -> None:
         if self.out is not None and self.out_bytes >= WRITE_BUFFER_LIMIT:
@@ -185,7 +206,7 @@ class EventConnection:
 
     def send_continue(self) -> None:
         """A thread's body read only (HttpProtocol._pull): the loop writes its 100 Continue
-        with one non-blocking write (EventLoop._write_small)."""
+        with one non-blocking write (write_now)."""
         self.queue(CONTINUE_100)  # never ahead of a previous response still queued
         self.flush_blocking()
 

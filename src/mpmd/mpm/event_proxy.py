@@ -28,6 +28,7 @@ from mpmd.config.model import VirtualHost
 from mpmd.handlers.proxy.handler import ProxyHandler
 from mpmd.http.request import Request
 from mpmd.http.timeouts import ReadDeadline
+from mpmd.http.tls import sni_refusal
 from mpmd.mpm.event_connection import IN_PROXY, EventConnection
 from mpmd.mpm.event_proxy_request import Proxied
 from mpmd.mpm.loop_pool import LoopPool, resolve_members
@@ -75,6 +76,9 @@ class LoopProxy:
         found = self.router.proxied(vhost, request.path)
         if found is None:
             return False
+        tls = session.info.tls
+        if tls is not None and sni_refusal(tls, request.header("host"), vhost, ""):
+            return False  # a thread's session answers it (mod_ssl's Host-versus-SNI rules)
         conn.kind = IN_PROXY
         proxied = Proxied(self, conn, request, vhost, *found, body.read(body.buffered), reader)
         self._active[conn] = proxied

@@ -269,7 +269,7 @@ class Proxied:
         conn = self.conn
         self.reading = False
         try:
-            data = os.read(conn.fd, READ_SIZE)
+            data = conn.read_now()
         except BlockingIOError:
             self._read_client(now)
             return

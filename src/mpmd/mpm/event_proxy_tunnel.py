@@ -122,7 +122,7 @@ class Tunnel:
             return
         if not self.out and not self.client_eof:
             try:
-                data = os.read(self.conn.fd, READ_SIZE)
+                data = self.conn.read_now()
             except BlockingIOError:
                 data = None
             except OSError:
@@ -149,7 +149,7 @@ class Tunnel:
                 self.backend.sock.shutdown(socket.SHUT_WR)
             if self.backend_eof and conn.out is None and not self.client_shut:
                 self.client_shut = True
-                conn.sock.shutdown(socket.SHUT_WR)
+                conn.end_output()
         except OSError:
             self._close()
             return

@@ -19,7 +19,7 @@ from mpmd.mpm.event import EventLoop
 from mpmd.mpm.memory import MemorySampler
 from mpmd.mpm.mpms import MPMS
 from mpmd.mpm.parent import Parent
-from mpmd.mpm.scoreboard import READY, Scoreboard
+from mpmd.mpm.scoreboard import READY, Scoreboard, TlsCounters
 from mpmd.mpm.startup import (
     StartupError,
     bind,
@@ -80,6 +80,7 @@ def _serve_single(config: ServerConfig, command_line: str) -> int:
         scoreboard=scoreboard,
         proxy_state=proxy_state,
     )
+    ctx.tls_counters = TlsCounters(scoreboard.process(0))  # -X counts its handshakes too
     loop = EventLoop(
         ctx,
         listeners,

@@ -49,6 +49,7 @@ class Transport(Protocol):
     """What a session needs from the connection that owns the socket."""
 
     sock: socket.socket
+    can_hand_over: bool  # `sock` carries the client's bytes as they are (a tunnel may take it)
 
     def send(self, data: bytes) -> None: ...
 
@@ -178,7 +179,8 @@ class Session:
                     time.time_ns() // 1000,
                 )
             self.body_deadline = None
-            if request.upgrade:  # a handler may tunnel it (the bound method: a cycle, cut below)
+            # a handler may tunnel it (the bound method: a cycle, cut below)
+            if request.upgrade and transport.can_hand_over:
                 info.take_over = self.take_over
             keep_alive = self._run(exchange)
             info.take_over = None
