@@ -1,13 +1,14 @@
 """testssl.sh against mpmd's default TLS settings (issue 13's acceptance).
 
-mpmd is started with only SSLEngine, SSLCertificateFile and SSLCertificateKeyFile (an RSA
-certificate from trustme, whose CA testssl is given with --add-ca); testssl.sh (Debian package
-testssl.sh) probes 127.0.0.1 only: the target is an address, `--ip` pins it and `--nodns none`
-forbids DNS lookups, and it never phones out unless told to. From its JSON: no protocol below
-TLS 1.2 is offered, and every vulnerability check and cipher category is OK. The findings on the
-certificate itself (trustme's 1000-year validity, no CRL/OCSP URI) are about the test CA, not
-mpmd, and are not asserted. The summary lines are printed (`pytest -s` shows them); the
-measured result is in docs/tls.md.
+mpmd (worker, and event, whose loop drives the handshake) is started with only SSLEngine,
+SSLCertificateFile and SSLCertificateKeyFile (an RSA certificate from trustme, whose CA testssl
+is given with --add-ca); testssl.sh (Debian package testssl.sh) probes 127.0.0.1 only: the
+target is an address, `--ip` pins it and `--nodns none` forbids DNS lookups, and it never
+phones out unless told to. From its JSON: no protocol below TLS 1.2 is offered, and every
+vulnerability check and cipher category is OK. The findings on the certificate itself
+(trustme's 1000-year validity, no CRL/OCSP URI) are about the test CA, not mpmd, and are not
+asserted. The summary lines are printed (`pytest -s` shows them); the measured result is in
+docs/tls.md.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def summary_lines(findings: list[dict]) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(TESTSSL is None, reason="testssl.sh is not installed (Debian: testssl.sh)")
-def test_testssl_finds_nothing_in_the_defaults(tmp_path) -> None:
+@pytest.mark.parametrize("mpm", ["worker", "event"])  # blocking SSLSocket / the loop's SSLObject
+def test_testssl_finds_nothing_in_the_defaults(tmp_path, mpm) -> None:
     ca = trustme.CA(key_type=trustme.KeyType.RSA)
     leaf = ca.issue_cert("localhost", "127.0.0.1", key_type=trustme.KeyType.RSA)
     crt, key, ca_file = tmp_path / "srv.crt", tmp_path / "srv.key", tmp_path / "ca.pem"
@@ -68,7 +70,7 @@ def test_testssl_finds_nothing_in_the_defaults(tmp_path) -> None:
     ca.cert_pem.write_to_path(str(ca_file))
     config = f"SSLEngine on\nSSLCertificateFile {crt}\nSSLCertificateKeyFile {key}\n"
     report = tmp_path / "testssl.json"
-    with Server(tmp_path, config, mpm="worker") as server:
+    with Server(tmp_path, config, mpm=mpm) as server:
         cmd = _testssl_command(server.port, str(ca_file), str(report))
         proc = subprocess.run(
             cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False
