@@ -26,6 +26,7 @@ DEBIAN_PACKAGES = {
     "libapache2-mod-wsgi-py3": Path("/usr/lib/apache2/modules/mod_wsgi.so"),
     "nginx-light": Path("/usr/sbin/nginx"),
     "haproxy": Path("/usr/sbin/haproxy"),
+    "apache2-utils": Path("/usr/bin/ab"),  # workload h's client
 }
 POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 
@@ -120,6 +121,8 @@ def versions(vbin: Path) -> dict[str, str]:
         f"{haproxy.group(0) if haproxy else '?'} (haproxy {_debian_version('haproxy')})"
     )
     found["wrk"] = f"wrk {_debian_version('wrk')}"
+    found["ab"] = f"ab (apache2-utils {_debian_version('apache2-utils')})"
+    found["openssl"] = _output(["openssl", "version"]) or "?"
     return found
 
 

@@ -1,6 +1,8 @@
-"""The content every server serves: one hello-world WSGI app and three static files.
+"""The content every server serves: one hello-world WSGI app, three static files, one certificate.
 
-Owns the temp tree (apps/hello.py, static/hello.txt, static/1k.bin, static/1m.bin). The same app
+Owns the temp tree (apps/hello.py, static/hello.txt, static/1k.bin, static/1m.bin, and
+tls/cert.pem + tls/key.pem: the one self-signed certificate every TLS server serves, made by
+openssl per run, ECDSA P-256 as certbot's default, the key in PKCS#8 as granian needs). The same app
 file serves every WSGI server; it also serves the 1 KiB and 1 MiB files through
 wsgi.file_wrapper so WSGI-only peers run the static workloads through their app. Everything is
 world-readable because Apache and nginx children drop to an unprivileged user when run as root.
@@ -9,6 +11,7 @@ world-readable because Apache and nginx children drop to an unprivileged user wh
 from __future__ import annotations
 
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +56,7 @@ class Fixtures:
     root: Path
     apps: Path
     static: Path
+    tls: Path  # cert.pem, key.pem
     backend_ports: tuple[int, ...] = ()  # the balancer workload's back ends, once started
 
     def run_dir(self, server: str) -> Path:
@@ -62,13 +66,32 @@ class Fixtures:
         path.chmod(0o777)
         return path
 
+    @property
+    def tls_cert(self) -> Path:
+        return self.tls / "cert.pem"
+
+    @property
+    def tls_key(self) -> Path:
+        return self.tls / "key.pem"
+
+
+def write_certificate(folder: Path) -> None:
+    """cert.pem and key.pem for localhost and 127.0.0.1 (wrk does not verify; none is needed)."""
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(folder / "key.pem"), "-out", str(folder / "cert.pem"),
+         "-days", "30", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+
 
 def write_fixtures(root: Path) -> Fixtures:
-    """Create apps/ and static/ under `root` (a temp dir) and return their paths."""
+    """Create apps/, static/ and tls/ under `root` (a temp dir) and return their paths."""
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o755)
-    apps, static = root / "apps", root / "static"
-    for folder in (apps, static, root / "run"):
+    apps, static, tls = root / "apps", root / "static", root / "tls"
+    for folder in (apps, static, tls, root / "run"):
         folder.mkdir(parents=True, exist_ok=True)
         folder.chmod(0o755)
     (static / "hello.txt").write_bytes(HELLO_BODY)
@@ -76,6 +99,7 @@ def write_fixtures(root: Path) -> Fixtures:
         (static / name).write_bytes(os.urandom(size))
     app_source = HELLO_APP % {"k1": str(static / "1k.bin"), "m1": str(static / "1m.bin")}
     (apps / "hello.py").write_text(app_source)
-    for path in [*static.iterdir(), *apps.iterdir()]:
+    write_certificate(tls)
+    for path in [*static.iterdir(), *apps.iterdir(), *tls.iterdir()]:
         path.chmod(0o644)
-    return Fixtures(root=root, apps=apps, static=static)
+    return Fixtures(root=root, apps=apps, static=static, tls=tls)

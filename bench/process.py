@@ -12,6 +12,7 @@ import http.client
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -27,9 +28,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http_get_status(port: int, path: str, timeout: float = 2.0) -> int | None:
-    """Status of one GET, or None when there is no HTTP answer."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def http_get_status(port: int, path: str, timeout: float = 2.0, tls: bool = False) -> int | None:
+    """Status of one GET (over TLS, the certificate unchecked), or None without an answer."""
+    if tls:
+        context = ssl._create_unverified_context()  # the run's own self-signed certificate
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=context)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request("GET", path)
         response = conn.getresponse()
@@ -69,14 +74,14 @@ class RunningServer:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def wait_ready(self, path: str, timeout: float) -> None:
+    def wait_ready(self, path: str, timeout: float, tls: bool = False) -> None:
         """Poll GET `path` until it answers 200, the process exits, or `timeout` passes."""
         deadline = time.monotonic() + timeout
         status = None
         while time.monotonic() < deadline:
             if not self.alive():
                 raise ServerStartError(f"exited with status {self.proc.returncode}")
-            status = http_get_status(self.port, path)
+            status = http_get_status(self.port, path, tls=tls)
             if status == 200:
                 return
             time.sleep(0.1)

@@ -50,6 +50,10 @@ TARGETS: tuple[Target, ...] = (
     *(Target("d", s, "nginx-static", "d", "mib", 0.95, "issue 6") for s in MPMD_MPMS),
     Target("e", "mpmd-event", "mpmd-event", "a", "rps", 0.8, "issues 6, 9"),
     Target("f", "mpmd-balancer-event", "apache-balancer", "f", "rps", 1.0, "issue 11"),
+    # TLS (issue 13): keep-alive over TLS against the same MPM's plain hello (a), handshakes
+    # against Apache event + mod_ssl.
+    *(Target("g", f"{s}-tls", s, "a", "rps", 0.8, "issue 13") for s in MPMD_MPMS),
+    *(Target("h", f"{s}-tls", "apache-event-tls", "h", "rps", 1.0, "issue 13") for s in MPMD_MPMS),
 )
 BALANCER_WORKLOAD = "f"
 
@@ -223,6 +227,8 @@ def targets_table(data: dict) -> list[str]:
         t: Target = row["target"]
         unit = {"mib": "MiB/s", "p99": "p99 ms"}.get(t.metric, "req/s")
         ref = t.reference if t.reference != t.server else f"its own {t.reference_workload}"
+        if t.reference != t.server and t.reference_workload != t.workload:
+            ref += f" {t.reference_workload}"
         label = f"{t.server} {t.workload} vs {ref} ({unit})"
         ratio = f"{row['ratio']:.2f}x" if row["ratio"] is not None else "-"
         met = "yes" if row["met"] else ("**no**" if row["ratio"] is not None else "n/a (failed)")
@@ -269,7 +275,10 @@ def render(data: dict, notes: str = DEFAULT_NOTES, results_name: str = "") -> st
         "connection everywhere; no access logs. Workload e runs on a fresh server instance. "
         "Workload f measures balancers: the balancer pinned `taskset -c 1`, three nginx back "
         "ends and wrk pinned `taskset -c 0`; Apache and mpmd run the same generated httpd.conf "
-        "(configs below).",
+        "(configs below). Workloads g and h run over TLS against the `-tls` servers, which serve "
+        "https only with one self-signed ECDSA P-256 certificate made per run; h's client is "
+        "`ab` (pinned like wrk), which makes every connection a full TLS 1.3 handshake (wrk "
+        "would resume the session from the second connection on).",
         "",
         "## Targets",
         "",

@@ -76,7 +76,7 @@ class ServerSession:
                 raise ServerStartError(f"config check failed: {check}")
         self.server = RunningServer(launch, run / "server.out", port)
         try:
-            self.server.wait_ready(self.spec.paths["hello"], READY_TIMEOUT)
+            self.server.wait_ready(self.spec.paths["hello"], READY_TIMEOUT, self.spec.tls)
         except ServerStartError as exc:
             tail = self.server.log_tail(lines=2) or _error_log_tail(run)
             self.close()
@@ -119,9 +119,9 @@ def measure_server(
     record: dict,
 ) -> list[dict]:
     """All of one server's cells: a-d on one instance, e on a fresh one; a balancer runs only
-    the balancer workload (f) and the other servers everything else."""
+    the balancer workload (f), a TLS server only the TLS ones (g, h), the others the rest."""
     results: list[dict] = []
-    workloads = [w for w in workloads if w.balancer == spec.balancer]
+    workloads = [w for w in workloads if (w.balancer, w.tls) == (spec.balancer, spec.tls)]
     groups = [[w for w in workloads if not w.idle], [w for w in workloads if w.idle]]
     for group in filter(None, groups):
         session = ServerSession(spec, fx, vbin, record)
@@ -173,7 +173,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m bench.run", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated names")
-    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated a-f")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated a-h")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per wrk run")
     parser.add_argument("--runs", type=int, default=3, help="timed runs per workload")
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per workload")

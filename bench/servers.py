@@ -3,7 +3,9 @@
 Owns the registry SERVERS (name -> ServerSpec) and the config generators for Apache, nginx and
 mpmd. Peers are configured exactly as in shared/reference/peer-benchmarks.md ("Servers as
 measured"); mpmd gets the same keep-alive policy (KeepAliveTimeout 30, unlimited requests) and no
-access log. The balancers of workload f (issue 11) front the back ends in fx.backend_ports:
+access log. The `-tls` servers (workloads g, h, issue 13) serve https only, all with the run's one
+certificate (fixtures.py): Apache event + mod_ssl with Debian's ssl.conf settings, granian with
+its --ssl flags, mpmd with SSLEngine and the two file directives (its defaults otherwise). The balancers of workload f (issue 11) front the back ends in fx.backend_ports:
 Apache and mpmd from one generated httpd.conf, nginx from an `upstream` block, HAProxy. Only builds
 command lines and config text: starting and stopping is process.py's job.
 """
@@ -43,6 +45,7 @@ class ServerSpec:
     build: Callable[[Fixtures, Path, int, Path], Launch]  # (fixtures, run_dir, port, venv_bin)
     family: str  # "mpmd", "python", "apache", "nginx", "haproxy"
     balancer: bool = False  # fronts fx.backend_ports; runs only the balancer workload
+    tls: bool = False  # serves https only; runs only the TLS workloads
 
 
 # --- Python peers ---------------------------------------------------------------------------
@@ -66,17 +69,31 @@ def _waitress(*extra: str) -> Callable[[Fixtures, Path, int, Path], Launch]:
     return build
 
 
-def _granian(fx: Fixtures, run: Path, port: int, vbin: Path) -> Launch:
-    cmd = [str(vbin / "granian"), "--interface", "wsgi", "--host", "127.0.0.1"]
-    cmd += ["--port", str(port), "--workers", "1", "--working-dir", str(fx.apps)]
-    return Launch(cmd=[*cmd, "hello:application"], cwd=fx.apps)
+def _granian(tls: bool) -> Callable[[Fixtures, Path, int, Path], Launch]:
+    def build(fx: Fixtures, run: Path, port: int, vbin: Path) -> Launch:
+        cmd = [str(vbin / "granian"), "--interface", "wsgi", "--host", "127.0.0.1"]
+        cmd += ["--port", str(port), "--workers", "1", "--working-dir", str(fx.apps)]
+        if tls:
+            cmd += ["--ssl-certificate", str(fx.tls_cert), "--ssl-keyfile", str(fx.tls_key)]
+        return Launch(cmd=[*cmd, "hello:application"], cwd=fx.apps)
+
+    return build
 
 
 # --- Apache httpd ---------------------------------------------------------------------------
 
 
-def apache_config(fx: Fixtures, run: Path, port: int, mpm: str, wsgi: str | None) -> str:
-    """httpd.conf for one MPM; wsgi is None (static), 'embedded' or 'daemon' (mod_wsgi)."""
+# mod_ssl as Debian's mods-available/ssl.conf sets it (SSLRandomSeed and the passphrase dialog
+# left out: OpenSSL seeds itself, the key has no passphrase).
+APACHE_SSL = ("SSLCipherSuite HIGH:!aNULL", "SSLProtocol all -SSLv3",
+              "SSLSessionCacheTimeout 300")  # fmt: skip
+
+
+def apache_config(
+    fx: Fixtures, run: Path, port: int, mpm: str, wsgi: str | None, tls: bool = False
+) -> str:
+    """httpd.conf for one MPM; wsgi is None (static), 'embedded' or 'daemon' (mod_wsgi); tls:
+    mod_ssl on the one port with the run's certificate."""
     lines = [
         f'ServerRoot "{run}"',
         f'DefaultRuntimeDir "{run}"',
@@ -89,6 +106,16 @@ def apache_config(fx: Fixtures, run: Path, port: int, mpm: str, wsgi: str | None
     ]
     for module in ("authz_core", "authz_host", "mime", "status"):
         lines.append(f"LoadModule {module}_module {APACHE_MODULES}/mod_{module}.so")
+    if tls:
+        for module in ("socache_shmcb", "ssl"):  # Debian's ssl.load needs socache_shmcb
+            lines.append(f"LoadModule {module}_module {APACHE_MODULES}/mod_{module}.so")
+        lines += [
+            *APACHE_SSL,
+            f'SSLSessionCache "shmcb:{run}/ssl_scache(512000)"',
+            "SSLEngine on",
+            f'SSLCertificateFile "{fx.tls_cert}"',
+            f'SSLCertificateKeyFile "{fx.tls_key}"',
+        ]
     if os.geteuid() == 0:
         lines += ["User www-data", "Group www-data"]
     lines += [
@@ -120,10 +147,12 @@ def apache_config(fx: Fixtures, run: Path, port: int, mpm: str, wsgi: str | None
     return "\n".join(lines) + "\n"
 
 
-def _apache(mpm: str, wsgi: str | None) -> Callable[[Fixtures, Path, int, Path], Launch]:
+def _apache(
+    mpm: str, wsgi: str | None, tls: bool = False
+) -> Callable[[Fixtures, Path, int, Path], Launch]:
     def build(fx: Fixtures, run: Path, port: int, vbin: Path) -> Launch:
         conf = run / "httpd.conf"
-        conf.write_text(apache_config(fx, run, port, mpm, wsgi))
+        conf.write_text(apache_config(fx, run, port, mpm, wsgi, tls))
         return Launch(
             cmd=["apache2", "-f", str(conf), "-DFOREGROUND"],
             cwd=run,
@@ -171,8 +200,9 @@ def _nginx(fx: Fixtures, run: Path, port: int, vbin: Path) -> Launch:
 # --- mpmd -----------------------------------------------------------------------------------
 
 
-def mpmd_config(fx: Fixtures, run: Path, port: int, mpm: str | None) -> str:
-    """Apache-syntax config for mpmd: hello app at /hello, the static files from DocumentRoot."""
+def mpmd_config(fx: Fixtures, run: Path, port: int, mpm: str | None, tls: bool = False) -> str:
+    """Apache-syntax config for mpmd: hello app at /hello, the static files from DocumentRoot;
+    tls: the port serves https with the run's certificate and mpmd's default TLS settings."""
     lines = [
         f'ServerRoot "{run}"',
         f"Listen 127.0.0.1:{port}",
@@ -190,13 +220,19 @@ def mpmd_config(fx: Fixtures, run: Path, port: int, mpm: str | None) -> str:
         f'WSGIPythonPath "{fx.apps}"',
         "WSGIApp /hello hello:application",
     ]
+    if tls:
+        lines += [
+            "SSLEngine on",
+            f'SSLCertificateFile "{fx.tls_cert}"',
+            f'SSLCertificateKeyFile "{fx.tls_key}"',
+        ]
     return "\n".join(lines) + "\n"
 
 
-def _mpmd(mpm: str | None) -> Callable[[Fixtures, Path, int, Path], Launch]:
+def _mpmd(mpm: str | None, tls: bool = False) -> Callable[[Fixtures, Path, int, Path], Launch]:
     def build(fx: Fixtures, run: Path, port: int, vbin: Path) -> Launch:
         conf = run / "mpmd.conf"
-        conf.write_text(mpmd_config(fx, run, port, mpm))
+        conf.write_text(mpmd_config(fx, run, port, mpm, tls))
         mpmd = str(vbin / "mpmd")
         # -DFOREGROUND as for apache2: the harness owns the process, mpmd must not detach.
         flags = ["-f", str(conf), "-DFOREGROUND"] if mpm else ["-X", "-f", str(conf)]
@@ -346,9 +382,15 @@ def _haproxy(fx: Fixtures, run: Path, port: int, vbin: Path) -> Launch:
 
 
 def _spec(
-    name: str, what: str, paths: dict[str, str], build, family: str, balancer: bool = False
+    name: str,
+    what: str,
+    paths: dict[str, str],
+    build,
+    family: str,
+    balancer: bool = False,
+    tls: bool = False,
 ) -> ServerSpec:
-    return ServerSpec(name, what, paths, build, family, balancer)
+    return ServerSpec(name, what, paths, build, family, balancer, tls)
 
 
 SERVERS: dict[str, ServerSpec] = {
@@ -421,7 +463,7 @@ SERVERS: dict[str, ServerSpec] = {
             "granian",
             "granian --interface wsgi, 1 worker, defaults otherwise",
             WSGI_PATHS,
-            _granian,
+            _granian(tls=False),
             "python",
         ),
         _spec(
@@ -458,6 +500,33 @@ SERVERS: dict[str, ServerSpec] = {
             _haproxy,
             "haproxy",
             balancer=True,
+        ),
+        *(
+            _spec(
+                f"mpmd-{mpm}-tls",
+                f"mpmd {mpm} MPM, https: SSLEngine on + the certificate, TLS defaults otherwise",
+                MPMD_PATHS,
+                _mpmd(mpm, tls=True),
+                "mpmd",
+                tls=True,
+            )
+            for mpm in ("prefork", "worker", "event")
+        ),
+        _spec(
+            "apache-event-tls",
+            "Apache event MPM + mod_ssl (Debian's ssl.conf settings), static files",
+            STATIC_PATHS,
+            _apache("event", None, tls=True),
+            "apache",
+            tls=True,
+        ),
+        _spec(
+            "granian-tls",
+            "granian --interface wsgi, 1 worker, --ssl-certificate/--ssl-keyfile",
+            WSGI_PATHS,
+            _granian(tls=True),
+            "python",
+            tls=True,
         ),
     )
 }

@@ -1,4 +1,4 @@
-"""The six workloads and how one (server, workload) cell is measured.
+"""The eight workloads and how one (server, workload) cell is measured.
 
 Owns the method of shared/reference/peer-benchmarks.md: warm-up, then `runs` wrk runs of
 `duration` seconds with cpu0/cpu1 busy % sampled around each, PSS of the server's tree after the
@@ -17,11 +17,12 @@ import sys
 import time
 from dataclasses import dataclass
 
+from bench.ab import run_ab
 from bench.environment import REPO
 from bench.process import RunningServer
 from bench.procfs import busy_percent, read_cpu_times, tree_memory
 from bench.servers import ServerSpec
-from bench.wrk import CLIENT_CPU, run_wrk
+from bench.wrk import CLIENT_CPU, WrkResult, run_wrk
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,13 @@ class Workload:
     headers: tuple[str, ...] = ()
     idle: bool = False
     balancer: bool = False  # only balancer servers run it, and they run nothing else
+    tls: bool = False  # over https: only TLS servers run it, and they run nothing else
+    client: str = "wrk"  # "ab" for full TLS handshakes (bench/ab.py says why)
+
+    def run(self, url: str, seconds: float) -> tuple[WrkResult, list[str], str]:
+        """One load run of this workload's client against `url`."""
+        run = run_ab if self.client == "ab" else run_wrk
+        return run(url, self.connections, seconds, self.headers)
 
 
 WORKLOADS: dict[str, Workload] = {
@@ -50,6 +58,16 @@ WORKLOADS: dict[str, Workload] = {
             50,
             balancer=True,
         ),
+        Workload("g", "hello world over TLS, keep-alive, -c 50", "hello", 50, tls=True),
+        Workload(
+            "h",
+            "new TLS connections: hello with Connection: close, a full handshake each (ab), -c 50",
+            "hello",
+            50,
+            ("Connection: close",),
+            tls=True,
+            client="ab",
+        ),
     )
 }
 
@@ -65,12 +83,13 @@ class Settings:
 
 
 def _url(server: RunningServer, spec: ServerSpec, workload: Workload) -> str:
-    return f"http://127.0.0.1:{server.port}{spec.paths[workload.content]}"
+    scheme = "https" if workload.tls else "http"
+    return f"{scheme}://127.0.0.1:{server.port}{spec.paths[workload.content]}"
 
 
 def _timed_run(url: str, workload: Workload, seconds: float) -> dict:
     before = read_cpu_times()
-    result, cmd, _output = run_wrk(url, workload.connections, seconds, workload.headers)
+    result, cmd, _output = workload.run(url, seconds)
     after = read_cpu_times()
     return {
         "cmd": cmd,
@@ -118,7 +137,7 @@ def measure_load(
     url = _url(server, spec, workload)
     warm = settings.first_warmup if first else settings.warmup
     if warm > 0:
-        run_wrk(url, workload.connections, warm, workload.headers)
+        workload.run(url, warm)
     runs: list[dict] = []
     for _ in range(settings.runs):
         runs.append(_timed_run(url, workload, settings.duration))
@@ -134,7 +153,7 @@ def measure_idle(
     url = _url(server, spec, workload)
     warm = settings.first_warmup if first else settings.warmup
     if warm > 0:
-        run_wrk(url, workload.connections, warm, workload.headers)
+        workload.run(url, warm)
     before = _memory(server)
     cmd = ["taskset", "-c", CLIENT_CPU, sys.executable, "-m", "bench.idle_client"]
     cmd += ["--port", str(server.port), "--path", spec.paths[workload.content]]

@@ -1,4 +1,4 @@
-"""Unit tests of the benchmark harness's pure parts: wrk parsing, /proc arithmetic, configs,
+"""Unit tests of the benchmark harness's pure parts: wrk and ab parsing, /proc arithmetic, configs,
 the idle client's counting, and the report's tables and targets. No server, no load."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ lives beside src/
 
 from bench import report
+from bench.ab import ab_command, parse_ab_output
 from bench.backends import backend_config
 from bench.fixtures import HELLO_BODY, write_fixtures
 from bench.idle_client import IdleCounts, _read_response
@@ -107,6 +108,40 @@ def test_wrk_command_pins_client_and_bounds_time() -> None:
     assert cmd[-1] == "http://127.0.0.1:1/"
 
 
+AB_TLS = """Server Software:        mpmd/0.1.0
+SSL/TLS Protocol:       TLSv1.3,TLS_AES_256_GCM_SHA384,256,256
+Concurrency Level:      50
+Time taken for tests:   8.001 seconds
+Complete requests:      9372
+Failed requests:        3
+   (Connect: 0, Receive: 2, Length: 1, Exceptions: 0)
+Non-2xx responses:      4
+Total transferred:      2314884 bytes
+Requests per second:    1171.35 [#/sec] (mean)
+Transfer rate:          282.55 [Kbytes/sec] received
+
+Percentage of the requests served within a certain time (ms)
+  50%     41
+  99%    128
+ 100%    301 (longest request)
+"""
+
+
+def test_parse_ab_report_and_command() -> None:
+    r = parse_ab_output(AB_TLS)
+    assert (r.requests_per_sec, r.requests, r.seconds) == (1171.35, 9372, 8.001)
+    assert r.p99_ms == 128.0 and r.percentiles_ms["50"] == 41.0 and r.non_2xx == 4
+    assert r.socket_errors == {"connect": 0, "read": 2, "length": 1, "exceptions": 0}
+    assert r.transfer_mib_per_sec == pytest.approx(282.55 / 1024, abs=1e-3)
+    assert parse_ab_output("").requests_per_sec == 0.0
+    cmd = ab_command("https://127.0.0.1:1/", 50, 8, ("Connection: close",))
+    assert cmd[:9] == ["timeout", "-s", "INT", "-k", "2", "10", "taskset", "-c", "0"]
+    ab = cmd[cmd.index("ab") :]
+    assert ab[ab.index("-c") + 1] == "50" and ab[ab.index("-t") + 1] == "8"
+    assert ab.index("-n") > ab.index("-t")  # -t implies -n 50000 unless -n comes after
+    assert cmd[cmd.index("-H") + 1] == "Connection: close" and cmd[-1] == "https://127.0.0.1:1/"
+
+
 PROC_STAT_BEFORE = """cpu  100 0 100 800 0 0 0 0 0 0
 cpu0 50 0 50 400 0 0 0 0 0 0
 cpu1 50 0 50 400 0 0 0 0 0 0
@@ -155,6 +190,34 @@ def test_fixtures_and_generated_configs(tmp_path: Path) -> None:
     assert "LoadModule" not in mpmd_config(fx, run, 4242, None)
     # workload e measures the event MPM as shipped: no connection-limit tuning (issue 9)
     assert "AsyncRequestWorkerFactor" not in mpmd_config(fx, run, 4242, "event")
+
+
+def test_tls_servers_share_the_run_certificate(tmp_path: Path) -> None:
+    fx = write_fixtures(tmp_path / "t")
+    assert "BEGIN CERTIFICATE" in fx.tls_cert.read_text()
+    assert "BEGIN PRIVATE KEY" in fx.tls_key.read_text()  # PKCS#8, as granian requires
+    run = fx.run_dir("x")
+    apache = apache_config(fx, run, 4242, "event", None, tls=True).splitlines()
+    for line in (
+        "LoadModule ssl_module /usr/lib/apache2/modules/mod_ssl.so",
+        "LoadModule socache_shmcb_module /usr/lib/apache2/modules/mod_socache_shmcb.so",
+        "SSLEngine on",
+        f'SSLCertificateFile "{fx.tls_cert}"',
+        f'SSLCertificateKeyFile "{fx.tls_key}"',
+    ):
+        assert line in apache
+    assert "SSLEngine on" not in apache_config(fx, run, 4242, "event", None)
+    mpmd = mpmd_config(fx, run, 4242, "event", tls=True).splitlines()
+    assert "SSLEngine on" in mpmd and f'SSLCertificateKeyFile "{fx.tls_key}"' in mpmd
+    assert not [line for line in mpmd if line.startswith(("SSLProtocol", "SSLCipherSuite"))]
+    granian = SERVERS["granian-tls"].build(fx, run, 4242, Path("/venv/bin")).cmd
+    assert granian[granian.index("--ssl-certificate") + 1] == str(fx.tls_cert)
+    assert granian[granian.index("--ssl-keyfile") + 1] == str(fx.tls_key)
+    tls_servers = sorted(name for name, spec in SERVERS.items() if spec.tls)
+    assert tls_servers == ["apache-event-tls", "granian-tls", "mpmd-event-tls",
+                           "mpmd-prefork-tls", "mpmd-worker-tls"]  # fmt: skip
+    assert [w.key for w in WORKLOADS.values() if w.tls] == ["g", "h"]
+    assert WORKLOADS["h"].client == "ab" and WORKLOADS["h"].headers == ("Connection: close",)
 
 
 def test_hello_app_serves_hello_and_files(tmp_path: Path) -> None:
@@ -295,6 +358,26 @@ def test_targets_ratios_and_idle_condition() -> None:
     idle["answered"] = 1999
     rows = {(r["target"].server, r["target"].workload): r for r in report.target_rows(data)}
     assert not rows[("mpmd-event", "e")]["met"]
+
+
+def test_tls_targets() -> None:
+    """g: TLS keep-alive against the same MPM's plain a; h: handshakes against Apache's."""
+    data = _data(
+        [
+            _cell("mpmd-event", "a", 10_000),
+            _cell("mpmd-event-tls", "g", 9_000),
+            _cell("mpmd-event-tls", "h", 900),
+            _cell("apache-event-tls", "h", 1_000),
+        ]
+    )
+    rows = {(r["target"].server, r["target"].workload): r for r in report.target_rows(data)}
+    assert rows[("mpmd-event-tls", "g")]["ratio"] == pytest.approx(0.9)
+    assert rows[("mpmd-event-tls", "g")]["met"]
+    assert rows[("mpmd-event-tls", "h")]["ratio"] == pytest.approx(0.9)
+    assert not rows[("mpmd-event-tls", "h")]["met"]
+    table = "\n".join(report.targets_table(data))
+    assert "| mpmd-event-tls g vs mpmd-event a (req/s) |" in table
+    assert "| mpmd-event-tls h vs apache-event-tls (req/s) |" in table
 
 
 def test_cell_notes() -> None:

@@ -33,6 +33,9 @@ ALPN = ("http/1.1",)
 TLS13_SUITES = frozenset({"TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256",
                           "TLS_AES_128_GCM_SHA256", "TLS_AES_128_CCM_SHA256",
                           "TLS_AES_128_CCM_8_SHA256"})  # fmt: skip
+# The TLS 1.2 list without SSLCipherSuite: Python's default minus its CBC suites (forward-secret
+# AEAD only, Mozilla's "intermediate"), so testssl.sh finds no LUCKY13 exposure (docs/tls.md).
+DEFAULT_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!eNULL:!aDSS"
 _VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
 _VERIFY = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL,
            "optional_no_ca": ssl.CERT_OPTIONAL, "require": ssl.CERT_REQUIRED}  # fmt: skip
@@ -238,12 +241,11 @@ def _context(settings: SslSettings, vhost: VirtualHost) -> ssl.SSLContext:
     offered = sorted(settings.protocols)
     context.minimum_version = _VERSIONS[offered[0]]
     context.maximum_version = _VERSIONS[offered[-1]]
-    if settings.cipher_suite:
-        try:
-            context.set_ciphers(settings.cipher_suite)
-        except ssl.SSLError:
-            raise _fail(settings, "SSLCipherSuite", "AH01898: Unable to configure permitted "
-                        f"SSL ciphers ({settings.cipher_suite})") from None  # fmt: skip
+    try:
+        context.set_ciphers(settings.cipher_suite or DEFAULT_CIPHERS)
+    except ssl.SSLError:
+        raise _fail(settings, "SSLCipherSuite", "AH01898: Unable to configure permitted "
+                    f"SSL ciphers ({settings.cipher_suite})") from None  # fmt: skip
     if settings.cipher_suite_tls13:
         unknown = set(settings.cipher_suite_tls13.split(":")) - TLS13_SUITES
         if unknown:

@@ -128,7 +128,7 @@ DIRECTIVES: tuple[Directive, ...] = (
         syntax=TAKE12,
         usage="[SSL|TLSv1.3] cipher-spec",
         default=None,
-        default_doc="(Python's ssl default list, without aNULL, eNULL, EXP)",
+        default_doc="ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!eNULL:!aDSS",
         doc="Colon-delimited list of permitted SSL Ciphers (the TLSv1.3 form is checked but "
         "cannot be applied through Python's ssl: see docs/tls.md)",
         validate=v_ssl_cipher_suite,
