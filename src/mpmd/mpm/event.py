@@ -499,6 +499,8 @@ class EventLoop:
         conn.request = None
         self._conns.pop(conn.fd, None)
         conn.discard_output()
+        if conn.tls:
+            conn.drop_tls()  # type: ignore[attr-defined]
         try:
             conn.sock.close()  # also removes it from the epoll set
         except OSError:
