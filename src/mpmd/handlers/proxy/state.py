@@ -83,6 +83,11 @@ ROUTE_SIZE = 64  # route and redirect: < 64 bytes, as the brief and reference 7.
 _KEY = struct.Struct("<128s256s")  # balancer name, worker URL (at _KEY_OFF in a worker record)
 _KEY_OFF = 224
 _BALANCER_NAME_OFF = 176
+# a worker record's numbers, status to retry (offset 4), and its counters busy to read (24)
+_NUMBERS = struct.Struct("<IiiqqQQQQdd")
+_COUNTERS = struct.Struct("<qQQQ")
+# a balancer record's settings, max_attempts to sticky_param (offset 4; wupdated skipped)
+_SETTINGS = struct.Struct("<id8xBB6x16s64s64s")
 
 
 class _Str:
@@ -146,6 +151,14 @@ class WorkerSlot(_Record):
     def has_flag(self, letter: str) -> bool:
         return bool(self.status & flag_bit(letter))
 
+    def settle(self, sent: int, received: int) -> None:
+        """A request is over: busy -= 1 (never below 0), bytes to and from the back end, in
+        one read and one write of the record. The caller holds `state.lock()`."""
+        mm = self._mm
+        off = self._off + 24
+        busy, elected, transferred, read = _COUNTERS.unpack_from(mm, off)
+        _COUNTERS.pack_into(mm, off, max(busy - 1, 0), elected, transferred + sent, read + received)
+
     def set_flag(self, letter: str, on: bool) -> None:
         bit = flag_bit(letter)
         with self._state.lock():
@@ -178,6 +191,49 @@ class BalancerSlot(_Record):
 
     def touch(self) -> None:
         self.wupdated = max(self.wupdated + 1, time.time_ns() // 1000)
+
+    def settings(self) -> tuple[int, float, int, int, str, str, str]:
+        """(max_attempts, timeout, nofailover, need_reset, lbmethod, sticky_cookie,
+        sticky_param) in one read: what choosing a member reads on every request."""
+        *numbers, lbmethod, cookie, param = _SETTINGS.unpack_from(self._mm, self._off + 4)
+        return (*numbers, c_str(lbmethod), c_str(cookie), c_str(param))  # type: ignore[return-value]
+
+
+class WorkerNumbers:
+    """A worker record's numbers (`status` to `retry`) read in one unpack, for a locked section
+    that reads many of them: choosing a member reads about ten per member. The lbmethods and
+    the sticky lookup change the attributes (a WorkerSlot's names); `store()` then writes the
+    record back if any changed. Both inside one `state.lock()`, as every writer holds it."""
+
+    __slots__ = (
+        "_raw", "busy", "elected", "error_time", "lbfactor", "lbset", "lbstatus", "read",
+        "retries", "retry", "slot", "status", "transferred",
+    )  # fmt: skip
+
+    def __init__(self, slot: WorkerSlot) -> None:
+        self.slot = slot
+        self._raw = raw = _NUMBERS.unpack_from(slot._mm, slot._off + 4)
+        (
+            self.status, self.lbfactor, self.lbset, self.lbstatus, self.busy, self.elected,
+            self.transferred, self.read, self.retries, self.error_time, self.retry,
+        ) = raw  # fmt: skip
+
+    @property
+    def route(self) -> str:
+        return self.slot.route
+
+    @property
+    def redirect(self) -> str:
+        return self.slot.redirect
+
+    def store(self) -> None:
+        numbers = (
+            self.status, self.lbfactor, self.lbset, self.lbstatus, self.busy, self.elected,
+            self.transferred, self.read, self.retries, self.error_time, self.retry,
+        )  # fmt: skip
+        if numbers != self._raw:
+            slot = self.slot
+            _NUMBERS.pack_into(slot._mm, slot._off + 4, *numbers)
 
 
 # -- snapshot ------------------------------------------------------------------------------------
