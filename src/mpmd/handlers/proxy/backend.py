@@ -66,6 +66,7 @@ _REVERSE_HEADERS = frozenset({"location", "content-location", "uri"})
 # path: unreserved, sub-delims, ":" "@" "/"); "%" is always encoded, so a decoded "%" in the
 # URL-path cannot turn into an escape at the back end.
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
+_TO_ENCODE = re.compile(r"[^A-Za-z0-9/:@!$&'()*+,;=._~-]")  # what quote() would change
 _GROUP = re.compile(r"\$(\d)")
 
 Framing = Literal["none", "length", "chunked"]
@@ -179,7 +180,9 @@ def backend_target(route: ProxyRoute, rest: str, member: BackendMember, query: s
         _, _, netloc_path = found.partition("://")
         slash = netloc_path.find("/")
         path = netloc_path[slash:] if slash >= 0 else ""
-    path = quote(path or "/", safe=_PATH_SAFE, encoding="latin-1")
+    path = path or "/"
+    if _TO_ENCODE.search(path) is not None:  # (most paths need no encoding: no call)
+        path = quote(path, safe=_PATH_SAFE, encoding="latin-1")
     return f"{path}?{query}" if query else path
 
 
@@ -516,10 +519,11 @@ def client_headers(
     for lname, _name, value in lowered:
         if lname == "connection":
             named.update(t.strip().lower() for t in value.split(",") if t.strip())
+    drop = _RESPONSE_DROP | named if named else _RESPONSE_DROP
     reverse = settings.reverse
     out: list[tuple[str, str]] = []
     for lname, name, value in lowered:
-        if lname in _RESPONSE_DROP or lname in named:
+        if lname in drop:
             continue
         if reverse and lname in _REVERSE_HEADERS:
             value = reverse_map(value, reverse, balancers, base)

@@ -58,6 +58,7 @@ class Choice:
     slot: WorkerSlot
     env: dict[str, str]  # BALANCER_* variables for the request (empty for a direct worker)
     sticky_route: str | None  # the route the client sent, if any
+    max_attempts: int = 0  # the runtime's max_attempts as this choice read it
 
 
 class _Runtime:
@@ -157,7 +158,7 @@ class BalancerRuntime(_Runtime):
         params = balancer.params
         env: dict[str, str] = {}
         with self.state.lock():
-            _, _, nofailover, need_reset, lbmethod, sticky_cookie, sticky_param = (
+            max_attempts, _, nofailover, need_reset, lbmethod, sticky_cookie, sticky_param = (
                 self.slot.settings()
             )
             workers = [WorkerNumbers(slot) for slot in self._slots]
@@ -215,7 +216,7 @@ class BalancerRuntime(_Runtime):
         if route is not None:
             env["BALANCER_SESSION_STICKY"] = session.sticky_used  # type: ignore[union-attr]
             env["BALANCER_SESSION_ROUTE"] = route
-        return Choice(member, winner.slot, env, route)
+        return Choice(member, winner.slot, env, route, max_attempts)
 
     def _force_recovery(self, workers: list[WorkerNumbers]) -> None:
         """Every worker is in error: clear Error on all of them at once (AH01165)."""
