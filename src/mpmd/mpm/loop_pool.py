@@ -60,7 +60,8 @@ class BackendSocket:
     """One non-blocking socket to a back end, registered in the loop's epoll set."""
 
     __slots__ = (
-        "connecting", "epoll", "fd", "idle_since", "on_idle", "peer", "sock", "uses", "watched",
+        "_readable", "connecting", "epoll", "fd", "idle_since", "on_idle", "peer", "sock",
+        "uses", "watched",
     )  # fmt: skip
 
     def __init__(self, sock: socket.socket, epoll: select.epoll, peer: str) -> None:
@@ -70,6 +71,8 @@ class BackendSocket:
         self.peer = peer
         self.connecting = True
         self.on_idle: Any = None  # the loop's handler(mask, now) while it waits in the pool
+        self._readable = select.poll()  # alive()'s look: no exception when nothing arrived
+        self._readable.register(self.fd, select.POLLIN)
         self.uses = 0  # requests already carried: a failure on a reused one may be a race
         self.idle_since = 0.0
         # armed EPOLLIN|EPOLLONESHOT by the pool and not reported since: a request that next
@@ -91,7 +94,10 @@ class BackendSocket:
         return OSError(code, os.strerror(code)) if code else None
 
     def alive(self) -> bool:
-        """Idle and still open: no EOF and no stray bytes waiting (one peek, never waits)."""
+        """Idle and still open: no EOF and no stray bytes waiting (a poll, then a peek if
+        anything is there; never waits)."""
+        if not self._readable.poll(0):
+            return True  # (the peek would find nothing: EAGAIN, raised and caught)
         try:
             return not self.sock.recv(1, socket.MSG_PEEK)  # b"": closed; bytes: out of step
         except BlockingIOError:
