@@ -346,7 +346,7 @@ class ResponseParser:
         self._head_request = method == "HEAD"
         self._field_size = field_size
         self._head_limit = field_size * (max_fields + 1)
-        self._parser = httptools.HttpResponseParser(self)
+        self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self._events: list[Event] = []
         self._reason: list[bytes] = []
         self._headers: list[tuple[str, str]] = []
@@ -383,6 +383,8 @@ class ResponseParser:
             raise BackendError(f"Error reading from remote server: {error}", ah="AH01110") from None
         if self._head is None and self._head_bytes > self._head_limit:
             raise self._oversized("(response head)")
+        if self.complete:  # no callback comes any more: end the cycle through its bound
+            self._parser = None  # methods, so both are freed now, not by the collector
         events, self._events = self._events, []
         return events
 
