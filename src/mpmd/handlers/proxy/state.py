@@ -19,6 +19,7 @@ This module never logs and never chooses a worker: it is memory, its layout and 
 from __future__ import annotations
 
 import fcntl
+import functools
 import mmap
 import os
 import struct
@@ -83,11 +84,17 @@ ROUTE_SIZE = 64  # route and redirect: < 64 bytes, as the brief and reference 7.
 _KEY = struct.Struct("<128s256s")  # balancer name, worker URL (at _KEY_OFF in a worker record)
 _KEY_OFF = 224
 _BALANCER_NAME_OFF = 176
-# a worker record's numbers, status to retry (offset 4), and its counters busy to read (24)
+# a worker record's numbers, status to retry (offset 4), and its counters busy to read (24);
+# a balancer record's settings, max_attempts to sticky_param (offset 4; wupdated skipped)
 _NUMBERS = struct.Struct("<IiiqqQQQQdd")
 _COUNTERS = struct.Struct("<qQQQ")
-# a balancer record's settings, max_attempts to sticky_param (offset 4; wupdated skipped)
 _SETTINGS = struct.Struct("<id8xBB6x16s64s64s")
+
+
+@functools.lru_cache(maxsize=64)  # (a value changes with an edit, not with a request)
+def _decoded(raw: bytes) -> tuple:
+    *numbers, lbmethod, cookie, param = _SETTINGS.unpack(raw)
+    return (*numbers, c_str(lbmethod), c_str(cookie), c_str(param))
 
 
 class _Str:
@@ -152,8 +159,7 @@ class WorkerSlot(_Record):
         return bool(self.status & flag_bit(letter))
 
     def settle(self, sent: int, received: int) -> None:
-        """A request is over: busy -= 1 (never below 0), bytes to and from the back end, in
-        one read and one write of the record. The caller holds `state.lock()`."""
+        """Request over: busy -= 1 (never below 0), bytes to and from it; caller holds lock()."""
         mm = self._mm
         off = self._off + 24
         busy, elected, transferred, read = _COUNTERS.unpack_from(mm, off)
@@ -193,17 +199,15 @@ class BalancerSlot(_Record):
         self.wupdated = max(self.wupdated + 1, time.time_ns() // 1000)
 
     def settings(self) -> tuple[int, float, int, int, str, str, str]:
-        """(max_attempts, timeout, nofailover, need_reset, lbmethod, sticky_cookie,
-        sticky_param) in one read: what choosing a member reads on every request."""
-        *numbers, lbmethod, cookie, param = _SETTINGS.unpack_from(self._mm, self._off + 4)
-        return (*numbers, c_str(lbmethod), c_str(cookie), c_str(param))  # type: ignore[return-value]
+        """(max_attempts, timeout, nofailover, need_reset, lbmethod, sticky_cookie, sticky_param)
+        for each choice: one read of the record, decoded once per distinct value of it."""
+        return _decoded(self._mm[self._off + 4 : self._off + 4 + _SETTINGS.size])
 
 
 class WorkerNumbers:
-    """A worker record's numbers (`status` to `retry`) read in one unpack, for a locked section
-    that reads many of them: choosing a member reads about ten per member. The lbmethods and
-    the sticky lookup change the attributes (a WorkerSlot's names); `store()` then writes the
-    record back if any changed. Both inside one `state.lock()`, as every writer holds it."""
+    """A worker record's numbers (`status` to `retry`) in one unpack, for a locked section that
+    reads many (choosing a member): the lbmethods change the attributes (a WorkerSlot's
+    names), then `store()` writes the record back if any changed, in the same lock."""
 
     __slots__ = (
         "_raw", "busy", "elected", "error_time", "lbfactor", "lbset", "lbstatus", "read",
@@ -218,13 +222,8 @@ class WorkerNumbers:
             self.transferred, self.read, self.retries, self.error_time, self.retry,
         ) = raw  # fmt: skip
 
-    @property
-    def route(self) -> str:
-        return self.slot.route
-
-    @property
-    def redirect(self) -> str:
-        return self.slot.redirect
+    route = property(lambda self: self.slot.route)  # (strings: read from the record when asked)
+    redirect = property(lambda self: self.slot.redirect)
 
     def store(self) -> None:
         numbers = (
