@@ -69,6 +69,28 @@ class _Failed(Exception):
 class Proxied:
     """One proxied request in the loop, from choosing a member to the last byte queued."""
 
+    # What a request starts with, as class attributes: an instance stores only what it changes
+    choose_by: float | None = None  # a member usable by then (set at the first miss)
+    tries = 0
+    choice: Any = None
+    last = False
+    sent = received = 0
+    body_read = False
+    fresh = False
+    pool: LoopPool | None = None
+    backend: BackendSocket | None = None
+    parser: ResponseParser | None = None
+    head = b""
+    target = ""
+    responding = False  # the final head was taken: bytes go to the client
+    paused = False  # the client's queue is full: the back end is not read
+    cut = False  # the back end answered before it had the body: never reused
+    body_sent = False  # all of the client's body is queued for the back end
+    reading = False  # the client's fd is armed for more body
+    upgrade: str | None = None  # the protocol this member's try asks to switch to
+    tunnel: Tunnel | None = None
+    waiting = _POOL
+
     def __init__(
         self,
         proxy: LoopProxy,
@@ -96,28 +118,8 @@ class Proxied:
             session.info.take_over = lambda: (conn.sock, conn.protocol.take_upgraded())
         self.runtime = proxy.runtime(route)
         self.started = time.monotonic()
-        self.choose_by: float | None = None  # a member usable by then (set at the first miss)
-        self.tries = 0
-        self.choice: Any = None
-        self.last = False
-        self.sent = self.received = 0
-        self.body_read = False
-        self.fresh = False
-        self.pool: LoopPool | None = None
-        self.backend: BackendSocket | None = None
-        self.parser: ResponseParser | None = None
-        self.head = b""
-        self.target = ""
         self.out: deque[memoryview] = deque()  # bytes for the back end not yet written
-        self.responding = False  # the final head was taken: bytes go to the client
-        self.paused = False  # the client's queue is full: the back end is not read
-        self.cut = False  # the back end answered before it had the body: never reused
-        self.body_sent = False  # all of the client's body is queued for the back end
-        self.reading = False  # the client's fd is armed for more body
         self.reader = reader  # RequestReadTimeout's body stage, from the loop
-        self.upgrade: str | None = None  # the protocol this member's try asks to switch to
-        self.tunnel: Tunnel | None = None
-        self.waiting = _POOL
 
     # -- choosing and connecting ----------------------------------------------------------------
 

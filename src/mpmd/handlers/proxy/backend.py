@@ -191,8 +191,13 @@ def backend_target(route: ProxyRoute, rest: str, member: BackendMember, query: s
 
 def member_host(member: BackendMember) -> str:
     """Host as Apache sends it with ProxyPreserveHost Off: host, `:port` unless 80."""
-    host = f"[{member.host}]" if ":" in member.host else member.host
-    return host if member.port == 80 else f"{host}:{member.port}"
+    return _host_value(member.host, member.port)
+
+
+@functools.lru_cache(maxsize=256)  # (every request to a member asks it)
+def _host_value(host: str, port: int) -> str:
+    host = f"[{host}]" if ":" in host else host
+    return host if port == 80 else f"{host}:{port}"
 
 
 def via_value(request_version: str, server_name: str, server_port: int, full: bool) -> str:
@@ -203,14 +208,17 @@ def via_value(request_version: str, server_name: str, server_port: int, full: bo
     return f"{value} ({SERVER_SOFTWARE})" if full else value
 
 
-def _merge(headers: list[list[str]], name: str, value: str) -> None:
-    """apr_table_mergen: append `, value` to the first `name`, else add it."""
-    lname = name.lower()
-    for item in headers:
-        if item[0].lower() == lname:
-            item[1] = f"{item[1]}, {value}"
-            return
-    headers.append([name, value])
+def _merge(headers: list[list[str]], added: list[tuple[str, str]]) -> None:
+    """apr_table_mergen for each (name, value) in turn: append `, value` to the first
+    header of that name (any case), else add it."""
+    for name, value in added:
+        lname = name.lower()
+        for item in headers:
+            if item[0].lower() == lname:
+                item[1] = f"{item[1]}, {value}"
+                break
+        else:
+            headers.append([name, value])
 
 
 def body_framing(request: Request) -> Framing:
@@ -256,22 +264,25 @@ def request_head(
         for name, value in request.headers
         if name not in _REQUEST_DROP and name not in named
     ]
+    added: list[tuple[str, str]] = []  # merged in this order
     if settings.via == "Block":
         headers = [h for h in headers if h[0] != "via"]
     elif settings.via in ("On", "Full"):
-        _merge(
-            headers,
-            "Via",
-            via_value(request.version, server_name, server_port, settings.via == "Full"),
-        )
+        full = settings.via == "Full"
+        added.append(("Via", via_value(request.version, server_name, server_port, full)))
     framing = body_framing(request)
     expect = request.expect_continue and framing != "none"
     if settings.add_headers:
-        _merge(headers, "X-Forwarded-For", client_ip)
+        added.append(("X-Forwarded-For", client_ip))
         if client_host is not None:
-            _merge(headers, "X-Forwarded-Host", client_host)
-        _merge(headers, "X-Forwarded-Server", server_name)
-    host = client_host if settings.preserve_host and client_host else member_host(member)
+            added.append(("X-Forwarded-Host", client_host))
+        added.append(("X-Forwarded-Server", server_name))
+    _merge(headers, added)
+    host = (
+        client_host
+        if settings.preserve_host and client_host
+        else _host_value(member.host, member.port)
+    )
     lines = [f"{request.method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
     lines += [f"{name}: {value}\r\n" for name, value in headers]
     if expect:
