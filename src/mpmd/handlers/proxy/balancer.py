@@ -72,6 +72,7 @@ class _Runtime:
         failontimeout: bool = False,
     ) -> None:
         self.state = state
+        self._lock = state.lock()  # (one object for the state's life: asked once)
         self.error_log = error_log
         self._failonstatus = failonstatus
         self._failontimeout = failontimeout
@@ -79,14 +80,14 @@ class _Runtime:
 
     def finished(self, choice: Choice, sent: int, received: int) -> None:
         """The request is over: busy -= 1 (never below 0), bytes to and from the back end."""
-        with self.state.lock():
+        with self._lock:
             choice.slot.settle(sent, received)
 
     def failed(self, choice: Choice, now: float) -> None:
         """Connect error, reset or 503 from the back end: the worker goes into Error for
         `retry` seconds, unless flag I (ap_proxy_connect_backend)."""
         slot = choice.slot
-        with self.state.lock():
+        with self._lock:
             if not slot.usable or slot.status & IGNORE:
                 return
             slot.error_time = now
@@ -107,7 +108,7 @@ class _Runtime:
             return False  # the common case: nothing to check, no lock taken
         slot = choice.slot
         notes = []
-        with self.state.lock():
+        with self._lock:
             if slot.status & IGNORE:
                 return False
             if status in self._failonstatus:
@@ -157,7 +158,7 @@ class BalancerRuntime(_Runtime):
         balancer = self.balancer
         params = balancer.params
         env: dict[str, str] = {}
-        with self.state.lock():
+        with self._lock:
             max_attempts, _, nofailover, need_reset, lbmethod, sticky_cookie, sticky_param = (
                 self.slot.settings()
             )
@@ -245,7 +246,7 @@ class WorkerRuntime(_Runtime):
     def choose(self, path_and_query: str, cookie: str | None, now: float) -> Choice:
         """The worker itself, counted (busy += 1, elected += 1), unless it is unusable
         after a retry (AH00940, 503)."""
-        with self.state.lock():
+        with self._lock:
             worker = WorkerNumbers(self.slot)
             if not is_usable(worker.status):
                 retry_worker(worker, now)

@@ -344,7 +344,7 @@ class _Lock:
                 raise
         state._depth += 1
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
         state = self._state
         state._depth -= 1
         try:
