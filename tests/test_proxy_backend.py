@@ -3,6 +3,9 @@ parser fed whole and byte by byte, and the client's response head (hop-by-hop, P
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 
 from helpers import make_request
@@ -189,6 +192,21 @@ def _parse(data: bytes, method: str = "GET", *, split: bool = False, eof: bool =
     head = next(e for e in events if isinstance(e, ResponseHead))
     body = b"".join(e for e in events if isinstance(e, bytes))
     return parser, events, head, body
+
+
+def test_a_complete_response_frees_its_parser_without_the_collector():
+    """The parser and httptools' parser reference each other until the response is
+    complete; then nothing is left for the cycle collector."""
+    gc.disable()
+    try:
+        parser = ResponseParser("GET")
+        parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        assert parser.complete and parser.reusable
+        ref = weakref.ref(parser)
+        del parser
+        assert ref() is None
+    finally:
+        gc.enable()
 
 
 @pytest.mark.parametrize("split", [False, True])

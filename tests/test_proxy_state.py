@@ -164,6 +164,30 @@ def test_recalc_factors(tmp_path) -> None:
     state.close()
 
 
+def test_choices_follow_edits_of_the_balancer_record(tmp_path) -> None:
+    """choose() reads the balancer's settings each time (decoded once per value): an edit
+    of the record (lbmethod, need_reset) is what the next choice uses."""
+    bal = balancer(member(1), member(2))
+    state = ProxyState.create(str(tmp_path / "proxy"), config_with(bal))
+    runtime = BalancerRuntime(bal, state, Log())
+    slot = state.balancer(NAME)
+    first = slot.settings()
+    assert first[4:6] == ("byrequests", "") and slot.settings() is first
+    for _ in range(3):
+        runtime.finished(runtime.choose("/", None, 0.0), 0, 0)
+    lbstatus = [m.lbstatus for m in state.snapshot().balancer(NAME).members]
+    with state.lock():
+        slot.lbmethod = "bybusyness"
+        slot.need_reset = 1
+    assert slot.settings()[3:5] == (1, "bybusyness")
+    runtime.finished(runtime.choose("/", None, 0.0), 0, 0)  # reset, then one choice
+    assert slot.settings()[3:5] == (0, "bybusyness")
+    members = state.snapshot().balancer(NAME).members
+    assert lbstatus != [0, 0] and [m.lbstatus for m in members] == [-100, 100]
+    assert [m.elected for m in members] == [3, 1]
+    state.close()
+
+
 def test_startup_creates_it_beside_the_scoreboard_and_reattaches(tmp_path) -> None:
     from mpmd.mpm.startup import create_proxy_state, reattach_proxy_state
 

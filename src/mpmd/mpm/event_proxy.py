@@ -24,8 +24,8 @@ import time
 from collections import deque
 from typing import Any
 
-from mpmd.config.model import VirtualHost
-from mpmd.handlers.proxy.handler import ProxyHandler
+from mpmd.config.model import ProxyRoute, VirtualHost
+from mpmd.handlers.proxy.handler import ProxyHandler, Runtime
 from mpmd.http.request import Request
 from mpmd.http.timeouts import ReadDeadline
 from mpmd.http.tls import sni_refusal
@@ -50,6 +50,7 @@ class LoopProxy:
         self.done: deque[tuple[EventConnection, bool]] = deque()  # for the loop's _take_back
         self._active: dict[EventConnection, Proxied] = {}
         self._pools: dict[str, LoopPool] = {}
+        self._runtimes: dict[int, tuple[ProxyRoute, Runtime]] = {}
         self._addresses = resolve_members(handler.config)  # before the loop serves
 
     @classmethod
@@ -119,6 +120,13 @@ class LoopProxy:
             pool = LoopPool(member, address, self.epoll, self.fds, timeout)
             self._pools[member.url] = pool
         return pool
+
+    def runtime(self, route: ProxyRoute) -> Runtime:
+        """The route's runtime, by the route's identity (hashing a route costs more)."""
+        found = self._runtimes.get(id(route))
+        if found is None:  # (the route is kept with it: its id stays its own)
+            found = self._runtimes[id(route)] = (route, self.handler.runtime(route))
+        return found[1]
 
     def finish(self, proxied: Proxied, keep: bool) -> None:
         conn = proxied.conn

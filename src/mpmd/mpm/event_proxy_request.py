@@ -69,6 +69,28 @@ class _Failed(Exception):
 class Proxied:
     """One proxied request in the loop, from choosing a member to the last byte queued."""
 
+    # What a request starts with, as class attributes: an instance stores only what it changes
+    choose_by: float | None = None  # a member usable by then (set at the first miss)
+    tries = 0
+    choice: Any = None
+    last = False
+    sent = received = 0
+    body_read = False
+    fresh = False
+    pool: LoopPool | None = None
+    backend: BackendSocket | None = None
+    parser: ResponseParser | None = None
+    head = b""
+    target = ""
+    responding = False  # the final head was taken: bytes go to the client
+    paused = False  # the client's queue is full: the back end is not read
+    cut = False  # the back end answered before it had the body: never reused
+    body_sent = False  # all of the client's body is queued for the back end
+    reading = False  # the client's fd is armed for more body
+    upgrade: str | None = None  # the protocol this member's try asks to switch to
+    tunnel: Tunnel | None = None
+    waiting = _POOL
+
     def __init__(
         self,
         proxy: LoopProxy,
@@ -94,29 +116,10 @@ class Proxied:
         exchange.notes["handler"] = "proxy-server"
         if request.upgrade:  # a tunnel may take the connection (the socket stays the loop's)
             session.info.take_over = lambda: (conn.sock, conn.protocol.take_upgraded())
-        self.runtime = self.handler.runtime(route)
-        self.choose_by = time.monotonic() + self.runtime.timeout  # a member usable by then
-        self.tries = 0
-        self.choice: Any = None
-        self.last = False
-        self.sent = self.received = 0
-        self.body_read = False
-        self.fresh = False
-        self.pool: LoopPool | None = None
-        self.backend: BackendSocket | None = None
-        self.parser: ResponseParser | None = None
-        self.head = b""
-        self.target = ""
+        self.runtime = proxy.runtime(route)
+        self.started = time.monotonic()
         self.out: deque[memoryview] = deque()  # bytes for the back end not yet written
-        self.responding = False  # the final head was taken: bytes go to the client
-        self.paused = False  # the client's queue is full: the back end is not read
-        self.cut = False  # the back end answered before it had the body: never reused
-        self.body_sent = False  # all of the client's body is queued for the back end
-        self.reading = False  # the client's fd is armed for more body
         self.reader = reader  # RequestReadTimeout's body stage, from the loop
-        self.upgrade: str | None = None  # the protocol this member's try asks to switch to
-        self.tunnel: Tunnel | None = None
-        self.waiting = _POOL
 
     # -- choosing and connecting ----------------------------------------------------------------
 
@@ -127,7 +130,9 @@ class Proxied:
         try:
             choice = self.runtime.choose(request.target, request.header("cookie"), time.time())
         except NoWorker as error:
-            if now < self.choose_by:  # the balancer's timeout: look again in 10 ms, as handler.py
+            if self.choose_by is None:  # the balancer's timeout, from when the request came
+                self.choose_by = self.started + self.runtime.timeout
+            if now < self.choose_by:  # look again in 10 ms, as handler.py
                 self._wait(_MEMBER, min(self.choose_by - now, 0.01), now)
                 return
             self.handler.log("error", error.message, exchange)
@@ -136,14 +141,14 @@ class Proxied:
         for name, value in choice.env.items():
             exchange.notes["env:" + name] = value
         self.tries += 1
-        self.last = self.tries > self.runtime.max_attempts
+        self.last = self.tries > choice.max_attempts
         self.sent = self.received = 0
         self.body_read = False
         self.fresh = False
         self.choice = choice
         member = choice.member
         vhost = exchange.vhost
-        self.upgrade = upgrade_protocol(exchange, member)
+        self.upgrade = upgrade_protocol(exchange, member) if request.upgrade else None
         self.target = backend_target(self.route, self.rest, member, request.query)
         self.head, framing, _ = request_head(
             request,
@@ -346,7 +351,7 @@ class Proxied:
     def _relay(self, events: list, now: float) -> bool:
         """Take the parser's events; False once this request no longer reads the back end."""
         exchange = self.exchange
-        complete = END in events
+        complete = self.parser.complete  # (set with END, which ends these events)
         try:
             for event in events:
                 if event is END:
@@ -396,9 +401,11 @@ class Proxied:
             if self.reading:
                 self.reading = False
                 self.proxy.epoll.modify(self.conn.fd, 0)
-        host = self.request.header("host") or exchange.vhost.server_name
+        base = ""  # the client's scheme://host, which only ProxyPassReverse needs
+        if settings.reverse:
+            base = f"http://{self.request.header('host') or exchange.vhost.server_name}"
         headers = client_headers(
-            head, settings, self.handler.balancers, base=f"http://{host}", via=via_for(exchange)
+            head, settings, self.handler.balancers, base=base, via=via_for(exchange)
         )
         exchange.start(head.status_line, headers)
         self.responding = True

@@ -15,6 +15,7 @@ serves (resolve_members): no name lookup ever runs in the loop.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import select
 import socket
@@ -58,7 +59,10 @@ class Waiter(Protocol):
 class BackendSocket:
     """One non-blocking socket to a back end, registered in the loop's epoll set."""
 
-    __slots__ = ("connecting", "epoll", "fd", "idle_since", "peer", "sock", "uses", "watched")
+    __slots__ = (
+        "_readable", "connecting", "epoll", "fd", "idle_since", "on_idle", "peer", "sock",
+        "uses", "watched",
+    )  # fmt: skip
 
     def __init__(self, sock: socket.socket, epoll: select.epoll, peer: str) -> None:
         self.sock = sock
@@ -66,6 +70,9 @@ class BackendSocket:
         self.epoll = epoll
         self.peer = peer
         self.connecting = True
+        self.on_idle: Any = None  # the loop's handler(mask, now) while it waits in the pool
+        self._readable = select.poll()  # alive()'s look: no exception when nothing arrived
+        self._readable.register(self.fd, select.POLLIN)
         self.uses = 0  # requests already carried: a failure on a reused one may be a race
         self.idle_since = 0.0
         # armed EPOLLIN|EPOLLONESHOT by the pool and not reported since: a request that next
@@ -87,7 +94,10 @@ class BackendSocket:
         return OSError(code, os.strerror(code)) if code else None
 
     def alive(self) -> bool:
-        """Idle and still open: no EOF and no stray bytes waiting (one peek, never waits)."""
+        """Idle and still open: no EOF and no stray bytes waiting (a poll, then a peek if
+        anything is there; never waits)."""
+        if not self._readable.poll(0):
+            return True  # (the peek would find nothing: EAGAIN, raised and caught)
         try:
             return not self.sock.recv(1, socket.MSG_PEEK)  # b"": closed; bytes: out of step
         except BlockingIOError:
@@ -135,7 +145,8 @@ class LoopPool:
     def acquire(self, waiter: Waiter, *, fresh: bool = False) -> BackendSocket | None:
         """An idle live connection (unless `fresh`), a new one (still connecting), or None:
         `waiter` is queued until one is free. Raises OSError when the connect fails at once."""
-        self._expire(time.monotonic())
+        if self.ttl is not None:
+            self._expire(time.monotonic())
         idle = self._idle
         while idle and not fresh:
             backend = idle.pop()
@@ -158,12 +169,13 @@ class LoopPool:
         if keep:
             backend.idle_since = time.monotonic()
             self._idle.append(backend)
-            self._fds[backend.fd] = lambda mask, now, b=backend: self._dropped(b, now)
+            self._fds[backend.fd] = backend.on_idle
             backend.arm(_IDLE_ARM)
             backend.watched = True
         else:
             self._close(backend)
-        self._wake(time.monotonic())
+        if self._waiters:
+            self._wake(time.monotonic())
 
     def cancel(self, waiter: Waiter) -> None:
         """A queued request gave up (acquire timeout)."""
@@ -198,9 +210,11 @@ class LoopPool:
             sock.close()
             raise
         self._open += 1
-        return BackendSocket(sock, self._epoll, self._peer)
+        backend = BackendSocket(sock, self._epoll, self._peer)
+        backend.on_idle = functools.partial(self._dropped, backend)
+        return backend
 
-    def _dropped(self, backend: BackendSocket, now: float) -> None:
+    def _dropped(self, backend: BackendSocket, mask: int, now: float) -> None:
         """An idle connection woke: the back end closed it (or sent what no one asked for)."""
         self._idle.remove(backend)
         del self._fds[backend.fd]
@@ -218,8 +232,7 @@ class LoopPool:
 
     def _expire(self, now: float) -> None:
         """Close idle connections unused for `ttl`, oldest first, keeping at least `min`."""
-        if self.ttl is None:
-            return
+        assert self.ttl is not None
         limit = now - self.ttl
         idle = self._idle
         while len(idle) > self.min and idle[0].idle_since < limit:

@@ -66,6 +66,7 @@ _REVERSE_HEADERS = frozenset({"location", "content-location", "uri"})
 # path: unreserved, sub-delims, ":" "@" "/"); "%" is always encoded, so a decoded "%" in the
 # URL-path cannot turn into an escape at the back end.
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
+_TO_ENCODE = re.compile(r"[^A-Za-z0-9/:@!$&'()*+,;=._~-]")  # what quote() would change
 _GROUP = re.compile(r"\$(\d)")
 
 Framing = Literal["none", "length", "chunked"]
@@ -179,7 +180,9 @@ def backend_target(route: ProxyRoute, rest: str, member: BackendMember, query: s
         _, _, netloc_path = found.partition("://")
         slash = netloc_path.find("/")
         path = netloc_path[slash:] if slash >= 0 else ""
-    path = quote(path or "/", safe=_PATH_SAFE, encoding="latin-1")
+    path = path or "/"
+    if _TO_ENCODE.search(path) is not None:  # (most paths need no encoding: no call)
+        path = quote(path, safe=_PATH_SAFE, encoding="latin-1")
     return f"{path}?{query}" if query else path
 
 
@@ -188,8 +191,13 @@ def backend_target(route: ProxyRoute, rest: str, member: BackendMember, query: s
 
 def member_host(member: BackendMember) -> str:
     """Host as Apache sends it with ProxyPreserveHost Off: host, `:port` unless 80."""
-    host = f"[{member.host}]" if ":" in member.host else member.host
-    return host if member.port == 80 else f"{host}:{member.port}"
+    return _host_value(member.host, member.port)
+
+
+@functools.lru_cache(maxsize=256)  # (every request to a member asks it)
+def _host_value(host: str, port: int) -> str:
+    host = f"[{host}]" if ":" in host else host
+    return host if port == 80 else f"{host}:{port}"
 
 
 def via_value(request_version: str, server_name: str, server_port: int, full: bool) -> str:
@@ -200,14 +208,17 @@ def via_value(request_version: str, server_name: str, server_port: int, full: bo
     return f"{value} ({SERVER_SOFTWARE})" if full else value
 
 
-def _merge(headers: list[list[str]], name: str, value: str) -> None:
-    """apr_table_mergen: append `, value` to the first `name`, else add it."""
-    lname = name.lower()
-    for item in headers:
-        if item[0].lower() == lname:
-            item[1] = f"{item[1]}, {value}"
-            return
-    headers.append([name, value])
+def _merge(headers: list[list[str]], added: list[tuple[str, str]]) -> None:
+    """apr_table_mergen for each (name, value) in turn: append `, value` to the first
+    header of that name (any case), else add it."""
+    for name, value in added:
+        lname = name.lower()
+        for item in headers:
+            if item[0].lower() == lname:
+                item[1] = f"{item[1]}, {value}"
+                break
+        else:
+            headers.append([name, value])
 
 
 def body_framing(request: Request) -> Framing:
@@ -253,22 +264,25 @@ def request_head(
         for name, value in request.headers
         if name not in _REQUEST_DROP and name not in named
     ]
+    added: list[tuple[str, str]] = []  # merged in this order
     if settings.via == "Block":
         headers = [h for h in headers if h[0] != "via"]
     elif settings.via in ("On", "Full"):
-        _merge(
-            headers,
-            "Via",
-            via_value(request.version, server_name, server_port, settings.via == "Full"),
-        )
+        full = settings.via == "Full"
+        added.append(("Via", via_value(request.version, server_name, server_port, full)))
     framing = body_framing(request)
     expect = request.expect_continue and framing != "none"
     if settings.add_headers:
-        _merge(headers, "X-Forwarded-For", client_ip)
+        added.append(("X-Forwarded-For", client_ip))
         if client_host is not None:
-            _merge(headers, "X-Forwarded-Host", client_host)
-        _merge(headers, "X-Forwarded-Server", server_name)
-    host = client_host if settings.preserve_host and client_host else member_host(member)
+            added.append(("X-Forwarded-Host", client_host))
+        added.append(("X-Forwarded-Server", server_name))
+    _merge(headers, added)
+    host = (
+        client_host
+        if settings.preserve_host and client_host
+        else _host_value(member.host, member.port)
+    )
     lines = [f"{request.method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
     lines += [f"{name}: {value}\r\n" for name, value in headers]
     if expect:
@@ -335,11 +349,15 @@ class ResponseParser:
     ResponseFieldSize is 8192), a bad status line or bad framing raise BackendError.
     """
 
+    # httptools looks these up on every parser it makes; present (as None), the look-up
+    # raises no AttributeError, which costs more than the rest of making the parser
+    on_chunk_header = on_chunk_complete = None
+
     def __init__(self, method: str, *, field_size: int = 8190, max_fields: int = 100) -> None:
         self._head_request = method == "HEAD"
         self._field_size = field_size
         self._head_limit = field_size * (max_fields + 1)
-        self._parser = httptools.HttpResponseParser(self)
+        self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self._events: list[Event] = []
         self._reason: list[bytes] = []
         self._headers: list[tuple[str, str]] = []
@@ -376,6 +394,8 @@ class ResponseParser:
             raise BackendError(f"Error reading from remote server: {error}", ah="AH01110") from None
         if self._head is None and self._head_bytes > self._head_limit:
             raise self._oversized("(response head)")
+        if self.complete:  # no callback comes any more: end the cycle through its bound
+            self._parser = None  # methods, so both are freed now, not by the collector
         events, self._events = self._events, []
         return events
 
@@ -516,10 +536,11 @@ def client_headers(
     for lname, _name, value in lowered:
         if lname == "connection":
             named.update(t.strip().lower() for t in value.split(",") if t.strip())
+    drop = _RESPONSE_DROP | named if named else _RESPONSE_DROP
     reverse = settings.reverse
     out: list[tuple[str, str]] = []
     for lname, name, value in lowered:
-        if lname in _RESPONSE_DROP or lname in named:
+        if lname in drop:
             continue
         if reverse and lname in _REVERSE_HEADERS:
             value = reverse_map(value, reverse, balancers, base)

@@ -26,7 +26,14 @@ from mpmd.handlers.proxy.lbmethods import (
     reset,
     retry_worker,
 )
-from mpmd.handlers.proxy.state import ERROR, IGNORE, ProxyState, WorkerSlot
+from mpmd.handlers.proxy.state import (
+    ERROR,
+    IGNORE,
+    ProxyState,
+    WorkerNumbers,
+    WorkerSlot,
+    is_usable,
+)
 from mpmd.handlers.proxy.sticky import find_session_route
 
 
@@ -51,6 +58,7 @@ class Choice:
     slot: WorkerSlot
     env: dict[str, str]  # BALANCER_* variables for the request (empty for a direct worker)
     sticky_route: str | None  # the route the client sent, if any
+    max_attempts: int = 0  # the runtime's max_attempts as this choice read it
 
 
 class _Runtime:
@@ -64,6 +72,7 @@ class _Runtime:
         failontimeout: bool = False,
     ) -> None:
         self.state = state
+        self._lock = state.lock()  # (one object for the state's life: asked once)
         self.error_log = error_log
         self._failonstatus = failonstatus
         self._failontimeout = failontimeout
@@ -71,17 +80,14 @@ class _Runtime:
 
     def finished(self, choice: Choice, sent: int, received: int) -> None:
         """The request is over: busy -= 1 (never below 0), bytes to and from the back end."""
-        slot = choice.slot
-        with self.state.lock():
-            slot.busy = max(slot.busy - 1, 0)
-            slot.transferred += sent
-            slot.read += received
+        with self._lock:
+            choice.slot.settle(sent, received)
 
     def failed(self, choice: Choice, now: float) -> None:
         """Connect error, reset or 503 from the back end: the worker goes into Error for
         `retry` seconds, unless flag I (ap_proxy_connect_backend)."""
         slot = choice.slot
-        with self.state.lock():
+        with self._lock:
             if not slot.usable or slot.status & IGNORE:
                 return
             slot.error_time = now
@@ -102,7 +108,7 @@ class _Runtime:
             return False  # the common case: nothing to check, no lock taken
         slot = choice.slot
         notes = []
-        with self.state.lock():
+        with self._lock:
             if slot.status & IGNORE:
                 return False
             if status in self._failonstatus:
@@ -148,72 +154,76 @@ class BalancerRuntime(_Runtime):
 
     def choose(self, path_and_query: str, cookie: str | None, now: float) -> Choice:
         """Pick the worker for a request and count it (busy += 1, elected += 1), or raise
-        NoWorker (503)."""
+        NoWorker (503). Each member's record is read once and written back once."""
         balancer = self.balancer
         params = balancer.params
-        bslot = self.slot
-        slots = self._slots
         env: dict[str, str] = {}
-        with self.state.lock():
-            lbmethod = bslot.lbmethod
-            if bslot.need_reset:
-                reset(lbmethod, slots)
-                bslot.need_reset = 0
-            if force_recovery(slots, now) and params.forcerecovery:
-                self._force_recovery()
-            sticky_cookie = bslot.sticky_cookie
-            session = (
-                find_session_route(
-                    slots,
-                    path_and_query,
-                    cookie,
-                    sticky_cookie=sticky_cookie,
-                    sticky_param=bslot.sticky_param,
-                    separator=params.sticky_separator,
-                    scolonpathdelim=params.scolonpathdelim,
-                    now=now,
-                )
-                if sticky_cookie  # (None without: not sticky)
-                else None
+        with self._lock:
+            max_attempts, _, nofailover, need_reset, lbmethod, sticky_cookie, sticky_param = (
+                self.slot.settings()
             )
-            route = session.route if session is not None else None
-            if session is not None and session.worker is not None:
-                winner = session.worker
-                charge_sticky(slots, winner)
-                if session.changed:
-                    env["BALANCER_ROUTE_CHANGED"] = "1"
-            else:
-                if route and bslot.nofailover and any(s.route == route for s in slots):
-                    raise NoWorker(
-                        "AH01167",
-                        f"{balancer.name}: All workers are in error state for route ({route})",
+            workers = [WorkerNumbers(slot) for slot in self._slots]
+            try:
+                if need_reset:
+                    reset(lbmethod, workers)
+                    self.slot.need_reset = 0
+                if force_recovery(workers, now) and params.forcerecovery:
+                    self._force_recovery(workers)
+                session = (
+                    find_session_route(
+                        workers,
+                        path_and_query,
+                        cookie,
+                        sticky_cookie=sticky_cookie,
+                        sticky_param=sticky_param,
+                        separator=params.sticky_separator,
+                        scolonpathdelim=params.scolonpathdelim,
+                        now=now,
                     )
-                winner = find_best(lbmethod, slots, now)
-                if winner is None:
-                    if slots:
+                    if sticky_cookie  # (None without: not sticky)
+                    else None
+                )
+                route = session.route if session is not None else None
+                if session is not None and session.worker is not None:
+                    winner = session.worker
+                    charge_sticky(workers, winner)
+                    if session.changed:
+                        env["BALANCER_ROUTE_CHANGED"] = "1"
+                else:
+                    if route and nofailover and any(w.route == route for w in workers):
                         raise NoWorker(
-                            "AH01170", f"{balancer.name}: All workers are in error state"
+                            "AH01167",
+                            f"{balancer.name}: All workers are in error state for route ({route})",
                         )
-                    raise NoWorker("AH01171", f"{balancer.name}: No workers in balancer")
-                if sticky_cookie:
-                    env["BALANCER_ROUTE_CHANGED"] = "1"
-            worker_route = winner.route
-            winner.busy += 1  # the request goes to it (Apache counts it in the same section)
-            winner.elected += 1
-        member = self._members[slots.index(winner)]
+                    winner = find_best(lbmethod, workers, now)
+                    if winner is None:
+                        if workers:
+                            raise NoWorker(
+                                "AH01170", f"{balancer.name}: All workers are in error state"
+                            )
+                        raise NoWorker("AH01171", f"{balancer.name}: No workers in balancer")
+                    if sticky_cookie:
+                        env["BALANCER_ROUTE_CHANGED"] = "1"
+                worker_route = winner.route
+                winner.busy += 1  # the request goes to it (Apache counts it in the same section)
+                winner.elected += 1
+            finally:
+                for worker in workers:
+                    worker.store()
+        member = self._members[workers.index(winner)]
         env["BALANCER_NAME"] = balancer.name
         env["BALANCER_WORKER_NAME"] = member.url
         env["BALANCER_WORKER_ROUTE"] = worker_route
         if route is not None:
             env["BALANCER_SESSION_STICKY"] = session.sticky_used  # type: ignore[union-attr]
             env["BALANCER_SESSION_ROUTE"] = route
-        return Choice(member, winner, env, route)
+        return Choice(member, winner.slot, env, route, max_attempts)
 
-    def _force_recovery(self) -> None:
+    def _force_recovery(self, workers: list[WorkerNumbers]) -> None:
         """Every worker is in error: clear Error on all of them at once (AH01165)."""
-        for slot, member in zip(self._slots, self._members, strict=True):
-            slot.retries += 1
-            slot.status &= ~ERROR
+        for worker, member in zip(workers, self._members, strict=True):
+            worker.retries += 1
+            worker.status &= ~ERROR
             self.error_log.log(
                 "debug",
                 f"{self._name}: Forcing recovery for worker ({member.host}:{member.port})",
@@ -236,14 +246,15 @@ class WorkerRuntime(_Runtime):
     def choose(self, path_and_query: str, cookie: str | None, now: float) -> Choice:
         """The worker itself, counted (busy += 1, elected += 1), unless it is unusable
         after a retry (AH00940, 503)."""
-        slot = self.slot
-        with self.state.lock():
-            if not slot.usable:
-                retry_worker(slot, now)
-            usable = slot.usable
+        with self._lock:
+            worker = WorkerNumbers(self.slot)
+            if not is_usable(worker.status):
+                retry_worker(worker, now)
+            usable = is_usable(worker.status)
             if usable:
-                slot.busy += 1
-                slot.elected += 1
+                worker.busy += 1
+                worker.elected += 1
+            worker.store()
         if not usable:
             member = self.member
             function = "HTTP" if member.scheme == "http" else "WS"
@@ -252,7 +263,7 @@ class WorkerRuntime(_Runtime):
                 f"{function}: disabled connection for ({member.host}:{member.port})",
                 module="proxy",
             )
-        return Choice(self.member, slot, {}, None)
+        return Choice(self.member, self.slot, {}, None)
 
 
 def runtime_factory(

@@ -66,16 +66,18 @@ def best_worker(workers: Sequence[Any], is_best: IsBest, now: float) -> Any | No
                 if not status & (SPARE | STANDBY):
                     unusable += 1
                 continue
-            if not is_usable(status):
+            usable = is_usable(status)
+            if not usable:
                 retry_worker(worker, now)
                 status = worker.status
+                usable = is_usable(status)
             if status & SPARE:
-                if is_usable(status):
+                if usable:
                     spares.append(worker)
             elif status & STANDBY:
-                if is_usable(status):
+                if usable:
                     standbys.append(worker)
-            elif is_usable(status):
+            elif usable:
                 if is_best(worker, best):
                     best = worker
             else:

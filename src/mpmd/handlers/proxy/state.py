@@ -19,6 +19,7 @@ This module never logs and never chooses a worker: it is memory, its layout and 
 from __future__ import annotations
 
 import fcntl
+import functools
 import mmap
 import os
 import struct
@@ -83,6 +84,17 @@ ROUTE_SIZE = 64  # route and redirect: < 64 bytes, as the brief and reference 7.
 _KEY = struct.Struct("<128s256s")  # balancer name, worker URL (at _KEY_OFF in a worker record)
 _KEY_OFF = 224
 _BALANCER_NAME_OFF = 176
+# a worker record's numbers, status to retry (offset 4), and its counters busy to read (24);
+# a balancer record's settings, max_attempts to sticky_param (offset 4; wupdated skipped)
+_NUMBERS = struct.Struct("<IiiqqQQQQdd")
+_COUNTERS = struct.Struct("<qQQQ")
+_SETTINGS = struct.Struct("<id8xBB6x16s64s64s")
+
+
+@functools.lru_cache(maxsize=64)  # (a value changes with an edit, not with a request)
+def _decoded(raw: bytes) -> tuple:
+    *numbers, lbmethod, cookie, param = _SETTINGS.unpack(raw)
+    return (*numbers, c_str(lbmethod), c_str(cookie), c_str(param))
 
 
 class _Str:
@@ -146,6 +158,13 @@ class WorkerSlot(_Record):
     def has_flag(self, letter: str) -> bool:
         return bool(self.status & flag_bit(letter))
 
+    def settle(self, sent: int, received: int) -> None:
+        """Request over: busy -= 1 (never below 0), bytes to and from it; caller holds lock()."""
+        mm = self._mm
+        off = self._off + 24
+        busy, elected, transferred, read = _COUNTERS.unpack_from(mm, off)
+        _COUNTERS.pack_into(mm, off, max(busy - 1, 0), elected, transferred + sent, read + received)
+
     def set_flag(self, letter: str, on: bool) -> None:
         bit = flag_bit(letter)
         with self._state.lock():
@@ -178,6 +197,42 @@ class BalancerSlot(_Record):
 
     def touch(self) -> None:
         self.wupdated = max(self.wupdated + 1, time.time_ns() // 1000)
+
+    def settings(self) -> tuple[int, float, int, int, str, str, str]:
+        """(max_attempts, timeout, nofailover, need_reset, lbmethod, sticky_cookie, sticky_param)
+        for each choice: one read of the record, decoded once per distinct value of it."""
+        return _decoded(self._mm[self._off + 4 : self._off + 4 + _SETTINGS.size])
+
+
+class WorkerNumbers:
+    """A worker record's numbers (`status` to `retry`) in one unpack, for a locked section that
+    reads many (choosing a member): the lbmethods change the attributes (a WorkerSlot's
+    names), then `store()` writes the record back if any changed, in the same lock."""
+
+    __slots__ = (
+        "_raw", "busy", "elected", "error_time", "lbfactor", "lbset", "lbstatus", "read",
+        "retries", "retry", "slot", "status", "transferred",
+    )  # fmt: skip
+
+    def __init__(self, slot: WorkerSlot) -> None:
+        self.slot = slot
+        self._raw = raw = _NUMBERS.unpack_from(slot._mm, slot._off + 4)
+        (
+            self.status, self.lbfactor, self.lbset, self.lbstatus, self.busy, self.elected,
+            self.transferred, self.read, self.retries, self.error_time, self.retry,
+        ) = raw  # fmt: skip
+
+    route = property(lambda self: self.slot.route)  # (strings: read from the record when asked)
+    redirect = property(lambda self: self.slot.redirect)
+
+    def store(self) -> None:
+        numbers = (
+            self.status, self.lbfactor, self.lbset, self.lbstatus, self.busy, self.elected,
+            self.transferred, self.read, self.retries, self.error_time, self.retry,
+        )  # fmt: skip
+        if numbers != self._raw:
+            slot = self.slot
+            _NUMBERS.pack_into(slot._mm, slot._off + 4, *numbers)
 
 
 # -- snapshot ------------------------------------------------------------------------------------
@@ -289,7 +344,7 @@ class _Lock:
                 raise
         state._depth += 1
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
         state = self._state
         state._depth -= 1
         try:
