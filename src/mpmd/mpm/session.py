@@ -22,6 +22,7 @@ from mpmd.http.remoteip import header_value, proxy_header_required, rewrite_head
 from mpmd.http.request import Request
 from mpmd.http.response import build_head, error_body
 from mpmd.http.timeouts import BODY, ReadDeadline, read_timeout, read_wait, start_stage
+from mpmd.http.tls import sni_refusal
 from mpmd.mpm.context import QUEUED_NOTE, ChildContext
 from mpmd.mpm.listeners import connection_addresses
 from mpmd.mpm.proxy_header import ProxyHeaderReader
@@ -244,8 +245,6 @@ class Session:
 
     def _tls_allows(self, request: Request, vhost) -> bool:
         """Refuse (and log) a request whose host the TLS handshake did not agree to."""
-        from mpmd.http.tls import sni_refusal
-
         host = request.header("host")
         refusal = sni_refusal(self.info.tls, host, vhost, request.request_line)
         if refusal is None:
