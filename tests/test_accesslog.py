@@ -123,7 +123,8 @@ def test_lines_written_by_mpmd_parse_back_to_the_exchange(fmt, zone):
 
 def test_what_each_format_logs():
     combined_d = LogParser(COMBINED + " %D")
-    assert combined_d.available == set(FIELDS) - {"keepalive"}
+    assert combined_d.available == set(FIELDS) - {"keepalive", "queued"}
+    assert "queued" in LogParser("%{usec}t %D %{mpmd-queued-ms}n").available
     assert (combined_d.time_resolution, combined_d.service_unit) == ("second", 1e-6)
     assert LogParser('%{usec}t %D "%r"').time_resolution == "exact"
     assert LogParser("%t %{msec_frac}t %{ms}T").time_resolution == "exact"
@@ -137,7 +138,7 @@ def test_only_the_fields_asked_for_are_converted():
     x, end = next(exchanges())
     record = parser.parse_line(compile_format(COMBINED + " %D %k")(x, end))
     assert record.time == int(START)
-    assert record[2:] == (None,) * 6
+    assert record[2:] == (None,) * 7
     assert parser.regex.groups == 2  # one capture group per converted item
 
 

@@ -17,6 +17,11 @@ from mpmd.logs.access import AccessLog, start_flush_thread
 from mpmd.logs.error import ErrorLog
 from mpmd.logs.targets import is_syslog, open_for_children
 
+# The note (`%{mpmd-queued-ms}n`) saying how long a request waited on its socket before it
+# started, for `mpmctl plan`: %t and %D start when a thread takes the request, so without it
+# a log hides every wait in the listen backlog or for a thread (session.queued_ms).
+QUEUED_NOTE = "mpmd-queued-ms"
+
 
 class ChildContext:
     """Everything a serving process needs, built once per child (never per request)."""
@@ -42,6 +47,12 @@ class ChildContext:
         self.extended_status = config.extended_status
         self.stop = None  # the child's StopSignal: once set, responses say close
         self.proxy_state = proxy_state  # the balancers' shared state (None: nothing proxied)
+        # a CustomLog logs %{mpmd-queued-ms}n: sessions measure each request's wait for it
+        self.log_queued = any(
+            f"{{{QUEUED_NOTE}}}n" in spec.format
+            for vhost in (config.main, *config.vhosts)
+            for spec in vhost.access_logs
+        )
 
     @property
     def stopping(self) -> bool:

@@ -21,7 +21,7 @@ from mpmd.http.protocol import HttpProtocol
 from mpmd.http.request import Request
 from mpmd.http.response import build_head, error_body
 from mpmd.http.timeouts import BODY, ReadDeadline, read_timeout, read_wait, start_stage
-from mpmd.mpm.context import ChildContext
+from mpmd.mpm.context import QUEUED_NOTE, ChildContext
 
 if TYPE_CHECKING:
     from mpmd.mpm.scoreboard import WorkerRecord
@@ -29,6 +29,20 @@ if TYPE_CHECKING:
 # What a handler raises when the client went away or stalled (a send timeout under
 # SO_SNDTIMEO is EAGAIN): no fault of the handler's, nothing to log.
 _CLIENT_GONE = (ConnectionError, TimeoutError, BlockingIOError)
+
+_LAST_DATA_RECV = 52  # offset of tcpi_last_data_recv (ms) in Linux's struct tcp_info
+
+
+def queued_ms(sock: socket.socket) -> str | None:
+    """Milliseconds since the request's last bytes reached the socket (TCP_INFO, in the
+    kernel's jiffy steps, 4 ms at HZ=250); None where the socket has no TCP_INFO."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 64)
+    except (OSError, AttributeError):
+        return None
+    if len(info) < _LAST_DATA_RECV + 4:
+        return None
+    return str(int.from_bytes(info[_LAST_DATA_RECV : _LAST_DATA_RECV + 4], "little"))
 
 
 class Transport(Protocol):
@@ -149,6 +163,10 @@ class Session:
             exchange = Exchange(
                 request, info, vhost, transport.send, transport.sendfile, self.last_one
             )
+            if ctx.log_queued:
+                queued = queued_ms(transport.sock)
+                if queued is not None:
+                    exchange.notes[QUEUED_NOTE] = queued
             if worker is not None:
                 worker.request_start(
                     request.request_line,

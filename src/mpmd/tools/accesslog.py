@@ -39,6 +39,7 @@ class AccessRecord(NamedTuple):
     keepalive: int | None  # %k: requests on this connection before this one
     path: str | None  # URL path without the query (%U, else from %r)
     user_agent: str | None  # %{User-Agent}i as logged (escaped)
+    queued: float | None = None  # seconds waited on its socket before it started (mpmd's note)
 
 
 FIELDS = AccessRecord._fields
@@ -58,6 +59,7 @@ ADVICE = {
     "keepalive": "the LogFormat has no keep-alive count: add %k",
     "path": 'the LogFormat has no URL: add "%r" or %U',
     "user_agent": 'the LogFormat has no user agent: add "%{User-Agent}i"',
+    "queued": "the LogFormat has no wait before the start: add %{mpmd-queued-ms}n",
 }
 
 # -- times -------------------------------------------------------------------------------------
@@ -266,6 +268,8 @@ def _sources(parts: Sequence[str | Item]) -> tuple[dict[str, _Source], bool]:
             offer("path", _Source(n, f"(None if {g} == '-' else {g})", 2))
         elif code == "r":
             offer("path", _Source(n, f"_rpath({g})", 1))
+        elif code == "n" and larg == "mpmd-queued-ms":
+            offer("queued", _Source(n, f"(None if {g} == '-' else int({g}) / 1000)", 1))
         elif code == "i" and larg == "user-agent":
             offer("user_agent", _Source(n, f"(None if {g} == '-' else {g})", 1))
     time_source = found.get("time")

@@ -16,11 +16,12 @@ import os
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mpmd.config.model import ServerConfig
 from mpmd.tools.accesslog import AccessRecord, LogFormatError, LogParser, read_access_log
 from mpmd.tools.logformats import resolve_format
+from mpmd.tools.replay import Demand, Shot, fit_demand, replay
 from mpmd.tools.sim_report import SimResult, SimSettings
 from mpmd.tools.simulate import Request, simulate
 
@@ -41,6 +42,9 @@ class Trace:
 
     requests: list[Request]
     notes: list[str]
+    # each request's logged wait on its socket (%{mpmd-queued-ms}n), in seconds, when the log
+    # has it and the trace is at the logged rate: what the tick phase is fitted to
+    queued: list[float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,20 +104,27 @@ class ConfigPlan:
 # -- the trace ---------------------------------------------------------------------------------
 
 
-def build_trace(records: Sequence[AccessRecord], parser: LogParser, scale: float = 1.0) -> Trace:
-    """Requests for the simulator, arrivals relative to the first and divided by `scale`."""
+def build_trace(
+    records: Sequence[AccessRecord],
+    parser: LogParser,
+    scale: float = 1.0,
+    demand: Demand | None = None,
+) -> Trace:
+    """Requests for the simulator, arrivals relative to the first and divided by `scale`,
+    service times multiplied by the fitted `demand` factor (--calibrate)."""
     notes = [
         "service times are the logged %D/%T: they include sending the response to slow clients "
         "and were measured at the recorded load"
     ]
-    recs = [r for r in records if r.time is not None and r.service is not None]
-    arrivals = [r.time for r in recs]
-    if parser.time_resolution != "exact":
-        arrivals = _spread(arrivals)
+    factor = 1.0 if demand is None else demand.factor
+    if demand is not None:
         notes.append(
-            "the log has arrival times to the second only: each second's arrivals are spread "
-            "evenly within it (log %{usec}t or %t with %{msec_frac}t for exact ones)"
+            f"service times multiplied by the demand factor {factor:.3f} fitted by --calibrate: "
+            f"{demand.requests} sampled requests took {demand.live_ms:.1f} ms on average on the "
+            f"live server against {demand.logged_ms:.1f} ms logged"
         )
+    recs = [r for r in records if r.time is not None and r.service is not None]
+    arrivals = _arrivals(recs, parser, notes)
     order = sorted(range(len(recs)), key=arrivals.__getitem__)
     t0 = arrivals[order[0]] if order else 0.0
     conns, keep = _connections([recs[k] for k in order], parser)
@@ -132,13 +143,40 @@ def build_trace(records: Sequence[AccessRecord], parser: LogParser, scale: float
     requests = [
         Request(
             (arrivals[k] - t0) / scale,
-            recs[k].service,
+            recs[k].service * factor,
             None if conns is None else conns[n],
             False if conns is None else keep[n],
         )
         for n, k in enumerate(order)
     ]
-    return Trace(requests, notes)
+    queued = None
+    if "queued" in parser.available and scale == 1.0:
+        queued = [recs[k].queued or 0.0 for k in order]
+    return Trace(requests, notes, queued)
+
+
+def _arrivals(recs: Sequence[AccessRecord], parser: LogParser, notes: list[str]) -> list[float]:
+    """When each request reached the server: its logged start (%t), spread within its second
+    when the log has seconds only, less the time it waited on its socket (mpmd's
+    %{mpmd-queued-ms}n) before a thread started it; what the log lacks goes into `notes`."""
+    arrivals = [r.time for r in recs]
+    if parser.time_resolution != "exact":
+        arrivals = _spread(arrivals)
+        notes.append(
+            "the log has arrival times to the second only: each second's arrivals are spread "
+            "evenly within it (log %{usec}t or %t with %{msec_frac}t for exact ones)"
+        )
+    if "queued" in parser.available:
+        notes.append(
+            "arrivals are the logged start less %{mpmd-queued-ms}n, the wait on the socket "
+            "(listen backlog, or a thread) measured by the kernel in its 4 ms steps"
+        )
+        return [t - (r.queued or 0.0) for t, r in zip(arrivals, recs, strict=True)]
+    notes.append(
+        "the log has no %{mpmd-queued-ms}n: a request is taken to arrive when it started "
+        "(%t), so a wait in the listen backlog or for a thread at the recorded load is not seen"
+    )
+    return arrivals
 
 
 def _spread(times: Sequence[float]) -> list[float]:
@@ -178,6 +216,80 @@ def _connections(
         ids.append(conn)
         open_conns[(r.client, k)].append((conn, n))
     return ids, keep
+
+
+# -- the tick's phase --------------------------------------------------------------------------
+
+READY_STEP = 0.01  # the fit's step for when in the second a forked child starts accepting
+STARTUPS = (0.005, 0.02, 0.05, 0.1, 0.3)  # seconds from fork to accepting: bare to heavy apps
+PHASE_WINDOW = 3_000  # requests the fit replays
+
+
+def simulate_configs(
+    trace: Trace, settings: Sequence[SimSettings]
+) -> tuple[list[SimResult], list[str]]:
+    """Each configuration simulated over the trace, with the parent's tick at the phase, and
+    a new child's start-up time, that reproduce the log's own waits best, and notes saying so.
+
+    When a burst finds the pool full, how long it waits depends on where in the second the
+    next tick falls (up to a second at the first spawn) and on how soon the forked child
+    accepts; the server's tick phase is its start time's fraction and the start-up time is the
+    application's, and the log says neither. Its waits do: under the configuration the log was
+    recorded with, at the right phase and start-up, the simulated waits are the logged ones.
+    What the waits show most sharply is when new children start accepting (phase + start-up),
+    so that is searched first, every READY_STEP, at each configuration; then how it splits
+    into phase and start-up. The best names the recording configuration and what all of them
+    are simulated with."""
+    if trace.queued is None or not any(trace.queued[:PHASE_WINDOW]) or not settings:
+        return [simulate(trace.requests, one) for one in settings], []
+    window = trace.requests[:PHASE_WINDOW]
+    logged = trace.queued[:PHASE_WINDOW]
+
+    def error(n: int, ready: float, startup: float) -> tuple[float, float, float, int]:
+        tried = replace(settings[n], tick_phase=(ready - startup) % 1.0, startup=startup)
+        waits = simulate(window, tried).wait
+        gap = sum(abs(w - q) for w, q in zip(waits, logged, strict=True) if w == w)
+        return gap, ready, startup, n
+
+    first = STARTUPS[1]
+    best = min(error(n, k * READY_STEP, first) for n in range(len(settings))
+               for k in range(round(1 / READY_STEP)))  # fmt: skip
+    _, ready, _, n = best
+    best = min(best, *(error(n, ready, startup) for startup in STARTUPS if startup != first))
+    _, ready, startup, n = best
+    phase = (ready - startup) % 1.0
+    note = (
+        f"the maintenance tick is placed {phase:.3f} s into each second of the trace and a "
+        f"forked child accepts {startup:g} s after the tick, the pair at which configuration "
+        f"{n + 1} reproduces the logged waits best"
+    )
+    fitted = [replace(one, tick_phase=phase, startup=startup) for one in settings]
+    return [simulate(trace.requests, one) for one in fitted], [note]
+
+
+# -- calibration ------------------------------------------------------------------------------
+
+CALIBRATE_SECONDS = 10.0
+
+
+def calibrate(
+    url: str,
+    records: Sequence[AccessRecord],
+    parser: LogParser,
+    seconds: float = CALIBRATE_SECONDS,
+) -> Demand:
+    """Replay the log's first `seconds` at its own timing (each request a GET of its logged
+    path, on its own connection) against the live server at `url`, and fit the demand factor:
+    how much longer the live server takes than the log says (replay.fit_demand)."""
+    recs = [r for r in records if r.time is not None and r.service is not None and r.path]
+    if not recs:
+        raise LogFormatError("--calibrate needs requests with a logged URL path and service time")
+    arrivals = _arrivals(recs, parser, [])
+    order = sorted(range(len(recs)), key=arrivals.__getitem__)
+    t0 = arrivals[order[0]]
+    sample = [k for k in order if arrivals[k] - t0 < seconds]
+    outcomes = replay(url, [Shot(arrivals[k] - t0, recs[k].path) for k in sample])
+    return fit_demand([recs[k].service for k in sample], outcomes)
 
 
 # -- footprints --------------------------------------------------------------------------------
@@ -320,6 +432,11 @@ def _arguments() -> argparse.ArgumentParser:
     p.add_argument("--process-kib", type=float, metavar="N",
                    help="memory of one child in KiB (default: measured from the running "
                    "server, else a hello-world child's)")  # fmt: skip
+    p.add_argument("--calibrate", metavar="URL",
+                   help="fit a demand factor for the service times from a short live replay of "
+                   "the log's first seconds against the server at URL (http://host:port)")  # fmt: skip
+    p.add_argument("--calibrate-seconds", type=float, default=CALIBRATE_SECONDS, metavar="S",
+                   help=f"how much of the log --calibrate replays (default {CALIBRATE_SECONDS:g})")  # fmt: skip
     p.add_argument(
         "--thread-kib",
         type=float,
@@ -339,8 +456,10 @@ def _parser_for(ns: argparse.Namespace, configs: Sequence[tuple[str, ServerConfi
         fmt, origin = resolve_format(config=with_log, access_log=ns.access_log)
     else:
         fmt, origin = resolve_format(access_log=ns.access_log)
-    parser = LogParser(fmt, ("time", "service", "client", "keepalive"), origin)
-    parser.require(("time", "service"))
+    needs = ("time", "service", "path") if ns.calibrate else ("time", "service")
+    fields = ("time", "service", "client", "keepalive", "path", "queued")
+    parser = LogParser(fmt, fields, origin)
+    parser.require(needs)
     return parser
 
 
@@ -373,21 +492,36 @@ def plan_main(argv: Sequence[str]) -> int:
     except OSError as err:
         print(f"mpmctl plan: {ns.access_log}: {err.strerror or err}", file=sys.stderr)
         return 1
-    trace = build_trace(parsed.records, parser, ns.scale)
+    demand = None
+    if ns.calibrate:
+        try:
+            demand = calibrate(ns.calibrate, parsed.records, parser, ns.calibrate_seconds)
+        except (LogFormatError, ValueError) as err:
+            print(f"mpmctl plan: --calibrate: {err}", file=sys.stderr)
+            return 1
+        print(
+            f"calibrated against {ns.calibrate}: demand factor {demand.factor:.3f} "
+            f"({demand.requests} requests, {demand.live_ms:.1f} ms live vs "
+            f"{demand.logged_ms:.1f} ms logged)",
+            file=sys.stderr,
+        )
+    trace = build_trace(parsed.records, parser, ns.scale, demand)
     if not trace.requests:
         print(f"mpmctl plan: no requests in {ns.access_log}", file=sys.stderr)
         if parsed.skipped:
             print(parsed.skipped_summary(), file=sys.stderr)
         return 1
     backlog_cap = somaxconn()
-    plans = []
-    for path, config in configs:
-        result = simulate(trace.requests, SimSettings.from_config(config, backlog_cap))
-        plans.append(
-            ConfigPlan(
-                path, result, footprint(config, ns.process_kib, ns.thread_kib), tuple(trace.notes)
-            )
+    results, phase_notes = simulate_configs(
+        trace, [SimSettings.from_config(config, backlog_cap) for _, config in configs]
+    )
+    trace.notes.extend(phase_notes)
+    plans = [
+        ConfigPlan(
+            path, result, footprint(config, ns.process_kib, ns.thread_kib), tuple(trace.notes)
         )
+        for (path, config), result in zip(configs, results, strict=True)
+    ]
     if ns.json:
         print(render_json(plans))
     else:

@@ -29,6 +29,9 @@ class SimSettings:
     initial_children: int | None = (
         None  # children running when the trace starts; None = StartServers
     )
+    # where in each second of the trace's clock (epoch seconds for a log) the parent's tick
+    # falls: the server's is its start time's fraction (plan.py fits it to a log's waits)
+    tick_phase: float = 0.0
 
     @classmethod
     def from_config(cls, config: ServerConfig, somaxconn: int, **extra: float) -> SimSettings:

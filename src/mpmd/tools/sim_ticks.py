@@ -46,9 +46,9 @@ def _proc(slot: int, pid: int, quiescing: int, not_accepting: int) -> ProcessInf
 class Ticker:
     """Samples the pool and runs maintenance once per simulated second."""
 
-    def __init__(self, pool: _Pool) -> None:
+    def __init__(self, pool: _Pool, first: float) -> None:
         self.pool = pool
-        self.start = pool.now + 1.0
+        self.start = first  # the first tick, when the first sample is taken
         self.state = SpawnState()
         self.policy = prefork_maintenance if pool.prefork else threaded_maintenance
         self.processes = array("l")

@@ -360,11 +360,11 @@ class _Pool(Children, EventChildren):
         self.initial = min(mpm.start_servers if initial is None else initial, room)
         for slot in range(self.initial):
             self._spawn(slot, ready=True)
-        ticker = Ticker(self)
+        next_tick = t0 + 1.0 + self.s.tick_phase % 1.0
+        ticker = Ticker(self, next_tick)
         heap = self.heap
         done, ka_next, ka_timeout = _DONE, _KA_NEXT, _KA_TIMEOUT
         ia = 0
-        next_tick = t0 + 1.0
         while ia < n or self.in_sys:
             ta = arr[ia] if ia < n else _INF
             th = heap[0][0] if heap else _INF
