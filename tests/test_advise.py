@@ -79,24 +79,32 @@ def test_child_cost_is_capped_uss_plus_shared_share(threads, cap, child):
 
 @pytest.mark.parametrize(
     ("rate", "service", "peak", "workers"),
-    [(20, 0.05, 1.0, 2), (50, 0.1, 5.0, 7), (0.1, 0.01, 0.001, 1), (100, 0.04, 4.0, 5)],
+    [
+        (20, 0.05, 1.0, 3),
+        (50, 0.1, 5.0, 10),
+        (0.1, 0.01, 0.001, 1),
+        (100, 0.04, 4.0, 8),
+        (400, 0.1, 40.0, 53),
+        (1000, 0.1, 100.0, 125),
+    ],
 )
 def test_littles_law_and_headroom(rate, service, peak, workers):
     assert little(rate, service) == pytest.approx(peak)
-    assert workers_needed(little(rate, service)) == workers  # ceil(1.25 x L), at least 1
+    # ceil(max(1.25 x L, L + 2 sqrt(L))), at least 1: square-root staffing for small pools
+    assert workers_needed(little(rate, service)) == workers
 
 
 def test_prefork_table():
     advice = advise(inputs(traffic=TRAFFIC))
-    # L = 50 x 0.1 = 5, busiest 80 x 0.1 = 8 -> ceil(1.25 x 8) = 10; child 15,360 + 5,000
+    # L = 50 x 0.1 = 5, busiest 80 x 0.1 = 8 -> ceil(8 + 2 sqrt(8)) = 14; child 15,360 + 5,000
     assert advice.mpm == "prefork"
     assert advice.child_kib == 20360
     assert advice.directives() == {
-        "StartServers": 10,  # max(1, ceil(5)) + 5, at most 10
-        "MinSpareServers": 5,  # 10 - floor(5)
-        "MaxSpareServers": 10,
-        "ServerLimit": 10,
-        "MaxRequestWorkers": 10,
+        "StartServers": 14,  # max(1, ceil(5)) + 9, at most 14
+        "MinSpareServers": 9,  # 14 - floor(5)
+        "MaxSpareServers": 18,
+        "ServerLimit": 14,
+        "MaxRequestWorkers": 14,
         "KeepAliveTimeout": 2,
         "MaxKeepAliveRequests": 100,
         "MaxConnectionsPerChild": 0,
@@ -106,17 +114,17 @@ def test_prefork_table():
 
 def test_event_table():
     advice = advise(inputs(thread_safe=True, traffic=TRAFFIC))
-    # 10 workers / 2 cores -> 5 threads a child, 2 children; child 1.5 x 10,400 -> 16 MiB
+    # 14 workers / 2 cores -> 7 threads a child, 2 children; child 1.5 x 10,600 -> 16 MiB
     assert advice.mpm == "event"
     assert advice.child_kib == 16 * 1024 + 5000
     assert advice.directives() == {
-        "StartServers": 2,  # ceil((5 + 5) / 5)
+        "StartServers": 2,  # ceil((5 + 9) / 7)
         "ServerLimit": 2,
-        "ThreadLimit": 5,
-        "ThreadsPerChild": 5,
-        "MaxRequestWorkers": 10,
-        "MinSpareThreads": 5,
-        "MaxSpareThreads": 15,  # 5 + 2 x 5
+        "ThreadLimit": 7,
+        "ThreadsPerChild": 7,
+        "MaxRequestWorkers": 14,
+        "MinSpareThreads": 9,  # 14 - floor(5)
+        "MaxSpareThreads": 23,  # 9 + 2 x 7
         "KeepAliveTimeout": 5,
         "MaxKeepAliveRequests": 100,
         "MaxConnectionsPerChild": 0,
@@ -144,9 +152,9 @@ def test_threads_shrink_before_giving_up():
     big = ChildCost(10000, 1000, 1000, "test")  # 1 MiB a thread
     advice = advise(inputs(thread_safe=True, traffic=TRAFFIC, cost=big, budget=20_000))
     assert advice.fits
-    # 5 threads: 1.5 x 14,000 -> 21 MiB + 1,000 > 20,000; halved to 2: 17 MiB + 1,000 fits
-    assert advice.value("ThreadsPerChild") == 2
-    assert advice.child_kib == 18408
+    # 7 threads: 1.5 x 16,000 -> 24 MiB + 1,000 > 20,000; halved to 3: 18 MiB + 1,000 fits
+    assert advice.value("ThreadsPerChild") == 3
+    assert advice.child_kib == 19432
 
 
 @pytest.mark.parametrize(
@@ -161,8 +169,8 @@ def test_keepalive_timeout_from_the_gaps(gap, parked, value):
 def test_async_factor_from_peak_connections():
     traffic = Traffic(50, 80, 0.1, "test", peak_busy=0, peak_connections=100)
     advice = advise(inputs(thread_safe=True, traffic=traffic))
-    # 100 connections / 2 children = 50 a child; (50 - 5) / 2 idle threads -> 23
-    assert advice.value("AsyncRequestWorkerFactor") == 23
+    # 100 connections / 2 children = 50 a child; (50 - 7) / 3 idle threads -> 15
+    assert advice.value("AsyncRequestWorkerFactor") == 15
 
 
 def test_leak_sets_max_connections_per_child():

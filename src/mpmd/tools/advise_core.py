@@ -20,6 +20,11 @@ from dataclasses import dataclass, field
 BUDGET_FRACTION = 0.9  # of MemAvailable: the page cache and the kernel keep the rest
 GROWTH = 1.5  # a child may grow to 1.5 x its measured USS before MaxMemoryPerChild retires it
 HEADROOM = 1.25  # workers above the measured peak concurrency
+# ... and at least peak + SQRT_STAFFING x sqrt(peak): Poisson arrivals put about sqrt(L) more
+# requests in service than their mean, so a small pool needs more than 25 % (square-root
+# staffing: at 8 requests in service, ceil(1.25 x 8) = 10 workers leave ~40 % of requests
+# waiting by Erlang C; 8 + 2 x sqrt(8) -> 14 leave ~4 %, at the busiest second's rate)
+SQRT_STAFFING = 2.0
 MAX_THREADS_PER_CHILD = 25  # Apache's default: more threads only queue on the GIL
 MIN_THREADS_PER_CHILD = 4  # a thread costs tens of KiB: spare ones absorb a burst before a tick
 DEFAULT_WORKERS = 150  # Debian's MaxRequestWorkers, when no traffic was measured
@@ -164,8 +169,9 @@ def peak_concurrency(traffic: Traffic) -> tuple[float, float, str]:
 
 
 def workers_needed(peak: float) -> int:
-    """Workers for a peak concurrency: HEADROOM above it, at least 1."""
-    return max(1, math.ceil(HEADROOM * peak - 1e-9))
+    """Workers for a peak concurrency: HEADROOM above it or SQRT_STAFFING standard deviations
+    of Poisson arrivals above it, whichever is more; at least 1."""
+    return max(1, math.ceil(max(HEADROOM * peak, peak + SQRT_STAFFING * math.sqrt(peak)) - 1e-9))
 
 
 def choose_mpm(inputs: Inputs) -> tuple[str, str]:
@@ -220,7 +226,10 @@ def advise(inputs: Inputs, *, min_workers: int = 0, min_spare: int = 0) -> Advic
     if inputs.traffic is not None:
         mean, peak, conc_why = peak_concurrency(inputs.traffic)
         needed = workers_needed(peak)
-        conc_why += f"; ceil({HEADROOM} x {peak:.3g}) = {needed} workers"
+        conc_why += (
+            f"; ceil(max({HEADROOM} x {peak:.3g}, {peak:.3g} + {SQRT_STAFFING:g} x "
+            f"sqrt({peak:.3g}))) = {needed} workers"
+        )
         if needed < inputs.cores:
             needed = inputs.cores
             conc_why += f"; at least one per core: {needed}"
