@@ -31,6 +31,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -292,7 +293,7 @@ class Study:
     advice: dict
     runs: list[Run]
     apache2buddy_why: str
-    reruns: list[str] = field(default_factory=list)
+    reruns: list[tuple[float, float]] = field(default_factory=list)  # (advised, best) p95
 
     def advised(self) -> Run:
         return next(r for r in self.runs if r.pool.role == "advised")
@@ -304,10 +305,19 @@ class Study:
     def planned_kib(self) -> int:
         return int(self.advice["directives"]["ServerLimit"]) * int(self.advice["child_kib"])
 
+    def medians(self) -> tuple[float, float]:
+        """The advised and the best pool's median p95 over the first run and the reruns."""
+        adv = [self.advised().p95, *(a for a, _ in self.reruns)]
+        best = [self.best().p95, *(b for _, b in self.reruns)]
+        return statistics.median(adv), statistics.median(best)
+
     def verdict(self) -> tuple[bool, bool]:
-        """(p95 within MARK of the best, planned and measured memory within the budget)."""
+        """(p95 within MARK of the best, planned and measured memory within the budget). With
+        reruns, the medians decide: one run of a pool on a shared machine is one sample, and the
+        best of 15 pools' single runs is the luckiest one."""
         adv = self.advised()
-        fast = adv.p95 <= MARK * self.best().p95
+        advised_p95, best_p95 = self.medians()
+        fast = advised_p95 <= MARK * best_p95
         fits = self.planned_kib() <= self.budget_kib and adv.peak_pss_kib <= self.budget_kib
         return fast, fits
 
@@ -345,22 +355,14 @@ def study(workload: Workload, seconds: float, quick: bool, say) -> Study:
     run(prefork(2 * CORES + 1, "gunicorn", f"(2 x cores) + 1: prefork {2 * CORES + 1}"))
     run(advised_pool(advice))
     result = Study(workload, budget, advice, runs, why)
-    if not result.verdict()[0]:
-        result.reruns = _rerun(result, run)
+    if not quick and not result.verdict()[0]:
+        adv, best = result.advised().pool, result.best().pool
+        for _ in range(2):  # back to back, twice: noise or the rule?
+            a, b = run(adv), run(best)
+            result.runs.remove(a)
+            result.runs.remove(b)
+            result.reruns.append((a.p95, b.p95))
     return result
-
-
-def _rerun(result: Study, run) -> list[str]:
-    """The advised and the best pool again, back to back, twice: noise or the rule?"""
-    adv, best = result.advised().pool, result.best().pool
-    lines = []
-    for k in (1, 2):
-        a, b = run(adv), run(best)
-        result.runs.remove(a)
-        result.runs.remove(b)
-        lines.append(f"rerun {k}: advised p95 {a.p95:.1f} ms, {best.label} p95 {b.p95:.1f} ms "
-                     f"(ratio {a.p95 / b.p95:.2f})")  # fmt: skip
-    return lines
 
 
 # -- the report -------------------------------------------------------------------------------
@@ -411,15 +413,23 @@ def markdown(study: Study) -> str:
     ratio = adv.p95 / best.p95 if best.p95 and not math.isinf(best.p95) else math.nan
     lines += [
         "",
-        f"Verdict: advised p95 {_ms(adv.p95)} ms vs best within budget ({best.pool.label}) "
-        f"{_ms(best.p95)} ms, ratio {ratio:.2f}: **{'within' if fast else 'NOT within'} 10 %**; "
+        f"{'First pass' if study.reruns else 'Verdict'}: advised p95 {_ms(adv.p95)} ms vs best "
+        f"within budget ({best.pool.label}) {_ms(best.p95)} ms, ratio {ratio:.2f}: "
+        f"**{'within' if ratio <= MARK else 'NOT within'} 10 %**; "
         f"planned memory {study.planned_kib() // 1024} MiB and measured peak "
         f"{adv.peak_pss_kib // 1024} MiB vs budget {study.budget_kib // 1024} MiB: "
         f"**{'within' if fits else 'OVER'}**.",
     ]
     if study.reruns:
-        lines += ["", "Back-to-back reruns of the advised and the best pool: "
-                  + "; ".join(study.reruns) + "."]  # fmt: skip
+        pairs = "; ".join(f"{_ms(a)} vs {_ms(b)}" for a, b in study.reruns)
+        advised_p95, best_p95 = study.medians()
+        lines += [
+            "",
+            f"The first pass missed, so the advised and the best pool ran again back to back, "
+            f"twice: p95 {pairs} ms. Medians of three: advised {_ms(advised_p95)} ms, best "
+            f"{_ms(best_p95)} ms, ratio {advised_p95 / best_p95:.2f}: "
+            f"**{'within' if fast else 'NOT within'} 10 %** (the verdict).",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -437,11 +447,11 @@ def machine(load_before: tuple[float, ...], load_after: tuple[float, ...]) -> st
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=15.0, help="trace length per run")
-    ap.add_argument("--quick", action="store_true", help="smoke run: 4 s traces, 3-pool grid")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 3 s traces, 3-pool grid")
     ap.add_argument("--workloads", default=",".join(WORKLOADS), help="cpu,io,memory")
     ap.add_argument("--out", default="docs/advise-quality.md", help="the markdown report")
     args = ap.parse_args()
-    seconds = 4.0 if args.quick else args.seconds
+    seconds = 3.0 if args.quick else args.seconds
     load_before = os.getloadavg()
     started = time.monotonic()
 

@@ -133,6 +133,19 @@ def test_event_table():
     }
 
 
+@pytest.mark.parametrize(
+    ("thread_safe", "cpu", "mpm"),
+    [(True, (8.4, 8.5), "prefork"), (True, (50, 100), "prefork"), (True, (20, 100), "event"),
+     (True, (0.8, 1.0), "event"),  # all CPU, but shorter than a GIL switch interval
+     (True, None, "event"), (False, (0.4, 100), "prefork")],
+)  # fmt: skip
+def test_a_cpu_bound_thread_safe_app_gets_processes(thread_safe, cpu, mpm):
+    advice = advise(inputs(thread_safe=thread_safe, traffic=TRAFFIC, cpu=cpu))
+    assert advice.mpm == mpm
+    if thread_safe and mpm == "prefork":
+        assert "CPU-bound" in advice.why_mpm
+
+
 def test_memory_limits_the_pool_and_says_so():
     advice = advise(inputs(traffic=TRAFFIC, budget=50_000))
     assert advice.value("MaxRequestWorkers") == 2  # 50,000 // 20,360

@@ -240,7 +240,11 @@ def offline_inputs(
         thread_safe=bool(thread_safe),
         thread_safe_source="given" if thread_safe is not None else "not stated: --thread-safe",
         cores=core_count(),
-        notes=(f"the probe's GET / took {result.service_ms:.2g} ms unloaded",),
+        cpu=(result.cpu_ms, result.service_ms),
+        notes=(
+            f"the probe's GET / took {result.service_ms:.2g} ms unloaded, "
+            f"{result.cpu_ms:.2g} ms of it on a CPU",
+        ),
     )
 
 

@@ -32,6 +32,10 @@ KEEPALIVE_HOLDING = (1, 5)  # KeepAliveTimeout range where a kept-alive connecti
 KEEPALIVE_PARKED = (2, 15)  # the event MPM parks idle connections: a longer timeout is cheap
 MAX_KEEPALIVE_REQUESTS = 100  # Apache's default; 0 (unlimited) lets one client pin a process
 LEAK_MAX_CONNECTIONS = 10000  # MaxConnectionsPerChild when children are seen to grow
+# a request on a CPU for at least CPU_BOUND of its time and longer than the GIL's switch
+# interval (sys.getswitchinterval(), 5 ms) delays the other threads of its child: processes
+CPU_BOUND = 0.5
+GIL_SWITCH_MS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +83,7 @@ class Inputs:
     error_patterns: dict[str, int] = field(default_factory=dict)  # errorlog pattern -> count
     leak: str | None = None  # why children look like they grow, if they do
     notes: tuple[str, ...] = ()
+    cpu: tuple[float, float] | None = None  # (CPU ms, wall ms) of an unloaded request (probe)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +185,17 @@ def choose_mpm(inputs: Inputs) -> tuple[str, str]:
             f"the application is not known to be thread safe ({inputs.thread_safe_source}): "
             "prefork runs one request per process; pass --thread-safe yes to consider event"
         )
+    if inputs.cpu is not None:
+        cpu_ms, wall_ms = inputs.cpu
+        if cpu_ms >= GIL_SWITCH_MS and cpu_ms >= CPU_BOUND * wall_ms:
+            return "prefork", (
+                f"the application is thread safe but CPU-bound (the probe's requests took "
+                f"{cpu_ms:.3g} ms of CPU in {wall_ms:.3g} ms: at least {CPU_BOUND:.0%} of "
+                f"their time and longer than the GIL's {GIL_SWITCH_MS:g} ms switch interval): "
+                "a child's threads take turns on the GIL, so a request that lands in a child "
+                "already running one waits for it while another core may idle; prefork gives "
+                "each request a process of its own"
+            )
     return "event", (
         f"the application is thread safe ({inputs.thread_safe_source}): event parks idle "
         "keep-alive connections without a thread, so keep-alive clients cost no worker, and "
