@@ -52,6 +52,7 @@ LOG_FORMAT = '%a %l %u %{usec}t "%r" %>s %b %k %D'
 SAMPLE_S = 0.25  # how often the children's PSS is summed
 TIMEOUT_S = 5.0  # a request not answered by then failed (keeps an overloaded pool's run short)
 MARK = 1.10  # advised p95 within 10 % of the best
+WARM_S = 3.0  # each run's first seconds at the trace's rate, not scored: pools grow to size
 CORES = os.cpu_count() or 1
 
 DEBIAN_EVENT = """\
@@ -159,6 +160,7 @@ class Run:
     peak_children: int
     largest_rss_kib: int
     late_ms: float
+    load: float  # the 1-minute load average when the run ended (the machine is shared)
     within_budget: bool = True
     notes: list[str] = field(default_factory=list)
 
@@ -222,8 +224,12 @@ def write_config(tmp: Path, app: str, pool: Pool, port: int, log: bool) -> Path:
     return conf
 
 
-def run_pool(workload: Workload, pool: Pool, shots: list[Shot], tmp: Path, log: bool) -> Run:
-    """Start mpmd with `pool`, wait for its StartServers children, replay `shots`, stop it."""
+def run_pool(
+    workload: Workload, pool: Pool, shots: list[Shot], tmp: Path, log: bool, warm: float = 0.0
+) -> Run:
+    """Start mpmd with `pool`, wait for its StartServers children, replay `shots`, stop it;
+    the requests of the first `warm` seconds (the pool growing from StartServers) are not
+    scored."""
     port = _free_port()
     conf = write_config(tmp, workload.app, pool, port, log)
     proc = subprocess.Popen([sys.executable, "-m", "mpmd", "-f", str(conf)],
@@ -238,6 +244,7 @@ def run_pool(workload: Workload, pool: Pool, shots: list[Shot], tmp: Path, log: 
         sampler = MemorySampler(proc.pid)
         sampler.start()
         outcomes = replay(f"http://127.0.0.1:{port}", shots, timeout=TIMEOUT_S)
+        outcomes = [o for o in outcomes if o.shot.at >= warm]
         sampler.done.set()
         sampler.join()
     finally:
@@ -247,7 +254,8 @@ def run_pool(workload: Workload, pool: Pool, shots: list[Shot], tmp: Path, log: 
     p50, p95, p99 = (percentile(latencies, q) for q in (0.5, 0.95, 0.99))
     return Run(pool, len(outcomes), sum(1 for x in latencies if math.isinf(x)), p50, p95, p99,
                sampler.peak_pss, sampler.peak_children, sampler.largest_rss,
-               max((o.late for o in outcomes), default=0.0) * 1000)  # fmt: skip
+               max((o.late for o in outcomes), default=0.0) * 1000,
+               os.getloadavg()[0])  # fmt: skip
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -323,19 +331,21 @@ class Study:
 
 
 def study(workload: Workload, seconds: float, quick: bool, say) -> Study:
-    shots = poisson(workload.rate, seconds, lambda rng: "/", seed=12)
+    measured = poisson(workload.rate, seconds, lambda rng: "/", seed=12)
+    shots = poisson(workload.rate, WARM_S, lambda rng: "/", seed=13)
+    shots += [Shot(s.at + WARM_S, s.path) for s in measured]
     available, _ = read_meminfo()
     budget = workload.budget_mib * 1024 if workload.budget_mib else math.floor(0.9 * available)
     runs: list[Run] = []
 
     def run(pool: Pool, keep_log: Path | None = None) -> Run:
         with tempfile.TemporaryDirectory(prefix="advise-quality-") as tmp:
-            r = run_pool(workload, pool, shots, Path(tmp), keep_log is not None)
+            r = run_pool(workload, pool, shots, Path(tmp), keep_log is not None, WARM_S)
             if keep_log is not None:
                 shutil.copyfile(Path(tmp) / "access_log", keep_log)
         r.within_budget = r.peak_pss_kib <= budget
         say(f"{workload.name}: {pool.label}: p95 {r.p95:.1f} ms, {r.errors} errors, "
-            f"peak PSS {r.peak_pss_kib // 1024} MiB")  # fmt: skip
+            f"peak PSS {r.peak_pss_kib // 1024} MiB, load {r.load:.1f}")  # fmt: skip
         runs.append(r)
         return r
 
@@ -393,8 +403,8 @@ def markdown(study: Study) -> str:
         f"apache2buddy's rule: {study.apache2buddy_why}.",
         "",
         "| pool | requests | errors | p50 ms | p95 ms | p99 ms | peak PSS MiB | peak children "
-        "| within budget | |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "| within budget | load | |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
     ]
     for r in study.runs:
         marks = []
@@ -408,7 +418,7 @@ def markdown(study: Study) -> str:
         lines.append(
             f"| {r.pool.label} | {r.requests} | {r.errors} | {_ms(r.p50)} | {_ms(r.p95)} | "
             f"{_ms(r.p99)} | {r.peak_pss_kib / 1024:.0f} | {r.peak_children} | "
-            f"{'yes' if r.within_budget else 'no'} | {' '.join(marks)} |"
+            f"{'yes' if r.within_budget else 'no'} | {r.load:.1f} | {' '.join(marks)} |"
         )
     ratio = adv.p95 / best.p95 if best.p95 and not math.isinf(best.p95) else math.nan
     lines += [
@@ -444,9 +454,20 @@ def machine(load_before: tuple[float, ...], load_after: tuple[float, ...]) -> st
     )
 
 
+NOTES = ("<!-- NOTES: hand-written, kept when the report is regenerated -->", "<!-- /NOTES -->")
+
+
+def kept_notes(old: str) -> str:
+    """The hand-written section of the previous report (between the NOTES markers), or empty
+    markers to write one in."""
+    start, end = old.find(NOTES[0]), old.find(NOTES[1])
+    body = old[start + len(NOTES[0]) : end] if 0 <= start < end else "\n"
+    return f"\n{NOTES[0]}{body}{NOTES[1]}\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=15.0, help="trace length per run")
+    ap.add_argument("--seconds", type=float, default=12.0, help="scored trace length per run")
     ap.add_argument("--quick", action="store_true", help="smoke run: 3 s traces, 3-pool grid")
     ap.add_argument("--workloads", default=",".join(WORKLOADS), help="cpu,io,memory")
     ap.add_argument("--out", default="docs/advise-quality.md", help="the markdown report")
@@ -465,19 +486,24 @@ def main() -> None:
             "## How good is the advice?",
             "",
             f"`python -m bench.advise_quality{' ' + argv if argv else ''}` ({seconds:g} s "
-            f"Poisson trace per run, seed 12, replayed open loop; {time.monotonic() - started:.0f}"
-            " s in all). Latencies are the client's, in ms; a request not answered within "
+            f"Poisson trace per run, seed 12, replayed open loop after {WARM_S:g} s of warm-up at "
+            f"the same rate that are not scored, so every pool has grown from its StartServers; "
+            f"{time.monotonic() - started:.0f} s in all). Latencies are the client's, in ms; a request not answered within "
             f"{TIMEOUT_S:g} s failed and counts as infinitely slow. Peak PSS is the children's "
             f"sum sampled every {SAMPLE_S:g} s. A pool is eligible as the best when that peak "
-            "stayed within the memory budget.",
+            "stayed within the memory budget. `load` is the 1-minute load average as the run "
+            "ended: other engineers' tests share the 2 cores, and a CPU-bound run under a load "
+            "of 6 is not the same experiment as under 2.",
             "",
             machine(load_before, os.getloadavg()),
             "",
             *[markdown(s) for s in studies],
         ]
     )
+    out = Path(args.out)
+    text += kept_notes(out.read_text() if out.exists() else "")
     print(text)
-    Path(args.out).write_text(text)
+    out.write_text(text)
     missed = [s.workload.name for s in studies if not all(s.verdict())]
     say(f"done: {'all within the marks' if not missed else 'missed: ' + ', '.join(missed)}")
 

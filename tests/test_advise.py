@@ -68,8 +68,9 @@ def test_memory_budget_counts_back_own_children_and_takes_off_the_reserve():
 @pytest.mark.parametrize(
     ("threads", "cap", "child"),
     [
-        (1, 15 * 1024, 15 * 1024 + 5000),  # 1.5 x 10,000 = 15,000 KiB -> 15 MiB
-        (11, 17 * 1024, 17 * 1024 + 5000),  # 1.5 x (10,000 + 10 x 100) = 16,500 -> 17 MiB
+        # 1.5 x 10,000 = 15,000 KiB < the 16 MiB floor: 10,000 + 16,384 -> 26 MiB
+        (1, 26 * 1024, 26 * 1024 + 5000),
+        (11, 27 * 1024, 27 * 1024 + 5000),  # 10,000 + 10 x 100 + 16,384 = 27,384 -> 27 MiB
     ],
 )
 def test_child_cost_is_capped_uss_plus_shared_share(threads, cap, child):
@@ -96,9 +97,9 @@ def test_littles_law_and_headroom(rate, service, peak, workers):
 
 def test_prefork_table():
     advice = advise(inputs(traffic=TRAFFIC))
-    # L = 50 x 0.1 = 5, busiest 80 x 0.1 = 8 -> ceil(8 + 2 sqrt(8)) = 14; child 15,360 + 5,000
+    # L = 50 x 0.1 = 5, busiest 80 x 0.1 = 8 -> ceil(8 + 2 sqrt(8)) = 14; child 26,624 + 5,000
     assert advice.mpm == "prefork"
-    assert advice.child_kib == 20360
+    assert advice.child_kib == 31624
     assert advice.directives() == {
         "StartServers": 14,  # max(1, ceil(5)) + 9, at most 14
         "MinSpareServers": 9,  # 14 - floor(5)
@@ -108,15 +109,15 @@ def test_prefork_table():
         "KeepAliveTimeout": 2,
         "MaxKeepAliveRequests": 100,
         "MaxConnectionsPerChild": 0,
-        "MaxMemoryPerChild": "15M",
+        "MaxMemoryPerChild": "26M",
     }
 
 
 def test_event_table():
     advice = advise(inputs(thread_safe=True, traffic=TRAFFIC))
-    # 14 workers / 2 cores -> 7 threads a child, 2 children; child 1.5 x 10,600 -> 16 MiB
+    # 14 workers / 2 cores -> 7 threads a child, 2 children; child 10,600 + 16 MiB -> 27 MiB
     assert advice.mpm == "event"
-    assert advice.child_kib == 16 * 1024 + 5000
+    assert advice.child_kib == 27 * 1024 + 5000
     assert advice.directives() == {
         "StartServers": 2,  # ceil((5 + 9) / 7)
         "ServerLimit": 2,
@@ -128,7 +129,7 @@ def test_event_table():
         "KeepAliveTimeout": 5,
         "MaxKeepAliveRequests": 100,
         "MaxConnectionsPerChild": 0,
-        "MaxMemoryPerChild": "16M",
+        "MaxMemoryPerChild": "27M",
         "AsyncRequestWorkerFactor": 2,
     }
 
@@ -147,9 +148,9 @@ def test_a_cpu_bound_thread_safe_app_gets_processes(thread_safe, cpu, mpm):
 
 
 def test_memory_limits_the_pool_and_says_so():
-    advice = advise(inputs(traffic=TRAFFIC, budget=50_000))
-    assert advice.value("MaxRequestWorkers") == 2  # 50,000 // 20,360
-    assert any("memory holds 2" in note for note in advice.notes)
+    advice = advise(inputs(traffic=TRAFFIC, budget=100_000))
+    assert advice.value("MaxRequestWorkers") == 3  # 100,000 // 31,624
+    assert any("memory holds 3" in note for note in advice.notes)
 
 
 def test_an_app_that_does_not_fit_gets_no_settings():
@@ -163,11 +164,11 @@ def test_an_app_that_does_not_fit_gets_no_settings():
 
 def test_threads_shrink_before_giving_up():
     big = ChildCost(10000, 1000, 1000, "test")  # 1 MiB a thread
-    advice = advise(inputs(thread_safe=True, traffic=TRAFFIC, cost=big, budget=20_000))
+    advice = advise(inputs(thread_safe=True, traffic=TRAFFIC, cost=big, budget=30_000))
     assert advice.fits
-    # 7 threads: 1.5 x 16,000 -> 24 MiB + 1,000 > 20,000; halved to 3: 18 MiB + 1,000 fits
+    # 7 threads: 16,000 + 16,384 -> 32 MiB + 1,000 > 30,000; halved to 3: 28 MiB + 1,000 fits
     assert advice.value("ThreadsPerChild") == 3
-    assert advice.child_kib == 19432
+    assert advice.child_kib == 29672
 
 
 @pytest.mark.parametrize(
@@ -239,7 +240,7 @@ def test_planner_check_raises_the_pool_it_finds_short():
 
 def test_planner_check_stops_at_the_memory_budget():
     reqs = [Request(i * 0.01, 0.5) for i in range(2000)]  # L = 50
-    small = inputs(traffic=Traffic(1, 1, 0.5, "claimed"), budget=3 * 20360)
+    small = inputs(traffic=Traffic(1, 1, 0.5, "claimed"), budget=3 * 31624)
     checked = check_advice(advise(small), small, reqs, backlog_cap=511)
     assert checked.value("MaxRequestWorkers") == 3
     assert any("memory allows no more" in note for note in checked.notes)

@@ -19,6 +19,10 @@ from dataclasses import dataclass, field
 
 BUDGET_FRACTION = 0.9  # of MemAvailable: the page cache and the kernel keep the rest
 GROWTH = 1.5  # a child may grow to 1.5 x its measured USS before MaxMemoryPerChild retires it
+# ... and at least this many KiB above it: a small child's USS grows by megabytes under load
+# (buffers, the allocator's arenas; the quality study's I/O app went from 4.4 to 8.3 MiB at 200
+# req/s), and a cap at 1.5 x retired both children every few seconds (MP00004), p95 x 4
+GROWTH_FLOOR_KIB = 16 * 1024
 HEADROOM = 1.25  # workers above the measured peak concurrency
 # ... and at least peak + SQRT_STAFFING x sqrt(peak): Poisson arrivals put about sqrt(L) more
 # requests in service than their mean, so a small pool needs more than 25 % (square-root
@@ -142,10 +146,10 @@ def memory_budget(memory: Memory) -> tuple[int, str]:
 
 
 def max_memory_per_child(cost: ChildCost, threads: int) -> int:
-    """KiB of USS a child may reach: GROWTH x its measured USS with `threads` threads, rounded
-    up to a whole MiB (the directive is written in M)."""
+    """KiB of USS a child may reach: GROWTH x its measured USS with `threads` threads, at least
+    GROWTH_FLOOR_KIB more than it, rounded up to a whole MiB (the directive is written in M)."""
     uss = cost.uss_kib + (threads - 1) * cost.thread_kib
-    return math.ceil(GROWTH * uss / 1024) * 1024
+    return math.ceil(max(GROWTH * uss, uss + GROWTH_FLOOR_KIB) / 1024) * 1024
 
 
 def child_kib(cost: ChildCost, threads: int) -> int:
@@ -269,8 +273,9 @@ def advise(inputs: Inputs, *, min_workers: int = 0, min_spare: int = 0) -> Advic
     mmpc = max_memory_per_child(inputs.cost, tpc)
     extra_threads = f" + {tpc - 1} threads x {inputs.cost.thread_kib:g} KiB" if tpc > 1 else ""
     child_why = (
-        f"USS {inputs.cost.uss_kib:g} KiB{extra_threads}, x {GROWTH} growth allowance rounded "
-        f"up to a MiB = {mmpc} KiB (MaxMemoryPerChild), + shared share "
+        f"USS {inputs.cost.uss_kib:g} KiB{extra_threads}, x {GROWTH} growth allowance (at least "
+        f"+{GROWTH_FLOOR_KIB // 1024} MiB) rounded up to a MiB = {mmpc} KiB (MaxMemoryPerChild), "
+        f"+ shared share "
         f"{inputs.cost.shared_kib:g} KiB = {per_child} KiB ({inputs.cost.source})"
     )
     advice = Advice(mpm, why_mpm, budget, budget_why, per_child, child_why, conc_why, [], notes)
@@ -398,8 +403,9 @@ def _common(inputs: Inputs, mpm: str, children: int, tpc: int, mmpc: int) -> lis
                            "0 (never recycle): no growth seen; MaxMemoryPerChild retires a "
                            "child that grows anyway"))  # fmt: skip
     out.append(Setting("MaxMemoryPerChild", mmpc,
-                       f"{GROWTH} x the measured USS, rounded up to a MiB = {mmpc // 1024}M: the "
-                       "budget above assumes no child grows past it"))  # fmt: skip
+                       f"{GROWTH} x the measured USS (at least {GROWTH_FLOOR_KIB // 1024} MiB "
+                       f"more), rounded up to a MiB = {mmpc // 1024}M: the budget above assumes "
+                       "no child grows past it"))  # fmt: skip
     if parked:
         out.append(_factor(inputs, children, tpc))
     return out
