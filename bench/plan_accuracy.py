@@ -238,11 +238,6 @@ def _answers(port: int) -> bool:
         return False
 
 
-def _initial_children(conf: Path) -> int:
-    mpm = load_config(str(conf)).mpm
-    return mpm.start_servers
-
-
 def run_real(tmp: Path, case: Case, seconds: float) -> tuple[Path, list[Outcome], int]:
     """Start the server, replay the case's trace, stop it: (config, outcomes, peak children)."""
     port = _free_port()
@@ -257,7 +252,7 @@ def run_real(tmp: Path, case: Case, seconds: float) -> tuple[Path, list[Outcome]
         _wait(lambda: proc.poll() is not None or _answers(port), "the server answering")
         if proc.poll() is not None:
             raise RuntimeError(f"mpmd exited with {proc.returncode}: see {tmp}/error_log")
-        start = _initial_children(conf)
+        start = load_config(str(conf)).mpm.start_servers  # the pool the plan starts from
         _wait(lambda: _children(proc.pid) == start, f"{start} children")
         sampler = ChildSampler(proc.pid)
         sampler.start()

@@ -174,3 +174,22 @@ def test_the_tick_phase_is_recovered_from_the_logged_waits():
     assert phase + startup == pytest.approx(0.42, abs=0.006)
     assert list(result.wait) == pytest.approx(list(truth.wait), abs=0.006)
     assert sum(result.wait) > 10  # the burst waited
+
+
+def test_the_time_before_a_start_outside_the_model_is_added_to_latency():
+    """Logged waits 3 ms longer than the pool explains: each planned latency gains 3 ms, and
+    Little's law still holds (the requests are in the system meanwhile)."""
+    mpm = MpmSettings(
+        name="prefork", start_servers=4, min_spare_servers=1, max_spare_servers=5,
+        min_spare_threads=1, max_spare_threads=2, threads_per_child=1, thread_limit=1,
+        server_limit=4, max_request_workers=4, max_connections_per_child=0,
+        async_request_worker_factor=2.0, graceful_shutdown_timeout=0, listen_backlog=511,
+        max_memory_per_child=0,
+    )  # fmt: skip
+    settings = SimSettings(mpm, keep_alive=False)
+    requests = [Request(k * 0.05, 0.01) for k in range(200)]
+    bare = simulate(requests, settings)
+    (result,), notes = simulate_configs(Trace(requests, [], [0.003] * 200), [settings])
+    assert "includes 3.00 ms the server spent" in notes[1]
+    assert result.summary.p50_ms == pytest.approx(bare.summary.p50_ms + 3.0)
+    assert result.summary.little_error < 0.01

@@ -1,9 +1,11 @@
 """`mpmctl plan`: an access log replayed through the simulator once per configuration.
 
-This module owns turning access-log records into the simulator's requests (arrival from %t,
-service from %D / %T, connections from %k and the client), the per-process and per-thread
-memory footprint a configuration's peak memory is computed from, and the report: an aligned
-table, the assumptions it rests on, or JSON. The simulation is tools/simulate.py's, the log
+This module owns turning access-log records into the simulator's requests (arrival from %t
+less mpmd's %{mpmd-queued-ms}n, service from %D / %T scaled by --calibrate's demand factor,
+connections from %k and the client), fitting the parent's tick phase to the logged waits, the
+per-process and per-thread memory footprint a configuration's peak memory is computed from,
+and the report: an aligned table, the assumptions it rests on, or JSON. The live replay behind
+--calibrate is tools/replay.py's. The simulation is tools/simulate.py's, the log
 format tools/logformats.py's, the plots tools/plan_plots.py's.
 """
 
@@ -43,7 +45,8 @@ class Trace:
     requests: list[Request]
     notes: list[str]
     # each request's logged wait on its socket (%{mpmd-queued-ms}n), in seconds, when the log
-    # has it and the trace is at the logged rate: what the tick phase is fitted to
+    # has it and the trace is the logged load (no --scale, no --calibrate): what the tick
+    # phase is fitted to
     queued: list[float] | None = None
 
 
@@ -150,7 +153,7 @@ def build_trace(
         for n, k in enumerate(order)
     ]
     queued = None
-    if "queued" in parser.available and scale == 1.0:
+    if "queued" in parser.available and scale == 1.0 and demand is None:
         queued = [recs[k].queued or 0.0 for k in order]
     return Trace(requests, notes, queued)
 
@@ -258,13 +261,21 @@ def simulate_configs(
     best = min(best, *(error(n, ready, startup) for startup in STARTUPS if startup != first))
     _, ready, startup, n = best
     phase = (ready - startup) % 1.0
-    note = (
+    waits = simulate(window, replace(settings[n], tick_phase=phase, startup=startup)).wait
+    gaps = [q - w for w, q in zip(waits, logged, strict=True) if w == w]
+    overhead = max(0.0, sum(gaps) / len(gaps)) if gaps else 0.0
+    notes = [
         f"the maintenance tick is placed {phase:.3f} s into each second of the trace and a "
         f"forked child accepts {startup:g} s after the tick, the pair at which configuration "
-        f"{n + 1} reproduces the logged waits best"
-    )
-    fitted = [replace(one, tick_phase=phase, startup=startup) for one in settings]
-    return [simulate(trace.requests, one) for one in fitted], [note]
+        f"{n + 1} reproduces the logged waits best",
+        f"each latency includes {overhead * 1000:.2f} ms the server spent on a request before "
+        "starting it outside the model (accepting, reading the head, handing it to a thread): "
+        "the mean of the logged waits less the simulated ones",
+    ]
+    fitted = [
+        replace(one, tick_phase=phase, startup=startup, overhead=overhead) for one in settings
+    ]
+    return [simulate(trace.requests, one) for one in fitted], notes
 
 
 # -- calibration ------------------------------------------------------------------------------
@@ -457,8 +468,7 @@ def _parser_for(ns: argparse.Namespace, configs: Sequence[tuple[str, ServerConfi
     else:
         fmt, origin = resolve_format(access_log=ns.access_log)
     needs = ("time", "service", "path") if ns.calibrate else ("time", "service")
-    fields = ("time", "service", "client", "keepalive", "path", "queued")
-    parser = LogParser(fmt, fields, origin)
+    parser = LogParser(fmt, (*needs, "client", "keepalive", "queued"), origin)
     parser.require(needs)
     return parser
 

@@ -32,6 +32,9 @@ class SimSettings:
     # where in each second of the trace's clock (epoch seconds for a log) the parent's tick
     # falls: the server's is its start time's fraction (plan.py fits it to a log's waits)
     tick_phase: float = 0.0
+    # seconds each request spends before it starts outside the model (accepting, reading the
+    # head, handing it to a thread): added to its latency, never to a worker's time
+    overhead: float = 0.0
 
     @classmethod
     def from_config(cls, config: ServerConfig, somaxconn: int, **extra: float) -> SimSettings:

@@ -26,7 +26,10 @@ The model, per MPM (reference 1.2-1.4):
   child's threads have been busy for 0.1 s ("kill'em all"); a child full only because of
   parked connections takes clients from the backlog every 0.1 s, closing its oldest parked
   ones; a stopping child keeps parked connections to their timeout and answers them.
-Not modelled: lingering close, write completion, slow clients (service time includes sending).
+Not modelled: lingering close, write completion, slow clients (service time includes sending);
+the time before a request starts outside the pool (accepting, reading the head, the hand-over)
+is one constant, SimSettings.overhead, added to each latency. The parent's tick falls
+`tick_phase` into each second of the trace's clock (the server's depends on when it started).
 """
 
 from __future__ import annotations
@@ -405,12 +408,13 @@ class _Pool(Children, EventChildren):
         wait = array("d", bytes(8 * self.n))
         latency = array("d", wait)
         arr, svc, start, refused = self.arr, self.svc, self.start, self.refused
+        overhead = self.s.overhead
         for i in range(self.n):
             if refused[i]:
                 wait[i] = latency[i] = nan
             else:
                 wait[i] = start[i] - arr[i]
-                latency[i] = wait[i] + svc[i]
+                latency[i] = wait[i] + svc[i] + overhead
         series = ticker.series()
         summary = summarise(
             self.s,
@@ -420,7 +424,7 @@ class _Pool(Children, EventChildren):
             peak_processes=self.peak_proc,
             peak_busy=self.peak_busy,
             forked=len(self.cslot) - self.initial,
-            area=self.area,
+            area=self.area + overhead * (self.n - sum(refused)),  # in the system meanwhile
             first=self.arr[0] if self.n else t0,
             last=self.last_change,
         )
