@@ -147,6 +147,15 @@ def test_a_cpu_bound_thread_safe_app_gets_processes(thread_safe, cpu, mpm):
         assert "CPU-bound" in advice.why_mpm
 
 
+@pytest.mark.parametrize(("cpu", "workers"), [((8.4, 8.5), 2), ((6, 11), 4), ((30, 100), None)])
+def test_a_cpu_bound_pool_keeps_the_cores_busy_and_no_more(cpu, workers):
+    advice = advise(inputs(thread_safe=True, traffic=TRAFFIC, cpu=cpu, cores=2))
+    # TRAFFIC wants 14 workers; 2 cores x 8.5 / 8.4 -> 2, 2 x 11 / 6 -> 4; 30 % CPU: no cap
+    assert advice.value("MaxRequestWorkers") == (workers or 14)
+    raised = advise(inputs(thread_safe=True, traffic=TRAFFIC, cpu=cpu), min_workers=40)
+    assert raised.value("MaxRequestWorkers") == (workers or 40)  # the planner cannot undo it
+
+
 def test_memory_limits_the_pool_and_says_so():
     advice = advise(inputs(traffic=TRAFFIC, budget=100_000))
     assert advice.value("MaxRequestWorkers") == 3  # 100,000 // 31,624

@@ -183,23 +183,40 @@ def workers_needed(peak: float) -> int:
     return max(1, math.ceil(max(HEADROOM * peak, peak + SQRT_STAFFING * math.sqrt(peak)) - 1e-9))
 
 
+def cpu_bound(inputs: Inputs) -> bool:
+    """Whether the probe's requests spent at least CPU_BOUND of their time on a CPU, and longer
+    than a GIL switch interval."""
+    if inputs.cpu is None:
+        return False
+    cpu_ms, wall_ms = inputs.cpu
+    return cpu_ms >= GIL_SWITCH_MS and cpu_ms >= CPU_BOUND * wall_ms
+
+
+def cpu_workers(inputs: Inputs) -> int | None:
+    """For a CPU-bound application, the workers that keep every core busy: cores x wall / CPU
+    time (a request on a CPU half its time needs two workers a core); None otherwise."""
+    if not cpu_bound(inputs):
+        return None
+    cpu_ms, wall_ms = inputs.cpu  # type: ignore[misc]
+    return max(inputs.cores, round(inputs.cores * wall_ms / cpu_ms))
+
+
 def choose_mpm(inputs: Inputs) -> tuple[str, str]:
     if not inputs.thread_safe:
         return "prefork", (
             f"the application is not known to be thread safe ({inputs.thread_safe_source}): "
             "prefork runs one request per process; pass --thread-safe yes to consider event"
         )
-    if inputs.cpu is not None:
-        cpu_ms, wall_ms = inputs.cpu
-        if cpu_ms >= GIL_SWITCH_MS and cpu_ms >= CPU_BOUND * wall_ms:
-            return "prefork", (
-                f"the application is thread safe but CPU-bound (the probe's requests took "
-                f"{cpu_ms:.3g} ms of CPU in {wall_ms:.3g} ms: at least {CPU_BOUND:.0%} of "
-                f"their time and longer than the GIL's {GIL_SWITCH_MS:g} ms switch interval): "
-                "a child's threads take turns on the GIL, so a request that lands in a child "
-                "already running one waits for it while another core may idle; prefork gives "
-                "each request a process of its own"
-            )
+    if cpu_bound(inputs):
+        cpu_ms, wall_ms = inputs.cpu  # type: ignore[misc]
+        return "prefork", (
+            f"the application is thread safe but CPU-bound (the probe's requests took "
+            f"{cpu_ms:.3g} ms of CPU in {wall_ms:.3g} ms: at least {CPU_BOUND:.0%} of "
+            f"their time and longer than the GIL's {GIL_SWITCH_MS:g} ms switch interval): "
+            "a child's threads take turns on the GIL, so a request that lands in a child "
+            "already running one waits for it while another core may idle; prefork gives "
+            "each request a process of its own"
+        )
     return "event", (
         f"the application is thread safe ({inputs.thread_safe_source}): event parks idle "
         "keep-alive connections without a thread, so keep-alive clients cost no worker, and "
@@ -256,6 +273,15 @@ def advise(inputs: Inputs, *, min_workers: int = 0, min_spare: int = 0) -> Advic
         if min_workers > needed:
             needed = min_workers
             conc_why += f"; raised to {needed} after the planner's check"
+        cap = cpu_workers(inputs)
+        if cap is not None and needed > cap:
+            needed = cap
+            conc_why += (
+                f"; CPU-bound: {inputs.cores} cores x wall / CPU time "
+                f"{inputs.cpu[1]:.3g} / {inputs.cpu[0]:.3g} ms = {cap} workers keep every core "
+                "busy, more would only share the cores (every request slower) where fewer queue "
+                f"first come, first served: {cap}"
+            )
     else:
         mean, peak, needed = 0.0, 0.0, DEFAULT_WORKERS
         conc_why = (
