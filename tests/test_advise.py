@@ -68,8 +68,9 @@ def test_memory_budget_counts_back_own_children_and_takes_off_the_reserve():
 @pytest.mark.parametrize(
     ("threads", "cap", "child"),
     [
-        (1, 15 * 1024, 15 * 1024 + 5000),  # 1.5 x 10,000 = 15,000 KiB -> 15 MiB
-        (11, 17 * 1024, 17 * 1024 + 5000),  # 1.5 x (10,000 + 10 x 100) = 16,500 -> 17 MiB
+        # 1.5 x 10,000 = 15,000 KiB < the 16 MiB floor: 10,000 + 16,384 -> 26 MiB
+        (1, 26 * 1024, 26 * 1024 + 5000),
+        (11, 27 * 1024, 27 * 1024 + 5000),  # 10,000 + 10 x 100 + 16,384 = 27,384 -> 27 MiB
     ],
 )
 def test_child_cost_is_capped_uss_plus_shared_share(threads, cap, child):
@@ -79,56 +80,86 @@ def test_child_cost_is_capped_uss_plus_shared_share(threads, cap, child):
 
 @pytest.mark.parametrize(
     ("rate", "service", "peak", "workers"),
-    [(20, 0.05, 1.0, 2), (50, 0.1, 5.0, 7), (0.1, 0.01, 0.001, 1), (100, 0.04, 4.0, 5)],
+    [
+        (20, 0.05, 1.0, 3),
+        (50, 0.1, 5.0, 10),
+        (0.1, 0.01, 0.001, 1),
+        (100, 0.04, 4.0, 8),
+        (400, 0.1, 40.0, 53),
+        (1000, 0.1, 100.0, 125),
+    ],
 )
 def test_littles_law_and_headroom(rate, service, peak, workers):
     assert little(rate, service) == pytest.approx(peak)
-    assert workers_needed(little(rate, service)) == workers  # ceil(1.25 x L), at least 1
+    # ceil(max(1.25 x L, L + 2 sqrt(L))), at least 1: square-root staffing for small pools
+    assert workers_needed(little(rate, service)) == workers
 
 
 def test_prefork_table():
     advice = advise(inputs(traffic=TRAFFIC))
-    # L = 50 x 0.1 = 5, busiest 80 x 0.1 = 8 -> ceil(1.25 x 8) = 10; child 15,360 + 5,000
+    # L = 50 x 0.1 = 5, busiest 80 x 0.1 = 8 -> ceil(8 + 2 sqrt(8)) = 14; child 26,624 + 5,000
     assert advice.mpm == "prefork"
-    assert advice.child_kib == 20360
+    assert advice.child_kib == 31624
     assert advice.directives() == {
-        "StartServers": 10,  # max(1, ceil(5)) + 5, at most 10
-        "MinSpareServers": 5,  # 10 - floor(5)
-        "MaxSpareServers": 10,
-        "ServerLimit": 10,
-        "MaxRequestWorkers": 10,
+        "StartServers": 14,  # max(1, ceil(5)) + 9, at most 14
+        "MinSpareServers": 9,  # 14 - floor(5)
+        "MaxSpareServers": 18,
+        "ServerLimit": 14,
+        "MaxRequestWorkers": 14,
         "KeepAliveTimeout": 2,
         "MaxKeepAliveRequests": 100,
         "MaxConnectionsPerChild": 0,
-        "MaxMemoryPerChild": "15M",
+        "MaxMemoryPerChild": "26M",
     }
 
 
 def test_event_table():
     advice = advise(inputs(thread_safe=True, traffic=TRAFFIC))
-    # 10 workers / 2 cores -> 5 threads a child, 2 children; child 1.5 x 10,400 -> 16 MiB
+    # 14 workers / 2 cores -> 7 threads a child, 2 children; child 10,600 + 16 MiB -> 27 MiB
     assert advice.mpm == "event"
-    assert advice.child_kib == 16 * 1024 + 5000
+    assert advice.child_kib == 27 * 1024 + 5000
     assert advice.directives() == {
-        "StartServers": 2,  # ceil((5 + 5) / 5)
+        "StartServers": 2,  # ceil((5 + 9) / 7)
         "ServerLimit": 2,
-        "ThreadLimit": 5,
-        "ThreadsPerChild": 5,
-        "MaxRequestWorkers": 10,
-        "MinSpareThreads": 5,
-        "MaxSpareThreads": 15,  # 5 + 2 x 5
+        "ThreadLimit": 7,
+        "ThreadsPerChild": 7,
+        "MaxRequestWorkers": 14,
+        "MinSpareThreads": 9,  # 14 - floor(5)
+        "MaxSpareThreads": 23,  # 9 + 2 x 7
         "KeepAliveTimeout": 5,
         "MaxKeepAliveRequests": 100,
         "MaxConnectionsPerChild": 0,
-        "MaxMemoryPerChild": "16M",
+        "MaxMemoryPerChild": "27M",
         "AsyncRequestWorkerFactor": 2,
     }
 
 
+@pytest.mark.parametrize(
+    ("thread_safe", "cpu", "mpm"),
+    [(True, (8.4, 8.5), "prefork"), (True, (50, 100), "prefork"), (True, (20, 100), "event"),
+     (True, (0.8, 1.0), "event"),  # all CPU, but shorter than a GIL switch interval
+     (True, None, "event"), (False, (0.4, 100), "prefork")],
+)  # fmt: skip
+def test_a_cpu_bound_thread_safe_app_gets_processes(thread_safe, cpu, mpm):
+    advice = advise(inputs(thread_safe=thread_safe, traffic=TRAFFIC, cpu=cpu))
+    assert advice.mpm == mpm
+    if thread_safe and mpm == "prefork":
+        assert "CPU-bound" in advice.why_mpm
+
+
+@pytest.mark.parametrize(("cpu", "workers"), [((8.4, 8.5), 2), ((6, 11), 4), ((30, 100), None)])
+def test_a_cpu_bound_pool_keeps_the_cores_busy_and_no_more(cpu, workers):
+    advice = advise(inputs(thread_safe=True, traffic=TRAFFIC, cpu=cpu, cores=2))
+    # TRAFFIC wants 14 workers; 2 cores x 8.5 / 8.4 -> 2, 2 x 11 / 6 -> 4; 30 % CPU: no cap
+    assert advice.value("MaxRequestWorkers") == (workers or 14)
+    raised = advise(inputs(thread_safe=True, traffic=TRAFFIC, cpu=cpu), min_workers=40)
+    assert raised.value("MaxRequestWorkers") == (workers or 40)  # the planner cannot undo it
+
+
 def test_memory_limits_the_pool_and_says_so():
-    advice = advise(inputs(traffic=TRAFFIC, budget=50_000))
-    assert advice.value("MaxRequestWorkers") == 2  # 50,000 // 20,360
-    assert any("memory holds 2" in note for note in advice.notes)
+    advice = advise(inputs(traffic=TRAFFIC, budget=100_000))
+    assert advice.value("MaxRequestWorkers") == 3  # 100,000 // 31,624
+    assert any("memory holds 3" in note for note in advice.notes)
 
 
 def test_an_app_that_does_not_fit_gets_no_settings():
@@ -142,11 +173,11 @@ def test_an_app_that_does_not_fit_gets_no_settings():
 
 def test_threads_shrink_before_giving_up():
     big = ChildCost(10000, 1000, 1000, "test")  # 1 MiB a thread
-    advice = advise(inputs(thread_safe=True, traffic=TRAFFIC, cost=big, budget=20_000))
+    advice = advise(inputs(thread_safe=True, traffic=TRAFFIC, cost=big, budget=30_000))
     assert advice.fits
-    # 5 threads: 1.5 x 14,000 -> 21 MiB + 1,000 > 20,000; halved to 2: 17 MiB + 1,000 fits
-    assert advice.value("ThreadsPerChild") == 2
-    assert advice.child_kib == 18408
+    # 7 threads: 16,000 + 16,384 -> 32 MiB + 1,000 > 30,000; halved to 3: 28 MiB + 1,000 fits
+    assert advice.value("ThreadsPerChild") == 3
+    assert advice.child_kib == 29672
 
 
 @pytest.mark.parametrize(
@@ -161,8 +192,8 @@ def test_keepalive_timeout_from_the_gaps(gap, parked, value):
 def test_async_factor_from_peak_connections():
     traffic = Traffic(50, 80, 0.1, "test", peak_busy=0, peak_connections=100)
     advice = advise(inputs(thread_safe=True, traffic=traffic))
-    # 100 connections / 2 children = 50 a child; (50 - 5) / 2 idle threads -> 23
-    assert advice.value("AsyncRequestWorkerFactor") == 23
+    # 100 connections / 2 children = 50 a child; (50 - 7) / 3 idle threads -> 15
+    assert advice.value("AsyncRequestWorkerFactor") == 15
 
 
 def test_leak_sets_max_connections_per_child():
@@ -218,7 +249,7 @@ def test_planner_check_raises_the_pool_it_finds_short():
 
 def test_planner_check_stops_at_the_memory_budget():
     reqs = [Request(i * 0.01, 0.5) for i in range(2000)]  # L = 50
-    small = inputs(traffic=Traffic(1, 1, 0.5, "claimed"), budget=3 * 20360)
+    small = inputs(traffic=Traffic(1, 1, 0.5, "claimed"), budget=3 * 31624)
     checked = check_advice(advise(small), small, reqs, backlog_cap=511)
     assert checked.value("MaxRequestWorkers") == 3
     assert any("memory allows no more" in note for note in checked.notes)

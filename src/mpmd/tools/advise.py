@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 from mpmd.config.model import ServerConfig
 from mpmd.tools.accesslog import LogFormatError
-from mpmd.tools.advise_core import Advice, ChildCost, Inputs, Memory, advise
+from mpmd.tools.advise_core import Advice, ChildCost, Inputs, Memory, advise, cpu_workers
 from mpmd.tools.advise_inputs import (
     LogTraffic,
     access_log_of,
@@ -122,7 +122,8 @@ def check_advice(
             break
         better = advise(inputs, min_workers=min_workers, min_spare=min_spare)
         if better.directives() == advice.directives():
-            advice.notes.append(f"{why}, and memory allows no more")
+            limit = "memory" if cpu_workers(inputs) is None else "memory or the CPU"
+            advice.notes.append(f"{why}, and {limit} allows no more")
             break
         steps.append(f"{why}: MaxRequestWorkers {mrw} -> {better.value('MaxRequestWorkers')}, "
                      f"spare {_spare_of(advice)} -> {_spare_of(better)}")  # fmt: skip
@@ -240,7 +241,11 @@ def offline_inputs(
         thread_safe=bool(thread_safe),
         thread_safe_source="given" if thread_safe is not None else "not stated: --thread-safe",
         cores=core_count(),
-        notes=(f"the probe's GET / took {result.service_ms:.2g} ms unloaded",),
+        cpu=(result.cpu_ms, result.service_ms),
+        notes=(
+            f"the probe's GET / took {result.service_ms:.2g} ms unloaded, "
+            f"{result.cpu_ms:.2g} ms of it on a CPU",
+        ),
     )
 
 

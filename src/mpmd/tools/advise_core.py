@@ -19,7 +19,16 @@ from dataclasses import dataclass, field
 
 BUDGET_FRACTION = 0.9  # of MemAvailable: the page cache and the kernel keep the rest
 GROWTH = 1.5  # a child may grow to 1.5 x its measured USS before MaxMemoryPerChild retires it
+# ... and at least this many KiB above it: a small child's USS grows by megabytes under load
+# (buffers, the allocator's arenas; the quality study's I/O app went from 4.4 to 8.3 MiB at 200
+# req/s), and a cap at 1.5 x retired both children every few seconds (MP00004), p95 x 4
+GROWTH_FLOOR_KIB = 16 * 1024
 HEADROOM = 1.25  # workers above the measured peak concurrency
+# ... and at least peak + SQRT_STAFFING x sqrt(peak): Poisson arrivals put about sqrt(L) more
+# requests in service than their mean, so a small pool needs more than 25 % (square-root
+# staffing: at 8 requests in service, ceil(1.25 x 8) = 10 workers leave ~40 % of requests
+# waiting by Erlang C; 8 + 2 x sqrt(8) -> 14 leave ~4 %, at the busiest second's rate)
+SQRT_STAFFING = 2.0
 MAX_THREADS_PER_CHILD = 25  # Apache's default: more threads only queue on the GIL
 MIN_THREADS_PER_CHILD = 4  # a thread costs tens of KiB: spare ones absorb a burst before a tick
 DEFAULT_WORKERS = 150  # Debian's MaxRequestWorkers, when no traffic was measured
@@ -27,6 +36,10 @@ KEEPALIVE_HOLDING = (1, 5)  # KeepAliveTimeout range where a kept-alive connecti
 KEEPALIVE_PARKED = (2, 15)  # the event MPM parks idle connections: a longer timeout is cheap
 MAX_KEEPALIVE_REQUESTS = 100  # Apache's default; 0 (unlimited) lets one client pin a process
 LEAK_MAX_CONNECTIONS = 10000  # MaxConnectionsPerChild when children are seen to grow
+# a request on a CPU for at least CPU_BOUND of its time and longer than the GIL's switch
+# interval (sys.getswitchinterval(), 5 ms) delays the other threads of its child: processes
+CPU_BOUND = 0.5
+GIL_SWITCH_MS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +87,7 @@ class Inputs:
     error_patterns: dict[str, int] = field(default_factory=dict)  # errorlog pattern -> count
     leak: str | None = None  # why children look like they grow, if they do
     notes: tuple[str, ...] = ()
+    cpu: tuple[float, float] | None = None  # (CPU ms, wall ms) of an unloaded request (probe)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,10 +146,10 @@ def memory_budget(memory: Memory) -> tuple[int, str]:
 
 
 def max_memory_per_child(cost: ChildCost, threads: int) -> int:
-    """KiB of USS a child may reach: GROWTH x its measured USS with `threads` threads, rounded
-    up to a whole MiB (the directive is written in M)."""
+    """KiB of USS a child may reach: GROWTH x its measured USS with `threads` threads, at least
+    GROWTH_FLOOR_KIB more than it, rounded up to a whole MiB (the directive is written in M)."""
     uss = cost.uss_kib + (threads - 1) * cost.thread_kib
-    return math.ceil(GROWTH * uss / 1024) * 1024
+    return math.ceil(max(GROWTH * uss, uss + GROWTH_FLOOR_KIB) / 1024) * 1024
 
 
 def child_kib(cost: ChildCost, threads: int) -> int:
@@ -164,8 +178,27 @@ def peak_concurrency(traffic: Traffic) -> tuple[float, float, str]:
 
 
 def workers_needed(peak: float) -> int:
-    """Workers for a peak concurrency: HEADROOM above it, at least 1."""
-    return max(1, math.ceil(HEADROOM * peak - 1e-9))
+    """Workers for a peak concurrency: HEADROOM above it or SQRT_STAFFING standard deviations
+    of Poisson arrivals above it, whichever is more; at least 1."""
+    return max(1, math.ceil(max(HEADROOM * peak, peak + SQRT_STAFFING * math.sqrt(peak)) - 1e-9))
+
+
+def cpu_bound(inputs: Inputs) -> bool:
+    """Whether the probe's requests spent at least CPU_BOUND of their time on a CPU, and longer
+    than a GIL switch interval."""
+    if inputs.cpu is None:
+        return False
+    cpu_ms, wall_ms = inputs.cpu
+    return cpu_ms >= GIL_SWITCH_MS and cpu_ms >= CPU_BOUND * wall_ms
+
+
+def cpu_workers(inputs: Inputs) -> int | None:
+    """For a CPU-bound application, the workers that keep every core busy: cores x wall / CPU
+    time (a request on a CPU half its time needs two workers a core); None otherwise."""
+    if not cpu_bound(inputs):
+        return None
+    cpu_ms, wall_ms = inputs.cpu  # type: ignore[misc]
+    return max(inputs.cores, round(inputs.cores * wall_ms / cpu_ms))
 
 
 def choose_mpm(inputs: Inputs) -> tuple[str, str]:
@@ -173,6 +206,16 @@ def choose_mpm(inputs: Inputs) -> tuple[str, str]:
         return "prefork", (
             f"the application is not known to be thread safe ({inputs.thread_safe_source}): "
             "prefork runs one request per process; pass --thread-safe yes to consider event"
+        )
+    if cpu_bound(inputs):
+        cpu_ms, wall_ms = inputs.cpu  # type: ignore[misc]
+        return "prefork", (
+            f"the application is thread safe but CPU-bound (the probe's requests took "
+            f"{cpu_ms:.3g} ms of CPU in {wall_ms:.3g} ms: at least {CPU_BOUND:.0%} of "
+            f"their time and longer than the GIL's {GIL_SWITCH_MS:g} ms switch interval): "
+            "a child's threads take turns on the GIL, so a request that lands in a child "
+            "already running one waits for it while another core may idle; prefork gives "
+            "each request a process of its own"
         )
     return "event", (
         f"the application is thread safe ({inputs.thread_safe_source}): event parks idle "
@@ -220,13 +263,25 @@ def advise(inputs: Inputs, *, min_workers: int = 0, min_spare: int = 0) -> Advic
     if inputs.traffic is not None:
         mean, peak, conc_why = peak_concurrency(inputs.traffic)
         needed = workers_needed(peak)
-        conc_why += f"; ceil({HEADROOM} x {peak:.3g}) = {needed} workers"
+        conc_why += (
+            f"; ceil(max({HEADROOM} x {peak:.3g}, {peak:.3g} + {SQRT_STAFFING:g} x "
+            f"sqrt({peak:.3g}))) = {needed} workers"
+        )
         if needed < inputs.cores:
             needed = inputs.cores
             conc_why += f"; at least one per core: {needed}"
         if min_workers > needed:
             needed = min_workers
             conc_why += f"; raised to {needed} after the planner's check"
+        cap = cpu_workers(inputs)
+        if cap is not None and needed > cap:
+            needed = cap
+            conc_why += (
+                f"; CPU-bound: {inputs.cores} cores x wall / CPU time "
+                f"{inputs.cpu[1]:.3g} / {inputs.cpu[0]:.3g} ms = {cap} workers keep every core "
+                "busy, more would only share the cores (every request slower) where fewer queue "
+                f"first come, first served: {cap}"
+            )
     else:
         mean, peak, needed = 0.0, 0.0, DEFAULT_WORKERS
         conc_why = (
@@ -244,8 +299,9 @@ def advise(inputs: Inputs, *, min_workers: int = 0, min_spare: int = 0) -> Advic
     mmpc = max_memory_per_child(inputs.cost, tpc)
     extra_threads = f" + {tpc - 1} threads x {inputs.cost.thread_kib:g} KiB" if tpc > 1 else ""
     child_why = (
-        f"USS {inputs.cost.uss_kib:g} KiB{extra_threads}, x {GROWTH} growth allowance rounded "
-        f"up to a MiB = {mmpc} KiB (MaxMemoryPerChild), + shared share "
+        f"USS {inputs.cost.uss_kib:g} KiB{extra_threads}, x {GROWTH} growth allowance (at least "
+        f"+{GROWTH_FLOOR_KIB // 1024} MiB) rounded up to a MiB = {mmpc} KiB (MaxMemoryPerChild), "
+        f"+ shared share "
         f"{inputs.cost.shared_kib:g} KiB = {per_child} KiB ({inputs.cost.source})"
     )
     advice = Advice(mpm, why_mpm, budget, budget_why, per_child, child_why, conc_why, [], notes)
@@ -373,8 +429,9 @@ def _common(inputs: Inputs, mpm: str, children: int, tpc: int, mmpc: int) -> lis
                            "0 (never recycle): no growth seen; MaxMemoryPerChild retires a "
                            "child that grows anyway"))  # fmt: skip
     out.append(Setting("MaxMemoryPerChild", mmpc,
-                       f"{GROWTH} x the measured USS, rounded up to a MiB = {mmpc // 1024}M: the "
-                       "budget above assumes no child grows past it"))  # fmt: skip
+                       f"{GROWTH} x the measured USS (at least {GROWTH_FLOOR_KIB // 1024} MiB "
+                       f"more), rounded up to a MiB = {mmpc // 1024}M: the budget above assumes "
+                       "no child grows past it"))  # fmt: skip
     if parked:
         out.append(_factor(inputs, children, tpc))
     return out

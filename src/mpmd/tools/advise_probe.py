@@ -41,6 +41,7 @@ class ProbeError(Exception):
 class ProbeResult:
     cost: ChildCost
     service_ms: float  # median wall time of the probe's requests (one at a time, unloaded)
+    cpu_ms: float  # the children's CPU time per probe request (/proc/PID/schedstat)
 
 
 def split_app(app: str) -> tuple[str, str]:
@@ -68,15 +69,16 @@ def probe(app: str, *, thread_safe: bool, path: str = "/") -> ProbeResult:
     directory, spec = split_app(app)
     with tempfile.TemporaryDirectory(prefix="mpmd-advise-") as tmp:
         if not thread_safe:
-            sizes, service_ms = _run(tmp, directory, spec, "prefork", 1, path)
+            sizes, service_ms, cpu_ms = _run(tmp, directory, spec, "prefork", 1, path)
             pss, uss = max(sizes)
             return ProbeResult(
                 ChildCost(uss, pss - uss, 0.0, f"probe of {app} under prefork: largest of "
                           f"{len(sizes)} children PSS {pss} KiB, USS {uss} KiB"),
                 service_ms,
+                cpu_ms,
             )  # fmt: skip
-        one, service_ms = _run(tmp, directory, spec, "event", 1, path)
-        many, _ = _run(tmp, directory, spec, "event", PROBE_THREADS, path)
+        one, service_ms, cpu_ms = _run(tmp, directory, spec, "event", 1, path)
+        many, _, _ = _run(tmp, directory, spec, "event", PROBE_THREADS, path)
     pss1, uss1 = max(one)
     _, uss_n = max(many)
     thread = max(0.0, (uss_n - uss1) / (PROBE_THREADS - 1))
@@ -86,6 +88,7 @@ def probe(app: str, *, thread_safe: bool, path: str = "/") -> ProbeResult:
                   f"{PROBE_THREADS} threads USS {uss_n} KiB, so ({uss_n} - {uss1}) / "
                   f"{PROBE_THREADS - 1} = {thread:.1f} KiB a thread"),
         service_ms,
+        cpu_ms,
     )  # fmt: skip
 
 
@@ -113,8 +116,9 @@ def _config(tmp: str, directory: str, spec: str, mpm: str, threads: int, port: i
 
 def _run(
     tmp: str, directory: str, spec: str, mpm: str, threads: int, path: str
-) -> tuple[list[tuple[int, int]], float]:
-    """Start, request, measure, stop: ([(PSS, USS) per child], median request ms)."""
+) -> tuple[list[tuple[int, int]], float, float]:
+    """Start, request, measure, stop: ([(PSS, USS) per child], median request ms, the
+    children's CPU ms per request)."""
     port = _free_port()
     conf = os.path.join(tmp, f"probe-{mpm}-{threads}.conf")
     with open(conf, "w") as f:
@@ -127,14 +131,35 @@ def _run(
                                 stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     try:
         _wait_ready(proc, port, path, tmp)
+        cpu_before = _cpu_ns(proc.pid)
         times = sorted(_request(port, path) for _ in range(PROBE_REQUESTS))
+        cpu_ms = max(0, _cpu_ns(proc.pid) - cpu_before) / 1e6 / PROBE_REQUESTS
         sizes = [(m.pss_kib, m.uss_kib) for pid in _children(proc.pid)
                  if (m := read_memory(pid)) is not None and m.pss_kib > 0]  # fmt: skip
         if not sizes:
             raise ProbeError(f"the probe's children could not be measured ({_reason(tmp)})")
-        return sizes, times[len(times) // 2]
+        return sizes, times[len(times) // 2], cpu_ms
     finally:
         _stop(proc)
+
+
+def _cpu_ns(pid: int) -> int:
+    """Nanoseconds the children of `pid` have run on a CPU, all their threads (schedstat's
+    first field): the difference around the requests is what serving them cost, import and
+    startup excluded."""
+    total = 0
+    for child in _children(pid):
+        try:
+            tasks = os.listdir(f"/proc/{child}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{child}/task/{task}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+    return total
 
 
 def _request(port: int, path: str) -> float:
