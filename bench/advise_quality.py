@@ -15,9 +15,9 @@ CPU-bound app, an I/O-bound app that waits, and a memory-heavy app on an emulate
    prefork processes;
 4. per run: the client's p50/p95/p99 (a failed request counts as infinitely slow), errors, and
    the peak of the children's summed PSS (sampled from /proc every SAMPLE_S);
-5. a markdown report (default docs/advise-quality.md): a table per workload and the verdict,
-   advised p95 <= 1.10 x the best p95 among the pools that stayed within the memory budget, and
-   the advised pool's planned memory within 0.9 x MemAvailable (or the given budget). When the
+5. a markdown report (default bench/results/advise-quality.md; docs/tuning.md quotes it): a
+   table per workload and the verdict, advised p95 <= 1.10 x the best p95 among the pools that
+   stayed within the memory budget, and the advised pool's planned memory within 0.9 x MemAvailable (or the given budget). When the
    advice misses, the advised and the best pool are run again back to back, twice, to tell noise
    from the rule.
 """
@@ -470,7 +470,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=12.0, help="scored trace length per run")
     ap.add_argument("--quick", action="store_true", help="smoke run: 3 s traces, 3-pool grid")
     ap.add_argument("--workloads", default=",".join(WORKLOADS), help="cpu,io,memory")
-    ap.add_argument("--out", default="docs/advise-quality.md", help="the markdown report")
+    ap.add_argument("--out", default="bench/results/advise-quality.md", help="the markdown report")
     args = ap.parse_args()
     seconds = 3.0 if args.quick else args.seconds
     load_before = os.getloadavg()
