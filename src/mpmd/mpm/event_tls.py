@@ -305,13 +305,13 @@ class TlsConnection(EventConnection):
                 os.write(self.fd, self.bio_out.read())
             except OSError:
                 pass
-        self.drop_tls()  # lingering reads only raw bytes
         super().end_output()
 
     def drop_tls(self) -> None:
-        """Free OpenSSL's state (tens of KiB) now: the connection and its session refer to
-        each other, so the objects themselves wait for the cycle collector, and a child
-        doing thousands of handshakes a second grew by ~130 MiB before it caught up."""
+        """At close: free OpenSSL's state (tens of KiB) now. The connection and its session
+        refer to each other, so the objects themselves wait for the cycle collector, and a
+        child doing thousands of handshakes a second grew by ~130 MiB before it caught up.
+        (Not at end_output: a tunnel still reads the client after its half-close.)"""
         self.ssl = self.bio_in = self.bio_out = None  # type: ignore[assignment]
 
 
