@@ -512,7 +512,8 @@ class Parent(Watchdog):
             times.user, times.system, times.children_user, times.children_system
         )
         scoreboard.record_history(time.time(), snap, self.memory.total_kib)
-        self.notifier.tick(time.monotonic(), self._status_line(snap))
+        if self.notifier.enabled:  # systemd is listening
+            self.notifier.tick(time.monotonic(), self._status_line(snap))
 
     def _status_line(self, snap) -> str:
         """mod_systemd's STATUS= figures, since the last restart."""
