@@ -6,14 +6,17 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from mpmd.config.build import load_config
 from mpmd.mpm import child
-from server import Server, call, children_of, wait_for
+from server import APPS, Server, call, children_of, wait_for
 
 MPMS = ("prefork", "worker", "event")
 ROOT = os.geteuid() == 0
@@ -45,15 +48,23 @@ def _account_with_supplementary_groups() -> tuple[str, str] | None:
 @pytest.mark.slow
 @pytest.mark.skipif(not ROOT, reason="dropping privileges needs a server started as root")
 @pytest.mark.parametrize("mpm", MPMS)
-def test_children_run_as_user_and_group_and_cannot_write_roots_files(tmp_path, mpm):
+def test_children_run_as_user_and_group_and_cannot_write_roots_files(tmp_path, request, mpm):
     user, group = _account_with_supplementary_groups() or ("nobody", "nogroup")
     entry = pwd.getpwnam(user)
     gid = grp.getgrnam(group).gr_gid
-    protected = tmp_path / "root-owned"
+    # A directory User can reach wherever the checkout lives (pytest's tmp_path is root's
+    # only): the application, and a root-owned file that only its mode protects.
+    shared = Path(tempfile.mkdtemp(prefix="mpmd-privileges-"))
+    request.addfinalizer(lambda: shutil.rmtree(shared, ignore_errors=True))
+    shared.chmod(0o755)
+    app = shared / "testapp.py"
+    shutil.copyfile(APPS / "testapp.py", app)
+    app.chmod(0o644)
+    protected = shared / "root-owned"
     protected.write_text("root's\n")
     protected.chmod(0o644)
-    tmp_path.chmod(0o755)  # the child may reach the file; only its mode protects it
-    config = f"User {user}\nGroup {group}\nWSGIApp / testapp:whoami\n"
+    config = (f'User {user}\nGroup {group}\nWSGIPythonPath "{shared}"\n'
+              "WSGIApp / testapp:whoami\n")  # fmt: skip
     with Server(tmp_path, config, mpm=mpm) as server:
         status, _, body = call(server, "GET", f"/?path={protected}")
         assert status == 200
