@@ -153,7 +153,11 @@ class Server:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def __enter__(self) -> Server:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:  # __exit__ does not run when __enter__ raises: stop it here
+            self.stop()
+            raise
 
     def __exit__(self, *exc) -> None:
         self.stop()
