@@ -10,12 +10,9 @@ The parser is pure, unit-tested on ab's text report, and fills wrk's WrkResult.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
 
-from bench.wrk import CLIENT_CPU, WrkResult
+from bench.wrk import CLIENT_CPU, WrkResult, run_client
 
 _RE_RPS = re.compile(r"^Requests per second:\s+([\d.]+)", re.M)
 _RE_COMPLETE = re.compile(r"^Complete requests:\s+(\d+)", re.M)
@@ -69,17 +66,5 @@ def run_ab(
     url: str, connections: int, seconds: float, headers: tuple[str, ...] = ()
 ) -> tuple[WrkResult, list[str], str]:
     """Run ab once, as run_wrk runs wrk."""
-    cmd = ab_command(url, connections, seconds, headers)
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    try:
-        stdout, stderr = proc.communicate(timeout=seconds + 15)
-    except BaseException:  # also Ctrl-C / SIGTERM: ab must not outlive the harness
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        raise
-    result = parse_ab_output(stdout)
-    if proc.returncode in (124, 137, -9) or not _RE_RPS.search(stdout):
-        result = WrkResult(killed=True, percentiles_ms=result.percentiles_ms)
-    return result, cmd, stdout + stderr
+    return run_client(ab_command(url, connections, seconds, headers), seconds, parse_ab_output,
+                      _RE_RPS)  # fmt: skip

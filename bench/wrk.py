@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import subprocess
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 CLIENT_CPU = "0"
@@ -101,16 +102,24 @@ def run_wrk(
 ) -> tuple[WrkResult, list[str], str]:
     """Run wrk once; a wrk killed by `timeout` counts as 0 req/s (the reference's rule)."""
     cmd = wrk_command(url, connections, seconds, headers)
+    return run_client(cmd, seconds, parse_wrk_output, _RE_RPS)
+
+
+def run_client(
+    cmd: list[str], seconds: float, parse: Callable[[str], WrkResult], rps: re.Pattern[str]
+) -> tuple[WrkResult, list[str], str]:
+    """Run a load generator's `cmd` (wrk's or ab's) once and parse its report; one killed by
+    `timeout`, or whose report has no rate line (`rps`), counts as 0 req/s."""
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
     try:
         stdout, stderr = proc.communicate(timeout=seconds + 15)
-    except BaseException:  # also Ctrl-C / SIGTERM: wrk must not outlive the harness
+    except BaseException:  # also Ctrl-C / SIGTERM: the client must not outlive the harness
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         raise
-    result = parse_wrk_output(stdout)
-    if proc.returncode in (124, 137, -9) or not _RE_RPS.search(stdout):
+    result = parse(stdout)
+    if proc.returncode in (124, 137, -9) or not rps.search(stdout):
         result = WrkResult(killed=True, percentiles_ms=result.percentiles_ms)
     return result, cmd, stdout + stderr
