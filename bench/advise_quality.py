@@ -30,7 +30,6 @@ import math
 import os
 import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -40,7 +39,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.plan_accuracy import _answers, _children, _free_port, _wait
+from bench.plan_accuracy import answers, children, free_port, stop, wait_until
 from mpmd.config.build import load_config
 from mpmd.mpm.memory import read_memory
 from mpmd.tools.advise_inputs import read_meminfo
@@ -97,7 +96,7 @@ class Pool:
     mpm: str
     directives: str
     role: str = ""  # "default", "advised", "apache2buddy", "gunicorn", "" (grid)
-    max_children: int = 0
+    maxchildren: int = 0
     threads: int = 1
 
 
@@ -157,7 +156,7 @@ class Run:
     p95: float
     p99: float
     peak_pss_kib: int
-    peak_children: int
+    peakchildren: int
     largest_rss_kib: int
     late_ms: float
     load: float  # the 1-minute load average when the run ended (the machine is shared)
@@ -171,7 +170,7 @@ class MemorySampler(threading.Thread):
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.pid = pid
-        self.peak_pss = self.peak_children = self.largest_rss = 0
+        self.peak_pss = self.peakchildren = self.largest_rss = 0
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -193,7 +192,7 @@ class MemorySampler(threading.Thread):
                 total += m.pss_kib
             self.largest_rss = max(self.largest_rss, _rss_kib(pid))
         self.peak_pss = max(self.peak_pss, total)
-        self.peak_children = max(self.peak_children, _children(self.pid))
+        self.peakchildren = max(self.peakchildren, children(self.pid))
 
 
 def _rss_kib(pid: int) -> int:
@@ -230,17 +229,17 @@ def run_pool(
     """Start mpmd with `pool`, wait for its StartServers children, replay `shots`, stop it;
     the requests of the first `warm` seconds (the pool growing from StartServers) are not
     scored."""
-    port = _free_port()
+    port = free_port()
     conf = write_config(tmp, workload.app, pool, port, log)
     proc = subprocess.Popen([sys.executable, "-m", "mpmd", "-f", str(conf)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)  # fmt: skip
     try:
-        _wait(lambda: proc.poll() is not None or _answers(port), "the server answering", 60)
+        wait_until(lambda: proc.poll() is not None or answers(port), "the server answering", 60)
         if proc.poll() is not None:
             raise RuntimeError(f"mpmd exited with {proc.returncode}: see {tmp}/error_log")
         start = load_config(str(conf)).mpm.start_servers
-        _wait(lambda: _children(proc.pid) >= start, f"{start} children", 60)
+        wait_until(lambda: children(proc.pid) >= start, f"{start} children", 60)
         sampler = MemorySampler(proc.pid)
         sampler.start()
         outcomes = replay(f"http://127.0.0.1:{port}", shots, timeout=TIMEOUT_S)
@@ -248,25 +247,14 @@ def run_pool(
         sampler.done.set()
         sampler.join()
     finally:
-        _stop(proc)
+        stop(proc)
     latencies = sorted(o.latency * 1000 if o.error is None and o.status == 200 else math.inf
                        for o in outcomes)  # fmt: skip
     p50, p95, p99 = (percentile(latencies, q) for q in (0.5, 0.95, 0.99))
     return Run(pool, len(outcomes), sum(1 for x in latencies if math.isinf(x)), p50, p95, p99,
-               sampler.peak_pss, sampler.peak_children, sampler.largest_rss,
+               sampler.peak_pss, sampler.peakchildren, sampler.largest_rss,
                max((o.late for o in outcomes), default=0.0) * 1000,
                os.getloadavg()[0])  # fmt: skip
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    os.kill(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
 
 
 # -- the advisor ------------------------------------------------------------------------------
@@ -417,7 +405,7 @@ def markdown(study: Study) -> str:
                           "default": "recording run"}[r.pool.role])  # fmt: skip
         lines.append(
             f"| {r.pool.label} | {r.requests} | {r.errors} | {_ms(r.p50)} | {_ms(r.p95)} | "
-            f"{_ms(r.p99)} | {r.peak_pss_kib / 1024:.0f} | {r.peak_children} | "
+            f"{_ms(r.p99)} | {r.peak_pss_kib / 1024:.0f} | {r.peakchildren} | "
             f"{'yes' if r.within_budget else 'no'} | {r.load:.1f} | {' '.join(marks)} |"
         )
     ratio = adv.p95 / best.p95 if best.p95 and not math.isinf(best.p95) else math.nan

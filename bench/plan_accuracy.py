@@ -161,7 +161,7 @@ def tolerance_misses(
 # -- the real server ---------------------------------------------------------------------------
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -190,7 +190,7 @@ def write_config(tmp: Path, mpm: str, pool: str, port: int) -> Path:
     return conf
 
 
-def _children(pid: int) -> int:
+def children(pid: int) -> int:
     """Live (not zombie) children of `pid`."""
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
@@ -218,10 +218,10 @@ class ChildSampler(threading.Thread):
 
     def run(self) -> None:
         while not self.done.wait(0.005):
-            self.peak = max(self.peak, _children(self.pid))
+            self.peak = max(self.peak, children(self.pid))
 
 
-def _wait(condition: Callable[[], object], what: str, timeout: float = 20.0) -> None:
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -229,7 +229,7 @@ def _wait(condition: Callable[[], object], what: str, timeout: float = 20.0) -> 
         time.sleep(0.02)
 
 
-def _answers(port: int) -> bool:
+def answers(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
             sock.sendall(b"GET /sleep/0 HTTP/1.0\r\n\r\n")
@@ -240,7 +240,7 @@ def _answers(port: int) -> bool:
 
 def run_real(tmp: Path, case: Case, seconds: float) -> tuple[Path, list[Outcome], int]:
     """Start the server, replay the case's trace, stop it: (config, outcomes, peak children)."""
-    port = _free_port()
+    port = free_port()
     conf = write_config(tmp, case.mpm, case.pool, port)
     proc = subprocess.Popen(
         [sys.executable, "-m", "mpmd", "-f", str(conf)],
@@ -249,25 +249,31 @@ def run_real(tmp: Path, case: Case, seconds: float) -> tuple[Path, list[Outcome]
         start_new_session=True,
     )
     try:
-        _wait(lambda: proc.poll() is not None or _answers(port), "the server answering")
+        wait_until(lambda: proc.poll() is not None or answers(port), "the server answering")
         if proc.poll() is not None:
             raise RuntimeError(f"mpmd exited with {proc.returncode}: see {tmp}/error_log")
         start = load_config(str(conf)).mpm.start_servers  # the pool the plan starts from
-        _wait(lambda: _children(proc.pid) == start, f"{start} children")
+        wait_until(lambda: children(proc.pid) == start, f"{start} children")
         sampler = ChildSampler(proc.pid)
         sampler.start()
         outcomes = replay(f"http://127.0.0.1:{port}", case.trace(seconds))
         sampler.done.set()
         sampler.join()
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
+        stop(proc)
     return conf, outcomes, sampler.peak
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Stop a server this study started, by pid: SIGTERM, then SIGKILL to its group."""
+    if proc.poll() is not None:
+        return
+    os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
 
 
 def plan_run(conf: Path, access_log: Path) -> Summary:
