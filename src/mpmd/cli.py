@@ -59,6 +59,8 @@ def _parser(*, ctl: bool = False) -> argparse.ArgumentParser:
             description="Apache httpd's prefork/worker/event MPMs for Python WSGI applications.",
         )
         p.add_argument("app", nargs="?", help="module:callable to mount at / (gunicorn style)")
+        p.add_argument("--interface", choices=("wsgi", "asgi"),
+                       help="how to call the app: WSGI or ASGI (default: detected)")  # fmt: skip
     p.add_argument("-f", dest="file", metavar="FILE", help="configuration file")
     p.add_argument("-d", dest="server_root", metavar="SERVERROOT", help="ServerRoot")
     p.add_argument("-D", dest="defines", action="append", default=[], metavar="NAME",
@@ -90,13 +92,21 @@ class _Options:
     def __init__(self, ns: argparse.Namespace, argv: Sequence[str], prog: str = PROG) -> None:
         self.ns = ns
         self.command_line = shlex.join([prog, *argv])
+        self.interface = getattr(ns, "interface", None)  # the positional app's, once known
+        self.detected = False  # the interface was detected (not forced by --interface)
 
     def load(self, previous: ServerConfig | None = None) -> ServerConfig:
         ns = self.ns
         defines = list(ns.defines) + (["ONE_PROCESS"] if ns.debug else [])
+        if ns.app is not None and self.interface is None:
+            from mpmd.handlers.asgi.app import detect_interface
+
+            self.interface, _why = detect_interface(ns.app, [os.getcwd()])
+            self.detected = True
         config = load_config(ns.file, server_root=ns.server_root, defines=defines,
                              pre_directives=ns.pre, post_directives=ns.post, mpm=ns.mpm,
-                             listen=ns.listen, app=ns.app, previous=previous)  # fmt: skip
+                             listen=ns.listen, app=ns.app, app_interface=self.interface or "wsgi",
+                             previous=previous)  # fmt: skip
         if any(v.ssl is not None for v in (config.main, *config.vhosts)):
             from mpmd.http.tls import TlsContexts  # loads the certificates: errors are -t's
 
@@ -154,6 +164,9 @@ def _run(ns: argparse.Namespace, args: list[str], prog: str = PROG) -> int:
         _print_warnings(config)
         return _start_detached(opts, config)
     _print_warnings(config)
+    if opts.detected and opts.interface == "asgi":
+        print(f"{PROG}: {ns.app} is an ASGI application: it runs on the event MPM's ASGI loop "
+              "(--interface wsgi calls it as WSGI)", file=sys.stderr)  # fmt: skip
     return _serve(opts, config, single_process=ns.debug)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from mpmd.config import accounts
 from mpmd.config import directives as reg
+from mpmd.config.asgi import app_mount, asgi_mount, asgi_settings
 from mpmd.config.ignored import ignored_module, ignored_warning
 from mpmd.config.listen import COMMAND_LINE, listen_addresses, server_name
 from mpmd.config.model import (
@@ -69,6 +70,7 @@ def load_config(
     mpm: str | None = None,
     listen: Sequence[str] = (),
     app: str | None = None,
+    app_interface: str = "wsgi",
     previous: ServerConfig | None = None,
 ) -> ServerConfig:
     """Read the configuration the way httpd does (-f, -d, -D, -C, -c) and build it."""
@@ -100,6 +102,7 @@ def load_config(
         mpm=mpm,  # type: ignore[arg-type]
         listen=listen,
         app=app,
+        app_interface=app_interface,
         previous=previous,
     )
 
@@ -134,6 +137,8 @@ class _Builder:
 
     def __init__(self, mpm: MpmName, server_root: str, previous: ServerConfig | None) -> None:
         self.mpm = mpm
+        self.one_process = False  # -X: ASGIApp runs whatever the MPM
+        self.app_interface = "wsgi"  # the positional app's: wsgi or asgi
         self.root = server_root
         self.previous = previous
         self.warnings: list[str] = []
@@ -368,9 +373,11 @@ class _Builder:
 
     def wsgi_mounts(self, scope: _Scope) -> list[WsgiMount]:
         mounts = []
-        for node, value in _in_order(scope, "WSGIScriptAlias", "WSGIApp"):
+        for node, value in _in_order(scope, "WSGIScriptAlias", "WSGIApp", "ASGIApp"):
             url = value[0].rstrip("/")
-            if node.name.lower() == "wsgiapp":
+            if node.name.lower() == "asgiapp":
+                mounts.append(asgi_mount(node, value, self.mpm, self.one_process))
+            elif node.name.lower() == "wsgiapp":
                 mounts.append(WsgiMount(url, value[1], "app"))
             else:
                 mounts.append(WsgiMount(url, self.path(value[1]), "script"))
@@ -427,6 +434,7 @@ def build_config(
     mpm: MpmName | None = None,
     listen: Sequence[str] = (),
     app: str | None = None,
+    app_interface: str = "wsgi",
     previous: ServerConfig | None = None,
 ) -> ServerConfig:
     """The tree (conditionals and includes already resolved) → ServerConfig. Raises ConfigError."""
@@ -435,6 +443,8 @@ def build_config(
         raise ConfigError(config_file or COMMAND_LINE, 0,
                           "The MPM cannot be changed during restart.")  # fmt: skip
     b = _Builder(chosen, server_root, previous)
+    b.one_process = "ONE_PROCESS" in defines
+    b.app_interface = app_interface
     b.warnings.extend(parser_warnings)
     if note:
         b.warnings.append(note)
@@ -508,6 +518,7 @@ def build_config(
         hc_tpsize=main.last("ProxyHCTPsize", b.default("ProxyHCTPsize")),
         remoteip_headers=remoteip_headers,
         proxy_protocol=proxy_protocol,
+        asgi=asgi_settings(main.last, b.default),
         listen_unix_mode=main.last("ListenUnixMode", b.default("ListenUnixMode")),
         listen_unix_owner=accounts.owner_ids(main.seen.get("ListenUnixOwner")),
     )
@@ -525,7 +536,7 @@ def _main_vhost(b: _Builder, formats: dict[str, str], default_port: int, builtin
     error_log = main.last("ErrorLog") or ("stderr" if builtin else b.default("ErrorLog"))
     mounts = b.wsgi_mounts(main)
     if app is not None:
-        mounts.append(WsgiMount("", app, "app"))
+        mounts.append(app_mount(app, b.app_interface, b.mpm, b.one_process))
     return VirtualHost(
         addresses=(),
         server_name=name,

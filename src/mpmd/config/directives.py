@@ -19,7 +19,7 @@ import difflib
 from typing import Any
 
 from mpmd.config.declaration import DIRECTORY, PROXY, SERVER, VHOST, Directive, PerMpm
-from mpmd.config.groups import content, core, http, logs, mpm, proxy, remoteip, ssl, wsgi
+from mpmd.config.groups import asgi, content, core, http, logs, mpm, proxy, remoteip, ssl, wsgi
 from mpmd.config.ignored import (
     IGNORED,
     IGNORED_BY_NAME,
@@ -62,7 +62,7 @@ __all__ = [
 
 # The groups, in the order docs/directives.md lists them. A new group of directives is a
 # module in config/groups/ (GROUP, TITLE, DIRECTIVES) and its name here.
-GROUPS = (mpm, core, http, content, logs, wsgi, proxy, ssl, remoteip)
+GROUPS = (mpm, core, http, content, logs, wsgi, asgi, proxy, ssl, remoteip)
 DIRECTIVES: tuple[Directive, ...] = tuple(d for group in GROUPS for d in group.DIRECTIVES)
 
 # Handled by config/syntax.py while reading; listed so names are known and documented.

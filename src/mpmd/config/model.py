@@ -122,8 +122,20 @@ class DirectorySection:
 @dataclass(frozen=True, slots=True)
 class WsgiMount:
     url_path: str  # without trailing slash, "" for the root
-    target: str  # absolute file path (script) or "module:callable" (app)
-    kind: Literal["script", "app"]
+    target: str  # absolute file path (script) or "module:callable" (app, asgi)
+    kind: Literal["script", "app", "asgi"]  # asgi: an ASGIApp (event MPM, -X)
+
+
+@dataclass(frozen=True, slots=True)
+class AsgiSettings:
+    """The ASGI directives (config/groups/asgi.py): lifespan, and the WebSockets' limits."""
+
+    lifespan: str = "auto"  # ASGILifespan: auto, on, off
+    ping_interval: float | None = 20.0  # WebSocketPingInterval; None: no pings
+    ping_timeout: float | None = 20.0  # WebSocketPingTimeout; None: no timeout
+    max_message_size: int = 16 << 20  # WebSocketMaxMessageSize
+    per_message_deflate: bool = True  # WebSocketPerMessageDeflate
+    close_timeout: float = 5.0  # WebSocketCloseTimeout: the peer's time to answer a close
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,4 +388,5 @@ class ServerConfig:
     remoteip_headers: bool = False  # some virtual host walks a RemoteIPHeader
     proxy_protocol: ProxyProtocolSettings | None = None  # None: RemoteIPProxyProtocol nowhere On
     listen_unix_mode: int = 0o666  # ListenUnixMode: every `Listen unix:` socket's mode
+    asgi: AsgiSettings = AsgiSettings()
     listen_unix_owner: tuple[int, int] = (-1, -1)  # ListenUnixOwner's (uid, gid); -1 = as bound

@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mpmd.config.model import AccessRule, LocationSection, ProxyRoute, ServerConfig, VirtualHost
+from mpmd.handlers.asgi.app import AsgiMount, load_asgi_app
 from mpmd.handlers.proxy.backend import match_route
 from mpmd.handlers.static import (
     ALLOW,
@@ -239,6 +240,10 @@ class _VhostRoutes:
         self.mounts: list[tuple[str, str, Any, AccessCheck | None, str, str]] = []
         for mount in sorted(vhost.wsgi_mounts, key=lambda m: len(m.url_path), reverse=True):
             prefix = wsgi_str(mount.url_path.rstrip("/"))
+            if mount.kind == "asgi":  # served by the event child's ASGI loop (asgi_target)
+                handler = router.asgi_mount(mount, prefix)
+                self.mounts.append((prefix, prefix + "/", handler, None, "asgi-app", mount.target))
+                continue
             handler = router.wsgi_handler(vhost, mount)
             dir_check = None
             filename = mount.target
@@ -255,6 +260,7 @@ class _VhostRoutes:
                 reverse=True,
             )
         ]
+        self.has_asgi = any(type(m[2]) is AsgiMount for m in self.mounts)
         self.document_root = vhost.document_root.rstrip("/")
         self.proxy = vhost.proxy if vhost.proxy.routes else None  # router.proxy answers
 
@@ -296,6 +302,35 @@ class _VhostRoutes:
                 handler(exchange, path[len(prefix) :])
                 return
         self._static(exchange, path, self.document_root, path, require)
+
+    def asgi_target(self, raw: str) -> tuple[AsgiMount, str, AccessCheck | None] | None:
+        """dispatch()'s choice when it is an ASGI mount, decided without running anything:
+        (the mount, the normalised path, the Require check to apply). None otherwise."""
+        path = normalize_path(raw) if "%" in raw or "/." in raw or "//" in raw else raw
+        if type(path) is int or not path.startswith("/"):
+            return None
+        handler_name: str | None = None
+        require: tuple[AccessRule, ...] | None = None
+        for matches, section in self.locations:
+            if matches(path):
+                if section.handler is not None:
+                    handler_name = None if section.handler.lower() == "none" else section.handler
+                if section.require is not None:
+                    require = section.require
+        if handler_name is not None:
+            return None
+        proxy = self.proxy if self.router.proxy is not None else None
+        if proxy is not None and match_route(proxy, path) is not None:
+            return None
+        for matches, _url, _fs in self.aliases:
+            if matches(path):
+                return None
+        for prefix, slashed, handler, _check, _name, _filename in self.mounts:
+            if not prefix or path == prefix or path.startswith(slashed):
+                if type(handler) is not AsgiMount:
+                    return None
+                return handler, path, self.router.access_check(require)
+        return None
 
     def proxied(self, raw: str) -> tuple[ProxyRoute, str] | None:
         """dispatch()'s answer for a request that goes straight to the proxy: no <Location>
@@ -475,6 +510,26 @@ class Router:
         else:
             path = raw
         routes.dispatch(exchange, path)  # type: ignore[arg-type]
+
+    def asgi_target(
+        self, vhost: VirtualHost, raw_path: str
+    ) -> tuple[AsgiMount, str, AccessCheck | None] | None:
+        """The ASGI mount handle() would reach for this path (see _VhostRoutes.asgi_target)."""
+        routes = self._routes.get(id(vhost), self._default_routes)
+        return routes.asgi_target(raw_path) if routes.has_asgi else None
+
+    def asgi_mounts(self) -> list[AsgiMount]:
+        """Every ASGIApp mount, of every virtual host (the event child's ASGI loop runs them)."""
+        return [m[2] for r in self._routes.values() for m in r.mounts if type(m[2]) is AsgiMount]
+
+    def asgi_mount(self, mount: Any, prefix: str) -> AsgiMount:
+        """An ASGIApp's application, loaded once; one that cannot be loaded ends the child
+        (import_app_modules imported it already, so only a bad attribute gets here)."""
+        key = (mount.kind, mount.target)
+        app = self._apps.get(key)
+        if app is None:
+            app = self._apps[key] = load_asgi_app(mount, self.config.wsgi_python_path)
+        return AsgiMount(app, prefix, mount.target, self.error_log)
 
     def proxied(self, vhost: VirtualHost, raw_path: str) -> tuple[ProxyRoute, str] | None:
         """The (route, rest) of a request handle() would give straight to the ProxyPass

@@ -72,7 +72,7 @@ class FileWrapper:
 # -- loading ------------------------------------------------------------------------------------
 
 
-def _extend_sys_path(python_path: Sequence[str]) -> None:
+def extend_sys_path(python_path: Sequence[str]) -> None:
     for entry in python_path:
         if entry not in sys.path:
             sys.path.insert(0, entry)
@@ -100,7 +100,7 @@ def _load_script(path: str) -> Any:
     return app
 
 
-def _load_module_app(target: str) -> Any:
+def load_module_app(target: str) -> Any:
     """`module:callable`, `module:obj.attr`, `module:factory()`; bare `module` means `application`."""
     module_name, _, expr = target.partition(":")
     expr = expr or "application"
@@ -112,20 +112,20 @@ def _load_module_app(target: str) -> Any:
         try:
             obj = getattr(obj, attr)
         except AttributeError:
-            raise WsgiLoadError(f"WSGI application '{target}': no attribute {attr!r}") from None
+            raise WsgiLoadError(f"application '{target}': no attribute {attr!r}") from None
     if call:
         obj = obj()
     if not callable(obj):
-        raise WsgiLoadError(f"WSGI application '{target}' is not callable")
+        raise WsgiLoadError(f"application '{target}' is not callable")
     return obj
 
 
 def load_wsgi_app(mount: WsgiMount, python_path: Sequence[str]) -> WsgiApp:
     """Load the application a WSGIScriptAlias or WSGIApp names (runs the user's code)."""
-    _extend_sys_path(python_path)
+    extend_sys_path(python_path)
     if mount.kind == "script":
         return _load_script(mount.target)
-    return _load_module_app(mount.target)
+    return load_module_app(mount.target)
 
 
 # -- per-request environ ------------------------------------------------------------------------

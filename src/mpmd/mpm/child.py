@@ -185,7 +185,7 @@ def import_app_modules(config: ServerConfig) -> None:
             sys.path.insert(0, entry)
     for vhost in (config.main, *config.vhosts):
         for mount in vhost.wsgi_mounts:
-            if mount.kind == "app":
+            if mount.kind in ("app", "asgi"):
                 importlib.import_module(mount.target.partition(":")[0])
 
 

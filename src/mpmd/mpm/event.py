@@ -38,9 +38,11 @@ from mpmd.http.response import CONTINUE_100
 from mpmd.http.timeouts import BODY, HEADERS, IDLE, first_byte_wait, read_wait, start_stage
 from mpmd.mpm.context import ChildContext
 from mpmd.mpm.event_accept import Acceptor, raise_open_files_limit
+from mpmd.mpm.event_asgi import AsgiHost
 from mpmd.mpm.event_connection import (
     CLOSED,
     HANDSHAKE,
+    IN_ASGI,
     IN_PROXY,
     IN_THREAD,
     KEEP_ALIVE,
@@ -53,21 +55,19 @@ from mpmd.mpm.event_connection import (
 from mpmd.mpm.event_pool import WorkerPool, run_request
 from mpmd.mpm.event_proxy import LoopProxy
 from mpmd.mpm.event_tls import ANSWERED, DONE, WAITING, Handshakes
+from mpmd.mpm.event_upkeep import LINGER_SECONDS, SHORT_LINGER_SECONDS, QueueUpkeep
 from mpmd.mpm.scoreboard import READY
 from mpmd.mpm.timeout_queue import DeadlineQueue, TimeoutQueue
 
 READ_SIZE = 65536
 BODY_BUFFER_LIMIT = 64 * 1024  # body bytes the loop buffers before handing a request over
-LINGER_SECONDS = 30.0  # MAX_SECS_TO_LINGER: normal lingering close
-SHORT_LINGER_SECONDS = 2.0  # SECONDS_TO_LINGER: after a timeout or error, or while stopping
-MAX_POLL_SECONDS = 1.0  # the parent's liveness and the published counts are checked this often
 
 
 _ARM_READ = select.EPOLLIN | select.EPOLLONESHOT
 _ARM_WRITE = select.EPOLLOUT | select.EPOLLONESHOT
 
 
-class EventLoop:
+class EventLoop(QueueUpkeep):
     """Accept, read, park, dispatch and finish writes for one child process."""
 
     def __init__(
@@ -109,6 +109,7 @@ class EventLoop:
             SHORT_LINGER: self._short_linger_q,
         }
         self._proxy = LoopProxy.for_loop(self)  # ProxyPass requests served here, no thread
+        self._asgi = AsgiHost.for_loop(self, loop_record or (worker_record and worker_record(0)))
         if self._proxy is not None:
             self._queue_of[IN_PROXY] = self._proxy.deadlines
         self._tls = Handshakes.for_listeners(ctx, listeners, self.epoll, self._reading)
@@ -139,6 +140,10 @@ class EventLoop:
             epoll.register(wake_fd, select.EPOLLIN)
         if self._stop_fd is not None:
             epoll.register(self._stop_fd, select.EPOLLIN)
+        asgi = self._asgi
+        if asgi is not None:
+            asgi.start()  # lifespan startup, before the first accept
+            epoll.register(asgi.wake_fd, select.EPOLLIN)
         acceptor = self.acceptor
         acceptor.set_accepting(True, time.monotonic())
         conns = self._conns
@@ -155,7 +160,7 @@ class EventLoop:
                     pool.sleeping = True  # a thread handing back from now on wakes us
                     if pool.returned:
                         timeout = 0.0
-                if proxy is not None and proxy.done:
+                if (proxy is not None and proxy.done) or (asgi is not None and asgi.returned):
                     timeout = 0.0
                 events = epoll.poll(timeout)
                 now = time.monotonic()
@@ -167,6 +172,9 @@ class EventLoop:
                 if proxy is not None and proxy.done:
                     for conn, keep in proxy.take_done():
                         self._take_back(conn, keep, now)
+                if asgi is not None and asgi.returned:
+                    for conn, keep, request, after_error in asgi.take_returned():
+                        self._from_asgi(conn, keep, request, after_error, now)
                 ready_listeners = None
                 for fd, mask in events:
                     conn = conns.get(fd)
@@ -186,6 +194,8 @@ class EventLoop:
                         backends[fd](mask, now)
                     elif fd == wake_fd:
                         pool.clear_wake()  # type: ignore[union-attr]
+                    elif asgi is not None and fd == asgi.wake_fd:
+                        asgi.clear_wake()
                     elif fd in listeners:
                         ready_listeners = ready_listeners or []
                         ready_listeners.append(listeners[fd])
@@ -204,6 +214,8 @@ class EventLoop:
                 pool.stop()
             if proxy is not None:
                 proxy.close()
+            if asgi is not None:
+                asgi.close()  # lifespan shutdown, once every connection is done
             epoll.close()
 
     def begin_graceful_stop(self) -> None:
@@ -215,6 +227,8 @@ class EventLoop:
         if self.ctx.stop is not None:  # MaxConnectionsPerChild, orphaned: responses say close
             self.ctx.stop.request()
         self.acceptor.set_accepting(False, time.monotonic())
+        if self._asgi is not None:
+            self._asgi.begin_stop()
 
     # -- what the acceptor asks (event_accept.py) ----------------------------------------------
 
@@ -222,7 +236,8 @@ class EventLoop:
         return self._pool.idle if self._pool is not None else 0
 
     def connection_count(self) -> int:
-        return len(self._conns)
+        """Connections that may need a thread (not those the ASGI loop holds)."""
+        return len(self._conns) - (self._asgi.held if self._asgi is not None else 0)
 
     def lingering(self) -> int:
         return len(self._linger_q) + len(self._short_linger_q)
@@ -346,6 +361,15 @@ class EventLoop:
             return
         if request is None:
             self._take_back(conn, True, now)
+        else:
+            self._serve_request(conn, request, now)
+
+    def _serve_request(self, conn: EventConnection, request: Request, now: float) -> None:
+        """An ASGI application's request goes to the ASGI loop with its connection; any
+        other reads its body here first, or goes to a thread (or the proxy) now."""
+        if self._asgi is not None and self._asgi.take(conn, request):
+            self._leave(conn)
+            conn.kind = IN_ASGI
         elif self._body_wanted(conn, request):
             if conn.protocol.take_continue(request) and not conn.write_now(CONTINUE_100):
                 self._close(conn)
@@ -410,6 +434,16 @@ class EventLoop:
         if conn.session.worker is not None:
             conn.session.worker.set_state(READY)
         self._take_back(conn, keep, time.monotonic())
+
+    def _from_asgi(self, conn: EventConnection, keep: bool, request, after_error, now) -> None:
+        """The ASGI loop gives a connection back: to serve `request`, or to close."""
+        conn.kind = IN_THREAD  # between places for a moment
+        if request is not None:
+            self._serve_request(conn, request, now)
+        elif after_error:
+            self._close_after_error(conn, now)
+        else:
+            self._take_back(conn, keep, now)
 
     def _take_back(self, conn: EventConnection, keep: bool, now: float) -> None:
         """The loop resumes a connection a thread is done with: write completion, keep-alive,
@@ -505,81 +539,3 @@ class EventLoop:
             conn.sock.close()  # also removes it from the epoll set
         except OSError:
             pass
-
-    # -- timeouts --------------------------------------------------------------------------------
-
-    def _poll_timeout(self, now: float) -> float:
-        """Until the earliest expiry (kept in _due for _maintain), a probe, or MAX_POLL_SECONDS."""
-        first = now + MAX_POLL_SECONDS
-        for queue in self._queue_of.values():
-            expiry = queue.next_expiry()
-            if expiry is not None and expiry < first:
-                first = expiry
-        if self.stopping:
-            expiry = self._linger_q.next_expiry()
-            if expiry is not None and expiry - self._linger_cut() < first:
-                first = expiry - self._linger_cut()
-        self._due = first
-        acceptor = self.acceptor
-        if acceptor.full_with_keep_alive() and acceptor.next_probe < first:
-            first = acceptor.next_probe
-        return max(0.0, first - now)
-
-    def _maintain(self, now: float) -> None:
-        """Expire each queue from its head; kill'em all when workers were busy.
-
-        A dying child (Apache kills its keep-alive connections at once) keeps them to their
-        KeepAliveTimeout instead: a client may be sending on one right now, and its request
-        is answered (with close) rather than lost to the race. `mpmd -X` (no StopSignal) has
-        no next generation to send its clients to and closes them at once."""
-        expired = False
-        keep_alive = self._keep_alive_q
-        dying = self.stopping and self.ctx.stop is None
-        kill = bool(keep_alive) and (self.acceptor.busy or dying)
-        if now >= self._due or kill:  # else nothing is due: the queues are not walked
-            expired = self._expire(now, kill)
-        self.acceptor.maintain(now)
-        if expired or now >= self._next_publish:
-            self._publish_counts(now)
-
-    def _linger_cut(self) -> float:
-        """While stopping, a normal lingering close is cut to the short one."""
-        return LINGER_SECONDS - SHORT_LINGER_SECONDS if self.stopping else 0.0
-
-    def _expire(self, now: float, kill: bool) -> bool:
-        """Expire each queue from its head (all keep-alive with `kill`); True if any did."""
-        expired = False
-        for conn in self._reading.expire(now):
-            expired = True
-            self._read_timeout(conn, now)
-        keep_alive = self._keep_alive_q
-        ending = keep_alive.pop_oldest(len(keep_alive)) if kill else keep_alive.expire(now)
-        for conn in ending:
-            expired = True
-            self._on_readable(conn, now)  # a request that arrived meanwhile is served
-            if conn.kind == KEEP_ALIVE:  # nothing had arrived: close
-                self._linger(conn, short=False)
-        for conn in self._write_q.expire(now):
-            expired = True
-            self._linger(conn, short=True)
-        if self._proxy is not None:
-            self._proxy.expire(now)
-        for queue, limit in (
-            (self._linger_q, now + self._linger_cut()),
-            (self._short_linger_q, now),
-        ):
-            for conn in queue.expire(limit):
-                expired = True
-                self._close(conn)
-        return expired
-
-    def _publish_counts(self, now: float) -> None:
-        """The process record's async counters mod_status prints (Apache: at queue upkeep)."""
-        self._next_publish = now + 1.0
-        if self._stop_fd is not None and os.getppid() != self._parent:
-            self.begin_graceful_stop()  # the parent is gone
-        record = self.process_record
-        if record is not None:
-            record.set_connection_counts(
-                len(self._conns), len(self._write_q), len(self._keep_alive_q), self.lingering()
-            )

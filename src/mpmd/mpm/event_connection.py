@@ -35,6 +35,7 @@ WRITE_BUFFER_LIMIT = 256 * 1024  # queued response bytes before a writing thread
 # their TLS handshake (event_tls.py), under a read deadline like READING ones.
 READING, KEEP_ALIVE, WRITE_COMPLETION, LINGER, SHORT_LINGER, IN_THREAD, CLOSED, IN_PROXY = range(8)
 HANDSHAKE = 8
+IN_ASGI = 9  # held by the event child's ASGI loop (event_asgi.py)
 
 
 class _FileSlice:

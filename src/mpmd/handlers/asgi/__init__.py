@@ -1,0 +1,1 @@
+"""ASGI 3.0 in the event MPM: applications, their scopes, lifespan and WebSockets."""
