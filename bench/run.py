@@ -149,7 +149,8 @@ def measure_server(
                 log(f"{spec.name} {workload.key}: {workload.title}")
                 measure = measure_idle if workload.idle else measure_load
                 cell.update(measure(server, spec, workload, settings, first))
-                log(f"{spec.name} {workload.key}: {cell.get('median_rps') or 0:,.0f} req/s")
+                unit = "msg/s" if workload.client == "ws" else "req/s"
+                log(f"{spec.name} {workload.key}: {cell.get('median_rps') or 0:,.0f} {unit}")
                 results.append(cell)
         finally:
             session.close()
