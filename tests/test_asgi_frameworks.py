@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import resource
-import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from websockets.sync.client import connect as ws_connect
 
 from server import APPS, Server, call, children_of
-
-sys.path.insert(0, str(APPS))  # the Django project's migrate helper lives beside its app
-from django_asgi.prepare import environment as django_environment
-from django_asgi.prepare import migrate as django_migrate
 
 pytestmark = pytest.mark.skip(reason="ASGIApp not merged yet")
 
@@ -181,11 +178,20 @@ def test_fastapi_sse_held_open_by_1000_clients(fastapi_server: Server) -> None:
     assert "Traceback" not in fastapi_server.log_text()
 
 
+def _django_prepare() -> ModuleType:
+    """tests/apps/django_asgi/prepare.py, loaded by path so tests/apps stays off sys.path here."""
+    spec = importlib.util.spec_from_file_location("django_prepare", APPS / "django_asgi/prepare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.slow
 def test_django_admin_login_page(tmp_path: Path) -> None:
-    django_migrate(tmp_path)
+    prepare = _django_prepare()
+    prepare.migrate(tmp_path)
     config = ONE_CHILD + "ASGIApp / django_asgi.asgi:application\n"
-    with Server(tmp_path, config, mpm="event", env=django_environment(tmp_path)) as server:
+    with Server(tmp_path, config, mpm="event", env=prepare.environment(tmp_path)) as server:
         status, headers, body = _get(server, "GET", "/admin/login/")
     assert status == 200 and headers["content-type"].startswith("text/html")
     assert b'<form action="/admin/login/" method="post" id="login-form">' in body
