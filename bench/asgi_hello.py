@@ -7,6 +7,11 @@ Lifespan is supported so no server logs a fallback. fixtures.py copies this file
 run's apps/ folder, from which mpmd, uvicorn and granian all import `asgi_hello:app`.
 """
 
+from collections.abc import Awaitable, Callable
+
+Receive = Callable[[], Awaitable[dict]]
+Send = Callable[[dict], Awaitable[None]]
+
 HELLO = b"Hello, World!"
 HELLO_START = {
     "type": "http.response.start",
@@ -16,7 +21,7 @@ HELLO_START = {
 HELLO_BODY = {"type": "http.response.body", "body": HELLO}
 
 
-async def app(scope, receive, send):
+async def app(scope: dict, receive: Receive, send: Send) -> None:
     kind = scope["type"]
     if kind == "http":
         await send(HELLO_START)
@@ -27,7 +32,7 @@ async def app(scope, receive, send):
         await _lifespan(receive, send)
 
 
-async def _echo(receive, send):
+async def _echo(receive: Receive, send: Send) -> None:
     while True:
         message = await receive()
         kind = message["type"]
@@ -42,7 +47,7 @@ async def _echo(receive, send):
             return
 
 
-async def _lifespan(receive, send):
+async def _lifespan(receive: Receive, send: Send) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
