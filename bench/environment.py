@@ -2,7 +2,7 @@
 
 Owns: installing the Debian packages (wrk, apache2, libapache2-mod-wsgi-py3, nginx-light, haproxy) when
 missing -- with a policy-rc.d in place so apt never starts their system services --, the peers'
-venv bench/.venv (gunicorn, waitress, granian, httptools, and mpmd itself with `pip install -e`,
+venv bench/.venv (gunicorn, waitress, granian, httptools, uvicorn, uvloop, websockets, and mpmd itself with `pip install -e`,
 so mpmd runs on the same Python as the peers), and the machine/version facts the report prints.
 Never touches the project's own environment.
 """
@@ -19,7 +19,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 VENV = REPO / "bench" / ".venv"
-PEER_PACKAGES = ("gunicorn", "waitress", "granian", "httptools")
+# uvicorn runs with uvloop and httptools as its benchmarks do; websockets is its WebSocket protocol.
+PEER_PACKAGES = ("gunicorn", "waitress", "granian", "httptools", "uvicorn", "uvloop", "websockets")
 DEBIAN_PACKAGES = {
     "wrk": Path("/usr/bin/wrk"),
     "apache2": Path("/usr/sbin/apache2"),

@@ -4,19 +4,22 @@ Owns the temp tree (apps/hello.py, static/hello.txt, static/1k.bin, static/1m.bi
 tls/cert.pem + tls/key.pem: the one self-signed certificate every TLS server serves, made by
 openssl per run, ECDSA P-256 as certbot's default, the key in PKCS#8 as granian needs). The same app
 file serves every WSGI server; it also serves the 1 KiB and 1 MiB files through
-wsgi.file_wrapper so WSGI-only peers run the static workloads through their app. Everything is
+wsgi.file_wrapper so WSGI-only peers run the static workloads through their app. The ASGI
+servers import apps/asgi_hello.py, a copy of bench/asgi_hello.py. Everything is
 world-readable because Apache and nginx children drop to an unprivileged user when run as root.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 HELLO_BODY = b"Hello, World!"
 STATIC_FILES = {"1k.bin": 1024, "1m.bin": 1024 * 1024}
+ASGI_APP_SOURCE = Path(__file__).with_name("asgi_hello.py")
 
 HELLO_APP = '''"""Benchmark app: hello world, plus /1k.bin and /1m.bin through wsgi.file_wrapper."""
 
@@ -99,6 +102,7 @@ def write_fixtures(root: Path) -> Fixtures:
         (static / name).write_bytes(os.urandom(size))
     app_source = HELLO_APP % {"k1": str(static / "1k.bin"), "m1": str(static / "1m.bin")}
     (apps / "hello.py").write_text(app_source)
+    shutil.copyfile(ASGI_APP_SOURCE, apps / ASGI_APP_SOURCE.name)
     write_certificate(tls)
     for path in [*static.iterdir(), *apps.iterdir(), *tls.iterdir()]:
         path.chmod(0o644)

@@ -54,7 +54,11 @@ TARGETS: tuple[Target, ...] = (
     # against Apache event + mod_ssl.
     *(Target("g", f"{s}-tls", s, "a", "rps", 0.8, "issue 13") for s in MPMD_MPMS),
     *(Target("h", f"{s}-tls", "apache-event-tls", "h", "rps", 1.0, "issue 13") for s in MPMD_MPMS),
+    # ASGI (issue 15): one event child against uvicorn (uvloop + httptools) on the same core.
+    Target("asgi-hello", "mpmd-event-asgi", "uvicorn", "asgi-hello", "rps", 1.0, "issue 15"),
+    Target("ws-echo", "mpmd-event-asgi", "uvicorn", "ws-echo", "rps", 1.0, "issue 15"),
 )
+MESSAGE_WORKLOADS = ("ws-echo",)  # their rate is WebSocket messages/s, not requests/s
 BALANCER_WORKLOAD = "f"
 
 
@@ -126,8 +130,8 @@ def _runs_text(result: dict) -> str:
     return " / ".join(_num(r["requests_per_sec"]) for r in runs) or "-"
 
 
-def load_table(results: list[dict], with_mib: bool) -> list[str]:
-    head = "| server | req/s (median of runs) | runs | p99 ms |"
+def load_table(results: list[dict], with_mib: bool, unit: str = "req/s") -> list[str]:
+    head = f"| server | {unit} (median of runs) | runs | p99 ms |"
     rule = "|---|---:|---|---:|"
     if with_mib:
         head, rule = head + " MiB/s |", rule + "---:|"
@@ -225,7 +229,8 @@ def targets_table(data: dict) -> list[str]:
     ]
     for row in rows:
         t: Target = row["target"]
-        unit = {"mib": "MiB/s", "p99": "p99 ms"}.get(t.metric, "req/s")
+        rate = "msg/s" if t.workload in MESSAGE_WORKLOADS else "req/s"
+        unit = {"mib": "MiB/s", "p99": "p99 ms"}.get(t.metric, rate)
         ref = t.reference if t.reference != t.server else f"its own {t.reference_workload}"
         if t.reference != t.server and t.reference_workload != t.workload:
             ref += f" {t.reference_workload}"
@@ -278,7 +283,10 @@ def render(data: dict, notes: str = DEFAULT_NOTES, results_name: str = "") -> st
         "(configs below). Workloads g and h run over TLS against the `-tls` servers, which serve "
         "https only with one self-signed ECDSA P-256 certificate made per run; h's client is "
         "`ab` (pinned like wrk), which makes every connection a full TLS 1.3 handshake (wrk "
-        "would resume the session from the second connection on).",
+        "would resume the session from the second connection on). Workloads asgi-hello and "
+        "ws-echo run only the ASGI servers, each one process on cpu 1 serving bench/asgi_hello.py; "
+        "ws-echo's client is bench/ws_client.py pinned like wrk, one message in flight on each "
+        "connection, its rate in messages/s and its p99 per round trip.",
         "",
         "## Targets",
         "",
@@ -290,12 +298,14 @@ def render(data: dict, notes: str = DEFAULT_NOTES, results_name: str = "") -> st
     by_workload: dict[str, list[dict]] = {}
     for r in data["results"]:
         by_workload.setdefault(r["workload"], []).append(r)
-    for key in sorted(by_workload):
+    order = list(data["workload_titles"])  # the registry's order: a-h, then the ASGI ones
+    for key in sorted(by_workload, key=lambda k: order.index(k) if k in order else len(order)):
         out += [f"### {key}. {data['workload_titles'][key]}", ""]
         if key == "e":
             out += idle_table(by_workload[key], s.get("idle_conns", 2000))
         else:
-            out += load_table(by_workload[key], with_mib=key == "d")
+            unit = "msg/s" if key in MESSAGE_WORKLOADS else "req/s"
+            out += load_table(by_workload[key], with_mib=key == "d", unit=unit)
         out.append("")
     out += ["### Servers as measured", "", "| server | what | command |", "|---|---|---|"]
     for name, server in data["servers"].items():

@@ -24,14 +24,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import environment, report
+from bench.asgi_servers import ASGI_SERVERS
 from bench.backends import Backends, start_backends
 from bench.fixtures import Fixtures, write_fixtures
 from bench.process import RunningServer, ServerStartError, free_port
-from bench.servers import SERVERS, Launch, ServerSpec
+from bench.servers import SERVERS as WSGI_SERVERS
+from bench.servers import Launch, ServerSpec
 from bench.workloads import WORKLOADS, Settings, Workload, measure_idle, measure_load
 
 SERVER_CPU = "1"
 READY_TIMEOUT = 30.0
+SERVERS = {**WSGI_SERVERS, **ASGI_SERVERS}
 RESULTS = environment.REPO / "bench" / "results"
 DOCS = environment.REPO / "docs" / "benchmarks.md"
 
@@ -119,9 +122,11 @@ def measure_server(
     record: dict,
 ) -> list[dict]:
     """All of one server's cells: a-d on one instance, e on a fresh one; a balancer runs only
-    the balancer workload (f), a TLS server only the TLS ones (g, h), the others the rest."""
+    the balancer workload (f), a TLS server only the TLS ones (g, h), an ASGI server only the
+    ASGI ones (asgi-hello, ws-echo), the others the rest."""
     results: list[dict] = []
-    workloads = [w for w in workloads if (w.balancer, w.tls) == (spec.balancer, spec.tls)]
+    kind = (spec.balancer, spec.tls, spec.asgi)
+    workloads = [w for w in workloads if (w.balancer, w.tls, w.asgi) == kind]
     groups = [[w for w in workloads if not w.idle], [w for w in workloads if w.idle]]
     for group in filter(None, groups):
         session = ServerSession(spec, fx, vbin, record)
@@ -144,7 +149,8 @@ def measure_server(
                 log(f"{spec.name} {workload.key}: {workload.title}")
                 measure = measure_idle if workload.idle else measure_load
                 cell.update(measure(server, spec, workload, settings, first))
-                log(f"{spec.name} {workload.key}: {cell.get('median_rps') or 0:,.0f} req/s")
+                unit = "msg/s" if workload.client == "ws" else "req/s"
+                log(f"{spec.name} {workload.key}: {cell.get('median_rps') or 0:,.0f} {unit}")
                 results.append(cell)
         finally:
             session.close()
@@ -173,7 +179,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m bench.run", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated names")
-    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated a-h")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated names")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per wrk run")
     parser.add_argument("--runs", type=int, default=3, help="timed runs per workload")
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per workload")

@@ -46,6 +46,7 @@ class ServerSpec:
     family: str  # "mpmd", "python", "apache", "nginx", "haproxy"
     balancer: bool = False  # fronts fx.backend_ports; runs only the balancer workload
     tls: bool = False  # serves https only; runs only the TLS workloads
+    asgi: bool = False  # serves bench/asgi_hello.py (asgi_servers.py); runs only ASGI workloads
 
 
 # --- Python peers ---------------------------------------------------------------------------

@@ -1,8 +1,9 @@
-"""The eight workloads and how one (server, workload) cell is measured.
+"""The workloads and how one (server, workload) cell is measured.
 
 Owns the method of shared/reference/peer-benchmarks.md: warm-up, then `runs` wrk runs of
 `duration` seconds with cpu0/cpu1 busy % sampled around each, PSS of the server's tree after the
-last run; workload e holds idle keep-alive connections from bench.idle_client while wrk runs.
+last run; workload e holds idle keep-alive connections from bench.idle_client while wrk runs;
+ws-echo's client is bench/ws_client.py (bench/ws_load.py runs it) instead of wrk.
 Returns plain dicts (the JSON schema); it never starts or stops servers.
 """
 
@@ -23,6 +24,7 @@ from bench.process import RunningServer
 from bench.procfs import busy_percent, read_cpu_times, tree_memory
 from bench.servers import ServerSpec
 from bench.wrk import CLIENT_CPU, WrkResult, run_wrk
+from bench.ws_load import run_ws
 
 
 @dataclass(frozen=True)
@@ -35,11 +37,12 @@ class Workload:
     idle: bool = False
     balancer: bool = False  # only balancer servers run it, and they run nothing else
     tls: bool = False  # over https: only TLS servers run it, and they run nothing else
-    client: str = "wrk"  # "ab" for full TLS handshakes (bench/ab.py says why)
+    client: str = "wrk"  # "ab" for full TLS handshakes (bench/ab.py says why), "ws"
+    asgi: bool = False  # only ASGI servers run it, and they run nothing else
 
     def run(self, url: str, seconds: float) -> tuple[WrkResult, list[str], str]:
         """One load run of this workload's client against `url`."""
-        run = run_ab if self.client == "ab" else run_wrk
+        run = {"wrk": run_wrk, "ab": run_ab, "ws": run_ws}[self.client]
         return run(url, self.connections, seconds, self.headers)
 
 
@@ -68,6 +71,15 @@ WORKLOADS: dict[str, Workload] = {
             tls=True,
             client="ab",
         ),
+        Workload("asgi-hello", "ASGI hello world, keep-alive, -c 50", "hello", 50, asgi=True),
+        Workload(
+            "ws-echo",
+            "WebSocket echo, one message in flight on each of 50 connections (msg/s)",
+            "ws",
+            50,
+            asgi=True,
+            client="ws",
+        ),
     )
 }
 
@@ -83,7 +95,7 @@ class Settings:
 
 
 def _url(server: RunningServer, spec: ServerSpec, workload: Workload) -> str:
-    scheme = "https" if workload.tls else "http"
+    scheme = "ws" if workload.client == "ws" else "https" if workload.tls else "http"
     return f"{scheme}://127.0.0.1:{server.port}{spec.paths[workload.content]}"
 
 
