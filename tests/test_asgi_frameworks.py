@@ -20,7 +20,6 @@ from websockets.sync.client import connect as ws_connect
 
 from server import APPS, Server, call, children_of
 
-pytestmark = pytest.mark.skip(reason="ASGIApp not merged yet")
 
 # One child (the chat room and lifespan state live in one process); the spare-thread bounds
 # fit one child so the parent does not log about children it may not start.

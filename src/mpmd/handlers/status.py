@@ -185,6 +185,11 @@ class StatusView:
             "ConnsAsyncClosing": sum(p.lingering_close for p in procs),
         }
 
+    def upgraded(self) -> int:
+        """WebSockets open on the event children's ASGI loops (counted in ConnsTotal too; the
+        scoreboard keeps them in Apache's `suspended` counter, which ?auto does not print)."""
+        return sum(p.suspended for p in self.processes)
+
     def thread_counts(self, slot: int) -> tuple[int, int, int]:
         """Busy, graceful and idle threads of one live process (the event table's columns)."""
         row = self.snap.slot_statuses(slot)
@@ -242,10 +247,10 @@ _EVENT_TABLE_HEAD = (
     '\n\n<table rules="all" cellpadding="1%">\n'
     '<tr><th rowspan="2">Slot</th><th rowspan="2">PID</th><th rowspan="2">Stopping</th>'
     '<th colspan="2">Connections</th>\n'
-    '<th colspan="3">Threads</th><th colspan="4">Async connections</th>'
+    '<th colspan="3">Threads</th><th colspan="5">Async connections</th>'
     '<th colspan="2">Memory</th></tr>\n'  # mpmd's columns (status_memory.py)
     "<tr><th>total</th><th>accepting</th><th>busy</th><th>graceful</th><th>idle</th>"
-    "<th>wait-io</th><th>writing</th><th>keep-alive</th><th>closing</th>"
+    "<th>wait-io</th><th>writing</th><th>keep-alive</th><th>closing</th><th>upgraded</th>"
     "<th>PSS</th><th>USS</th></tr>\n"
 )
 _WORKER_TABLE_HEAD = (
@@ -313,7 +318,7 @@ def _event_table(view: StatusView) -> str:
             f"<td>{p.connections}</td><td>{'no' if p.not_accepting else 'yes'}</td>"
             f"<td>{busy}</td><td>{graceful}</td><td>{idle}</td>"
             f"<td>{p.wait_io}</td><td>{p.write_completion}</td><td>{p.keep_alive}</td>"
-            f"<td>{p.lingering_close}</td>{memory_cells(p)}</tr>\n"
+            f"<td>{p.lingering_close}</td><td>{p.suspended}</td>{memory_cells(p)}</tr>\n"
         )
     sums = view.async_sums()
     rows.append(
@@ -322,7 +327,7 @@ def _event_table(view: StatusView) -> str:
         f"<td>{view.busy}</td><td>{view.graceful}</td><td>{view.idle}</td>"
         f"<td>{sums['ConnsAsyncWaitIO']}</td><td>{sums['ConnsAsyncWriting']}</td>"
         f"<td>{sums['ConnsAsyncKeepAlive']}</td><td>{sums['ConnsAsyncClosing']}</td>"
-        f"{memory_sum_cells(snap)}</tr>\n</table>\n"
+        f"<td>{view.upgraded()}</td>{memory_sum_cells(snap)}</tr>\n</table>\n"
     )
     return "".join(rows)
 
@@ -530,7 +535,8 @@ def render_terminal(view: StatusView, *, full: bool, pid: int = 0) -> str:
         lines.append(
             f"Processes: {sums['Processes']} ({sums['Stopping']} stopping), connections "
             f"{sums['ConnsTotal']}: keep-alive {sums['ConnsAsyncKeepAlive']}, writing "
-            f"{sums['ConnsAsyncWriting']}, closing {sums['ConnsAsyncClosing']}"
+            f"{sums['ConnsAsyncWriting']}, closing {sums['ConnsAsyncClosing']}, upgraded "
+            f"{view.upgraded()}"
         )
     lines += ["", "Scoreboard:", wrap_grid(view.scoreboard).rstrip("\n"), ""]
     lines += memory_lines(snap)

@@ -54,6 +54,7 @@ class AsgiConnection:
         "loop",
         "reader",
         "reading",
+        "record",
         "waiting",
         "writing",
         "ws",
@@ -71,6 +72,7 @@ class AsgiConnection:
         self.reading = False
         self.writing = False
         self.reader = None  # RequestReadTimeout stage of a head or body being read
+        self.record = None  # the scoreboard record of the request in flight
         self.deadline = 0.0  # 0: none (an app runs with the whole request, a WebSocket)
         self.waiting = _NONE
         self._drained: asyncio.Future | None = None
@@ -123,7 +125,7 @@ class AsgiConnection:
         notes["filename"] = mount.target
         if proxies is not None:
             notes["remoteip-proxy-ip-list"] = proxies
-        record = self.host.record
+        record = self.record = self.host.take_record()
         if record is not None:
             record.request_start(
                 request.request_line, info.client_addr or "-", vhost.server_name,
@@ -148,7 +150,9 @@ class AsgiConnection:
         """After a response: the access log and scoreboard, then the next request or a close."""
         self.cycle = None
         conn = self.conn
-        conn.session.log_exchange(exchange, self.host.record)
+        conn.session.log_exchange(exchange, self.record)
+        self.host.release_record(self.record)
+        self.record = None
         if keep and not self.closed:
             try:
                 keep = conn.protocol.finish_request(request)
@@ -187,7 +191,9 @@ class AsgiConnection:
         exchange.status = status
         exchange.bytes_out = sent
         exchange.keep_alive = False
-        self.conn.session.log_exchange(exchange, self.host.record)
+        self.conn.session.log_exchange(exchange, self.record)
+        self.host.release_record(self.record)
+        self.record = None
         self.give_back(False)
 
     def shutdown(self) -> None:

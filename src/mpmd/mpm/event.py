@@ -81,6 +81,7 @@ class EventLoop(QueueUpkeep):
         loop_record=None,
         max_connections: int = 0,
         wake_fd: int | None = None,
+        asgi_records: Sequence[object] = (),
     ) -> None:
         self.ctx = ctx
         settings = ctx.settings
@@ -109,7 +110,8 @@ class EventLoop(QueueUpkeep):
             SHORT_LINGER: self._short_linger_q,
         }
         self._proxy = LoopProxy.for_loop(self)  # ProxyPass requests served here, no thread
-        self._asgi = AsgiHost.for_loop(self, loop_record or (worker_record and worker_record(0)))
+        shared_record = loop_record or (worker_record and worker_record(0))
+        self._asgi = AsgiHost.for_loop(self, shared_record, asgi_records)
         if self._proxy is not None:
             self._queue_of[IN_PROXY] = self._proxy.deadlines
         self._tls = Handshakes.for_listeners(ctx, listeners, self.epoll, self._reading)

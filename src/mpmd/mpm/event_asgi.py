@@ -22,6 +22,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from mpmd.handlers.asgi.lifespan import Lifespan
@@ -29,6 +30,7 @@ from mpmd.handlers.asgi.websocket import WebSocketSettings
 from mpmd.http.request import Request
 from mpmd.mpm.asgi_connection import AsgiConnection
 from mpmd.mpm.child import CHILD_FATAL
+from mpmd.mpm.scoreboard import DEAD
 
 if TYPE_CHECKING:
     from mpmd.mpm.event import EventLoop
@@ -50,7 +52,7 @@ def new_loop() -> asyncio.AbstractEventLoop:
 class AsgiHost:
     """The ASGI loop of one event child; `take` and the counters are the epoll loop's side."""
 
-    def __init__(self, owner: EventLoop, record: Any) -> None:
+    def __init__(self, owner: EventLoop, record: Any, records: Sequence[Any]) -> None:
         ctx = owner.ctx
         self.ctx = ctx
         self.router = ctx.router
@@ -63,7 +65,8 @@ class AsgiHost:
             max_message_size=asgi.max_message_size,
             per_message_deflate=asgi.per_message_deflate,
         )
-        self.record = record  # the scoreboard record the ASGI requests are counted on
+        self.record = record  # where a request is counted once `records` are all in use
+        self._free_records = list(records)  # one per in-flight request: the status page's W
         self.loop = new_loop()
         self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.returned: deque[tuple[EventConnection, bool, Request | None, bool]] = deque()
@@ -80,11 +83,11 @@ class AsgiHost:
         self._thread = threading.Thread(target=self._run, name="mpmd-asgi", daemon=True)
 
     @classmethod
-    def for_loop(cls, owner: EventLoop, record: Any) -> AsgiHost | None:
+    def for_loop(cls, owner: EventLoop, record: Any, records: Sequence[Any]) -> AsgiHost | None:
         """A host when some virtual host mounts an ASGI application, else None."""
         if not owner.ctx.router.asgi_mounts():
             return None
-        return cls(owner, record)
+        return cls(owner, record, records)
 
     # -- the epoll loop's side -----------------------------------------------------------------
 
@@ -165,6 +168,17 @@ class AsgiHost:
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
+
+    def take_record(self) -> Any:
+        """A scoreboard record for a request starting now (the shared one if none is free)."""
+        free = self._free_records
+        return free.pop() if free else self.record
+
+    def release_record(self, record: Any) -> None:
+        """The request ended: its own record shows `.` again (DEAD: never an idle thread)."""
+        if record is not self.record and record is not None:
+            record.set_state(DEAD)
+            self._free_records.append(record)
 
     def state_of(self, app: Any) -> dict | None:
         lifespan = self._lifespans.get(id(app))

@@ -11,7 +11,7 @@ import os
 
 from mpmd.mpm.child import load_context
 from mpmd.mpm.event import EventLoop
-from mpmd.mpm.scoreboard import READY
+from mpmd.mpm.scoreboard import DEAD, READY
 
 
 def serve_event(spec, stop) -> None:
@@ -26,6 +26,7 @@ def serve_event(spec, stop) -> None:
         loop_record=_loop_record(spec),
         max_connections=spec.config.mpm.max_connections_per_child,
         wake_fd=stop.read_fd,
+        asgi_records=_spare_records(spec),
     )
     loop.run(should_stop=lambda: stop.requested)
     ctx.close()
@@ -35,6 +36,21 @@ def _loop_record(spec):
     record = spec.scoreboard.loop_worker(spec.slot)
     record.reset_for_new_child(os.getpid(), spec.generation)
     return record
+
+
+def _spare_records(spec) -> list:
+    """The child's records beyond ThreadsPerChild (up to ThreadLimit): one per in-flight ASGI
+    request while they last (the pool's maintenance never counts them)."""
+    config = spec.config
+    if not any(m.kind == "asgi" for v in (config.main, *config.vhosts) for m in v.wsgi_mounts):
+        return []
+    records = []
+    for index in range(config.mpm.threads_per_child, spec.scoreboard.thread_limit):
+        record = spec.scoreboard.worker(spec.slot, index)
+        record.reset_for_new_child(os.getpid(), spec.generation)
+        record.set_state(DEAD)
+        records.append(record)
+    return records
 
 
 def _ready_record(spec, index: int):

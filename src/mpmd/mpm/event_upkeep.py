@@ -91,6 +91,11 @@ class QueueUpkeep:
             self.begin_graceful_stop()  # the parent is gone
         record = self.process_record
         if record is not None:
+            asgi = self._asgi
             record.set_connection_counts(
-                len(self._conns), len(self._write_q), len(self._keep_alive_q), self.lingering()
+                len(self._conns),
+                len(self._write_q),
+                len(self._keep_alive_q),
+                self.lingering(),
+                suspended=asgi.upgraded if asgi is not None else 0,
             )
