@@ -20,7 +20,6 @@ from websockets.sync.client import connect as ws_connect
 
 from server import APPS, Server, call, children_of
 
-
 # One child (the chat room and lifespan state live in one process); the spare-thread bounds
 # fit one child so the parent does not log about children it may not start.
 ONE_CHILD = """\

@@ -13,7 +13,6 @@ from tests.apps.asgi_ws_echo import app as echo_app
 from tests.websocket_cases import Case, cases, run_case
 from tests.websocket_client import CLOSE, PING, PONG, TEXT, Reader, close, frame, handshake, text
 
-from mpmd.handlers.asgi import websocket_cycle
 from mpmd.handlers.asgi.websocket import WebSocketSettings, handshake_refusal
 from mpmd.handlers.asgi.websocket_cycle import ClientDisconnected, WebSocketCycle, websocket_scope
 
@@ -361,8 +360,7 @@ def test_answered_pings_keep_the_connection_open() -> None:
 
 
 @pytest.mark.parametrize("peer_answers", [True, False])
-def test_shutdown_closes_1001_with_a_bounded_wait(monkeypatch, peer_answers: bool) -> None:
-    monkeypatch.setattr(websocket_cycle, "CLOSE_TIMEOUT", 0.01)
+def test_shutdown_closes_1001_with_a_bounded_wait(peer_answers: bool) -> None:
     seen = []
 
     async def app(scope, receive, send):
@@ -370,7 +368,7 @@ def test_shutdown_closes_1001_with_a_bounded_wait(monkeypatch, peer_answers: boo
         await send({"type": "websocket.accept"})
         seen.append(await receive())
 
-    conn, reader = opened(app)
+    conn, reader = opened(app, WebSocketSettings(ping_interval=None, close_timeout=0.01))
     assert conn.cycle is not None
     conn.cycle.shutdown()
     assert reader.event(None) == (CLOSE, struct.pack("!H", 1001) + b"Server shutting down")

@@ -315,7 +315,9 @@ class AsgiConnection:
         self.pause_reading()
         self._stop_writing()
         self.conn.discard_output()
-        if self.cycle is not None:
+        if self.ws is not None:
+            self.ws.feed(b"")  # the app's disconnect (1006); its run() then gives it back
+        elif self.cycle is not None:
             self.cycle.wake()
         else:
             self.give_back(False)

@@ -64,6 +64,7 @@ class AsgiHost:
             ping_timeout=asgi.ping_timeout,
             max_message_size=asgi.max_message_size,
             per_message_deflate=asgi.per_message_deflate,
+            close_timeout=asgi.close_timeout,
         )
         self.record = record  # where a request is counted once `records` are all in use
         self._free_records = list(records)  # one per in-flight request: the status page's W

@@ -40,6 +40,9 @@ class ErrorEvent:
     message: str
 
 
+# an application's failures: WSGI import and handlers; ASGI apps, lifespan and WebSockets
+APPLICATION_ERRORS = frozenset({"MP00001", "MP00007", "MP00008", "MP00283", "MP00284", "MP00285",
+                                "MP00287", "MP00289", "MP00300", "MP00301", "MP00302", "MP00303"})  # fmt: skip
 # (pattern name, ids) in the order reports show them; a line belongs to the first that has its id
 _BY_WHAT: dict[str, list[str]] = {}
 for (_mpm, _what), _ah in POOL_IDS.items():
@@ -54,7 +57,7 @@ PATTERNS: tuple[tuple[str, frozenset[str]], ...] = (
     ("child crashes", frozenset({"AH00052", "AH10392"})),
     ("child over MaxMemoryPerChild", frozenset({"MP00004"})),
     ("proxy member failures", frozenset({"AH00959", "AH03303"})),
-    ("application errors", frozenset({"MP00001", "MP00007", "MP00008"})),
+    ("application errors", APPLICATION_ERRORS),
 )
 del _mpm, _what, _ah
 _PATTERN_OF = {ah: name for name, ids in PATTERNS for ah in ids}

@@ -19,16 +19,13 @@ import re
 from http import HTTPStatus
 from typing import Any, Protocol
 
+from mpmd.handlers.asgi.websocket_cycle import ClientDisconnected
 from mpmd.http.exchange import Exchange
 from mpmd.http.request import Request
 
 BODY_HIGH_WATER = 65536  # request body bytes buffered before the connection stops reading
 _DISCONNECT = {"type": "http.disconnect"}
 _PHRASES: dict[int, str] = {}
-
-
-class ClientDisconnected(OSError):
-    """`send` after the connection closed (spec 2.4: an OSError subclass, not logged)."""
 
 
 class CycleIO(Protocol):

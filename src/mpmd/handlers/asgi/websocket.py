@@ -51,6 +51,7 @@ class WebSocketSettings:
     ping_timeout: float | None = 20.0
     max_message_size: int = 16 * 1024 * 1024
     per_message_deflate: bool = True
+    close_timeout: float = 5.0  # the peer's time to answer mpmd's close before TCP is closed
 
 
 def _header_values(headers: list[tuple[bytes, bytes]], name: bytes) -> list[bytes]:

@@ -30,7 +30,6 @@ from mpmd.handlers.asgi.websocket import (
 )
 from mpmd.http.response import LAST_CHUNK, bodyless_status, build_head, chunk, error_body
 
-CLOSE_TIMEOUT = 5.0  # seconds the peer has to answer mpmd's close frame before TCP is closed
 ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Any]
 
 
@@ -147,7 +146,7 @@ class WebSocketCycle:
             self._pong_arrived()
 
     def shutdown(self) -> None:
-        """Graceful stop: close 1001, giving the peer CLOSE_TIMEOUT to answer. A handshake the
+        """Graceful stop: close 1001, giving the peer WebSocketCloseTimeout to answer. A handshake the
         application has yet to answer is closed right after its accept."""
         self._shutting_down = True
         if self._state is _OPEN:
@@ -375,12 +374,12 @@ class WebSocketCycle:
         self._closing()
 
     def _closing(self) -> None:
-        """A close frame was sent: the peer has CLOSE_TIMEOUT to answer it."""
+        """A close frame was sent: the peer has WebSocketCloseTimeout to answer it."""
         self._pinging = False  # the one timer now bounds the close handshake
         if self._session.closed:
             self._end()
         else:
-            self._arm(CLOSE_TIMEOUT, self._end)
+            self._arm(self._settings.close_timeout, self._end)
 
     def _end(self) -> None:
         """The connection is over: deliver the disconnect the application has not had and close
