@@ -30,10 +30,13 @@ class Watchdog:
         limit_us = int(timeout * 1_000_000)
         now_us = time.time_ns() // 1000
         oldest: dict[int, WorkerInfo] = {}  # pid -> its longest-running request past Timeout
+        threads = self.config.mpm.threads_per_child  # records beyond: ASGI requests, no thread
         for worker in snap.workers(active_only=True):
             started = worker.start_time_us
             if worker.status not in BUSY_STATES or not started or now_us - started <= limit_us:
                 continue
+            if worker.thread >= threads:
+                continue  # a long poll or WebSocket on the ASGI loop holds no thread
             seen = oldest.get(worker.pid)
             if seen is None or started < seen.start_time_us:
                 oldest[worker.pid] = worker
