@@ -55,6 +55,10 @@ class ChildContext:
             for spec in vhost.access_logs
         )
         self.tls = tls_contexts(config)  # http/tls.py's TlsContexts; None: no TLS host
+        # some virtual host mounts an ASGIApp (the event child's ASGI loop serves them)
+        self.asgi = any(
+            m.kind == "asgi" for v in (config.main, *config.vhosts) for m in v.wsgi_mounts
+        )
         self.tls_counters = TlsCounters(None)  # the child's, once it knows its slot
 
     @property

@@ -451,7 +451,11 @@ class EventLoop(QueueUpkeep):
         """The loop resumes a connection a thread is done with: write completion, keep-alive,
         a partial next head, or a close."""
         self._leave(conn)
-        if conn.out is not None:
+        asgi_request = conn.session.asgi_request
+        if asgi_request is not None and conn.out is None:  # pipelined behind a thread's
+            conn.session.asgi_request = None
+            self._serve_request(conn, asgi_request, now)
+        elif conn.out is not None:
             conn.keep = keep
             self._park_writing(conn, now)
         elif not keep or conn.protocol.eof:  # a keep-alive promise is kept while stopping

@@ -26,7 +26,7 @@ def serve_event(spec, stop) -> None:
         loop_record=_loop_record(spec),
         max_connections=spec.config.mpm.max_connections_per_child,
         wake_fd=stop.read_fd,
-        asgi_records=_spare_records(spec),
+        asgi_records=_spare_records(spec, ctx),
     )
     loop.run(should_stop=lambda: stop.requested)
     ctx.close()
@@ -38,11 +38,11 @@ def _loop_record(spec):
     return record
 
 
-def _spare_records(spec) -> list:
+def _spare_records(spec, ctx) -> list:
     """The child's records beyond ThreadsPerChild (up to ThreadLimit): one per in-flight ASGI
     request while they last (the pool's maintenance never counts them)."""
     config = spec.config
-    if not any(m.kind == "asgi" for v in (config.main, *config.vhosts) for m in v.wsgi_mounts):
+    if not ctx.asgi:
         return []
     records = []
     for index in range(config.mpm.threads_per_child, spec.scoreboard.thread_limit):

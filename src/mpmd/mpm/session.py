@@ -76,6 +76,7 @@ class Session:
     """The requests of one connection; owned by exactly one thread or loop at a time."""
 
     __slots__ = (
+        "asgi_request",
         "body_deadline",
         "client_done",
         "ctx",
@@ -108,6 +109,9 @@ class Session:
         # RemoteIPProxyProtocol: the header the transport reads before any HTTP, until it is in
         self.proxy_header = ProxyHeaderReader(self.info, ctx.error_log) if required else None
         self.proxied = False  # a PROXY header was read: RemoteIPHeader is ignored (2.2 step 1)
+        # a request for an ASGIApp read behind this thread's ones: the event loop's to hand to
+        # its ASGI loop (threads never run ASGI applications)
+        self.asgi_request: Request | None = None
 
     def take_proxy_header(self, data: bytes) -> bytes | None:
         """ProxyHeaderReader.feed: None until the PROXY header is in, then HTTP's bytes."""
@@ -207,6 +211,9 @@ class Session:
                 return True
             pending = None
             vhost = router.select_vhost(request.header("host"), info.server_port)
+            if ctx.asgi and router.asgi_target(vhost, request.path) is not None:
+                self.asgi_request = request  # event.py's _take_back hands it over
+                return True
             proxies = self.remote_client(request, vhost) if self.remoteip else None
             if info.tls is not None and not self._tls_allows(request, vhost):
                 return False
