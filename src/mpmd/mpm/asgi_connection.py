@@ -154,10 +154,14 @@ class AsgiConnection:
         self.host.release_record(self.record)
         self.record = None
         if keep and not self.closed:
-            try:
-                keep = conn.protocol.finish_request(request)
-            except HttpError:
-                keep = False
+            body = request.body
+            if not (body.complete or body.error is not None):
+                keep = False  # a body the app left unread: skipping it would block (a recv)
+            else:
+                try:
+                    keep = conn.protocol.finish_request(request)
+                except HttpError:
+                    keep = False
         if not keep or self.closed:
             self.give_back(False)
             return
