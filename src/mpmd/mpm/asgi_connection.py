@@ -287,6 +287,13 @@ class AsgiConnection:
             self.reader = start_stage(self.host.settings, BODY, now)
             self._arm_body(cycle.request.body, now)
 
+    def send_error(self, error: HttpError, exchange: Exchange) -> None:
+        """The session's error page for a request body that cannot complete (HttpCycle)."""
+        if not self.closed:
+            self.conn.session.send_error(error, exchange)
+            if self.conn.out is not None:
+                self._start_writing()
+
     def expired(self, now: float) -> None:
         """The host's sweep found the deadline passed."""
         waiting, self.waiting, self.deadline = self.waiting, _NONE, 0.0
