@@ -200,6 +200,11 @@ class HttpProtocol:
             raise self._error  # type: ignore[misc]
         return None
 
+    def peek_request(self) -> Request | None:
+        """The next parsed request, left queued (None: none yet, or an error is next)."""
+        item = self._queue[0] if self._queue else None
+        return item if type(item) is Request else None  # type: ignore[return-value]
+
     def buffered(self) -> bool:
         """A parsed request or error is waiting: call next_request() before blocking on recv."""
         return bool(self._queue) or self.state is ERROR

@@ -264,6 +264,8 @@ class EventLoop(QueueUpkeep):
             sock.close()
             return
         conn.session.worker = self._inline_record
+        if self._asgi is not None:  # a thread leaves pipelined ASGI requests to the loop
+            conn.session.loop_claims = self._asgi.claims
         self._conns[conn.fd] = conn
         if conn.tls:
             tls.start(conn, now)  # type: ignore[union-attr]

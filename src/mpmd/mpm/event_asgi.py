@@ -33,6 +33,7 @@ from mpmd.mpm.child import CHILD_FATAL
 if TYPE_CHECKING:
     from mpmd.mpm.event import EventLoop
     from mpmd.mpm.event_connection import EventConnection
+    from mpmd.mpm.session import Session
 
 SWEEP_SECONDS = 1.0  # how often deadlines are checked (Apache's queues: about as coarse)
 ROUTE_CACHE = 4096  # (Host, port, path) -> route decisions remembered, per child
@@ -103,11 +104,19 @@ class AsgiHost:
                 raise SystemExit(CHILD_FATAL)
         self.loop.call_soon_threadsafe(self._sweep)
 
+    def claims(self, session: Session, request: Request) -> bool:
+        """A thread serving pipelined requests stops before one for this loop (the epoll loop
+        then routes it here)."""
+        return self._route(session.info.server_port, request) is not None
+
     def route(self, conn: EventConnection, request: Request) -> tuple | None:
-        """(mount, path, Require check, vhost) when `request` is for an ASGI application;
-        remembered per (Host, port, path): a client asks for the same URLs again and again."""
+        """(mount, path, Require check, vhost) when `request` is for an ASGI application."""
+        return self._route(conn.session.info.server_port, request)
+
+    def _route(self, port: int, request: Request) -> tuple | None:
+        """route()'s answer, remembered per (Host, port, path): a client asks for the same URLs
+        again and again."""
         host = request.header("host")
-        port = conn.session.info.server_port
         key = (host, port, request.path)
         routes = self._routes
         if key in routes:

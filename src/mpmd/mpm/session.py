@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from mpmd.http.body import EMPTY_BODY
@@ -80,6 +81,7 @@ class Session:
         "client_done",
         "ctx",
         "info",
+        "loop_claims",
         "protocol",
         "proxied",
         "proxy_header",
@@ -108,6 +110,8 @@ class Session:
         # RemoteIPProxyProtocol: the header the transport reads before any HTTP, until it is in
         self.proxy_header = ProxyHeaderReader(self.info, ctx.error_log) if required else None
         self.proxied = False  # a PROXY header was read: RemoteIPHeader is ignored (2.2 step 1)
+        # The event child's ASGI loop: claims(session, request) is True for a request it serves
+        self.loop_claims: Callable[[Session, Request], bool] | None = None
 
     def take_proxy_header(self, data: bytes) -> bytes | None:
         """ProxyHeaderReader.feed: None until the PROXY header is in, then HTTP's bytes."""
@@ -198,6 +202,8 @@ class Session:
         transport = self.transport
         pending = first
         while True:
+            if pending is None and self._claimed():
+                return True  # left for the event loop to route (the ASGI loop serves it)
             try:
                 request = pending or self.next_request()
             except HttpError as error:
@@ -242,6 +248,15 @@ class Session:
                     return False
             except HttpError:
                 return False
+
+    def _claimed(self) -> bool:
+        """The next pipelined request is one the event child's ASGI loop serves: not this
+        thread's (AsgiMount cannot run here)."""
+        claims = self.loop_claims
+        if claims is None:
+            return False
+        request = self.protocol.peek_request()
+        return request is not None and claims(self, request)
 
     def _tls_allows(self, request: Request, vhost) -> bool:
         """Refuse (and log) a request whose host the TLS handshake did not agree to."""
