@@ -316,6 +316,7 @@ class AsgiConnection:
         self.pause_reading()
         self._stop_writing()
         self.conn.discard_output()
+        self._release_drain()  # a send waiting for the socket returns (and is a no-op)
         if self.cycle is not None:
             self.cycle.wake()
         else:
@@ -408,8 +409,11 @@ class AsgiConnection:
         self.given = True
         self.pause_reading()
         self._stop_writing()
-        drained = self._drained
-        if drained is not None and not drained.done():
-            drained.set_result(None)
+        self._release_drain()
         self.closed = True
         self.host.give_back(self, keep, request, after_error)
+
+    def _release_drain(self) -> None:
+        drained, self._drained = self._drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)

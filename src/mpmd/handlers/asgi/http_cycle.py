@@ -105,6 +105,9 @@ class HttpCycle:
             return False
         if self.refused:
             return False
+        if self.io.closed and not self.complete:  # the client left: no app error (uvicorn)
+            exchange.aborted = True
+            return False
         if not self.started:
             self._failed("MP00284: ASGI callable returned without starting response.")
             return False
