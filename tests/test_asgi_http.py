@@ -242,6 +242,7 @@ def test_limit_request_body_exceeded_is_413(server: Server) -> None:
 
 
 def test_exception_before_start_is_a_logged_500(server: Server) -> None:
+    child = call(server, "GET", "/a/pid")[2]
     status, headers, body = call(server, "GET", "/a/raise-before")
     assert status == 500
     assert headers.get("Connection") == "close"
@@ -250,7 +251,7 @@ def test_exception_before_start_is_a_logged_500(server: Server) -> None:
     assert 'MP00283: Exception in ASGI application "GET /a/raise-before HTTP/1.1"' in log
     assert "Traceback (most recent call last)" in log
     assert "ValueError: the ASGI application failed on purpose" in log
-    child_lives(server)
+    assert call(server, "GET", "/a/pid")[2] == child  # the same child serves on
 
 
 def test_exception_after_start_cuts_the_response(server: Server) -> None:
@@ -295,6 +296,21 @@ def test_a_client_that_leaves_is_an_http_disconnect(server: Server, scratch) -> 
     wire.send(request(f"/a/disconnect?file={record}"))
     wire.close()
     assert wait_for(lambda: record.exists() and record.read_text()) == "http.disconnect"
+    wait_for(lambda: "/a/disconnect?" in server.access_log.read_text())  # the cycle ended
+    assert "/a/disconnect?" not in server.log_text()  # no MP00284: the client left
+    child_lives(server)
+
+
+def test_a_client_that_leaves_mid_response_is_no_app_error(server: Server, scratch) -> None:
+    record, count = scratch / "progress", 500
+    target = f"/a/slow-consumer?file={record}&n={count}&size=65536"
+    wire = Wire.connect(server.port)
+    wire.send(request(target))
+    wait_for(record.exists)
+    wire.close()  # the app's sends are no-ops from now on, and it completes
+    wait_for(lambda: int(record.read_text()) == count)
+    wait_for(lambda: target in server.access_log.read_text())
+    assert "MP00285" not in server.log_text()  # no app error: the client left
     child_lives(server)
 
 
