@@ -220,6 +220,23 @@ def test_no_100_continue_when_the_app_answers_without_reading(server: Server) ->
     child_lives(server)
 
 
+def test_a_body_still_arriving_after_the_response_does_not_stall_the_loop(server: Server) -> None:
+    slow = Wire.connect(server.port)
+    try:
+        slow.send(request("/a/deny", method="POST", extra="Content-Length: 1000\r\n") + b"x" * 10)
+        resp = slow.response()
+        assert resp.status == 401 and resp.closes  # the rest is not waited for
+        other = Wire.connect(server.port)  # while the slow client holds back 990 bytes
+        try:
+            other.send(request("/a/hello"))
+            assert other.response().body == b"Hello, ASGI!"
+        finally:
+            other.close()
+        assert slow.closed_by_server()
+    finally:
+        slow.close()
+
+
 def test_limit_request_body_exceeded_is_413(server: Server) -> None:
     status, _, _ = call(server, "POST", "/a/echo", body=b"x" * 2_000_001)
     assert status == 413

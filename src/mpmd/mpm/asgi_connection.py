@@ -150,8 +150,9 @@ class AsgiConnection:
         conn = self.conn
         conn.session.log_exchange(exchange, self.host.record)
         if keep and not self.closed:
+            protocol = conn.protocol  # a body still arriving is not waited for (that blocks)
             try:
-                keep = conn.protocol.finish_request(request)
+                keep = protocol.body_complete(request) and protocol.finish_request(request)
             except HttpError:
                 keep = False
         if not keep or self.closed:

@@ -206,6 +206,8 @@ class HttpCycle:
         exchange = self.exchange
         if not exchange.head_sent and self._start is not None:
             start, self._start = self._start, None
+            if not self.request.body.complete:  # the rest is not waited for: close after
+                exchange.keep_alive = False
             exchange.start(status_line(start["status"]), _headers(start.get("headers", ())))
         if kind == "http.response.body":
             more = message.get("more_body", False)
