@@ -255,6 +255,24 @@ def test_limit_request_body_exceeded_is_413(server: Server) -> None:
     child_lives(server)
 
 
+@pytest.mark.slow
+def test_a_stalled_body_is_408_and_a_disconnect_for_the_app(tmp_path) -> None:
+    config = SMALL_POOL + "ASGIApp /a asgi_apps:app\nRequestReadTimeout header=20 body=1\n"
+    with Server(tmp_path, config, mpm="event") as server:
+        wire = Wire.connect(server.port)
+        try:
+            wire.send(request("/a/echo", method="POST", extra="Content-Length: 100\r\n") + b"x")
+            resp = wire.response()
+            assert resp.status == 408 and resp.closes
+            assert wire.closed_by_server()
+        finally:
+            wire.close()
+        wait_for(lambda: '"POST /a/echo HTTP/1.1" 408 ' in server.access_log.read_text())
+        assert "[reqtimeout:info]" in server.log_text()
+        assert "AH01382: Request body read timeout" in server.log_text()
+        child_lives(server)
+
+
 # -- an application's failures ----------------------------------------------------------------
 
 

@@ -26,7 +26,7 @@ from mpmd.http.errors import HttpError
 from mpmd.http.exchange import Exchange
 from mpmd.http.request import Request
 from mpmd.http.response import CONTINUE_100
-from mpmd.http.timeouts import BODY, HEADERS, IDLE, read_wait, start_stage
+from mpmd.http.timeouts import BODY, HEADERS, IDLE, read_timeout, read_wait, start_stage
 from mpmd.mpm.event_connection import EventConnection
 
 if TYPE_CHECKING:
@@ -303,8 +303,11 @@ class AsgiConnection:
             self.give_back(False)
         elif waiting == _READ:
             cycle = self.cycle
-            if cycle is not None:  # the body stalled: the app sees the client leave
-                self._lost()
+            if cycle is not None:  # the body stalled: a 408, and the app sees the client leave
+                self.pause_reading()
+                error, _ = read_timeout(BODY, False, cycle.request.request_line)
+                self.host.error_log.log("info", error.log_message, module="reqtimeout")
+                cycle.body_failed(error)
             else:
                 conn.session.read_timed_out(conn.protocol.read_stage())
                 self.give_back(False, after_error=True)

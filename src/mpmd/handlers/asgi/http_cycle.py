@@ -164,6 +164,13 @@ class HttpCycle:
                 io.resume_reading()
             await self._wait()
 
+    def body_failed(self, error: HttpError) -> None:
+        """The connection gave up on the body (RequestReadTimeout): as a refused body."""
+        if not self.body_done:
+            self.body_done = True
+            self._refuse(error)
+            self.wake()
+
     def _refuse(self, error: HttpError) -> None:
         """The body cannot complete: the server's error page if nothing went out yet (the
         app's later sends are no-ops, as after a disconnect), then the connection closes."""
