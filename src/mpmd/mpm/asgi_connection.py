@@ -26,7 +26,7 @@ from mpmd.http.errors import HttpError
 from mpmd.http.exchange import Exchange
 from mpmd.http.request import Request
 from mpmd.http.response import CONTINUE_100
-from mpmd.http.timeouts import BODY, HEADERS, IDLE, read_wait, start_stage
+from mpmd.http.timeouts import BODY, HEADERS, IDLE, read_timeout, read_wait, start_stage
 from mpmd.mpm.event_connection import EventConnection
 
 if TYPE_CHECKING:
@@ -154,14 +154,11 @@ class AsgiConnection:
         self.host.release_record(self.record)
         self.record = None
         if keep and not self.closed:
-            body = request.body
-            if not (body.complete or body.error is not None):
-                keep = False  # a body the app left unread: skipping it would block (a recv)
-            else:
-                try:
-                    keep = conn.protocol.finish_request(request)
-                except HttpError:
-                    keep = False
+            protocol = conn.protocol  # a body still arriving is not waited for (that blocks)
+            try:
+                keep = protocol.body_complete(request) and protocol.finish_request(request)
+            except HttpError:
+                keep = False
         if not keep or self.closed:
             self.give_back(False)
             return
@@ -297,6 +294,13 @@ class AsgiConnection:
             self.reader = start_stage(self.host.settings, BODY, now)
             self._arm_body(cycle.request.body, now)
 
+    def send_error(self, error: HttpError, exchange: Exchange) -> None:
+        """The session's error page for a request body that cannot complete (HttpCycle)."""
+        if not self.closed:
+            self.conn.session.send_error(error, exchange)
+            if self.conn.out is not None:
+                self._start_writing()
+
     def expired(self, now: float) -> None:
         """The host's sweep found the deadline passed."""
         waiting, self.waiting, self.deadline = self.waiting, _NONE, 0.0
@@ -305,8 +309,11 @@ class AsgiConnection:
             self.give_back(False)
         elif waiting == _READ:
             cycle = self.cycle
-            if cycle is not None:  # the body stalled: the app sees the client leave
-                self._lost()
+            if cycle is not None:  # the body stalled: a 408, and the app sees the client leave
+                self.pause_reading()
+                error, _ = read_timeout(BODY, False, cycle.request.request_line)
+                self.host.error_log.log("info", error.log_message, module="reqtimeout")
+                cycle.body_failed(error)
             else:
                 conn.session.read_timed_out(conn.protocol.read_stage())
                 self.give_back(False, after_error=True)
@@ -319,6 +326,7 @@ class AsgiConnection:
         self.pause_reading()
         self._stop_writing()
         self.conn.discard_output()
+        self._release_drain()  # a send waiting for the socket returns (and is a no-op)
         if self.ws is not None:
             self.ws.feed(b"")  # the app's disconnect (1006); its run() then gives it back
         elif self.cycle is not None:
@@ -413,8 +421,11 @@ class AsgiConnection:
         self.given = True
         self.pause_reading()
         self._stop_writing()
-        drained = self._drained
-        if drained is not None and not drained.done():
-            drained.set_result(None)
+        self._release_drain()
         self.closed = True
         self.host.give_back(self, keep, request, after_error)
+
+    def _release_drain(self) -> None:
+        drained, self._drained = self._drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)

@@ -20,6 +20,7 @@ from http import HTTPStatus
 from typing import Any, Protocol
 
 from mpmd.handlers.asgi.websocket_cycle import ClientDisconnected
+from mpmd.http.errors import HttpError
 from mpmd.http.exchange import Exchange
 from mpmd.http.request import Request
 
@@ -39,6 +40,7 @@ class CycleIO(Protocol):
     async def drain(self) -> None: ...
     def resume_reading(self) -> None: ...
     def send_continue(self) -> None: ...
+    def send_error(self, error: HttpError, exchange: Exchange) -> None: ...
 
 
 def status_line(status: int) -> str:
@@ -63,6 +65,7 @@ class HttpCycle:
         "error_log",
         "exchange",
         "io",
+        "refused",
         "request",
         "started",
     )
@@ -75,6 +78,7 @@ class HttpCycle:
         self.started = False  # http.response.start was sent by the app
         self.complete = False  # the last body went out
         self.body_done = False  # the app has the whole request body
+        self.refused = False  # the server answered the request itself (a body it refused)
         self._start: dict | None = None
         self._event: asyncio.Event | None = None  # receive() waiting for bytes or a close
 
@@ -95,6 +99,11 @@ class HttpCycle:
             if isinstance(error, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
                 raise
             self._failed("MP00283: Exception in ASGI application", traceback=True)
+            return False
+        if self.refused:
+            return False
+        if self.io.closed and not self.complete:  # the client left: no app error (uvicorn)
+            exchange.aborted = True
             return False
         if not self.started:
             self._failed("MP00284: ASGI callable returned without starting response.")
@@ -117,6 +126,8 @@ class HttpCycle:
             self.error_log.log("error", line, module="asgi")
         exchange = self.exchange
         exchange.keep_alive = False
+        if self.refused:
+            return
         if exchange.head_sent or self.io.closed:
             exchange.aborted = True
             return
@@ -131,11 +142,12 @@ class HttpCycle:
         body = self.request.body
         io = self.io
         while True:
-            if io.closed or self.complete:
+            if io.closed or self.complete or self.refused:
                 return _DISCONNECT
             if not self.body_done:
-                if body.error is not None:  # the connection answers it and closes
+                if body.error is not None:  # 400, 408, 413: answered here, then closed
                     self.body_done = True
+                    self._refuse(body.error)
                     return _DISCONNECT
                 buffered = body.buffered
                 if buffered or body.complete:
@@ -148,6 +160,25 @@ class HttpCycle:
                 io.send_continue()  # `Expect: 100-continue`: only once the app wants the body
                 io.resume_reading()
             await self._wait()
+
+    def body_failed(self, error: HttpError) -> None:
+        """The connection gave up on the body (RequestReadTimeout): as a refused body."""
+        if not self.body_done:
+            self.body_done = True
+            self._refuse(error)
+            self.wake()
+
+    def _refuse(self, error: HttpError) -> None:
+        """The body cannot complete: the server's error page if nothing went out yet (the
+        app's later sends are no-ops, as after a disconnect), then the connection closes."""
+        self.refused = True
+        exchange = self.exchange
+        exchange.keep_alive = False
+        if exchange.head_sent or self.io.closed:
+            exchange.aborted = True
+        else:
+            exchange.status = error.status
+            self.io.send_error(error, exchange)
 
     async def _wait(self) -> None:
         event = self._event
@@ -174,11 +205,13 @@ class HttpCycle:
             raise RuntimeError(
                 f"Unexpected ASGI message '{kind}' sent, after response already completed."
             )
-        if self.io.closed:
+        if self.io.closed or self.refused:
             return  # uvicorn's behaviour: a silent no-op (reference 4.5, #2276)
         exchange = self.exchange
         if not exchange.head_sent and self._start is not None:
             start, self._start = self._start, None
+            if not self.request.body.complete:  # the rest is not waited for: close after
+                exchange.keep_alive = False
             exchange.start(status_line(start["status"]), _headers(start.get("headers", ())))
         if kind == "http.response.body":
             more = message.get("more_body", False)
