@@ -1,11 +1,12 @@
 """An ASGI app for the WebSocket end-to-end tests: the handshake answers an app can give.
 
-By the path of the request below the mount (`path` less `root_path`): `/protocol` accepts with the last
-subprotocol the client offered and an extra header, then echoes; `/deny` answers with an HTTP
-response through the `websocket.http.response` extension; `/refuse` closes before accepting
-(the server's 403). An `http` request to `/gate` is held until the file named by the query
-string exists (a request in flight across a restart, released by the test without sleeps);
-any other `http` request gets a short answer.
+By the request's path below the mount (`path` less `root_path`): `/protocol` accepts with the
+last subprotocol the client offered and two extra headers (`x-picked`: the offers, `x-pid`: the
+serving child), then echoes; `/deny` answers with an HTTP response through the
+`websocket.http.response` extension; `/refuse` closes before accepting (the server's 403). An
+`http` request to `/gate` creates the file named by its query string plus `.started`, then is
+held until the file itself exists: a request in flight across a restart, released by the test
+without sleeps. Any other `http` request gets a short answer.
 """
 
 from __future__ import annotations
@@ -46,7 +47,10 @@ async def app(scope, receive, send):
         {
             "type": "websocket.accept",
             "subprotocol": offered[-1] if offered else None,
-            "headers": [(b"x-picked", ",".join(offered).encode())],
+            "headers": [
+                (b"x-picked", ",".join(offered).encode()),
+                (b"x-pid", str(os.getpid()).encode()),
+            ],
         }
     )
     while True:
@@ -60,6 +64,7 @@ async def _http(scope, send) -> None:
     body = b"extra\n"
     if scope["path"].removeprefix(scope["root_path"]) == "/gate":
         gate = unquote(scope["query_string"].decode())
+        open(gate + ".started", "w").close()  # the request is in flight
         while not os.path.exists(gate):
             await asyncio.sleep(0.02)
         body = b"released\n"
