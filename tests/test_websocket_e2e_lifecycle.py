@@ -140,7 +140,12 @@ async def _open_idle(port: int, gate: asyncio.Semaphore) -> asyncio.StreamWriter
     return writer
 
 
-async def _hold_idle_websockets(server: Server) -> None:
+def thread_count(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as file:
+        return int(re.search(r"^Threads:\s+(\d+)$", file.read(), re.M).group(1))
+
+
+async def _hold_idle_websockets(server: Server, child: int, threads: int) -> None:
     gate = asyncio.Semaphore(CONNECTS_IN_FLIGHT)
     opened_ = await asyncio.wait_for(
         asyncio.gather(
@@ -153,9 +158,13 @@ async def _hold_idle_websockets(server: Server) -> None:
         failures = [item for item in opened_ if isinstance(item, BaseException)]
         assert not failures, f"{len(failures)} of {IDLE_SOCKETS} failed: {failures[:3]}"
         assert not any(w.transport.is_closing() for w in writers)
-        # four threads, 2,000 WebSockets: a new client is still served at once
+        # four threads, 2,000 WebSockets: a WSGI request (which needs a thread) and an ASGI one
+        # on new connections are served at once, and the child has not grown a thread
+        status, _, body = await asyncio.to_thread(call, server, "GET", "/wsgi")
+        assert (status, body) == (200, b"Hello, World!")
         status, _, body = await asyncio.to_thread(call, server, "GET", "/hello")
         assert (status, body) == (200, b"WebSocket echo\n")
+        assert thread_count(child) == threads
         await asyncio.to_thread(wait_for, lambda: conns_total(server) >= IDLE_SOCKETS)
         await asyncio.to_thread(wait_for, lambda: status_upgraded(server) >= IDLE_SOCKETS)
         assert not any(w.transport.is_closing() for w in writers)  # all still open
@@ -180,9 +189,11 @@ MaxSpareThreads 5
 @pytest.mark.slow
 def test_two_thousand_idle_websockets_on_four_threads(tmp_path: Path) -> None:
     _raise_fd_limit()  # the child inherits it
-    with Server(tmp_path, FOUR_THREADS + MOUNTS, mpm="event") as server:
+    config = FOUR_THREADS + "WSGIApp /wsgi testapp:hello\n" + MOUNTS
+    with Server(tmp_path, config, mpm="event") as server:
         pid = wait_for(lambda: children_of(server.pid))[0]
-        asyncio.run(_hold_idle_websockets(server))
+        assert call(server, "GET", "/wsgi")[0] == 200  # every thread it will have is started
+        asyncio.run(_hold_idle_websockets(server, pid, thread_count(pid)))
         wait_for(lambda: status_upgraded(server) == 0)  # every close seen, none left counted
         assert children_of(server.pid) == [pid]
         assert "Traceback" not in server.log_text()
