@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from mpmd.handlers.asgi.http_cycle import BODY_HIGH_WATER, HttpCycle, status_line
 from mpmd.handlers.asgi.scope import http_scope
-from mpmd.handlers.asgi.websocket import handshake_refusal
+from mpmd.handlers.asgi.websocket import handshake_refusal, wants_websocket
 from mpmd.handlers.asgi.websocket_cycle import WebSocketCycle, websocket_scope
 from mpmd.http.errors import HttpError
 from mpmd.http.exchange import Exchange
@@ -136,8 +136,8 @@ class AsgiConnection:
             self._finished(exchange, request, False)
             return
         scope = http_scope(request, info, path, mount.root_path, self.host.state_of(mount.app))
-        if request.upgrade and (request.header("upgrade") or "").lower() == "websocket":
-            self._websocket(exchange, request, scope, mount)
+        if request.header("upgrade") is not None and wants_websocket(scope["headers"]):
+            self._websocket(exchange, request, scope, mount)  # a bad handshake gets its 400
             return
         cycle = self.cycle = HttpCycle(self, exchange, request, self.host.error_log)
         self.loop.create_task(self._run(cycle, mount.app, scope))
@@ -168,6 +168,8 @@ class AsgiConnection:
     def _websocket(self, exchange: Exchange, request: Request, scope: dict, mount: Any) -> None:
         """An upgrade to a WebSocket: the handshake checked, then the app's WebSocket cycle."""
         refusal = handshake_refusal(request.method, request.version, scope["headers"])
+        if refusal is None and not request.upgrade:  # valid headers, but a body follows
+            refusal = 400, [], "A WebSocket handshake has no body"
         if refusal is not None:
             status, headers, reason = refusal
             exchange.keep_alive = False
