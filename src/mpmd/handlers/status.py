@@ -191,8 +191,9 @@ class StatusView:
         return sum(p.suspended for p in self.processes)
 
     def thread_counts(self, slot: int) -> tuple[int, int, int]:
-        """Busy, graceful and idle threads of one live process (the event table's columns)."""
-        row = self.snap.slot_statuses(slot)
+        """Busy, graceful and idle threads of one live process (the event table's columns):
+        its first ThreadsPerChild records (those beyond are in-flight ASGI requests)."""
+        row = self.snap.slot_statuses(slot)[: self.facts.threads_per_child]
         idle = row.count(READY)
         graceful = row.count(GRACEFUL)
         busy = len(row) - idle - graceful - row.count(DEAD) - row.count(1) - row.count(10)
