@@ -46,6 +46,18 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+# One event child whose spare-thread bounds fit it, so the parent does not log about children
+# it may not start (the ASGI tests: an app's state lives in one process).
+ONE_EVENT_CHILD = """\
+StartServers 1
+ServerLimit 1
+ThreadsPerChild 25
+MaxRequestWorkers 25
+MinSpareThreads 1
+MaxSpareThreads 26
+"""
+
+
 def children_of(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as file:

@@ -18,18 +18,10 @@ from types import ModuleType
 import pytest
 from websockets.sync.client import connect as ws_connect
 
-from server import APPS, Server, call, children_of
+from server import APPS, ONE_EVENT_CHILD, Server, call, children_of
 
-# One child (the chat room and lifespan state live in one process); the spare-thread bounds
-# fit one child so the parent does not log about children it may not start.
-ONE_CHILD = """\
-StartServers 1
-ServerLimit 1
-ThreadsPerChild 25
-MaxRequestWorkers 25
-MinSpareThreads 1
-MaxSpareThreads 26
-"""
+# One child (the chat room and lifespan state live in one process): server.ONE_EVENT_CHILD
+ONE_CHILD = ONE_EVENT_CHILD
 SSE_CLIENTS = 1000
 SSE_CONNECTS_IN_FLIGHT = 200  # connects pending at once, so the listen backlog never drops SYNs
 SSE_FIRST_EVENT = b"event: hello\ndata: connected\n\n"

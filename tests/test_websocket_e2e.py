@@ -31,20 +31,13 @@ from wsproto.events import (
 )
 from wsproto.extensions import PerMessageDeflate
 
+from server import ONE_EVENT_CHILD as ONE_CHILD
 from server import Server, call, children_of, free_port, wait_for
 from tls_certs import make_pki
 
 MAX = 256 * 1024  # the conformance server's WebSocketMaxMessageSize: over the 128 KiB of
 # groups 12-13's largest data set, small enough for group 9 to be quick
 MIB = 1024 * 1024
-ONE_CHILD = """\
-StartServers 1
-ServerLimit 1
-ThreadsPerChild 25
-MaxRequestWorkers 25
-MinSpareThreads 1
-MaxSpareThreads 26
-"""
 MOUNTS = """\
 ExtendedStatus On
 <Location /server-status>

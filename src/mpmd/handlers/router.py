@@ -264,8 +264,8 @@ class _VhostRoutes:
         self.document_root = vhost.document_root.rstrip("/")
         self.proxy = vhost.proxy if vhost.proxy.routes else None  # router.proxy answers
 
-    def dispatch(self, exchange: Exchange, path: str) -> None:
-        router = self.router
+    def _location_rules(self, path: str) -> tuple[str | None, tuple[AccessRule, ...] | None]:
+        """The <Location> sections' last SetHandler (None: none, or `None`) and Require."""
         handler_name: str | None = None
         require: tuple[AccessRule, ...] | None = None
         for matches, section in self.locations:
@@ -274,6 +274,11 @@ class _VhostRoutes:
                     handler_name = None if section.handler.lower() == "none" else section.handler
                 if section.require is not None:
                     require = section.require
+        return handler_name, require
+
+    def dispatch(self, exchange: Exchange, path: str) -> None:
+        router = self.router
+        handler_name, require = self._location_rules(path)
         if handler_name is not None:
             if router.denied(exchange, require, path):
                 return
@@ -309,14 +314,7 @@ class _VhostRoutes:
         path = normalize_path(raw) if "%" in raw or "/." in raw or "//" in raw else raw
         if type(path) is int or not path.startswith("/"):
             return None
-        handler_name: str | None = None
-        require: tuple[AccessRule, ...] | None = None
-        for matches, section in self.locations:
-            if matches(path):
-                if section.handler is not None:
-                    handler_name = None if section.handler.lower() == "none" else section.handler
-                if section.require is not None:
-                    require = section.require
+        handler_name, require = self._location_rules(path)
         if handler_name is not None:
             return None
         proxy = self.proxy if self.router.proxy is not None else None
