@@ -5,6 +5,7 @@ graceful close), over an in-memory connection that honours pause_reading like a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 import traceback
 
@@ -345,6 +346,41 @@ def test_reading_pauses_while_the_app_lags(flood: list[str]) -> None:
     assert reader.event(None)[0] == CLOSE
     assert conn.result()[0] == 101
     assert got == ["one", "two", *flood, "after"]
+
+
+def test_a_receive_cancelled_while_waiting_leaves_the_next_one_working() -> None:
+    async def app(scope, receive, send):
+        await receive()
+        await send({"type": "websocket.accept"})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(receive(), 0.001)  # nothing was sent: it times out
+        await send({"type": "websocket.send", "text": "ready"})
+        message = await receive()
+        await send({"type": "websocket.send", "text": message["text"]})
+
+    conn, reader = opened(app)
+    assert reader.event(None) == (TEXT, b"ready")
+    conn.send(text("late"))
+    assert reader.event(None) == (TEXT, b"late")
+    assert reader.event(None)[0] == CLOSE
+    conn.send(close(1000))
+    assert conn.result()[0] == 101
+
+
+def test_two_tasks_waiting_in_receive_are_both_woken() -> None:
+    async def app(scope, receive, send):
+        await receive()
+        await send({"type": "websocket.accept"})
+        first, second = await asyncio.gather(receive(), receive())
+        await send({"type": "websocket.send", "text": first["text"] + second["text"]})
+
+    conn, reader = opened(app)
+    conn.send(text("a"))
+    conn.send(text("b"))
+    assert reader.event(None) == (TEXT, b"ab")
+    assert reader.event(None)[0] == CLOSE
+    conn.send(close(1000))
+    assert conn.result()[0] == 101
 
 
 def test_a_missing_pong_closes_1011() -> None:

@@ -188,7 +188,9 @@ class WebSocketCycle:
         while not queue:
             if self._disconnect is not None:
                 return self._disconnect
-            waiter = self._waiter = self._io.loop.create_future()
+            waiter = self._waiter
+            if waiter is None or waiter.done():  # done: a receive() cancelled while waiting
+                waiter = self._waiter = self._io.loop.create_future()
             await waiter
         message = queue.popleft()
         if message["type"] == "websocket.disconnect":
