@@ -5,6 +5,7 @@ graceful close), over an in-memory connection that honours pause_reading like a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 import traceback
 
@@ -14,7 +15,13 @@ from tests.websocket_cases import Case, cases, run_case
 from tests.websocket_client import CLOSE, PING, PONG, TEXT, Reader, close, frame, handshake, text
 
 from mpmd.handlers.asgi.websocket import WebSocketSettings, handshake_refusal
-from mpmd.handlers.asgi.websocket_cycle import ClientDisconnected, WebSocketCycle, websocket_scope
+from mpmd.handlers.asgi.websocket_cycle import (
+    QUEUE_BYTES,
+    QUEUE_MESSAGES,
+    ClientDisconnected,
+    WebSocketCycle,
+    websocket_scope,
+)
 
 MAX = 256 * 1024
 QUIET = WebSocketSettings(ping_interval=None, max_message_size=MAX)
@@ -312,7 +319,12 @@ def test_accept_sends_the_subprotocol_and_headers() -> None:
     assert conn.result()[0] == 101
 
 
-def test_reading_pauses_until_the_app_takes_the_messages() -> None:
+@pytest.mark.parametrize(
+    "flood",
+    [[str(i) for i in range(QUEUE_MESSAGES - 2)], ["x" * (QUEUE_BYTES - 6)]],
+    ids=["messages", "bytes"],
+)
+def test_reading_pauses_while_the_app_lags(flood: list[str]) -> None:
     gate = asyncio.Event()
     got = []
 
@@ -325,13 +337,50 @@ def test_reading_pauses_until_the_app_takes_the_messages() -> None:
 
     conn, reader = opened(app)
     conn.send(text("one") + text("two"))
-    conn.send(text("three"))
-    assert conn.paused and bytes(conn.pending) != b""  # "three" waits in the transport
+    assert not conn.paused and conn.pauses == 0  # a lag under the bounds reads on
+    conn.send(b"".join(text(message) for message in flood))
+    conn.send(text("after"))
+    assert conn.paused and bytes(conn.pending) != b""  # "after" waits in the transport
     gate.set()
     conn.send(close(1000))
     assert reader.event(None)[0] == CLOSE
     assert conn.result()[0] == 101
-    assert got == ["one", "two", "three"]
+    assert got == ["one", "two", *flood, "after"]
+
+
+def test_a_receive_cancelled_while_waiting_leaves_the_next_one_working() -> None:
+    async def app(scope, receive, send):
+        await receive()
+        await send({"type": "websocket.accept"})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(receive(), 0.001)  # nothing was sent: it times out
+        await send({"type": "websocket.send", "text": "ready"})
+        message = await receive()
+        await send({"type": "websocket.send", "text": message["text"]})
+
+    conn, reader = opened(app)
+    assert reader.event(None) == (TEXT, b"ready")
+    conn.send(text("late"))
+    assert reader.event(None) == (TEXT, b"late")
+    assert reader.event(None)[0] == CLOSE
+    conn.send(close(1000))
+    assert conn.result()[0] == 101
+
+
+def test_two_tasks_waiting_in_receive_are_both_woken() -> None:
+    async def app(scope, receive, send):
+        await receive()
+        await send({"type": "websocket.accept"})
+        first, second = await asyncio.gather(receive(), receive())
+        await send({"type": "websocket.send", "text": first["text"] + second["text"]})
+
+    conn, reader = opened(app)
+    conn.send(text("a"))
+    conn.send(text("b"))
+    assert reader.event(None) == (TEXT, b"ab")
+    assert reader.event(None)[0] == CLOSE
+    conn.send(close(1000))
+    assert conn.result()[0] == 101
 
 
 def test_a_missing_pong_closes_1011() -> None:

@@ -5,7 +5,9 @@ which handshakes are refused and how (reference 5.1), the 101 response with the 
 subprotocol and permessage-deflate, the reassembly of fragmented messages, the maximum message
 size, UTF-8 checking and the close handshake. Like `mpmd.http` it never touches a socket or an
 event loop: bytes in, ASGI messages and bytes out, so the asyncio cycle
-(`websocket_cycle.py`) and the tests drive the same object.
+(`websocket_cycle.py`) and the tests drive the same object. Whole, uncompressed text and binary
+messages, nearly all of the traffic, are read and written by `websocket_frames.py` while wsproto
+is between messages; every other frame is wsproto's.
 
 The one idea: wsproto turns a protocol violation into a CloseConnection event just as it does a
 close frame, and tells them apart only by its state; `receive_data` turns both into the single
@@ -36,6 +38,7 @@ from wsproto.extensions import Extension, PerMessageDeflate
 from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
 from wsproto.utilities import generate_accept_token
 
+from mpmd.handlers.asgi import websocket_frames
 from mpmd.http.response import build_head
 
 NO_STATUS = 1005  # the peer's close frame had no code (never sent)
@@ -314,6 +317,8 @@ class WebSocketSession:
         self.disconnect_sent = False
         self._eof = False
         self.extension: str | None = None  # the negotiated Sec-WebSocket-Extensions value
+        self._direct = False  # common frames bypass wsproto (websocket_frames.py): no deflate
+        self._idle = True  # wsproto is between messages with nothing buffered
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -366,6 +371,7 @@ class WebSocketSession:
             fields.append((name, value))
         extensions.append(_MessageSizeLimit(self._settings.max_message_size))
         self._conn = Connection(ConnectionType.SERVER, extensions)
+        self._direct = self.extension is None
         return build_head(
             "HTTP/1.1",
             "101 Switching Protocols",
@@ -385,8 +391,15 @@ class WebSocketSession:
         if not data:
             self._eof = True
             return [self._disconnect(ABNORMAL, "")]
+        if self._direct and self._idle:
+            messages, used = websocket_frames.read_messages(data, self._settings.max_message_size)
+            if used == len(data):
+                return messages
+            data = data[used:]
+        else:
+            messages = []
         conn.receive_data(data)
-        messages: list[dict] = []
+        self._idle = False
         for event in conn.events():
             if isinstance(event, Message):
                 message = self._assemble(event)
@@ -401,6 +414,7 @@ class WebSocketSession:
             elif isinstance(event, CloseConnection):
                 messages.extend(self._on_close(event))
                 break
+        self._idle = not self._parts and websocket_frames.wsproto_idle(conn)
         return messages
 
     def _assemble(self, event: Message) -> dict | None:
@@ -463,12 +477,17 @@ class WebSocketSession:
             data, text = message.get("bytes"), message.get("text")
             if (data is None) == (text is None):
                 raise ValueError("websocket.send needs exactly one of 'bytes' and 'text'.")
+            direct = self._direct and conn.state is ConnectionState.OPEN
             if text is not None:
                 if not isinstance(text, str):
                     raise TypeError("websocket.send 'text' must be str.")
+                if direct:
+                    return websocket_frames.frame(websocket_frames.TEXT, text.encode("utf-8"))
                 return conn.send(TextMessage(data=text))
             if not isinstance(data, (bytes, bytearray)):
                 raise TypeError("websocket.send 'bytes' must be bytes.")
+            if direct:
+                return websocket_frames.frame(websocket_frames.BINARY, bytes(data))
             return conn.send(BytesMessage(data=bytes(data)))
         if kind == "websocket.close":
             code = message.get("code", 1000)

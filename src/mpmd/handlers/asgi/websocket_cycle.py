@@ -3,7 +3,8 @@
 This module owns what ASGI 3.0 asks of a server for a WebSocket (reference 4.3, 4.5): the
 `websocket.connect` that opens the cycle, the handshake that waits for the application (accept →
 101, close → 403, `websocket.http.response` → that HTTP response), the receive queue with reading
-paused while the application has not taken a complete message, keepalive pings, the close
+paused while the application lags behind the client (QUEUE_MESSAGES messages or QUEUE_BYTES bytes
+not taken yet), keepalive pings, the close
 handshake bounded in time, and the answers to an application that raises or returns early (500
 before the handshake is answered, close 1011 after). It never touches a socket: the connection
 behind `WebSocketIO` owns the file descriptor, and `WebSocketSession` owns the protocol.
@@ -31,6 +32,13 @@ from mpmd.handlers.asgi.websocket import (
 from mpmd.http.response import LAST_CHUNK, bodyless_status, build_head, chunk, error_body
 
 ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Any]
+
+# Messages read but not yet taken by the application before reading pauses (until it has taken
+# them all): the memory a client flooding an application that does not receive can hold, plus
+# what one read completes. Pausing only past a bound, not after each message, spares an
+# application that keeps up two epoll_ctl calls per message.
+QUEUE_MESSAGES = 16
+QUEUE_BYTES = 65536
 
 
 class ClientDisconnected(OSError):
@@ -110,7 +118,8 @@ class WebSocketCycle:
         self._status = 0  # for the access log: what the client was answered
         self._sent = 0
         self._queue: deque[dict] = deque()
-        self._wakeup = asyncio.Event()
+        self._queued = 0  # payload bytes in _queue
+        self._waiter: asyncio.Future | None = None  # the application's receive() waiting
         self._ended = asyncio.Event()
         self._connect_delivered = False
         self._disconnect: dict | None = None  # once delivered, every later receive() returns it
@@ -175,27 +184,44 @@ class WebSocketCycle:
         if not self._connect_delivered:
             self._connect_delivered = True
             return {"type": "websocket.connect"}
-        while not self._queue:
+        queue = self._queue
+        while not queue:
             if self._disconnect is not None:
                 return self._disconnect
-            self._wakeup.clear()
-            await self._wakeup.wait()
-        message = self._queue.popleft()
+            waiter = self._waiter
+            if waiter is None or waiter.done():  # done: a receive() cancelled while waiting
+                waiter = self._waiter = self._io.loop.create_future()
+            await waiter
+        message = queue.popleft()
         if message["type"] == "websocket.disconnect":
             self._disconnect = message
-        if not self._queue and self._state is _OPEN and not self._ended.is_set():
+        else:
+            self._queued -= _size(message)
+        if self._paused and not queue and self._state is _OPEN and not self._ended.is_set():
             self._resume()
         return message
 
     def _queue_messages(self, messages: list[dict]) -> None:
         if not messages:
             return
+        queue = self._queue
         for message in messages:
             if message["type"] == "websocket.disconnect":
                 self._disconnect_queued = True
-            self._queue.append(message)
-        self._pause()
-        self._wakeup.set()
+            else:
+                self._queued += _size(message)
+            queue.append(message)
+        if len(queue) >= QUEUE_MESSAGES or self._queued >= QUEUE_BYTES:
+            self._pause()
+        self._wake()
+
+    def _wake(self) -> None:
+        """The application's receive() may go on (a message, or the end)."""
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     # -- send ------------------------------------------------------------------------------------
 
@@ -247,7 +273,7 @@ class WebSocketCycle:
             self.feed(early)
         if self._ended.is_set():
             return
-        if not self._queue:
+        if len(self._queue) < QUEUE_MESSAGES and self._queued < QUEUE_BYTES:
             self._resume()
         if self._shutting_down:
             self._server_close(1001, "Server shutting down")
@@ -394,7 +420,7 @@ class WebSocketCycle:
         elif not self._disconnect_queued:
             self._queue_messages([{"type": "websocket.disconnect", "code": ABNORMAL, "reason": ""}])
         self._ended.set()
-        self._wakeup.set()
+        self._wake()
         self._io.close()
 
     # -- keepalive -----------------------------------------------------------------------------
@@ -453,6 +479,12 @@ class WebSocketCycle:
         if self._paused:
             self._paused = False
             self._io.resume_reading()
+
+
+def _size(message: dict) -> int:
+    """A `websocket.receive` message's payload length (characters for text)."""
+    text = message["text"]
+    return len(message["bytes"]) if text is None else len(text)
 
 
 def _status_line(status: int) -> str:
