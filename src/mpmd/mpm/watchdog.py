@@ -25,23 +25,18 @@ class Watchdog:
         A prefork child serves only that request, so it is killed at once. A threaded child
         also serves other requests: it is asked to stop gracefully (the other threads finish
         theirs) and killed only if, a further Timeout later, a request is still busy past
-        Timeout.
-
-        Only the records of threads count: those past ThreadsPerChild are the event child's
-        ASGI requests (event_child.py), which hold no thread while they wait, so a WebSocket
-        or a long poll open longer than Timeout is not hung (their reads and writes have
-        their own Timeout on the ASGI loop)."""
+        Timeout."""
         timeout = self.config.main.http.timeout
-        threads = self.config.mpm.threads_per_child
         limit_us = int(timeout * 1_000_000)
         now_us = time.time_ns() // 1000
         oldest: dict[int, WorkerInfo] = {}  # pid -> its longest-running request past Timeout
+        threads = self.config.mpm.threads_per_child  # records beyond: ASGI requests, no thread
         for worker in snap.workers(active_only=True):
             started = worker.start_time_us
             if worker.status not in BUSY_STATES or not started or now_us - started <= limit_us:
                 continue
             if worker.thread >= threads:
-                continue
+                continue  # a long poll or WebSocket on the ASGI loop holds no thread
             seen = oldest.get(worker.pid)
             if seen is None or started < seen.start_time_us:
                 oldest[worker.pid] = worker
