@@ -54,6 +54,12 @@ def parse_stat_line(text: str) -> tuple[int, int]:
     return int(rest[1]), int(rest[17])
 
 
+def parse_cpu_ticks(text: str) -> int:
+    """utime + stime (clock ticks) from /proc/PID/stat."""
+    rest = text.rsplit(")", 1)[1].split()
+    return int(rest[11]) + int(rest[12])
+
+
 def parse_pss_kib(smaps_rollup: str) -> int:
     for line in smaps_rollup.splitlines():
         if line.startswith("Pss:"):
@@ -109,3 +115,16 @@ def tree_memory(root: int) -> TreeMemory:
             continue
     threads = sum(table[pid][1] for pid in pids)
     return TreeMemory(pss_mib=pss_kib / 1024, processes=len(pids), threads=threads)
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds (user + system) used so far by the processes now in the tree under `root`:
+    what a server spent, whatever else shares its core."""
+    ticks = 0
+    for pid in descendants(root, process_table()):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                ticks += parse_cpu_ticks(f.read())
+        except (OSError, IndexError, ValueError):
+            continue
+    return ticks / os.sysconf("SC_CLK_TCK")

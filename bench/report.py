@@ -58,6 +58,8 @@ TARGETS: tuple[Target, ...] = (
     Target("asgi-hello", "mpmd-event-asgi", "uvicorn", "asgi-hello", "rps", 1.0, "issue 15"),
     Target("ws-echo", "mpmd-event-asgi", "uvicorn", "ws-echo", "rps", 1.0, "issue 15"),
 )
+WS_IDLE_WORKLOADS = ("ws-idle", "ws-idle-deflate")  # issue 15's Scale: their own table
+WS_IDLE_GOALS = "under 20 KiB per WebSocket, hello >= 0.8x its own figure without them"
 MESSAGE_WORKLOADS = ("ws-echo",)  # their rate is WebSocket messages/s, not requests/s
 BALANCER_WORKLOAD = "f"
 
@@ -169,6 +171,50 @@ def idle_table(results: list[dict], idle_conns: int) -> list[str]:
             _num(r.get("pss_mib_before"), 1),
             procs,
             cell_notes(r),
+        ]
+        lines.append(_row(cells))
+    return lines
+
+
+def _yes_no(met: bool | None) -> str:
+    return "yes" if met else "**no**"
+
+
+def ws_idle_table(results: list[dict]) -> list[str]:
+    """Workload ws-idle: idle WebSockets held, their cost in PSS, and hello with and without."""
+    lines = [
+        "| server | WebSockets open / failed / closed by server | PSS MiB before / with "
+        "| KiB per WebSocket | hello req/s without / with | ratio | ratio by server CPU/req "
+        "| < 20 KiB | >= 0.8x | notes |",
+        "|---|---|---|---:|---|---:|---:|---|---|---|",
+    ]
+    for r in results:
+        if r.get("error"):
+            lines.append(_row([r["server"], *["-"] * 8, cell_notes(r)]))
+            continue
+        ready, report = r.get("ws_ready") or {}, r.get("ws_idle") or {}
+        failed = sum(ready.get(k, 0) for k in ("connect_failed", "refused", "never_answered"))
+        held = f"{ready.get('still_open', '-')} / {failed} / {report.get('closed_by_server', '-')}"
+        cpu = (
+            f"{r['cpu_hello_ratio']:.2f}x ({_num(r.get('cpu_us_per_req_before'), 1)} / "
+            f"{_num(r.get('cpu_us_per_req'), 1)} us)"
+            if r.get("cpu_hello_ratio")
+            else "-"
+        )
+        notes = cell_notes(r)
+        if ready.get("deflate"):
+            notes = f"deflate accepted on {ready['deflate']}; {notes}"
+        cells = [
+            r["server"],
+            held,
+            f"{_num(r.get('pss_mib_before'), 1)} / {_num(r.get('pss_mib'), 1)}",
+            _num(r.get("kib_per_conn"), 1),
+            f"{_num(r.get('median_rps_before'))} / {_num(r.get('median_rps'))}",
+            f"{r['hello_ratio']:.2f}x" if r.get("hello_ratio") is not None else "-",
+            cpu,
+            _yes_no(r.get("memory_met")),
+            _yes_no(r.get("hello_met")),
+            notes,
         ]
         lines.append(_row(cells))
     return lines
@@ -300,13 +346,7 @@ def render(data: dict, notes: str = DEFAULT_NOTES, results_name: str = "") -> st
         by_workload.setdefault(r["workload"], []).append(r)
     order = list(data["workload_titles"])  # the registry's order: a-h, then the ASGI ones
     for key in sorted(by_workload, key=lambda k: order.index(k) if k in order else len(order)):
-        out += [f"### {key}. {data['workload_titles'][key]}", ""]
-        if key == "e":
-            out += idle_table(by_workload[key], s.get("idle_conns", 2000))
-        else:
-            unit = "msg/s" if key in MESSAGE_WORKLOADS else "req/s"
-            out += load_table(by_workload[key], with_mib=key == "d", unit=unit)
-        out.append("")
+        out += workload_section(data, key, by_workload[key])
     out += ["### Servers as measured", "", "| server | what | command |", "|---|---|---|"]
     for name, server in data["servers"].items():
         out.append(f"| {name} | {server['what']} | `{' '.join(server['cmd'])}` |")
@@ -330,6 +370,21 @@ def render(data: dict, notes: str = DEFAULT_NOTES, results_name: str = "") -> st
         "",
     ]
     return "\n".join(out)
+
+
+def workload_section(data: dict, key: str, results: list[dict]) -> list[str]:
+    """One workload's heading and table (also printed alone by `--only`)."""
+    out = [f"### {key}. {data['workload_titles'][key]}", ""]
+    if key == "e":
+        out += idle_table(results, data["settings"].get("idle_conns", 2000))
+    elif key in WS_IDLE_WORKLOADS:
+        conns = data["settings"].get("ws_idle_conns", 10000)
+        out += [f"Targets (issue 15, Scale, {conns} WebSockets): {WS_IDLE_GOALS}.", ""]
+        out += ws_idle_table(results)
+    else:
+        unit = "msg/s" if key in MESSAGE_WORKLOADS else "req/s"
+        out += load_table(results, with_mib=key == "d", unit=unit)
+    return [*out, ""]
 
 
 def balancer_configs(data: dict) -> list[str]:
@@ -369,8 +424,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--docs", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
     )
+    parser.add_argument(
+        "--only", help="print these workloads' sections (comma-separated) instead of the docs"
+    )
     args = parser.parse_args(argv)
     data = json.loads(args.results.read_text())
+    if args.only:
+        for key in args.only.split(","):
+            results = [r for r in data["results"] if r["workload"] == key]
+            if results:
+                print("\n".join(workload_section(data, key, results)))
+        return
     write_docs(data, args.docs, args.results.name)
     print(f"wrote {args.docs}", file=sys.stderr)
 

@@ -31,6 +31,7 @@ from bench.process import RunningServer, ServerStartError, free_port
 from bench.servers import SERVERS as WSGI_SERVERS
 from bench.servers import Launch, ServerSpec
 from bench.workloads import WORKLOADS, Settings, Workload, measure_idle, measure_load
+from bench.ws_idle import measure_ws_idle
 
 SERVER_CPU = "1"
 READY_TIMEOUT = 30.0
@@ -121,13 +122,13 @@ def measure_server(
     vbin: Path,
     record: dict,
 ) -> list[dict]:
-    """All of one server's cells: a-d on one instance, e on a fresh one; a balancer runs only
+    """All of one server's cells: a-d on one instance, e (and ws-idle) each on a fresh one; a balancer runs only
     the balancer workload (f), a TLS server only the TLS ones (g, h), an ASGI server only the
     ASGI ones (asgi-hello, ws-echo), the others the rest."""
     results: list[dict] = []
     kind = (spec.balancer, spec.tls, spec.asgi)
     workloads = [w for w in workloads if (w.balancer, w.tls, w.asgi) == kind]
-    groups = [[w for w in workloads if not w.idle], [w for w in workloads if w.idle]]
+    groups = [[w for w in workloads if not w.idle]] + [[w] for w in workloads if w.idle]
     for group in filter(None, groups):
         session = ServerSession(spec, fx, vbin, record)
         start_error = ""
@@ -148,6 +149,7 @@ def measure_server(
                 first = session.starts != starts_before
                 log(f"{spec.name} {workload.key}: {workload.title}")
                 measure = measure_idle if workload.idle else measure_load
+                measure = measure_ws_idle if workload.ws_idle else measure
                 cell.update(measure(server, spec, workload, settings, first))
                 unit = "msg/s" if workload.client == "ws" else "req/s"
                 log(f"{spec.name} {workload.key}: {cell.get('median_rps') or 0:,.0f} {unit}")
@@ -190,6 +192,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--idle-conns", type=int, default=2000, help="idle connections in workload e"
     )
     parser.add_argument(
+        "--ws-idle-conns", type=int, default=10000, help="idle WebSockets in workload ws-idle"
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="1 run of 2 s, 1 s warm-ups: a smoke test"
     )
     parser.add_argument("--no-docs", action="store_true", help="write the JSON only")
@@ -215,7 +220,14 @@ def main(argv: list[str] | None = None) -> int:
         environment.ensure_debian_packages(log)
         environment.ensure_venv(log)
     vbin = environment.venv_bin()
-    settings = Settings(args.duration, args.runs, args.warmup, args.first_warmup, args.idle_conns)
+    settings = Settings(
+        args.duration,
+        args.runs,
+        args.warmup,
+        args.first_warmup,
+        args.idle_conns,
+        ws_idle_conns=args.ws_idle_conns,
+    )
     workloads = [WORKLOADS[k] for k in args.workloads.split(",")]
     started = datetime.now(UTC)
     data: dict = {

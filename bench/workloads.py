@@ -39,6 +39,8 @@ class Workload:
     tls: bool = False  # over https: only TLS servers run it, and they run nothing else
     client: str = "wrk"  # "ab" for full TLS handshakes (bench/ab.py says why), "ws"
     asgi: bool = False  # only ASGI servers run it, and they run nothing else
+    ws_idle: bool = False  # idle WebSockets held (bench/ws_idle.py), not keep-alive (e)
+    ws_deflate: bool = False  # ws-idle's client offers permessage-deflate
 
     def run(self, url: str, seconds: float) -> tuple[WrkResult, list[str], str]:
         """One load run of this workload's client against `url`."""
@@ -80,6 +82,25 @@ WORKLOADS: dict[str, Workload] = {
             asgi=True,
             client="ws",
         ),
+        Workload(
+            "ws-idle",
+            "10000 idle WebSockets held + ASGI hello at -c 50, against hello without them",
+            "hello",
+            50,
+            idle=True,
+            asgi=True,
+            ws_idle=True,
+        ),
+        Workload(
+            "ws-idle-deflate",
+            "ws-idle with permessage-deflate offered by every idle WebSocket",
+            "hello",
+            50,
+            idle=True,
+            asgi=True,
+            ws_idle=True,
+            ws_deflate=True,
+        ),
     )
 }
 
@@ -92,6 +113,8 @@ class Settings:
     first_warmup: float = 6.0  # prefork needs ~5 s to spawn 50 children
     idle_conns: int = 2000
     idle_ramp: float = 10.0
+    ws_idle_conns: int = 10000
+    ws_idle_ramp: float = 60.0  # at most this long to open them (200 connects in flight)
 
 
 def _url(server: RunningServer, spec: ServerSpec, workload: Workload) -> str:

@@ -130,7 +130,12 @@ def test_asgi_servers_and_their_workloads(tmp_path: Path) -> None:
         cmds["granian-asgi"][1:3] == ["--interface", "asgi"] and "--workers" in cmds["granian-asgi"]
     )
     assert all(spec.asgi and set(spec.paths) == {"hello", "ws"} for spec in ASGI_SERVERS.values())
-    assert [w.key for w in WORKLOADS.values() if w.asgi] == ["asgi-hello", "ws-echo"]
+    assert [w.key for w in WORKLOADS.values() if w.asgi] == [
+        "asgi-hello",
+        "ws-echo",
+        "ws-idle",
+        "ws-idle-deflate",
+    ]
 
 
 def test_report_orders_asgi_workloads_last_and_counts_messages() -> None:
