@@ -30,7 +30,6 @@ from mpmd.handlers.asgi.websocket import WebSocketSettings
 from mpmd.http.request import Request
 from mpmd.mpm.asgi_connection import AsgiConnection
 from mpmd.mpm.child import CHILD_FATAL
-from mpmd.mpm.scoreboard import DEAD
 
 if TYPE_CHECKING:
     from mpmd.mpm.event import EventLoop
@@ -176,9 +175,9 @@ class AsgiHost:
         return free.pop() if free else self.record
 
     def release_record(self, record: Any) -> None:
-        """The request ended: its own record shows `.` again (DEAD: never an idle thread)."""
+        """The request ended: its own record shows `.` again (never an idle thread)."""
         if record is not self.record and record is not None:
-            record.set_state(DEAD)
+            record.park()
             self._free_records.append(record)
 
     def state_of(self, app: Any) -> dict | None:

@@ -72,6 +72,7 @@ STATE_LEGEND = (
     "Gracefully finishing",
     "Idle cleanup of worker",
 )
+CPU_EVERY_US = 100_000  # ExtendedStatus's CPU times: one times() per 0.1 s, not per request
 _RESET_STATES = frozenset((READY, DEAD))  # update_child_status resets connection counters
 # status byte -> state char; garbage from a torn read shows as DEAD
 _CHAR_TABLE = bytes(ord(STATE_CHARS[c]) if c < 11 else ord(".") for c in range(256))
@@ -109,6 +110,7 @@ class WorkerRecord:
         "_bytes",
         "_conn_bytes",
         "_conn_count",
+        "_cpu_due",
         "_duration",
         "_extended",
         "_hist",
@@ -130,6 +132,7 @@ class WorkerRecord:
         self.slot = slot
         self.thread = thread
         self._extended = extended
+        self._cpu_due = 0  # when times() is next taken (us): at most every CPU_EVERY_US
         self._peer_key: tuple[str, str, str] | None = None
         self._peer: tuple[bytes, bytes, bytes] = (b"", b"", b"")
         self._load()
@@ -157,6 +160,11 @@ class WorkerRecord:
                 TWO_U64.pack_into(self._mm, self._off + W_CONN, 0, 0)
             I64.pack_into(self._mm, self._off + W_STOP + 8, time.time_ns() // 1000)
         self._mm[self._off] = state
+
+    def park(self) -> None:
+        """A record beyond ThreadsPerChild between two ASGI requests: shown as `.` (neither
+        busy nor an idle thread), its counters kept for the next request it carries."""
+        self._mm[self._off] = DEAD
 
     def connection_start(self) -> None:
         """A new connection: its counters start at zero and the worker reads its request."""
@@ -189,7 +197,7 @@ class WorkerRecord:
 
     def request_end(self, bytes_sent: int, duration_us: int, now_us: int) -> None:
         """ap_increment_counts: slot, child and connection counters, duration, histogram and,
-        if extended, the process's CPU times (Apache's times(): per process, as this worker
+        if extended, the process's CPU times (Apache's times(), taken at most every 0.1 s: per process, as this worker
         sees it; shown only with ExtendedStatus On)."""
         self._access += 1
         self._my_access += 1
@@ -207,7 +215,8 @@ class WorkerRecord:
         hist = self._hist
         hist[i] += 1
         U64.pack_into(self._mm, self._off + W_HIST + 8 * i, hist[i])
-        if self._extended:
+        if self._extended and now_us >= self._cpu_due:
+            self._cpu_due = now_us + CPU_EVERY_US
             cpu = os.times()
             TWO_D.pack_into(self._mm, self._off + W_CPU, cpu.user, cpu.system)
 
