@@ -118,7 +118,6 @@ class WorkerRecord:
         "_my_access",
         "_my_bytes",
         "_off",
-        "_peer",
         "_peer_key",
         "slot",
         "thread",
@@ -133,8 +132,7 @@ class WorkerRecord:
         self.thread = thread
         self._extended = extended
         self._cpu_due = 0  # when times() is next taken (us): at most every CPU_EVERY_US
-        self._peer_key: tuple[str, str, str] | None = None
-        self._peer: tuple[bytes, bytes, bytes] = (b"", b"", b"")
+        self._peer_key: tuple[str, str, str, str] | None = None  # the strings last written
         self._load()
 
     def _load(self) -> None:
@@ -185,14 +183,13 @@ class WorkerRecord:
         if "@" in request_line:
             request_line = strip_password(request_line)
         I64.pack_into(mm, off + W_START, now_us)
-        key = (client, vhost, protocol)
-        if key != self._peer_key:  # one peer and vhost serve many requests: encode once
+        key = (client, vhost, protocol, request_line)
+        if key != self._peer_key:  # a keep-alive client asks the same again: written once
             self._peer_key = key
-            self._peer = (c_field(client, 64), c_field(vhost, 32), c_field(protocol, 16))
-        client_b, vhost_b, protocol_b = self._peer
-        W_STRINGS_ST.pack_into(
-            mm, off + W_STRINGS, client_b, c_field(request_line, 64), vhost_b, protocol_b
-        )
+            W_STRINGS_ST.pack_into(
+                mm, off + W_STRINGS, c_field(client, 64), c_field(request_line, 64),
+                c_field(vhost, 32), c_field(protocol, 16),
+            )  # fmt: skip
         mm[off] = BUSY_WRITE
 
     def request_end(self, bytes_sent: int, duration_us: int, now_us: int) -> None:
@@ -227,6 +224,7 @@ class WorkerRecord:
         W_IDENT.pack_into(self._mm, self._off + W_PID, pid, tid, generation, 0)
         FOUR_U64.pack_into(self._mm, self._off + W_MY, 0, 0, 0, 0)
         W_STRINGS_ST.pack_into(self._mm, self._off + W_STRINGS, b"", b"", b"", b"")
+        self._peer_key = None
         self._mm[self._off] = STARTING
 
 
