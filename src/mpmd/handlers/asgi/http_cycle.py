@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 from http import HTTPStatus
 from typing import Any, Protocol
 
+from mpmd.handlers.asgi.websocket import response_headers
 from mpmd.handlers.asgi.websocket_cycle import ClientDisconnected
 from mpmd.http.errors import HttpError
 from mpmd.http.exchange import Exchange
@@ -212,10 +212,11 @@ class HttpCycle:
             start, self._start = self._start, None
             if not self.request.body.complete:  # the rest is not waited for: close after
                 exchange.keep_alive = False
-            exchange.start(status_line(start["status"]), _headers(start.get("headers", ())))
+            exchange.start(status_line(start["status"]), response_headers(start.get("headers")))
         if kind == "http.response.body":
             more = message.get("more_body", False)
-            exchange.write(bytes(message.get("body", b"")))
+            body = message.get("body", b"")
+            exchange.write(body if type(body) is bytes else bytes(body))
         elif kind == "http.response.pathsend":
             more = False
             _send_path(exchange, message["path"])
@@ -230,28 +231,6 @@ class HttpCycle:
             self.wake()  # a receive() waiting for a disconnect returns now
         if self.io.backlogged():
             await self.io.drain()
-
-
-_NAMES: dict[bytes, str] = {}  # header names an app sent, checked once
-_BAD_NAME = re.compile(r"[\x00-\x20:\x7f]")
-
-
-def _headers(raw: Any) -> list[tuple[str, str]]:
-    """The app's [bytes, bytes] pairs as the Exchange's text pairs (latin-1, as HTTP/1.1)."""
-    headers = []
-    for name, value in raw:
-        text = _NAMES.get(name)
-        if text is None:
-            text = name.decode("latin-1") if isinstance(name, bytes) else str(name)
-            if not text or _BAD_NAME.search(text):
-                raise RuntimeError("Invalid HTTP header name.")
-            if len(_NAMES) < 1024:
-                _NAMES[name] = text
-        value = value.decode("latin-1") if isinstance(value, bytes) else str(value)
-        if "\r" in value or "\n" in value or "\0" in value:
-            raise RuntimeError("Invalid HTTP header value.")
-        headers.append((text, value))
-    return headers
 
 
 def _send_path(exchange: Exchange, path: str) -> None:

@@ -124,18 +124,28 @@ _SERVER_OWNED = frozenset(
 )
 
 
+_NAMES: dict[bytes, str] = {}  # header names already checked, decoded (bounded)
+
+
 def response_headers(headers: object) -> list[tuple[str, str]]:
     """An ASGI message's `headers` (an iterable of [bytes name, bytes value]) as str pairs,
-    refusing what would corrupt the head (uvicorn's messages)."""
+    refusing what would corrupt the head (uvicorn's messages). For HTTP and WebSocket
+    responses alike."""
     pairs: list[tuple[str, str]] = []
+    names = _NAMES
     for name, value in headers or ():  # type: ignore[attr-defined]
-        if not isinstance(name, bytes) or not isinstance(value, bytes):
+        if type(value) is not bytes or type(name) is not bytes:
             raise TypeError("ASGI header names and values must be bytes.")
-        if not _TOKEN.match(name):
-            raise RuntimeError("Invalid HTTP header name.")
+        text = names.get(name)
+        if text is None:
+            if not _TOKEN.match(name):
+                raise RuntimeError("Invalid HTTP header name.")
+            text = name.decode("latin-1")
+            if len(names) < 1024:
+                names[name] = text
         if not _FIELD_VALUE.match(value):
             raise RuntimeError("Invalid HTTP header value.")
-        pairs.append((name.decode("latin-1"), value.decode("latin-1")))
+        pairs.append((text, value.decode("latin-1")))
     return pairs
 
 
