@@ -54,6 +54,8 @@ def _get(server: Server, method: str, path: str, **kw) -> tuple[int, dict[str, s
 
 def _raise_fd_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 4 * SSE_CLIENTS and os.geteuid() == 0:
+        hard = 4 * SSE_CLIENTS  # root may raise the hard limit (a container's may be low)
     wanted = 4 * SSE_CLIENTS if hard == resource.RLIM_INFINITY else min(hard, 4 * SSE_CLIENTS)
     if soft < wanted:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
