@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -56,6 +57,17 @@ MaxRequestWorkers 25
 MinSpareThreads 1
 MaxSpareThreads 26
 """
+
+
+def raise_open_files(wanted: int) -> None:
+    """This process's RLIMIT_NOFILE to at least `wanted` where allowed (a server started later
+    inherits it); as root the hard limit too, since a container's may be low."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < wanted and os.geteuid() == 0:
+        hard = wanted
+    wanted = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def children_of(pid: int) -> list[int]:

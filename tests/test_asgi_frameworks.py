@@ -11,14 +11,13 @@ import contextlib
 import importlib.util
 import json
 import os
-import resource
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 from websockets.sync.client import connect as ws_connect
 
-from server import APPS, ONE_EVENT_CHILD, Server, call, children_of
+from server import APPS, ONE_EVENT_CHILD, Server, call, children_of, raise_open_files
 
 # One child (the chat room and lifespan state live in one process): server.ONE_EVENT_CHILD
 ONE_CHILD = ONE_EVENT_CHILD
@@ -38,7 +37,9 @@ def served_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def fastapi_server(tmp_path_factory: pytest.TempPathFactory, served_file: Path):
     """One mpmd serving tests/apps/fastapi_app.py for the whole module (it starts in seconds)."""
-    _raise_fd_limit()  # 1,000 SSE clients here, 1,000 connections in the child it inherits to
+    raise_open_files(
+        4 * SSE_CLIENTS
+    )  # 1,000 SSE clients here, 1,000 connections in the child it inherits to
     tmp = tmp_path_factory.mktemp("asgi-fastapi")
     config = ONE_CHILD + "ASGIApp / fastapi_app:app\n"
     env = {"MPMD_TEST_FILE": str(served_file), "MPMD_TEST_SSE_INTERVAL": "1"}
@@ -50,15 +51,6 @@ def _get(server: Server, method: str, path: str, **kw) -> tuple[int, dict[str, s
     """`call` with header names lowercased: ASGI apps send them so, servers may keep them."""
     status, headers, body = call(server, method, path, **kw)
     return status, {name.lower(): value for name, value in headers.items()}, body
-
-
-def _raise_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard < 4 * SSE_CLIENTS and os.geteuid() == 0:
-        hard = 4 * SSE_CLIENTS  # root may raise the hard limit (a container's may be low)
-    wanted = 4 * SSE_CLIENTS if hard == resource.RLIM_INFINITY else min(hard, 4 * SSE_CLIENTS)
-    if soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 @pytest.mark.slow

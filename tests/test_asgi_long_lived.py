@@ -9,20 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from server import Server, wait_for
+from server import ONE_EVENT_CHILD, Server, wait_for
 from websocket_client import PING, PONG, TEXT, Case, Reader, frame, handshake
 
-CONFIG = """\
-StartServers 1
-ServerLimit 1
-ThreadsPerChild 25
-MaxRequestWorkers 25
-MinSpareThreads 1
-MaxSpareThreads 26
+CONFIG = (
+    ONE_EVENT_CHILD
+    + """\
 Timeout 1
 WebSocketPingInterval 1
 ASGIApp / asgi_ws_echo:app
 """
+)
 HELD = Case("long-lived", "an idle WebSocket held past Timeout", ())
 PINGS = 4  # a ping a second: the WebSocket has then been open past Timeout and several ticks
 

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
-import resource
 import signal
 import struct
 import threading
@@ -18,7 +16,7 @@ from pathlib import Path
 import pytest
 from tests.websocket_client import CLOSE, TEXT, frame, handshake, text
 
-from server import Server, call, children_of, pid_alive, wait_for
+from server import Server, call, children_of, pid_alive, raise_open_files, wait_for
 from test_websocket_e2e import (
     MOUNTS,
     ONE_CHILD,
@@ -124,15 +122,6 @@ def test_graceful_restart_moves_new_websockets_to_the_new_generation(tmp_path: P
 # -- idle WebSockets hold no thread ---------------------------------------------------------------
 
 
-def _raise_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard < 4 * IDLE_SOCKETS and os.geteuid() == 0:
-        hard = 4 * IDLE_SOCKETS  # root may raise the hard limit (a container's may be low)
-    wanted = 4 * IDLE_SOCKETS if hard == resource.RLIM_INFINITY else min(hard, 4 * IDLE_SOCKETS)
-    if soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-
-
 async def _open_idle(port: int, gate: asyncio.Semaphore) -> asyncio.StreamWriter:
     async with gate:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -191,7 +180,7 @@ MaxSpareThreads 5
 
 @pytest.mark.slow
 def test_two_thousand_idle_websockets_on_four_threads(tmp_path: Path) -> None:
-    _raise_fd_limit()  # the child inherits it
+    raise_open_files(4 * IDLE_SOCKETS)  # the child inherits it
     config = FOUR_THREADS + "WSGIApp /wsgi testapp:hello\n" + MOUNTS
     with Server(tmp_path, config, mpm="event") as server:
         pid = wait_for(lambda: children_of(server.pid))[0]
