@@ -81,7 +81,16 @@ async def _main(args: argparse.Namespace) -> None:
     while time.monotonic() < deadline and counts.answered + counts.connect_failed < args.conns:
         await asyncio.sleep(0.05)
     ramp = counts.report(args.conns)
-    _emit({"event": "ready", "seconds": round(time.monotonic() - started, 2), **ramp})
+    emit({"event": "ready", "seconds": round(time.monotonic() - started, 2), **ramp})
+    await report_asked(args.max_seconds - args.ramp)
+    emit({"event": "report", "answered_in_ramp": ramp["answered"], **counts.report(args.conns)})
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def report_asked(seconds: float) -> None:
+    """Until the harness writes a line on stdin (asking for the report), at most `seconds`."""
     asked = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -92,18 +101,15 @@ async def _main(args: argparse.Namespace) -> None:
 
     threading.Thread(target=wait_for_stdin, daemon=True).start()
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asked.wait(), args.max_seconds - args.ramp)
-    _emit({"event": "report", "answered_in_ramp": ramp["answered"], **counts.report(args.conns)})
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.wait_for(asked.wait(), seconds)
 
 
-def _emit(record: dict) -> None:
+def emit(record: dict) -> None:
+    """One JSON line for the harness."""
     print(json.dumps(record), flush=True)
 
 
-def _raise_fd_limit() -> None:
+def raise_fd_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -119,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ramp", type=float, default=10.0)
     parser.add_argument("--max-seconds", type=float, default=120.0)
     args = parser.parse_args(argv)
-    _raise_fd_limit()
+    raise_fd_limit()
     asyncio.run(_main(args))
     sys.stdout.flush()
 

@@ -122,7 +122,7 @@ def _url(server: RunningServer, spec: ServerSpec, workload: Workload) -> str:
     return f"{scheme}://127.0.0.1:{server.port}{spec.paths[workload.content]}"
 
 
-def _timed_run(url: str, workload: Workload, seconds: float) -> dict:
+def timed_run(url: str, workload: Workload, seconds: float) -> dict:
     before = read_cpu_times()
     result, cmd, _output = workload.run(url, seconds)
     after = read_cpu_times()
@@ -158,7 +158,7 @@ def summarize(runs: list[dict]) -> dict:
     }
 
 
-def _memory(server: RunningServer) -> dict:
+def memory(server: RunningServer) -> dict:
     if not server.alive():
         return {"pss_mib": None, "procs": None, "threads": None}
     mem = tree_memory(server.pid)
@@ -175,10 +175,10 @@ def measure_load(
         workload.run(url, warm)
     runs: list[dict] = []
     for _ in range(settings.runs):
-        runs.append(_timed_run(url, workload, settings.duration))
+        runs.append(timed_run(url, workload, settings.duration))
         if not server.alive():
             break
-    return {"runs": runs, **summarize(runs), **_memory(server), "server_died": not server.alive()}
+    return {"runs": runs, **summarize(runs), **memory(server), "server_died": not server.alive()}
 
 
 def measure_idle(
@@ -189,27 +189,20 @@ def measure_idle(
     warm = settings.first_warmup if first else settings.warmup
     if warm > 0:
         workload.run(url, warm)
-    before = _memory(server)
+    before = memory(server)
     cmd = ["taskset", "-c", CLIENT_CPU, sys.executable, "-m", "bench.idle_client"]
     cmd += ["--port", str(server.port), "--path", spec.paths[workload.content]]
     cmd += ["--conns", str(settings.idle_conns), "--ramp", f"{settings.idle_ramp:g}"]
     cmd += ["--max-seconds", f"{settings.idle_ramp + settings.duration + 60:g}"]
-    client = subprocess.Popen(
-        cmd,
-        cwd=REPO,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    client = start_client(cmd)
     try:
-        ready = _read_json_line(client, settings.idle_ramp + 30)
+        ready = read_json_line(client, settings.idle_ramp + 30)
         time.sleep(1.0)  # the reference's method: load starts 1 s after the ramp
-        run = _timed_run(url, workload, settings.duration)
-        held = _memory(server)
-        report = _ask_report(client)
+        run = timed_run(url, workload, settings.duration)
+        held = memory(server)
+        report = ask_report(client)
     finally:
-        _stop_client(client)
+        stop_client(client)
     return {
         "runs": [run],
         **summarize([run]),
@@ -222,7 +215,16 @@ def measure_idle(
     }
 
 
-def _read_json_line(proc: subprocess.Popen, timeout: float) -> dict | None:
+def start_client(cmd: list[str]) -> subprocess.Popen:
+    """An idle-connection client (bench/idle_client.py, ws_idle_client.py): JSON lines out,
+    a line in asks for its report; its own session, so stopping it reaches its children."""
+    return subprocess.Popen(
+        cmd, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def read_json_line(proc: subprocess.Popen, timeout: float) -> dict | None:
     """The next JSON line from the client's stdout, or None after `timeout` s."""
     assert proc.stdout is not None
     with selectors.DefaultSelector() as sel:
@@ -236,17 +238,17 @@ def _read_json_line(proc: subprocess.Popen, timeout: float) -> dict | None:
         return None
 
 
-def _ask_report(client: subprocess.Popen) -> dict | None:
+def ask_report(client: subprocess.Popen) -> dict | None:
     try:
         assert client.stdin is not None
         client.stdin.write("report\n")
         client.stdin.flush()
     except OSError:
         return None  # the client is gone
-    return _read_json_line(client, 30)
+    return read_json_line(client, 30)
 
 
-def _stop_client(client: subprocess.Popen) -> None:
+def stop_client(client: subprocess.Popen) -> None:
     """Closing its stdin makes the client report and exit; kill it if it does not."""
     with contextlib.suppress(OSError):
         if client.stdin is not None:

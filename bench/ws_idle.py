@@ -10,23 +10,22 @@ them. Returns a plain dict (the JSON schema); it never starts or stops servers.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 
-from bench.environment import REPO
 from bench.process import RunningServer
 from bench.procfs import tree_cpu_seconds
 from bench.servers import ServerSpec
 from bench.workloads import (
     Settings,
     Workload,
-    _ask_report,
-    _memory,
-    _read_json_line,
-    _stop_client,
-    _timed_run,
+    ask_report,
+    memory,
+    read_json_line,
+    start_client,
+    stop_client,
     summarize,
+    timed_run,
 )
 from bench.wrk import CLIENT_CPU
 
@@ -73,7 +72,7 @@ def _hello_runs(server: RunningServer, url: str, workload: Workload, settings: S
     runs = []
     for _ in range(settings.runs):
         cpu = tree_cpu_seconds(server.pid)
-        run = _timed_run(url, workload, settings.duration)
+        run = timed_run(url, workload, settings.duration)
         cpu = tree_cpu_seconds(server.pid) - cpu
         run["server_cpu_us_per_req"] = (
             round(cpu * 1e6 / run["requests"], 2) if run["requests"] else None
@@ -95,7 +94,7 @@ def measure_ws_idle(
     warm = settings.first_warmup if first else settings.warmup
     if warm > 0:
         workload.run(url, warm)
-    before = _memory(server)
+    before = memory(server)
     runs_before = _hello_runs(server, url, workload, settings)
     hold = (settings.duration + 2) * settings.runs + 60
     cmd = client_cmd(
@@ -106,22 +105,15 @@ def measure_ws_idle(
         hold,
         workload.ws_deflate,
     )
-    client = subprocess.Popen(
-        cmd,
-        cwd=REPO,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    client = start_client(cmd)
     try:
-        ready = _read_json_line(client, settings.ws_idle_ramp + 30)
+        ready = read_json_line(client, settings.ws_idle_ramp + 30)
         time.sleep(1.0)  # as workload e: load starts 1 s after the ramp
-        held = _memory(server)
+        held = memory(server)
         runs = _hello_runs(server, url, workload, settings)
-        report = _ask_report(client)
+        report = ask_report(client)
     finally:
-        _stop_client(client)
+        stop_client(client)
     summary, summary_before = summarize(runs), summarize(runs_before)
     open_count = (ready or {}).get("still_open")
     cpu_before, cpu_after = median_cpu_per_request(runs_before), median_cpu_per_request(runs)

@@ -17,15 +17,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
-import json
 import os
-import resource
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass
 
+from bench.idle_client import emit, raise_fd_limit, report_asked
 from bench.ws_client import accept_key, masked_frame
 
 DEFLATE_OFFER = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
@@ -173,35 +170,15 @@ async def _main(args: argparse.Namespace) -> None:
     started = time.monotonic()
     await asyncio.wait(tasks, timeout=args.ramp)
     ramp = counts.report(args.conns)
-    _emit({"event": "ready", "seconds": round(time.monotonic() - started, 2), **ramp})
-    asked = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def wait_for_stdin() -> None:
-        sys.stdin.readline()
-        with contextlib.suppress(RuntimeError):  # the loop may be gone already
-            loop.call_soon_threadsafe(asked.set)
-
-    threading.Thread(target=wait_for_stdin, daemon=True).start()
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asked.wait(), max(1.0, args.max_seconds - args.ramp))
-    _emit({"event": "report", "upgraded_in_ramp": ramp["upgraded"], **counts.report(args.conns)})
+    emit({"event": "ready", "seconds": round(time.monotonic() - started, 2), **ramp})
+    await report_asked(max(1.0, args.max_seconds - args.ramp))
+    emit({"event": "report", "upgraded_in_ramp": ramp["upgraded"], **counts.report(args.conns)})
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     for conn in held:
         conn.close()
     await asyncio.sleep(0.1)
-
-
-def _emit(record: dict) -> None:
-    print(json.dumps(record), flush=True)
-
-
-def _raise_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -215,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-seconds", type=float, default=300.0)
     parser.add_argument("--deflate", action="store_true", help="offer permessage-deflate")
     args = parser.parse_args(argv)
-    _raise_fd_limit()
+    raise_fd_limit()
     asyncio.run(_main(args))
     sys.stdout.flush()
 
