@@ -109,28 +109,21 @@ class AsgiConnection:
 
     def _start(self, request: Request, target: tuple) -> None:
         mount, path, check, vhost = target
-        conn = self.conn
-        session = conn.session
+        session = self.conn.session
         info = session.info
         self.reader = None
         self.deadline = 0.0
         self.waiting = _NONE
-        proxies = session.remote_client(request, vhost) if session.remoteip else None
-        if info.tls is not None and not session._tls_allows(request, vhost):
+        record = self.record = self.host.take_record()
+        exchange = session.open_exchange(request, vhost, self.write, self.sendfile, record)
+        if exchange is None:  # the TLS host check refused it (answered and logged)
+            self.host.release_record(record)
+            self.record = None
             self.give_back(False, after_error=True)
             return
-        exchange = Exchange(request, info, vhost, self.write, self.sendfile, session.last_one)
         notes = exchange.notes
         notes["handler"] = "asgi-app"
         notes["filename"] = mount.target
-        if proxies is not None:
-            notes["remoteip-proxy-ip-list"] = proxies
-        record = self.record = self.host.take_record()
-        if record is not None:
-            record.request_start(
-                request.request_line, info.client_addr or "-", vhost.server_name,
-                request.version, time.time_ns() // 1000,
-            )  # fmt: skip
         if check is not None and not check.allows(info):
             self.host.router.forbid(exchange, mount.target)
             self._finished(exchange, request, False)
@@ -150,9 +143,7 @@ class AsgiConnection:
         """After a response: the access log and scoreboard, then the next request or a close."""
         self.cycle = None
         conn = self.conn
-        conn.session.log_exchange(exchange, self.record)
-        self.host.release_record(self.record)
-        self.record = None
+        self._log(exchange)
         if keep and not self.closed:
             protocol = conn.protocol  # a body still arriving is not waited for (that blocks)
             try:
@@ -194,10 +185,14 @@ class AsgiConnection:
         exchange.status = status
         exchange.bytes_out = sent
         exchange.keep_alive = False
+        self._log(exchange)
+        self.give_back(False)
+
+    def _log(self, exchange: Exchange) -> None:
+        """The access log and the request's scoreboard record, whose slot is then free."""
         self.conn.session.log_exchange(exchange, self.record)
         self.host.release_record(self.record)
         self.record = None
-        self.give_back(False)
 
     def shutdown(self) -> None:
         """Graceful stop: an idle connection closes now, a request in flight finishes (its

@@ -85,7 +85,7 @@ class AsgiHost:
     @classmethod
     def for_loop(cls, owner: EventLoop, record: Any, records: Sequence[Any]) -> AsgiHost | None:
         """A host when some virtual host mounts an ASGI application, else None."""
-        if not owner.ctx.router.asgi_mounts():
+        if not owner.ctx.asgi:
             return None
         return cls(owner, record, records)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from mpmd.http.body import EMPTY_BODY
@@ -214,26 +215,11 @@ class Session:
             if ctx.asgi and router.asgi_target(vhost, request.path) is not None:
                 self.asgi_request = request  # event.py's _take_back hands it over
                 return True
-            proxies = self.remote_client(request, vhost) if self.remoteip else None
-            if info.tls is not None and not self._tls_allows(request, vhost):
-                return False
-            exchange = Exchange(
-                request, info, vhost, transport.send, transport.sendfile, self.last_one
+            exchange = self.open_exchange(
+                request, vhost, transport.send, transport.sendfile, worker
             )
-            if proxies is not None:
-                exchange.notes["remoteip-proxy-ip-list"] = proxies
-            if ctx.log_queued:
-                queued = queued_ms(transport.sock)
-                if queued is not None:
-                    exchange.notes[QUEUED_NOTE] = queued
-            if worker is not None:
-                worker.request_start(
-                    request.request_line,
-                    info.client_addr or "-",  # "": a Unix socket's client, as %h logs it
-                    vhost.server_name,
-                    request.version,
-                    time.time_ns() // 1000,
-                )
+            if exchange is None:
+                return False
             self.body_deadline = None
             # a handler may tunnel it (the bound method: a cycle, cut below)
             if request.upgrade and transport.can_hand_over:
@@ -249,6 +235,38 @@ class Session:
                     return False
             except HttpError:
                 return False
+
+    def open_exchange(
+        self,
+        request: Request,
+        vhost: VirtualHost,
+        send: Callable[[bytes], None],
+        sendfile: Callable[[int, int, int], None],
+        worker: WorkerRecord | None,
+    ) -> Exchange | None:
+        """A request's prologue, whoever serves it (a thread here, the event child's ASGI loop):
+        mod_remoteip, the TLS host check (None: refused, answered and logged), the Exchange
+        writing through `send`/`sendfile` with its notes, the scoreboard's W on `worker`."""
+        info = self.info
+        proxies = self.remote_client(request, vhost) if self.remoteip else None
+        if info.tls is not None and not self._tls_allows(request, vhost):
+            return None
+        exchange = Exchange(request, info, vhost, send, sendfile, self.last_one)
+        if proxies is not None:
+            exchange.notes["remoteip-proxy-ip-list"] = proxies
+        if self.ctx.log_queued:
+            queued = queued_ms(self.transport.sock)
+            if queued is not None:
+                exchange.notes[QUEUED_NOTE] = queued
+        if worker is not None:
+            worker.request_start(
+                request.request_line,
+                info.client_addr or "-",  # "": a Unix socket's client, as %h logs it
+                vhost.server_name,
+                request.version,
+                time.time_ns() // 1000,
+            )
+        return exchange
 
     def _tls_allows(self, request: Request, vhost) -> bool:
         """Refuse (and log) a request whose host the TLS handshake did not agree to."""
