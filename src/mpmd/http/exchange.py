@@ -22,6 +22,7 @@ from mpmd.http.response import (
     build_head,
     chunk,
     error_body,
+    status_line,
 )
 
 # Headers the server owns: an application's values for them are dropped.
@@ -174,11 +175,9 @@ class Exchange:
 
     def send_error(self, status: int, detail: str = "", headers=()) -> None:
         """An Apache-style HTML error document. Only valid before the head is sent."""
-        from http import HTTPStatus
-
         body = error_body(status, detail)
         self.respond(
-            f"{status} {HTTPStatus(status).phrase}",
+            status_line(status),
             [("Content-Type", "text/html; charset=iso-8859-1"), *headers],
             body,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from email.utils import formatdate
+from http import HTTPStatus
 
 from mpmd import SERVER_SOFTWARE
 
@@ -19,6 +20,21 @@ def date_header(now: float | None = None) -> str:
     if cached[0] != second:
         cached = _date_cache = (second, f"Date: {formatdate(second, usegmt=True)}\r\n")
     return cached[1]
+
+
+_STATUS_LINES: dict[int, str] = {}
+
+
+def status_line(status: int) -> str:
+    """`200 OK` for 200, `599 Unknown` for a code HTTP does not name (cached per code)."""
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Unknown"
+        line = _STATUS_LINES[status] = f"{status} {phrase}"
+    return line
 
 
 def bodyless_status(status: int) -> bool:
@@ -63,8 +79,6 @@ CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 def error_body(status: int, detail: str = "") -> bytes:
     """Apache's plain HTML error document for `status` (never a traceback)."""
-    from http import HTTPStatus
-
     phrase = HTTPStatus(status).phrase
     text = detail or HTTPStatus(status).description or phrase
     return (

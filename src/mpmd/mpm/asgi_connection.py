@@ -18,14 +18,14 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-from mpmd.handlers.asgi.http_cycle import BODY_HIGH_WATER, HttpCycle, status_line
+from mpmd.handlers.asgi.http_cycle import BODY_HIGH_WATER, HttpCycle
 from mpmd.handlers.asgi.scope import http_scope
 from mpmd.handlers.asgi.websocket import handshake_refusal, wants_websocket
 from mpmd.handlers.asgi.websocket_cycle import WebSocketCycle, websocket_scope
 from mpmd.http.errors import HttpError
 from mpmd.http.exchange import Exchange
 from mpmd.http.request import Request
-from mpmd.http.response import CONTINUE_100
+from mpmd.http.response import CONTINUE_100, status_line
 from mpmd.http.timeouts import BODY, HEADERS, IDLE, read_timeout, read_wait, start_stage
 from mpmd.mpm.event_connection import EventConnection
 

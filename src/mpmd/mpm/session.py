@@ -21,7 +21,7 @@ from mpmd.http.exchange import ConnectionInfo, Exchange
 from mpmd.http.protocol import HttpProtocol
 from mpmd.http.remoteip import header_value, proxy_header_required, rewrite_headers, walk
 from mpmd.http.request import Request
-from mpmd.http.response import build_head, error_body
+from mpmd.http.response import build_head, error_body, status_line
 from mpmd.http.timeouts import BODY, ReadDeadline, read_timeout, read_wait, start_stage
 from mpmd.http.tls import sni_refusal
 from mpmd.mpm.context import QUEUED_NOTE, ChildContext
@@ -343,12 +343,10 @@ class Session:
         """Answer a protocol error; Connection: close unless the error keeps the stream (417).
 
         Without `exchange` the request was refused while it was read: it is logged here."""
-        from http import HTTPStatus
-
         body = error_body(error.status, error.detail)
         head = build_head(
             "HTTP/1.1",
-            f"{error.status} {HTTPStatus(error.status).phrase}",
+            status_line(error.status),
             [("Content-Type", "text/html; charset=iso-8859-1")],
             content_length=len(body),
             chunked=False,

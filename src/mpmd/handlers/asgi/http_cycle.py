@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from http import HTTPStatus
 from typing import Any, Protocol
 
 from mpmd.handlers.asgi.websocket import response_headers
@@ -23,10 +22,10 @@ from mpmd.handlers.asgi.websocket_cycle import ClientDisconnected
 from mpmd.http.errors import HttpError
 from mpmd.http.exchange import Exchange
 from mpmd.http.request import Request
+from mpmd.http.response import status_line
 
 BODY_HIGH_WATER = 65536  # request body bytes buffered before the connection stops reading
 _DISCONNECT = {"type": "http.disconnect"}
-_PHRASES: dict[int, str] = {}
 
 
 class CycleIO(Protocol):
@@ -41,17 +40,6 @@ class CycleIO(Protocol):
     def resume_reading(self) -> None: ...
     def send_continue(self) -> None: ...
     def send_error(self, error: HttpError, exchange: Exchange) -> None: ...
-
-
-def status_line(status: int) -> str:
-    line = _PHRASES.get(status)
-    if line is None:
-        try:
-            phrase = HTTPStatus(status).phrase
-        except ValueError:
-            phrase = "Unknown"
-        line = _PHRASES[status] = f"{status} {phrase}"
-    return line
 
 
 class HttpCycle:

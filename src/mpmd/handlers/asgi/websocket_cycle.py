@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
-from http import HTTPStatus
 from typing import Any, Protocol
 
 from mpmd.handlers.asgi.websocket import (
@@ -29,7 +28,14 @@ from mpmd.handlers.asgi.websocket import (
     WebSocketSettings,
     response_headers,
 )
-from mpmd.http.response import LAST_CHUNK, bodyless_status, build_head, chunk, error_body
+from mpmd.http.response import (
+    LAST_CHUNK,
+    bodyless_status,
+    build_head,
+    chunk,
+    error_body,
+    status_line,
+)
 
 ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Any]
 
@@ -307,7 +313,7 @@ class WebSocketCycle:
             self._write(
                 build_head(
                     "HTTP/1.1",
-                    _status_line(status),
+                    status_line(status),
                     headers,
                     content_length=length,
                     chunked=self._response_chunked,
@@ -330,7 +336,7 @@ class WebSocketCycle:
         self._write(
             build_head(
                 "HTTP/1.1",
-                _status_line(status),
+                status_line(status),
                 [("Content-Type", "text/html; charset=iso-8859-1")],
                 content_length=len(body),
                 chunked=False,
@@ -485,10 +491,3 @@ def _size(message: dict) -> int:
     """A `websocket.receive` message's payload length (characters for text)."""
     text = message["text"]
     return len(message["bytes"]) if text is None else len(text)
-
-
-def _status_line(status: int) -> str:
-    try:
-        return f"{status} {HTTPStatus(status).phrase}"
-    except ValueError:
-        return f"{status} Unknown"
