@@ -45,8 +45,11 @@ def test_a_detached_servers_app_output_goes_to_the_error_log(tmp_path, mpm):
         wait_for(lambda: all(text in server.log_text() for text in expected), timeout=5)
         # a graceful restart reopens the log: the new children's output still lands there
         server.error_log.rename(tmp_path / "error_log.1")
+        old_children = set(child_titles(pid))
         os.kill(pid, signal.SIGUSR1)
         wait_for(server.error_log.exists, timeout=10)
+        # an old child still finishing may take the next connection; its output goes to the old file
+        wait_for(lambda: (now := set(child_titles(pid))) and not now & old_children, timeout=10)
         wait_for(lambda: fetch(server.port, "/?second")[0] == 200, timeout=10)
         wait_for(lambda: "print to stdout second" in server.log_text(), timeout=5)
         processes = tree(pid)

@@ -13,6 +13,7 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
+from pathlib import Path
 
 import pytest
 
@@ -116,22 +117,35 @@ def test_a_request_past_timeout_is_logged_and_its_child_replaced(tmp_path, mpm):
 @pytest.mark.parametrize("mpm", MPMS)
 def test_max_connections_per_child_recycles_and_totals_only_grow(tmp_path, mpm):
     pool = "StartServers 2\n" if mpm == "prefork" else "StartServers 2\nThreadsPerChild 4\n"
-    server = Server(tmp_path, f"WSGIApp / testapp:info\nMaxConnectionsPerChild 50\n{pool}", mpm=mpm)
+    pids_log = (
+        tmp_path / "pids_log"
+    )  # the pid that served each request: every child, however short-lived
+    config = (
+        f'WSGIApp / testapp:info\nMaxConnectionsPerChild 50\n{pool}CustomLog "{pids_log}" "%P"\n'
+    )
+    server = Server(tmp_path, config, mpm=mpm)
     with server:
         board = attach_scoreboard(server.pid)
         first = set(child_titles(server.pid))
         sampler = Sampler(board, lambda b: b.snapshot().totals().accesses, 0.01).start()
-        seen: set[int] = set()
         try:
             with Load(server.port, "/", clients=4) as load:
-                wait_for(lambda: seen.update(child_titles(server.pid)) or load.ok >= 400, 30)
+                wait_for(lambda: load.ok >= 400, 30)
         finally:
             sampler.stop()
         totals = [value for _, value in sampler.samples]
         assert all(a <= b for a, b in pairwise(totals)), "went backwards"
         assert load.failures == []
-        assert len(seen - first) >= 400 // 50 - len(first)  # recycled children
+        served = wait_for(lambda: _logged_pids(pids_log, load.ok), timeout=5)
+        assert len(served) >= load.ok // 50  # one connection per request, at most 50 per child
+        assert len(served - first) >= load.ok // 50 - len(first)  # recycled children
         assert not first & set(child_titles(server.pid))
         # every answered request is counted, across all the children that served them
         wait_for(lambda: board.snapshot().totals().accesses >= load.ok, timeout=5)
         board.close()
+
+
+def _logged_pids(log: Path, requests: int) -> set[int]:
+    """The pids in a `%P` access log once it holds `requests` lines (else an empty set)."""
+    lines = log.read_text().split() if log.exists() else []
+    return {int(pid) for pid in lines} if len(lines) >= requests else set()
