@@ -395,3 +395,22 @@ def test_a_websocket_tunnel_over_tls(tmp_path, pki, mpm) -> None:
                 assert ws.recv(timeout=10) == big
             assert ws.close_code == 1000
             wait_for(lambda: '"GET /ws/chat HTTP/1.1" 101 ' in server.access_log.read_text())
+
+
+@pytest.mark.parametrize("mpm", MPMS)
+def test_proxypassreverse_behind_tls_keeps_https(tmp_path, pki, mpm) -> None:
+    """A back end's redirect, mapped by ProxyPassReverse, sends a TLS client to https:// (as
+    Apache's ap_construct_url does), never back to plain http://."""
+    from proxy_doubles import Backend, serve_ok
+
+    moved = serve_ok(b"moved", (("Location", "http://internal.example/next?x=1"),))
+    with Backend(moved) as backend:
+        rules = (
+            f"ProxyPass /be/ http://127.0.0.1:{backend.port}/\n"
+            "ProxyPassReverse /be/ http://internal.example/\n"
+        )
+        with Server(tmp_path, _hosts(pki, a_extra=rules), mpm=mpm) as server:
+            with _connect(server.port, _client(pki), "a.test") as sock:
+                status, headers, body = _get(sock, "/be/old", f"a.test:{server.port}")
+    assert (status, body) == (200, b"moved")
+    assert headers["Location"] == f"https://a.test:{server.port}/be/next?x=1"

@@ -36,7 +36,13 @@ from mpmd.handlers.proxy.backend import (
     upgrade_refused,
 )
 from mpmd.handlers.proxy.balancer import NoWorker
-from mpmd.handlers.proxy.handler import IDEMPOTENT, READ_SIZE, upgrade_protocol, via_for
+from mpmd.handlers.proxy.handler import (
+    IDEMPOTENT,
+    READ_SIZE,
+    client_base,
+    upgrade_protocol,
+    via_for,
+)
 from mpmd.http.errors import HttpError
 from mpmd.http.exchange import Exchange
 from mpmd.http.request import Request
@@ -403,7 +409,7 @@ class Proxied:
                 self.proxy.epoll.modify(self.conn.fd, 0)
         base = ""  # the client's scheme://host, which only ProxyPassReverse needs
         if settings.reverse:
-            base = f"http://{self.request.header('host') or exchange.vhost.server_name}"
+            base = client_base(exchange)
         headers = client_headers(
             head, settings, self.handler.balancers, base=base, via=via_for(exchange)
         )

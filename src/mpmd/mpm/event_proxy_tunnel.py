@@ -23,7 +23,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from mpmd.handlers.proxy.backend import ResponseHead, switching_head
-from mpmd.handlers.proxy.handler import via_for
+from mpmd.handlers.proxy.handler import client_base, via_for
 
 if TYPE_CHECKING:
     from mpmd.mpm.event_proxy_request import Proxied
@@ -59,10 +59,9 @@ class Tunnel:
         what the back end sent behind it, then bytes both ways."""
         exchange = proxied.exchange
         vhost = exchange.vhost
-        host = exchange.request.header("host") or vhost.server_name
         status_line, headers, data = switching_head(
             head, protocol, vhost.proxy, proxied.handler.balancers,
-            base=f"http://{host}", via=via_for(exchange),
+            base=client_base(exchange), via=via_for(exchange),
         )  # fmt: skip
         exchange.status = 101
         exchange.status_line = status_line

@@ -360,8 +360,8 @@ class ProxyHandler:
         member: BackendMember = choice.member
         settings = exchange.vhost.proxy
         via = via_for(exchange)
-        host = exchange.request.header("host") or exchange.vhost.server_name
-        headers = client_headers(response, settings, self.balancers, base=f"http://{host}", via=via)
+        base = client_base(exchange)
+        headers = client_headers(response, settings, self.balancers, base=base, via=via)
         exchange.start(response.status_line, headers)
         try:
             while END not in events:
@@ -397,10 +397,9 @@ class ProxyHandler:
     ) -> None:
         """Relay the 101 (backend.switching_head), then run the tunnel until it ends; the
         client connection closes."""
-        host = exchange.request.header("host") or exchange.vhost.server_name
         status_line, headers, head = switching_head(
             response, protocol, exchange.vhost.proxy, self.balancers,
-            base=f"http://{host}", via=via_for(exchange),
+            base=client_base(exchange), via=via_for(exchange),
         )  # fmt: skip
         assert exchange.conn.take_over is not None  # upgrade_protocol() checked it
         client, held = exchange.conn.take_over()
@@ -486,6 +485,13 @@ def upgrade_protocol(exchange: Exchange, member: BackendMember) -> str | None:
         return wanted
     tokens = {t.strip().lower() for t in accepted.split(",")}
     return wanted if wanted.strip().lower() in tokens else None
+
+
+def client_base(exchange: Exchange) -> str:
+    """The client's scheme://host, for ProxyPassReverse (Apache's ap_construct_url: https on
+    a TLS connection, the Host the client asked for)."""
+    scheme = "https" if exchange.conn.tls is not None else "http"
+    return f"{scheme}://{exchange.request.header('host') or exchange.vhost.server_name}"
 
 
 def via_for(exchange: Exchange) -> str | None:
