@@ -107,7 +107,6 @@ class Exchange:
         "notes",
         "request",
         "response_headers",
-        "start_ns",
         "start_time",
         "status",
         "status_line",
@@ -132,7 +131,6 @@ class Exchange:
         # the connection (its process is stopping), so the head says close.
         self._closing = closing
         self.start_time = time.time()
-        self.start_ns = time.perf_counter_ns()
         self.status = 0
         self.status_line = ""
         self.response_headers: list[tuple[str, str]] = []
@@ -234,11 +232,13 @@ class Exchange:
         request = self.request
         length = self._content_length
         chunked = False
-        if bodyless_status(self.status) or (length == 0 and request.method == "HEAD"):
+        head_request = request.method == "HEAD"
+        bodyless = bodyless_status(self.status)
+        if bodyless or (length == 0 and head_request):
             # HEAD: a handler that answers without producing the body cannot know GET's length,
             # so `Content-Length: 0` is never announced (Apache's http_header filter drops it).
             length = None
-        elif length is None and request.method != "HEAD":
+        elif length is None and not head_request:
             if request.version == "HTTP/1.1":
                 chunked = True
             else:
@@ -246,7 +246,7 @@ class Exchange:
         self._chunked = chunked
         if self.keep_alive and self._closing is not None and self._closing():
             self.keep_alive = False
-        has_body = request.method != "HEAD" and not bodyless_status(self.status)
+        has_body = not (head_request or bodyless)
         # A HEAD response announces the length but sends no body: nothing remains to send.
         self._remaining = length if length is not None and has_body else -1
         head = build_head(

@@ -462,19 +462,10 @@ class HttpProtocol:
                 return
 
         body = StreamBody(self, continue_owed=expect_continue) if has_body else EMPTY_BODY
-        request = Request(
-            method,
-            target,
-            version,
-            headers,
-            body,
-            keep_alive=keep_alive,
-            client_keep_alive=client_keep_alive,
-            content_length=content_length,
-            expect_continue=expect_continue,
-            head_size=len(head),
-            upgrade=upgrade,
-        )
+        request = Request(  # (positional: measurably cheaper, once per request)
+            method, target, version, headers, body, keep_alive, client_keep_alive,
+            content_length, expect_continue, len(head), upgrade,
+        )  # fmt: skip
         self._queue.append(request)
         if has_body:
             self._start_body(body, content_length, keep_alive, upgraded)

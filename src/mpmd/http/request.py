@@ -47,8 +47,7 @@ class Request:
         version: str,
         headers: list[tuple[str, str]],
         body: RequestBody,
-        *,
-        keep_alive: bool,
+        keep_alive: bool,  # (positional too: the parser builds one per request)
         client_keep_alive: bool = False,
         content_length: int | None = None,
         expect_continue: bool = False,

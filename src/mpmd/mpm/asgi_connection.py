@@ -19,7 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from mpmd.handlers.asgi.http_cycle import BODY_HIGH_WATER, HttpCycle
-from mpmd.handlers.asgi.scope import http_scope
+from mpmd.handlers.asgi.scope import connection_scope, http_scope
 from mpmd.handlers.asgi.websocket import handshake_refusal, wants_websocket
 from mpmd.handlers.asgi.websocket_cycle import WebSocketCycle, websocket_scope
 from mpmd.http.errors import HttpError
@@ -44,6 +44,9 @@ class AsgiConnection:
 
     __slots__ = (
         "_drained",
+        "_scope_base",
+        "_scope_client",
+        "_scope_mount",
         "closed",
         "conn",
         "cycle",
@@ -76,6 +79,11 @@ class AsgiConnection:
         self.deadline = 0.0  # 0: none (an app runs with the whole request, a WebSocket)
         self.waiting = _NONE
         self._drained: asyncio.Future | None = None
+        # connection_scope() for the mount and client of the last request (a keep-alive
+        # client's next one usually shares them)
+        self._scope_base: dict | None = None
+        self._scope_mount: Any = None
+        self._scope_client = ""
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -128,15 +136,20 @@ class AsgiConnection:
             self.host.router.forbid(exchange, mount.target)
             self._finished(exchange, request, False)
             return
-        scope = http_scope(request, info, path, mount.root_path, self.host.state_of(mount.app))
+        base = self._scope_base
+        if base is None or self._scope_mount is not mount or self._scope_client != info.client_addr:
+            base = self._scope_base = connection_scope(info, mount.root_path)
+            self._scope_mount = mount
+            self._scope_client = info.client_addr
+        scope = http_scope(request, path, base, self.host.state_of(mount.app))
         if request.header("upgrade") is not None and wants_websocket(scope["headers"]):
             self._websocket(exchange, request, scope, mount)  # a bad handshake gets its 400
             return
         cycle = self.cycle = HttpCycle(self, exchange, request, self.host.error_log)
-        self.loop.create_task(self._run(cycle, mount.app, scope))
+        self.loop.create_task(cycle.run(mount.app, scope))
 
-    async def _run(self, cycle: HttpCycle, app: Any, scope: dict) -> None:
-        keep = await cycle.run(app, scope)
+    def cycle_done(self, cycle: HttpCycle, keep: bool) -> None:
+        """The app's task is over (HttpCycle.run)."""
         self._finished(cycle.exchange, cycle.request, keep)
 
     def _finished(self, exchange: Exchange, request: Request, keep: bool) -> None:

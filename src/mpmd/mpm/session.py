@@ -264,7 +264,7 @@ class Session:
                 info.client_addr or "-",  # "": a Unix socket's client, as %h logs it
                 vhost.server_name,
                 request.version,
-                time.time_ns() // 1000,
+                int(exchange.start_time * 1_000_000),
             )
         return exchange
 
@@ -288,11 +288,7 @@ class Session:
             log.log(exchange, end)
         worker = worker or self.worker
         if worker is not None:
-            worker.request_end(
-                exchange.bytes_out,
-                (time.perf_counter_ns() - exchange.start_ns) // 1000,
-                int(end * 1_000_000),
-            )
+            _count_end(worker, exchange, end)
         self.info.requests += 1
 
     def last_one(self) -> bool:
@@ -379,13 +375,8 @@ class Session:
         end = time.time()
         for log in ctx.logs_for(vhost):
             log.log(exchange, end)
-        worker = self.worker
-        if worker is not None:
-            worker.request_end(
-                bytes_out,
-                (time.perf_counter_ns() - exchange.start_ns) // 1000,
-                int(end * 1_000_000),
-            )
+        if self.worker is not None:
+            _count_end(self.worker, exchange, end)
 
     def log_failure(self) -> None:
         """A bug outside any handler (they are caught in _run) while serving this connection:
@@ -405,3 +396,11 @@ def _refused_request(request_line: str | None) -> Request:
         method, _, rest = request_line.partition(" ")
         target, _, version = rest.partition(" ")
     return Request(method, target, version, [], EMPTY_BODY, keep_alive=False)
+
+
+def _count_end(worker: WorkerRecord, exchange: Exchange, end: float) -> None:
+    """The scoreboard's end of a request: its bytes and its time, by the wall clock as %D."""
+    now_us = int(end * 1_000_000)
+    worker.request_end(
+        exchange.bytes_out, max(0, now_us - int(exchange.start_time * 1_000_000)), now_us
+    )

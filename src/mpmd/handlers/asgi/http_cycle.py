@@ -40,6 +40,7 @@ class CycleIO(Protocol):
     def resume_reading(self) -> None: ...
     def send_continue(self) -> None: ...
     def send_error(self, error: HttpError, exchange: Exchange) -> None: ...
+    def cycle_done(self, cycle: HttpCycle, keep: bool) -> None: ...
 
 
 class HttpCycle:
@@ -76,18 +77,27 @@ class HttpCycle:
         if event is not None:
             event.set()
 
-    async def run(self, app: Any, scope: dict) -> bool:
-        exchange = self.exchange
+    async def run(self, app: Any, scope: dict) -> None:
+        """The app answers the request; then the connection carries on (`io.cycle_done`), told
+        whether it may serve another request. (The task's only coroutine besides the app's.)"""
         try:
             await app(scope, self.receive, self.send)
         except ClientDisconnected:
-            exchange.aborted = True
-            return False
+            self.exchange.aborted = True
+            keep = False
         except BaseException as error:
             if isinstance(error, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
                 raise
             self._failed("MP00283: Exception in ASGI application", traceback=True)
-            return False
+            keep = False
+        else:
+            keep = self._outcome()
+        self.io.cycle_done(self, keep)
+
+    def _outcome(self) -> bool:
+        """After the app returned: whether the connection may carry another request (the
+        server duties of reference 4.5 for a response the app left unstarted or unfinished)."""
+        exchange = self.exchange
         if self.refused:
             return False
         if self.io.closed and not self.complete:  # the client left: no app error (uvicorn)

@@ -17,36 +17,39 @@ EXTENSIONS = {"http.response.pathsend": {}, "http.response.zerocopysend": {}}
 _VERSIONS = {"HTTP/1.1": "1.1", "HTTP/1.0": "1.0"}
 
 
-def http_scope(
-    request: Request,
-    info: ConnectionInfo,
-    path: str,
-    root_path: str,
-    state: dict[str, Any] | None,
-) -> dict[str, Any]:
-    """The `http` scope. `path`: the router's normalised path (decoded, as latin-1 text of its
-    bytes); `root_path`: the mount's URL-path, in the same form."""
+def connection_scope(info: ConnectionInfo, root_path: str) -> dict[str, Any]:
+    """What the `http` scopes of one connection's requests to one mount share (built once,
+    copied per request): client and server addresses, scheme, `root_path` (the mount's
+    URL-path, in the router's form)."""
     client = (info.client_addr, info.client_port) if info.client_addr else None
     server_addr = info.server_addr
     if server_addr.startswith("/"):  # a Unix socket: [path, None], as the spec says
         server: tuple[str, int | None] | None = (server_addr, None)
     else:
         server = (server_addr, info.server_port) if server_addr else None
-    scope: dict[str, Any] = {
+    return {
         "type": "http",
         "asgi": ASGI_HTTP,
-        "http_version": _VERSIONS.get(request.version, "1.1"),
-        "method": request.method,
         "scheme": "https" if info.tls is not None else "http",
-        "path": path if path.isascii() else _text(path),
-        "raw_path": request.path.encode("latin-1"),
-        "query_string": request.query.encode("latin-1"),
         "root_path": root_path if root_path.isascii() else _text(root_path),
-        "headers": [(n.encode("latin-1"), v.encode("latin-1")) for n, v in request.headers],
         "client": client,
         "server": server,
         "extensions": EXTENSIONS,
     }
+
+
+def http_scope(
+    request: Request, path: str, base: dict[str, Any], state: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The `http` scope: `base` (connection_scope's) with the request's own keys. `path`: the
+    router's normalised path (decoded, as latin-1 text of its bytes)."""
+    scope = base.copy()
+    scope["http_version"] = _VERSIONS.get(request.version, "1.1")
+    scope["method"] = request.method
+    scope["path"] = path if path.isascii() else _text(path)
+    scope["raw_path"] = request.path.encode("latin-1")
+    scope["query_string"] = request.query.encode("latin-1")
+    scope["headers"] = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in request.headers]
     if state is not None:
         scope["state"] = state.copy()
     return scope
