@@ -474,6 +474,30 @@ def test_access_log_and_scoreboard_count_asgi_requests(server: Server) -> None:
     assert after >= before + 7
 
 
+def test_app_headers_reach_the_head_and_the_log_as_sent(tmp_path) -> None:
+    config = (
+        SMALL_POOL + "ASGIApp /a asgi_apps:app\n"
+        'LogFormat "%>s [%{X-Case}o] [%{Content-Type}o] [%{Transfer-Encoding}o]" hdrs\n'
+        f'CustomLog "{tmp_path}/hdr_log" hdrs\n'
+    )
+    with Server(tmp_path, config, mpm="event") as server:
+        status, headers, body = call(server, "GET", "/a/headers")
+        assert (status, body) == (200, b"ok")
+        assert headers["X-Case"] == "Mixed Case"
+        assert headers["content-type"] == "text/plain; charset=utf-8"
+        assert headers["Content-Length"] == "2"
+        assert headers["Connection"] == "close"  # the app asked for it
+        assert "Transfer-Encoding" not in headers  # the server frames the body
+        log = tmp_path / "hdr_log"
+        wait_for(lambda: log.exists() and "Mixed" in log.read_text())
+        assert "200 [Mixed Case] [text/plain] [-]" in log.read_text().splitlines()
+        for what, reason in (("name", "Invalid HTTP header name."),
+                             ("value", "Invalid HTTP header value.")):  # fmt: skip
+            status, _, _ = call(server, "GET", f"/a/bad-header?what={what}")
+            assert status == 500
+            wait_for(lambda reason=reason: f"RuntimeError: {reason}" in server.log_text())
+
+
 # -- TLS --------------------------------------------------------------------------------------
 
 

@@ -409,8 +409,8 @@ def test_proxypassreverse_behind_tls_keeps_https(tmp_path, pki, mpm) -> None:
             f"ProxyPass /be/ http://127.0.0.1:{backend.port}/\n"
             "ProxyPassReverse /be/ http://internal.example/\n"
         )
-        with Server(tmp_path, _hosts(pki, a_extra=rules), mpm=mpm) as server:
-            with _connect(server.port, _client(pki), "a.test") as sock:
-                status, headers, body = _get(sock, "/be/old", f"a.test:{server.port}")
+        server = Server(tmp_path, _hosts(pki, a_extra=rules), mpm=mpm)
+        with server, _connect(server.port, _client(pki), "a.test") as sock:
+            status, headers, body = _get(sock, "/be/old", f"a.test:{server.port}")
     assert (status, body) == (200, b"moved")
     assert headers["Location"] == f"https://a.test:{server.port}/be/next?x=1"

@@ -210,6 +210,26 @@ async def _zerocopysend(scope, receive, send) -> None:
         await send({"type": "http.response.zerocopysend", "file": file})
 
 
+async def _headers(scope, receive, send) -> None:
+    """Headers as an app may send them: mixed case, a parameter, and the framing headers the
+    server owns (dropped, or read: Content-Length, Connection: close)."""
+    headers = [
+        (b"X-Case", b"Mixed Case"),
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"transfer-encoding", b"chunked"),
+        (b"Connection", b"close"),
+        (b"content-length", b"2"),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def _bad_header(scope, receive, send) -> None:
+    bad = [(b"bad name", b"x")] if _query(scope).get("what") == "name" else [(b"x", b"a\nb")]
+    await send({"type": "http.response.start", "status": 200, "headers": bad})
+    await send({"type": "http.response.body", "body": b"never"})
+
+
 async def _pid(scope, receive, send) -> None:
     await _respond(send, str(os.getpid()).encode())
 
@@ -232,6 +252,8 @@ CASES = {
     "/pathsend": _pathsend,
     "/zerocopysend": _zerocopysend,
     "/pid": _pid,
+    "/headers": _headers,
+    "/bad-header": _bad_header,
 }
 
 

@@ -21,12 +21,13 @@ from mpmd.http.response import (
     bodyless_status,
     build_head,
     chunk,
+    encode_head,
     error_body,
     status_line,
 )
 
 # Headers the server owns: an application's values for them are dropped.
-_HOP_BY_HOP = frozenset(
+HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade"}
 )
 
@@ -90,12 +91,13 @@ class ResponseAlreadyStarted(RuntimeError):
 
 class Exchange:
     __slots__ = (
-        "_buffered_chunked",
         "_chunked",
         "_closing",
         "_content_length",
-        "_headers",
+        "_head_lines",
+        "_raw_headers",
         "_remaining",
+        "_response_headers",
         "_send",
         "_sendfile",
         "aborted",
@@ -106,7 +108,6 @@ class Exchange:
         "keep_alive",
         "notes",
         "request",
-        "response_headers",
         "start_time",
         "status",
         "status_line",
@@ -133,7 +134,9 @@ class Exchange:
         self.start_time = time.time()
         self.status = 0
         self.status_line = ""
-        self.response_headers: list[tuple[str, str]] = []
+        self._response_headers: list[tuple[str, str]] | None = []
+        self._raw_headers: list = []  # start_encoded()'s (name, value) bytes, decoded if asked
+        self._head_lines: bytes | None = None  # start_encoded()'s header lines, ready to send
         self.head_sent = False
         self.keep_alive = request.keep_alive
         self.aborted = False
@@ -158,11 +161,44 @@ class Exchange:
             lname = name.lower()
             if lname == "content-length":
                 self._content_length = int(value)
-            elif lname not in _HOP_BY_HOP:
+            elif lname not in HOP_BY_HOP:
                 kept.append((name, value))
             elif lname == "connection" and value.lower() == "close":
                 self.keep_alive = False
         self.response_headers = kept
+
+    def start_encoded(
+        self, status: str, lines: bytes, kept: list, content_length: int | None, close: bool
+    ) -> None:
+        """start() for headers already checked and encoded (an ASGI app's bytes): `lines` go
+        into the head as they are; `kept`, their (name, value) bytes, are decoded only if the
+        access log asks for a response header."""
+        if self.head_sent:
+            raise ResponseAlreadyStarted("response head already sent")
+        self.status_line = status
+        self.status = int(status[:3])
+        self._content_length = content_length
+        if close:
+            self.keep_alive = False
+        self._head_lines = lines
+        self._raw_headers = kept
+        self._response_headers = None
+
+    @property
+    def response_headers(self) -> list[tuple[str, str]]:
+        """The response's headers as text (%{X}o), without those the server frames itself."""
+        headers = self._response_headers
+        if headers is None:
+            headers = self._response_headers = [
+                (name.decode("latin-1"), value.decode("latin-1"))
+                for name, value in self._raw_headers
+            ]
+        return headers
+
+    @response_headers.setter
+    def response_headers(self, headers: list[tuple[str, str]]) -> None:
+        self._response_headers = headers
+        self._head_lines = None
 
     def respond(self, status: str, headers: list[tuple[str, str]], body: bytes) -> None:
         """Start and send a whole response whose body is already in memory (one send)."""
@@ -249,15 +285,17 @@ class Exchange:
         has_body = not (head_request or bodyless)
         # A HEAD response announces the length but sends no body: nothing remains to send.
         self._remaining = length if length is not None and has_body else -1
-        head = build_head(
-            "HTTP/1.1" if request.version != "HTTP/1.0" else "HTTP/1.0",
-            self.status_line,
-            self.response_headers,
-            content_length=length,
-            chunked=chunked,
-            keep_alive=self.keep_alive,
-            now=self.start_time,
-        )
+        version = "HTTP/1.1" if request.version != "HTTP/1.0" else "HTTP/1.0"
+        lines = self._head_lines
+        if lines is None:
+            head = build_head(
+                version, self.status_line, self.response_headers, content_length=length,
+                chunked=chunked, keep_alive=self.keep_alive, now=self.start_time,
+            )  # fmt: skip
+        else:
+            head = encode_head(
+                version, self.status_line, lines, length, chunked, self.keep_alive, self.start_time
+            )
         self.head_sent = True
         self.head_bytes = len(head)
         if not (first and has_body):

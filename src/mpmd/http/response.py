@@ -9,17 +9,20 @@ from http import HTTPStatus
 from mpmd import SERVER_SOFTWARE
 
 _SERVER_HEADER = f"Server: {SERVER_SOFTWARE}\r\n"
-_date_cache: tuple[int, str] = (0, "")
+_SERVER_LINE = _SERVER_HEADER.encode("latin-1")
+_date_cache: tuple[int, str, bytes] = (0, "", b"")
 
 
-def date_header(now: float | None = None) -> str:
-    """`Date: ...\\r\\n` for `now` (default: the clock), formatted at most once per second."""
+def _date(now: float | None) -> tuple[int, str, bytes]:
+    """(second, `Date: ...\\r\\n` as text and as bytes) for `now` (default: the clock),
+    formatted at most once per second."""
     global _date_cache
     second = int(time.time() if now is None else now)
     cached = _date_cache
     if cached[0] != second:
-        cached = _date_cache = (second, f"Date: {formatdate(second, usegmt=True)}\r\n")
-    return cached[1]
+        text = f"Date: {formatdate(second, usegmt=True)}\r\n"
+        cached = _date_cache = (second, text, text.encode("latin-1"))
+    return cached
 
 
 _STATUS_LINES: dict[int, str] = {}
@@ -54,19 +57,49 @@ def build_head(
 ) -> bytes:
     """Serialise a response head. `headers` must not contain framing or Connection headers.
     `now`: the time the Date header gives; Apache's is the request's time (r->request_time)."""
-    parts = [f"{version} {status}\r\n", date_header(now), _SERVER_HEADER]
+    parts = [f"{version} {status}\r\n", _date(now)[1], _SERVER_HEADER]
     for name, value in headers:
         parts.append(f"{name}: {value}\r\n")
-    if content_length is not None:
-        parts.append(f"Content-Length: {content_length}\r\n")
-    elif chunked:
-        parts.append("Transfer-Encoding: chunked\r\n")
-    if not keep_alive:
-        parts.append("Connection: close\r\n")
-    elif version == "HTTP/1.0":
-        parts.append("Connection: keep-alive\r\n")
-    parts.append("\r\n")
+    parts.append(_framing(version, content_length, chunked, keep_alive))
     return "".join(parts).encode("latin-1")
+
+
+_FIRST_LINES: dict[tuple[str, str], bytes] = {}  # (version, status) -> its status line
+
+
+def encode_head(
+    version: str,
+    status: str,
+    lines: bytes,
+    content_length: int | None,
+    chunked: bool,
+    keep_alive: bool,
+    now: float | None = None,
+) -> bytes:
+    """build_head for header lines already encoded (`name: value\\r\\n` each, as an ASGI
+    app's bytes give them)."""
+    first = _FIRST_LINES.get((version, status))
+    if first is None:
+        first = f"{version} {status}\r\n".encode("latin-1")
+        if len(_FIRST_LINES) < 256:  # a WSGI app may make up reason phrases: bounded
+            _FIRST_LINES[(version, status)] = first
+    end = _framing(version, content_length, chunked, keep_alive).encode("latin-1")
+    return b"".join((first, _date(now)[2], _SERVER_LINE, lines, end))
+
+
+def _framing(version: str, content_length: int | None, chunked: bool, keep_alive: bool) -> str:
+    """The head's last lines: the body's framing, Connection, the blank line."""
+    if content_length is not None:
+        framing = f"Content-Length: {content_length}\r\n"
+    elif chunked:
+        framing = "Transfer-Encoding: chunked\r\n"
+    else:
+        framing = ""
+    if not keep_alive:
+        return framing + "Connection: close\r\n\r\n"
+    if version == "HTTP/1.0":
+        return framing + "Connection: keep-alive\r\n\r\n"
+    return framing + "\r\n"
 
 
 def chunk(data: bytes) -> bytes:

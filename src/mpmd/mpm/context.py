@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from mpmd.config.model import ServerConfig, VirtualHost
+from mpmd.config.model import ServerConfig
 from mpmd.handlers.router import Router
 from mpmd.handlers.static import default_mime_table
 from mpmd.logs.access import AccessLog, start_flush_thread
@@ -76,9 +76,6 @@ class ChildContext:
         for writers in self.access_logs.values():
             for writer in writers:
                 writer.flush()
-
-    def logs_for(self, vhost: VirtualHost) -> Sequence:
-        return self.access_logs.get(id(vhost), ())
 
 
 def tls_contexts(config: ServerConfig):

@@ -284,11 +284,15 @@ class Session:
         """After a response: the access log, the scoreboard, and the connection's count (%k).
         The event loop calls it for the requests it proxies itself, with its own record."""
         end = time.time()
-        for log in self.ctx.logs_for(exchange.vhost):
-            log.log(exchange, end)
+        logs = self.ctx.access_logs.get(id(exchange.vhost))
+        if logs:
+            for log in logs:
+                log.log(exchange, end)
         worker = worker or self.worker
-        if worker is not None:
-            _count_end(worker, exchange, end)
+        if worker is not None:  # the request's time by the wall clock, as %D gives it
+            now_us = int(end * 1_000_000)
+            took = now_us - int(exchange.start_time * 1_000_000)
+            worker.request_end(exchange.bytes_out, took if took > 0 else 0, now_us)
         self.info.requests += 1
 
     def last_one(self) -> bool:
@@ -372,11 +376,7 @@ class Session:
         exchange.status = error.status
         exchange.keep_alive = False
         exchange.bytes_out = bytes_out
-        end = time.time()
-        for log in ctx.logs_for(vhost):
-            log.log(exchange, end)
-        if self.worker is not None:
-            _count_end(self.worker, exchange, end)
+        self.log_exchange(exchange)  # (its count for %k no longer matters: the connection closes)
 
     def log_failure(self) -> None:
         """A bug outside any handler (they are caught in _run) while serving this connection:
@@ -396,11 +396,3 @@ def _refused_request(request_line: str | None) -> Request:
         method, _, rest = request_line.partition(" ")
         target, _, version = rest.partition(" ")
     return Request(method, target, version, [], EMPTY_BODY, keep_alive=False)
-
-
-def _count_end(worker: WorkerRecord, exchange: Exchange, end: float) -> None:
-    """The scoreboard's end of a request: its bytes and its time, by the wall clock as %D."""
-    now_us = int(end * 1_000_000)
-    worker.request_end(
-        exchange.bytes_out, max(0, now_us - int(exchange.start_time * 1_000_000)), now_us
-    )

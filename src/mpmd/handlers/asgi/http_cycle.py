@@ -17,7 +17,7 @@ import asyncio
 import os
 from typing import Any, Protocol
 
-from mpmd.handlers.asgi.websocket import response_headers
+from mpmd.handlers.asgi.headers import encode_headers
 from mpmd.handlers.asgi.websocket_cycle import ClientDisconnected
 from mpmd.http.errors import HttpError
 from mpmd.http.exchange import Exchange
@@ -210,7 +210,8 @@ class HttpCycle:
             start, self._start = self._start, None
             if not self.request.body.complete:  # the rest is not waited for: close after
                 exchange.keep_alive = False
-            exchange.start(status_line(start["status"]), response_headers(start.get("headers")))
+            lines, kept, length, close = encode_headers(start.get("headers"))
+            exchange.start_encoded(status_line(start["status"]), lines, kept, length, close)
         if kind == "http.response.body":
             more = message.get("more_body", False)
             body = message.get("body", b"")

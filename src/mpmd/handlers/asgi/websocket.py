@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-import re
 import zlib
 from dataclasses import dataclass
 
@@ -39,6 +38,7 @@ from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opc
 from wsproto.utilities import generate_accept_token
 
 from mpmd.handlers.asgi import websocket_frames
+from mpmd.handlers.asgi.headers import response_headers
 from mpmd.http.response import build_head
 
 NO_STATUS = 1005  # the peer's close frame had no code (never sent)
@@ -116,37 +116,10 @@ def _is_key(key: bytes) -> bool:
         return False
 
 
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
-_FIELD_VALUE = re.compile(rb"[^\x00-\x08\x0a-\x1f\x7f]*\Z")
 # Headers of the 101 that mpmd writes itself: an application's copy would contradict them.
 _SERVER_OWNED = frozenset(
     (b"connection", b"upgrade", b"content-length", b"transfer-encoding", b"date", b"server")
 )
-
-
-_NAMES: dict[bytes, str] = {}  # header names already checked, decoded (bounded)
-
-
-def response_headers(headers: object) -> list[tuple[str, str]]:
-    """An ASGI message's `headers` (an iterable of [bytes name, bytes value]) as str pairs,
-    refusing what would corrupt the head (uvicorn's messages). For HTTP and WebSocket
-    responses alike."""
-    pairs: list[tuple[str, str]] = []
-    names = _NAMES
-    for name, value in headers or ():  # type: ignore[attr-defined]
-        if type(value) is not bytes or type(name) is not bytes:
-            raise TypeError("ASGI header names and values must be bytes.")
-        text = names.get(name)
-        if text is None:
-            if not _TOKEN.match(name):
-                raise RuntimeError("Invalid HTTP header name.")
-            text = name.decode("latin-1")
-            if len(names) < 1024:
-                names[name] = text
-        if not _FIELD_VALUE.match(value):
-            raise RuntimeError("Invalid HTTP header value.")
-        pairs.append((text, value.decode("latin-1")))
-    return pairs
 
 
 class _MessageSizeLimit(Extension):

@@ -22,12 +22,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from mpmd.handlers.asgi.websocket import (
-    ABNORMAL,
-    WebSocketSession,
-    WebSocketSettings,
-    response_headers,
-)
+from mpmd.handlers.asgi.headers import response_headers
+from mpmd.handlers.asgi.websocket import ABNORMAL, WebSocketSession, WebSocketSettings
 from mpmd.http.response import (
     LAST_CHUNK,
     bodyless_status,
