@@ -134,6 +134,27 @@ def test_event_table():
     }
 
 
+@pytest.mark.parametrize("cores", [2, 8])
+def test_an_asgi_app_gets_event_and_a_loop_a_core(cores):
+    """Thread safety does not matter to an ASGI application (its loop runs it); a CPU-bound
+    one still gets event, the only MPM that serves it, with one child (one loop) a core."""
+    advice = advise(inputs(thread_safe=False, traffic=TRAFFIC, cores=cores, asgi=True,
+                           cpu=(50, 100)))  # fmt: skip
+    assert advice.mpm == "event"
+    assert "ASGI" in advice.why_mpm
+    settings = advice.directives()
+    assert settings["ThreadsPerChild"] == 4
+    assert settings["ServerLimit"] == cores
+    assert settings["MaxRequestWorkers"] == 4 * cores
+    assert settings["MinSpareThreads"] <= settings["MaxRequestWorkers"]
+
+
+def test_an_asgi_app_is_still_bounded_by_memory():
+    advice = advise(inputs(asgi=True, cores=8, budget=3 * (27 * 1024 + 5000)))
+    assert advice.directives()["ServerLimit"] == 3
+    assert any("memory holds 3" in note for note in advice.notes)
+
+
 @pytest.mark.parametrize(
     ("thread_safe", "cpu", "mpm"),
     [(True, (8.4, 8.5), "prefork"), (True, (50, 100), "prefork"), (True, (20, 100), "event"),

@@ -127,6 +127,17 @@ def test_offline_probe_of_a_thread_safe_app(tmp_path):
     assert_both_accept(tmp_path, done.stdout, "event")
 
 
+def test_offline_probe_of_an_asgi_app(tmp_path):
+    """An ASGI application is found as `mpmd module:app` finds it, probed with ASGIApp under
+    event, and advised event (thread safety not asked) with a loop a core."""
+    done = mpmctl("advise", "--app", f"{APPS}/asgi_apps.py:hello")
+    assert done.returncode == 0, done.stderr
+    assert "<IfModule mpm_event_module>" in done.stdout
+    assert "(ASGI) under event" in done.stdout
+    assert "ThreadsPerChild 4" in done.stdout
+    assert_both_accept(tmp_path, done.stdout, "event")
+
+
 def test_offline_probe_with_an_access_log(tmp_path):
     log = tmp_path / "access_log"
     log.write_text("".join(

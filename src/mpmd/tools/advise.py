@@ -242,6 +242,7 @@ def offline_inputs(
         thread_safe_source="given" if thread_safe is not None else "not stated: --thread-safe",
         cores=core_count(),
         cpu=(result.cpu_ms, result.service_ms),
+        asgi=result.asgi,
         notes=(
             f"the probe's GET / took {result.service_ms:.2g} ms unloaded, "
             f"{result.cpu_ms:.2g} ms of it on a CPU",
@@ -330,7 +331,9 @@ def advise_main(argv: Sequence[str]) -> int:
         print(f"{PROG}: {err}", file=sys.stderr)
         return 1
     advice = advise(inputs)
-    if advice.fits and logged is not None:
+    if advice.fits and inputs.asgi:  # the planner models threads as the workers: not ASGI's
+        advice.check = {"skipped": "the planner does not model an ASGI application's loops"}
+    elif advice.fits and logged is not None:
         name = os.path.basename(ns.access_log or access_log_of(config) or "the access log")
         advice = check_advice(advice, inputs, logged.requests, trace=name)
     elif advice.fits:

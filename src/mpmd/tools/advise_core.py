@@ -31,6 +31,10 @@ HEADROOM = 1.25  # workers above the measured peak concurrency
 SQRT_STAFFING = 2.0
 MAX_THREADS_PER_CHILD = 25  # Apache's default: more threads only queue on the GIL
 MIN_THREADS_PER_CHILD = 4  # a thread costs tens of KiB: spare ones absorb a burst before a tick
+ASGI_THREADS_WHY = (
+    f"{MIN_THREADS_PER_CHILD}: the ASGI application runs on each child's event loop, not on "
+    "its threads, which serve only what else the server answers (static files, the status page)"
+)
 DEFAULT_WORKERS = 150  # Debian's MaxRequestWorkers, when no traffic was measured
 KEEPALIVE_HOLDING = (1, 5)  # KeepAliveTimeout range where a kept-alive connection holds a worker
 KEEPALIVE_PARKED = (2, 15)  # the event MPM parks idle connections: a longer timeout is cheap
@@ -88,6 +92,7 @@ class Inputs:
     leak: str | None = None  # why children look like they grow, if they do
     notes: tuple[str, ...] = ()
     cpu: tuple[float, float] | None = None  # (CPU ms, wall ms) of an unloaded request (probe)
+    asgi: bool = False  # every application is an ASGIApp: each event child's loop runs them
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +207,11 @@ def cpu_workers(inputs: Inputs) -> int | None:
 
 
 def choose_mpm(inputs: Inputs) -> tuple[str, str]:
+    if inputs.asgi:
+        return "event", (
+            "an ASGI application: the event MPM serves it, each child running it on its own "
+            "event loop, where connections, not threads, carry its concurrency"
+        )
     if not inputs.thread_safe:
         return "prefork", (
             f"the application is not known to be thread safe ({inputs.thread_safe_source}): "
@@ -288,7 +298,16 @@ def advise(inputs: Inputs, *, min_workers: int = 0, min_spare: int = 0) -> Advic
             f"no traffic measured (give --access-log with %D): sized for Debian's "
             f"{DEFAULT_WORKERS} workers, within memory"
         )
-    tpc, tpc_why = threads_per_child(needed, inputs.cores) if threaded else (1, "")
+    if inputs.asgi:
+        conc_why = (
+            f"{conc_why}; an ASGI application's requests wait on each child's loop, not for a "
+            "thread: one child a core"
+            if inputs.traffic is not None
+            else "an ASGI application: each child's loop carries its requests, one child a core"
+        )
+        tpc, tpc_why = MIN_THREADS_PER_CHILD, ASGI_THREADS_WHY
+    else:
+        tpc, tpc_why = threads_per_child(needed, inputs.cores) if threaded else (1, "")
     per_child = child_kib(inputs.cost, tpc)
     cap = budget // per_child if per_child > 0 else 0
     while threaded and cap < 1 and tpc > 1:  # fewer threads before giving up
@@ -312,13 +331,17 @@ def advise(inputs: Inputs, *, min_workers: int = 0, min_spare: int = 0) -> Advic
             "configuration of this application is safe on this machine"
         )
         return advice
-    children_needed = max(math.ceil(needed / tpc), min(inputs.cores, needed))
+    if inputs.asgi:  # one loop a core: a loop is one thread of Python, whatever it holds
+        children_needed = inputs.cores
+        wants = f"one event loop a core: {children_needed}"
+    else:
+        children_needed = max(math.ceil(needed / tpc), min(inputs.cores, needed))
+        wants = (
+            f"max(ceil({needed} / {tpc}), min({inputs.cores} cores, {needed})) = {children_needed}"
+            if threaded
+            else str(needed)
+        )
     children = min(children_needed, cap)
-    wants = (
-        f"max(ceil({needed} / {tpc}), min({inputs.cores} cores, {needed})) = {children_needed}"
-        if threaded
-        else str(needed)
-    )
     limit = f"memory allows {budget} // {per_child} = {cap} children, traffic needs {wants}"
     if children < children_needed:
         notes.append(

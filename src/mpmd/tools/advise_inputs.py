@@ -154,7 +154,14 @@ def snapshot_inputs(
         traffic=traffic,
         leak=leak_hint(sizes),
         notes=tuple(notes),
+        asgi=serves_asgi_only(config),
     )
+
+
+def serves_asgi_only(config: ServerConfig) -> bool:
+    """Every application the server mounts is an ASGIApp (its event loops carry them all)."""
+    mounts = [m for v in (config.main, *config.vhosts) for m in v.wsgi_mounts]
+    return bool(mounts) and all(m.kind == "asgi" for m in mounts)
 
 
 # -- the logs ----------------------------------------------------------------------------------

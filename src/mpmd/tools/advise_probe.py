@@ -4,10 +4,11 @@ It owns the probe: a generated configuration mounting the application at / on an
 127.0.0.1 port, a real `mpmd` started from it (the children import the application as they
 would in production), a few requests so the code paths and caches a request touches are
 resident, then each child's PSS and USS read from /proc (mpm/memory.py), then the server
-stopped by its pid. A thread-safe application is probed twice under event, with one thread a
-child and with PROBE_THREADS, and the difference per thread is the cost of a thread; otherwise
-once under prefork. An application that does not start is a `ProbeError` carrying the error
-log's reason, never a traceback.
+stopped by its pid. A thread-safe application, or an ASGI one (found as `mpmd module:app` finds
+it, and mounted with ASGIApp), is probed twice under event, with one thread a child and with
+PROBE_THREADS, and the difference per thread is the cost of a thread; otherwise once under
+prefork. An application that does not start is a `ProbeError` carrying the error log's
+reason, never a traceback.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import time
 from dataclasses import dataclass
 
 from mpmd.config.validators import MODULE_CALLABLE
+from mpmd.handlers.asgi.app import detect_interface
 from mpmd.mpm.memory import read_memory
 from mpmd.tools.advise_core import ChildCost
 from mpmd.tools.errorlog import parse_error_line
@@ -42,6 +44,7 @@ class ProbeResult:
     cost: ChildCost
     service_ms: float  # median wall time of the probe's requests (one at a time, unloaded)
     cpu_ms: float  # the children's CPU time per probe request (/proc/PID/schedstat)
+    asgi: bool = False  # an ASGI application (probed with ASGIApp under event)
 
 
 def split_app(app: str) -> tuple[str, str]:
@@ -67,9 +70,11 @@ def probe(app: str, *, thread_safe: bool, path: str = "/") -> ProbeResult:
     """The footprint of `app`: a one-thread child's USS and shared share, and a thread's,
     after PROBE_REQUESTS GETs of `path`."""
     directory, spec = split_app(app)
+    asgi = detect_interface(spec, [directory])[0] == "asgi"
+    mount = "ASGIApp" if asgi else "WSGIApp"
     with tempfile.TemporaryDirectory(prefix="mpmd-advise-") as tmp:
-        if not thread_safe:
-            sizes, service_ms, cpu_ms = _run(tmp, directory, spec, "prefork", 1, path)
+        if not (thread_safe or asgi):
+            sizes, service_ms, cpu_ms = _run(tmp, directory, mount, spec, "prefork", 1, path)
             pss, uss = max(sizes)
             return ProbeResult(
                 ChildCost(uss, pss - uss, 0.0, f"probe of {app} under prefork: largest of "
@@ -77,18 +82,20 @@ def probe(app: str, *, thread_safe: bool, path: str = "/") -> ProbeResult:
                 service_ms,
                 cpu_ms,
             )  # fmt: skip
-        one, service_ms, cpu_ms = _run(tmp, directory, spec, "event", 1, path)
-        many, _, _ = _run(tmp, directory, spec, "event", PROBE_THREADS, path)
+        one, service_ms, cpu_ms = _run(tmp, directory, mount, spec, "event", 1, path)
+        many, _, _ = _run(tmp, directory, mount, spec, "event", PROBE_THREADS, path)
     pss1, uss1 = max(one)
     _, uss_n = max(many)
     thread = max(0.0, (uss_n - uss1) / (PROBE_THREADS - 1))
     return ProbeResult(
         ChildCost(uss1, pss1 - uss1, round(thread, 1),
-                  f"probe of {app} under event: one thread PSS {pss1} KiB, USS {uss1} KiB; "
+                  f"probe of {app}{' (ASGI)' if asgi else ''} under event: one thread PSS "
+                  f"{pss1} KiB, USS {uss1} KiB; "
                   f"{PROBE_THREADS} threads USS {uss_n} KiB, so ({uss_n} - {uss1}) / "
                   f"{PROBE_THREADS - 1} = {thread:.1f} KiB a thread"),
         service_ms,
         cpu_ms,
+        asgi,
     )  # fmt: skip
 
 
@@ -98,7 +105,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _config(tmp: str, directory: str, spec: str, mpm: str, threads: int, port: int) -> str:
+def _config(
+    tmp: str, directory: str, mount: str, spec: str, mpm: str, threads: int, port: int
+) -> str:
     pool = (
         "StartServers 2\nMinSpareServers 1\nMaxSpareServers 2\nMaxRequestWorkers 2\n"
         if mpm == "prefork"
@@ -110,19 +119,19 @@ def _config(tmp: str, directory: str, spec: str, mpm: str, threads: int, port: i
         f"LoadModule mpm_{mpm}_module modules/mod_mpm_{mpm}.so\n"
         f'ServerRoot "{tmp}"\nListen 127.0.0.1:{port}\nServerName localhost\n'
         f'PidFile "{tmp}/mpmd.pid"\nErrorLog "{tmp}/error_log"\nLogLevel info\n'
-        f'DocumentRoot "{tmp}"\nWSGIPythonPath "{directory}"\nWSGIApp / {spec}\n{pool}'
+        f'DocumentRoot "{tmp}"\nWSGIPythonPath "{directory}"\n{mount} / {spec}\n{pool}'
     )
 
 
 def _run(
-    tmp: str, directory: str, spec: str, mpm: str, threads: int, path: str
+    tmp: str, directory: str, mount: str, spec: str, mpm: str, threads: int, path: str
 ) -> tuple[list[tuple[int, int]], float, float]:
     """Start, request, measure, stop: ([(PSS, USS) per child], median request ms, the
     children's CPU ms per request)."""
     port = _free_port()
     conf = os.path.join(tmp, f"probe-{mpm}-{threads}.conf")
     with open(conf, "w") as f:
-        f.write(_config(tmp, directory, spec, mpm, threads, port))
+        f.write(_config(tmp, directory, mount, spec, mpm, threads, port))
     log = os.path.join(tmp, "error_log")
     if os.path.exists(log):
         os.unlink(log)
