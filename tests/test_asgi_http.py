@@ -514,6 +514,8 @@ def test_an_asgi_app_in_a_tls_vhost_sees_https(tmp_path) -> None:
           SSLEngine on
           SSLCertificateFile {crt}
           SSLCertificateKeyFile {key}
+          SSLVerifyClient optional
+          SSLCACertificateFile {pki.ca_file}
           ASGIApp /a asgi_apps:app
         </VirtualHost>
         """
@@ -531,5 +533,26 @@ def test_an_asgi_app_in_a_tls_vhost_sees_https(tmp_path) -> None:
                 scope = json.loads(resp.body)
                 assert scope["scheme"] == "https"
                 assert scope["root_path"] == "/a"
+                tls = scope["tls"]  # ASGI's tls extension
+                assert tls["server_cert"] == ssl.DER_cert_to_PEM_cert(sock.getpeercert(True))
+                assert (tls["client_cert_chain"], tls["client_cert_name"]) == ([], None)
+                assert tls["client_cert_error"] is None
+                assert tls["tls_version"] == {"TLSv1.3": 0x0304, "TLSv1.2": 0x0303}[sock.version()]
+                suite = {c["name"]: c["id"] & 0xFFFF for c in ctx.get_ciphers()}[sock.cipher()[0]]
+                assert tls["cipher_suite"] == suite
         finally:
             wire.close()
+        cert = pki.client("one@example.com", "Client One")  # mTLS: the client's certificate
+        ctx.load_cert_chain(str(cert))
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        wire = Wire(ctx.wrap_socket(raw, server_hostname="a.test"))
+        try:
+            wire.send(b"GET /a/scope HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            tls = json.loads(wire.response().body)["tls"]
+        finally:
+            wire.close()
+        assert tls["client_cert_name"].startswith("CN=Client One,")
+        begin = Path(cert).read_text().index("-----BEGIN CERTIFICATE-----")
+        leaf = ssl.PEM_cert_to_DER_cert(Path(cert).read_text()[begin:])  # (its first block)
+        assert [ssl.PEM_cert_to_DER_cert(pem) for pem in tls["client_cert_chain"]] == [leaf]
+        assert tls["client_cert_error"] is None

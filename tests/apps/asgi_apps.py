@@ -81,6 +81,7 @@ async def _scope(scope, receive, send) -> None:
     )
     shown["asgi"] = scope["asgi"]
     shown["extensions"] = sorted(scope.get("extensions") or ())
+    shown["tls"] = (scope.get("extensions") or {}).get("tls")
     shown["state"] = scope.get("state")
     shown["pid"] = os.getpid()
     await _respond(

@@ -7,14 +7,18 @@ names are already lower case (the parser's); both names and values go out as lat
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 from mpmd.http.exchange import ConnectionInfo
 from mpmd.http.request import Request
+from mpmd.http.tls import TlsInfo, rfc2253
 
 ASGI_HTTP = {"version": "3.0", "spec_version": "2.4"}
 EXTENSIONS = {"http.response.pathsend": {}, "http.response.zerocopysend": {}}
 _VERSIONS = {"HTTP/1.1": "1.1", "HTTP/1.0": "1.0"}
+_TLS_VERSIONS = {"TLSv1": 0x0301, "TLSv1.1": 0x0302, "TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
+_SUITES: dict[str, int] = {}  # OpenSSL's cipher name -> its IANA number (from the contexts)
 
 
 def connection_scope(info: ConnectionInfo, root_path: str) -> dict[str, Any]:
@@ -34,7 +38,26 @@ def connection_scope(info: ConnectionInfo, root_path: str) -> dict[str, Any]:
         "root_path": root_path if root_path.isascii() else _text(root_path),
         "client": client,
         "server": server,
-        "extensions": EXTENSIONS,
+        "extensions": EXTENSIONS if info.tls is None else {**EXTENSIONS, "tls": tls(info.tls)},
+    }
+
+
+def tls(info: TlsInfo) -> dict[str, Any]:
+    """ASGI's `tls` extension (reference 4.2) for a connection's handshake. The client's chain
+    is its own certificate only: Python's ssl module gives the peer's leaf, not the rest."""
+    host = info.host
+    der = info.client_der
+    subject = info.client_cert.get("subject")
+    if info.cipher not in _SUITES and host is not None:
+        for cipher in host.context.get_ciphers():  # `id` is 0x0300xxxx, xxxx the IANA number
+            _SUITES.setdefault(cipher["name"], cipher["id"] & 0xFFFF)
+    return {
+        "server_cert": host.server_pem if host is not None else None,
+        "client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)] if der else [],
+        "client_cert_name": rfc2253(subject) if subject else None,
+        "client_cert_error": None if info.verify in ("SUCCESS", "NONE") else info.verify,
+        "tls_version": _TLS_VERSIONS.get(info.protocol),
+        "cipher_suite": _SUITES.get(info.cipher),
     }
 
 
