@@ -56,7 +56,7 @@ def test_graceful_stop_finishes_the_request_in_flight_then_ends_the_tree(tmp_pat
         answers: list[tuple[int, bytes]] = []
         client = threading.Thread(target=lambda: answers.append(fetch(server.port, "/?seconds=1")))
         client.start()
-        wait_for(lambda: any(w.status == 4 for w in board.snapshot().workers()), timeout=5)
+        wait_for(lambda: _serving(board, "/?seconds=1"), timeout=5)
         board.close()
         server.signal(signal.SIGWINCH)
         client.join(10)
@@ -131,3 +131,8 @@ def test_a_broken_app_import_stops_the_server_with_an_error(tmp_path, mpm):
         assert not server.pid_file.exists()
     finally:
         server.stop()
+
+
+def _serving(board, target: str) -> bool:
+    """A worker is in W with this request (not one still showing the start-up probe's W)."""
+    return any(w.status == 4 and f" {target} " in w.request for w in board.snapshot().workers())

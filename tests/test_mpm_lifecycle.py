@@ -51,7 +51,7 @@ def test_graceful_shutdown_timeout_ends_the_tree_with_a_request_in_flight(tmp_pa
 
         thread = threading.Thread(target=client)
         thread.start()
-        wait_for(lambda: any(w.status == 4 for w in board.snapshot().workers()), timeout=5)
+        wait_for(lambda: _serving(board, "/?seconds=30"), timeout=5)
         board.close()
         server.signal(signal.SIGWINCH)
         assert server.proc.wait(timeout=15) == 0  # long before the request's 30 s
@@ -135,3 +135,8 @@ def test_a_stopped_child_writes_the_line_of_the_request_it_is_answering(tmp_path
         assert outcome and outcome[0][0] == 200  # ... which is answered
         wait_for(lambda: not pid_alive(child), timeout=5)  # and then it exits
         assert f'"GET /gate?path={gate} HTTP/1.1" 200' in server.access_log.read_text()
+
+
+def _serving(board, target: str) -> bool:
+    """A worker is in W with this request (not one still showing the start-up probe's W)."""
+    return any(w.status == 4 and f" {target} " in w.request for w in board.snapshot().workers())
