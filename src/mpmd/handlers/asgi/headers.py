@@ -11,7 +11,7 @@ import re
 from mpmd.http.exchange import HOP_BY_HOP
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
-_FIELD_VALUE = re.compile(rb"[^\x00-\x08\x0a-\x1f\x7f]*\Z")
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # a control character (tab is allowed)
 # the headers the server frames itself: an app's are dropped, or read (Content-Length, close)
 _FRAMED = frozenset(name.encode("latin-1") for name in HOP_BY_HOP) | {b"content-length"}
 _NAMES_CAP = 1024  # distinct names remembered as checked (an application's are few)
@@ -31,13 +31,13 @@ def _checked_name(name: bytes) -> bytes:
 def response_headers(headers: object) -> list[tuple[str, str]]:
     """An ASGI message's `headers` (an iterable of [bytes name, bytes value]) as str pairs."""
     pairs: list[tuple[str, str]] = []
-    valid = _FIELD_VALUE.match
+    bad = _BAD_VALUE.search
     for name, value in headers or ():  # type: ignore[attr-defined]
         if type(value) is not bytes or type(name) is not bytes:
             raise TypeError("ASGI header names and values must be bytes.")
         if name not in _LOWER:
             _checked_name(name)
-        if not valid(value):
+        if bad(value):
             raise RuntimeError("Invalid HTTP header value.")
         pairs.append((name.decode("latin-1"), value.decode("latin-1")))
     return pairs
@@ -51,13 +51,13 @@ def encode_headers(headers: object) -> tuple[bytes, list, int | None, bool]:
     content_length: int | None = None
     close = False
     known = _LOWER
-    valid = _FIELD_VALUE.match
+    bad = _BAD_VALUE.search
     for pair in headers or ():  # type: ignore[attr-defined]
         name, value = pair
         if type(value) is not bytes or type(name) is not bytes:
             raise TypeError("ASGI header names and values must be bytes.")
         lower = known.get(name) or _checked_name(name)
-        if not valid(value):
+        if bad(value):
             raise RuntimeError("Invalid HTTP header value.")
         if lower not in _FRAMED:
             kept.append(pair)
