@@ -18,27 +18,28 @@ _NAMES_CAP = 1024  # distinct names remembered as checked (an application's are 
 _LOWER: dict[bytes, bytes] = {}  # a checked name -> its lower case
 
 
-def _checked_name(name: bytes) -> bytes:
-    """A name not seen before: refused unless a token, else remembered (bounded), lowered."""
-    if not _TOKEN.match(name):
-        raise RuntimeError("Invalid HTTP header name.")
-    lower = name.lower()
-    if len(_LOWER) < _NAMES_CAP:
-        _LOWER[name] = lower
+def _checked(name: object, value: object) -> bytes:
+    """Refuse a header that would corrupt the head (uvicorn's messages); its name in lower case
+    (remembered, bounded: an application's names are few)."""
+    if type(value) is not bytes or type(name) is not bytes:
+        raise TypeError("ASGI header names and values must be bytes.")
+    lower = _LOWER.get(name)
+    if lower is None:
+        if not _TOKEN.match(name):
+            raise RuntimeError("Invalid HTTP header name.")
+        lower = name.lower()
+        if len(_LOWER) < _NAMES_CAP:
+            _LOWER[name] = lower
+    if _BAD_VALUE.search(value):
+        raise RuntimeError("Invalid HTTP header value.")
     return lower
 
 
 def response_headers(headers: object) -> list[tuple[str, str]]:
     """An ASGI message's `headers` (an iterable of [bytes name, bytes value]) as str pairs."""
     pairs: list[tuple[str, str]] = []
-    bad = _BAD_VALUE.search
     for name, value in headers or ():  # type: ignore[attr-defined]
-        if type(value) is not bytes or type(name) is not bytes:
-            raise TypeError("ASGI header names and values must be bytes.")
-        if name not in _LOWER:
-            _checked_name(name)
-        if bad(value):
-            raise RuntimeError("Invalid HTTP header value.")
+        _checked(name, value)
         pairs.append((name.decode("latin-1"), value.decode("latin-1")))
     return pairs
 
@@ -50,15 +51,9 @@ def encode_headers(headers: object) -> tuple[bytes, list, int | None, bool]:
     kept = []
     content_length: int | None = None
     close = False
-    known = _LOWER
-    bad = _BAD_VALUE.search
     for pair in headers or ():  # type: ignore[attr-defined]
         name, value = pair
-        if type(value) is not bytes or type(name) is not bytes:
-            raise TypeError("ASGI header names and values must be bytes.")
-        lower = known.get(name) or _checked_name(name)
-        if bad(value):
-            raise RuntimeError("Invalid HTTP header value.")
+        lower = _checked(name, value)
         if lower not in _FRAMED:
             kept.append(pair)
             parts += (name, b": ", value, b"\r\n")
