@@ -55,9 +55,9 @@ if TYPE_CHECKING:
     from mpmd.mpm.event_proxy import LoopProxy
 
 CLIENT_OUT_LIMIT = 256 * 1024  # queued client bytes above which the back end is not read
-_ARM_READ = select.EPOLLIN | select.EPOLLONESHOT
+_ARM_READ = select.EPOLLIN | select.EPOLLONESHOT  # the client's fd (the loop's mode)
 _ARM_WRITE = select.EPOLLOUT | select.EPOLLONESHOT
-_ARM_BOTH = _ARM_READ | select.EPOLLOUT
+_IN, _OUT = select.EPOLLIN, select.EPOLLOUT  # a back end's (level-triggered, loop_pool.py)
 
 # What a proxied request waits for (its deadline says how long).
 _MEMBER, _POOL, _CONNECT, _BACKEND, _CLIENT, _CLIENT_BODY, _TUNNEL = range(7)
@@ -174,7 +174,7 @@ class Proxied:
         """An idle connection, a new one, or a wait for one (the pool's `max`)."""
         pool = self.pool
         try:
-            backend = pool.acquire(self, fresh=self.fresh)
+            backend = pool.acquire(self, fresh=self.fresh, check=self.framing != "none")
         except OSError as error:
             self._connect_failed(error, now)
             return
@@ -192,7 +192,7 @@ class Proxied:
         self.proxy.fds[backend.fd] = self.on_backend
         if backend.connecting:
             self._wait(_CONNECT, self.pool.connect_timeout, now)
-            backend.arm(_ARM_WRITE)
+            backend.watch(_OUT)
             return
         self._send_request(now)
 
@@ -259,10 +259,7 @@ class Proxied:
         except OSError as error:
             self._backend_error(send_failed(self.backend.peer, error), now)
             return
-        if out:
-            self.backend.arm(_ARM_BOTH)
-        elif not self.backend.watched:  # a pooled connection is still armed for reading
-            self.backend.arm(_ARM_READ)
+        self.backend.watch(_IN | _OUT if out else _IN)
         if not out and not self.body_sent and not self.responding:
             self._read_client(now)  # the back end took it all: the client may send more
 
@@ -313,7 +310,6 @@ class Proxied:
 
     def on_backend(self, mask: int, now: float) -> None:
         backend = self.backend
-        backend.watched = False  # EPOLLONESHOT: reported, so disarmed
         if backend.connecting:
             error = backend.connected()
             if error is not None:
@@ -352,7 +348,7 @@ class Proxied:
             if not self._relay(events, now) or not data or self.paused:
                 return
         self._wait(_BACKEND, self.pool.timeout, now)
-        self.backend.arm(_ARM_BOTH if self.out else _ARM_READ)
+        self.backend.watch(_IN | _OUT if self.out else _IN)
 
     def _relay(self, events: list, now: float) -> bool:
         """Take the parser's events; False once this request no longer reads the back end."""
@@ -457,6 +453,7 @@ class Proxied:
         """The client's queue is full: wait for it (Timeout per progress), not the back end."""
         self.paused = True
         self._wait(_CLIENT, self.proxy.client_timeout, now)
+        self.backend.watch(_OUT if self.out else 0)  # (level-triggered: it would wake us)
         self.proxy.epoll.modify(self.conn.fd, _ARM_WRITE)
 
     def on_client(self, now: float) -> None:

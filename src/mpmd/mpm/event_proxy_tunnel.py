@@ -158,11 +158,10 @@ class Tunnel:
         client = (0 if self.out or self.client_eof else _IN) | (_OUT if conn.out else 0)
         if client:
             self.epoll.modify(conn.fd, client | _ONESHOT)
-        backend = (0 if self.backend_eof or conn.out_bytes > self.limit else _IN) | (
-            _OUT if self.out else 0
+        self.backend.watch(
+            (0 if self.backend_eof or conn.out_bytes > self.limit else _IN)
+            | (_OUT if self.out else 0)
         )
-        if backend:
-            self.backend.arm(backend | _ONESHOT)
         self.proxied.tunnel_wait(self.idle, now)
 
     def _write_backend(self) -> bool:

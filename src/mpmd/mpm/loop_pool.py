@@ -4,9 +4,11 @@ pool.py's counterpart for the requests the loop proxies (event_proxy.py): the sa
 parameters (`max`, `smax`, `min`, `ttl`, `acquire`, `disablereuse`, `keepalive`, `timeout`,
 `connectiontimeout`), but nothing here waits. A connect is started and finishes on the loop's
 EPOLLOUT; a request that finds `max` connections busy is queued and woken when one is
-released or dropped. An idle connection stays registered for EPOLLIN, so a back end that
-closes it (or sends stray bytes) is noticed and the connection dropped before anyone takes
-it. Without `max` no bound is set: a connection per request in flight, as no thread bounds
+released or dropped. A connection stays in the epoll set, level-triggered, from its connect
+to its close, and changes its mask only when what it waits for changes (BackendSocket.watch):
+a request that reuses one arms nothing. Idle, it stays watched for EPOLLIN, so a back end
+that closes it (or sends stray bytes) is noticed and the connection dropped before anyone
+takes it. Without `max` no bound is set: a connection per request in flight, as no thread bounds
 them (pool.py's default `max` is ThreadsPerChild), and every idle one is kept unless `smax`
 says otherwise. Every member's address is resolved when the child starts, before the loop
 serves (resolve_members): no name lookup ever runs in the loop.
@@ -24,9 +26,6 @@ from collections import deque
 from typing import Any, Protocol
 
 from mpmd.config.model import BackendMember, ServerConfig
-
-_IDLE_ARM = select.EPOLLIN | select.EPOLLONESHOT
-
 
 Address = tuple[int, Any]  # (address family, socket address) to connect to
 
@@ -60,8 +59,8 @@ class BackendSocket:
     """One non-blocking socket to a back end, registered in the loop's epoll set."""
 
     __slots__ = (
-        "_readable", "connecting", "epoll", "fd", "idle_since", "on_idle", "peer", "sock",
-        "uses", "watched",
+        "_readable", "connecting", "epoll", "fd", "idle_since", "mask", "on_idle", "peer",
+        "sock", "uses",
     )  # fmt: skip
 
     def __init__(self, sock: socket.socket, epoll: select.epoll, peer: str) -> None:
@@ -75,17 +74,17 @@ class BackendSocket:
         self._readable.register(self.fd, select.POLLIN)
         self.uses = 0  # requests already carried: a failure on a reused one may be a race
         self.idle_since = 0.0
-        # armed EPOLLIN|EPOLLONESHOT by the pool and not reported since: a request that next
-        # waits for the response needs no re-arm (whoever gets the report clears it)
-        self.watched = False
+        self.mask = 0  # the events it is registered for (level-triggered)
 
     @property
     def reused(self) -> bool:
         return self.uses > 0
 
-    def arm(self, mask: int) -> None:
-        self.watched = False
-        self.epoll.modify(self.fd, mask)
+    def watch(self, mask: int) -> None:
+        """Wait for `mask` (EPOLLIN, EPOLLOUT, both, or 0 for nothing) from now on."""
+        if mask != self.mask:
+            self.mask = mask
+            self.epoll.modify(self.fd, mask)
 
     def connected(self) -> OSError | None:
         """After the connect's EPOLLOUT: None, or why it failed."""
@@ -95,7 +94,8 @@ class BackendSocket:
 
     def alive(self) -> bool:
         """Idle and still open: no EOF and no stray bytes waiting (a poll, then a peek if
-        anything is there; never waits)."""
+        anything is there; never waits). The idle watch notices a close at the loop's next
+        poll; this also catches one that arrived since."""
         if not self._readable.poll(0):
             return True  # (the peek would find nothing: EAGAIN, raised and caught)
         try:
@@ -142,16 +142,21 @@ class LoopPool:
         self._open = 0
         self._waiters: deque[Waiter] = deque()
 
-    def acquire(self, waiter: Waiter, *, fresh: bool = False) -> BackendSocket | None:
+    def acquire(
+        self, waiter: Waiter, *, fresh: bool = False, check: bool = False
+    ) -> BackendSocket | None:
         """An idle live connection (unless `fresh`), a new one (still connecting), or None:
-        `waiter` is queued until one is free. Raises OSError when the connect fails at once."""
+        `waiter` is queued until one is free. Raises OSError when the connect fails at once.
+        `check`: look that an idle one is still open first (alive()), for a request whose
+        body could not be sent again on a new connection if the reused one turns out closed;
+        without a body, the caller retries on a new connection (Proxied._backend_error)."""
         if self.ttl is not None:
             self._expire(time.monotonic())
         idle = self._idle
         while idle and not fresh:
             backend = idle.pop()
             del self._fds[backend.fd]
-            if backend.alive():
+            if not check or backend.alive():
                 return backend
             self._close(backend)
         if self.max is not None and self._open >= self.max:
@@ -170,8 +175,7 @@ class LoopPool:
             backend.idle_since = time.monotonic()
             self._idle.append(backend)
             self._fds[backend.fd] = backend.on_idle
-            backend.arm(_IDLE_ARM)
-            backend.watched = True
+            backend.watch(select.EPOLLIN)
         else:
             self._close(backend)
         if self._waiters:
