@@ -211,6 +211,8 @@ class EventLoop(QueueUpkeep):
                     for sock in ready_listeners:
                         acceptor.on_listener(sock, now)
                 self._maintain(now)
+                if proxy is not None:
+                    proxy.flush_writes(now)  # last: whatever this round's steps put off
         finally:
             if pool is not None:
                 pool.stop()

@@ -117,7 +117,7 @@ class Proxied:
         self.body = body
         session = conn.session
         self.exchange = exchange = Exchange(
-            request, session.info, vhost, conn.queue, conn.sendfile, session.last_one
+            request, session.info, vhost, proxy.queue_client(conn), conn.sendfile, session.last_one
         )
         exchange.notes["handler"] = "proxy-server"
         if request.upgrade:  # a tunnel may take the connection (the socket stays the loop's)
@@ -231,7 +231,7 @@ class Proxied:
         if not self.body_sent:
             self._queue_body(self.body)
         self._wait(_BACKEND, self.pool.timeout, now)
-        self._write_backend(now)
+        self.proxy.write_later(self)
 
     def _queue_body(self, data: bytes) -> None:
         """Client body bytes for the back end, re-framed; the last chunk once it is whole."""
@@ -242,6 +242,11 @@ class Proxied:
             self.body_sent = True
             if self.framing == "chunked":
                 self.out.append(memoryview(LAST_CHUNK))
+
+    def write_now(self, now: float) -> None:
+        """LoopProxy.flush_writes: what write_later put off, unless the try ended since."""
+        if self.backend is not None and self.out and not self.backend.connecting:
+            self._write_backend(now)
 
     def _write_backend(self, now: float) -> None:
         out = self.out
@@ -291,7 +296,7 @@ class Proxied:
             return
         self._queue_body(body.read(body.buffered))
         self._wait(_BACKEND, self.pool.timeout, now)
-        self._write_backend(now)
+        self.proxy.write_later(self)
 
     def _client_body_failed(self, error: HttpError) -> None:
         """The session's answer to a body that cannot complete (400, 408, 413): the error
