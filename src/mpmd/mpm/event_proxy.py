@@ -25,6 +25,7 @@ from collections import deque
 from typing import Any
 
 from mpmd.config.model import ProxyRoute, VirtualHost
+from mpmd.handlers.proxy.balancer import finish_together
 from mpmd.handlers.proxy.handler import ProxyHandler, Runtime
 from mpmd.http.request import Request
 from mpmd.http.timeouts import ReadDeadline
@@ -50,6 +51,7 @@ class LoopProxy:
         self.done: deque[tuple[EventConnection, bool]] = deque()  # for the loop's _take_back
         self._writes: deque[Proxied] = deque()  # back-end writes put off to flush_writes
         self._corked: list[EventConnection] = []  # clients whose queued bytes wait for it
+        self._settles: list[tuple[Runtime, Any, int, int]] = []  # Runtime.finished's, put off
         self._active: dict[EventConnection, Proxied] = {}
         self._pools: dict[str, LoopPool] = {}
         self._runtimes: dict[int, tuple[ProxyRoute, Runtime]] = {}
@@ -119,9 +121,17 @@ class LoopProxy:
     def write_later(self, proxied: Proxied) -> None:
         self._writes.append(proxied)
 
+    def settle_later(self, runtime: Runtime, choice: Any, sent: int, received: int) -> None:
+        self._settles.append((runtime, choice, sent, received))
+
     def flush_writes(self, now: float) -> None:
-        """The round's writes, back to back once its events are handled: a peer woken by the
-        first finds the others waiting, instead of one cross-CPU wake-up per write."""
+        """The round's end. The members' counters of the requests it finished, in one locked
+        section, before any of their clients gets its last bytes. Then the round's writes,
+        back to back: a peer woken by the first finds the others waiting, instead of one
+        cross-CPU wake-up per write."""
+        if self._settles:
+            settles, self._settles = self._settles, []
+            finish_together(settles)
         writes = self._writes
         while writes:
             writes.popleft().write_now(now)

@@ -552,11 +552,12 @@ class Proxied:
         self._end(now)
 
     def _settle(self) -> None:
-        """The member's counters (busy, bytes to and from it) once its part is over, before the
-        client gets the last bytes: the client's next request, in any child, is then chosen
-        from numbers that include this one (as handler.py does)."""
+        """The member's counters (busy, bytes to and from it) once its part is over, counted
+        at the end of the loop's round before the client gets the last bytes (flush_writes):
+        the client's next request, in any child, is then chosen from numbers that include
+        this one (as handler.py does)."""
         if self.choice is not None:
-            self.runtime.finished(self.choice, self.sent, self.received)
+            self.proxy.settle_later(self.runtime, self.choice, self.sent, self.received)
             self.choice = None
 
     def _end(self, now: float) -> None:
