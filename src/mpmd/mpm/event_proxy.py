@@ -118,6 +118,9 @@ class LoopProxy:
 
         return send
 
+    def has_writes(self) -> bool:
+        return bool(self._writes or self._corked)
+
     def write_later(self, proxied: Proxied) -> None:
         self._writes.append(proxied)
 
