@@ -17,8 +17,8 @@ from mpmd.handlers.proxy.backend import (
     ResponseHead,
     ResponseParser,
     backend_target,
-    client_headers,
     match_route,
+    relay_head,
     request_head,
     reverse_map,
 )
@@ -282,18 +282,41 @@ def test_response_hop_by_hop_dropped():
         200,
         "OK",
         [
-            ("Connection", "close, X-Hop"),
-            ("X-Hop", "1"),
-            ("Keep-Alive", "timeout=5"),
-            ("Transfer-Encoding", "chunked"),
-            ("Proxy-Authenticate", "Basic"),
-            ("Upgrade", "h2"),
-            ("Set-Cookie", "a=b"),
+            (b"Connection", b"close, X-Hop"),
+            (b"X-Hop", b"1"),
+            (b"Keep-Alive", b"timeout=5"),
+            (b"Transfer-Encoding", b"chunked"),
+            (b"Proxy-Authenticate", b"Basic"),
+            (b"Upgrade", b"h2"),
+            (b"Set-Cookie", b"a=b"),
         ],
         True,
     )
-    out = client_headers(head, ProxySettings(), {}, base="http://front", via="1.1 front")
-    assert out == [("Set-Cookie", "a=b"), ("Via", "1.1 front")]
+    out = relay_head(head, ProxySettings(), {}, base="http://front", via="1.1 front")
+    assert out.kept == [(b"Set-Cookie", b"a=b"), (b"Via", b"1.1 front")]
+    assert out.lines == b"Set-Cookie: a=b\r\nVia: 1.1 front\r\n"
+    assert (out.content_length, out.date, out.server) == (None, None, None)
+
+
+def test_response_keeps_the_back_ends_date_and_server_apart():
+    """Apache's head for a proxied response gives the back end's Date and Server (its own
+    only where the back end sent none): relay_head hands them over apart from the rest."""
+    head = ResponseHead(
+        200,
+        "OK",
+        [
+            (b"Server", b"nginx/1.22.1"),
+            (b"Date", b"Sat, 05 Dec 2026 09:24:28 GMT"),
+            (b"Content-Type", b"text/plain"),
+            (b"Content-Length", b"13"),
+        ],
+        True,
+    )
+    out = relay_head(head, ProxySettings(), {}, base="", via=None)
+    assert out.kept == [(b"Content-Type", b"text/plain")]
+    assert out.content_length == 13
+    assert out.date == b"Sat, 05 Dec 2026 09:24:28 GMT"
+    assert out.server == b"nginx/1.22.1"
 
 
 def test_proxy_pass_reverse():
@@ -317,15 +340,15 @@ def test_proxy_pass_reverse():
         302,
         "Found",
         [
-            ("Location", "http://127.0.0.1:9001/y"),
-            ("Content-Location", "http://127.0.0.1:8081/base/c"),
+            (b"Location", b"http://127.0.0.1:9001/y"),
+            (b"Content-Location", b"http://127.0.0.1:8081/base/c"),
         ],
         True,
     )
-    out = client_headers(head, ProxySettings(reverse=rules), balancers, base=base, via=None)
-    assert out == [
-        ("Location", "http://front.example:8080/lb/y"),
-        ("Content-Location", "http://front.example:8080/app/c"),
+    out = relay_head(head, ProxySettings(reverse=rules), balancers, base=base, via=None)
+    assert out.kept == [
+        (b"Location", b"http://front.example:8080/lb/y"),
+        (b"Content-Location", b"http://front.example:8080/app/c"),
     ]
 
 

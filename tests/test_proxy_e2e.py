@@ -225,3 +225,30 @@ def test_proxypass_directive_smuggling_cases(tmp_path):
                     e for e in expected["events"] if "request" in e and "body_error" not in e
                 ]
                 assert len(backend.seen) - before <= len(accepted), name
+
+
+ORIGIN_DATE = "Tue, 01 Dec 2026 10:00:00 GMT"
+
+
+@pytest.mark.parametrize("mpm", ["prefork", "event"])  # the blocking handler; the loop's
+def test_the_back_ends_date_and_server_reach_the_client_once(tmp_path, mpm):
+    """Apache's head for a proxied response carries the back end's Date and Server, and its
+    own only where the back end sent none: never two of either."""
+    origin = (("Server", "origin/1.0"), ("Date", ORIGIN_DATE))
+    with Backend(serve_ok(b"a", origin)) as named, Backend(serve_ok(b"b")) as bare:
+        config = (
+            f"ProxyPass /named http://127.0.0.1:{named.port}/\n"
+            f"ProxyPass /bare http://127.0.0.1:{bare.port}/\n"
+        )
+        with Server(tmp_path, config, mpm=mpm) as front:
+            for path, date, server in (
+                ("/named", ORIGIN_DATE, "origin/1.0"),
+                ("/bare", None, "mpmd/"),
+            ):
+                data = _raw(front.port, f"GET {path} HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+                head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+                dates = [line[6:] for line in head if line.lower().startswith("date: ")]
+                servers = [line[8:] for line in head if line.lower().startswith("server: ")]
+                assert head[0] == "HTTP/1.1 200 OK", path
+                assert len(dates) == 1 and (date is None or dates[0] == date), head
+                assert len(servers) == 1 and servers[0].startswith(server), head

@@ -32,6 +32,8 @@ HOP_BY_HOP = frozenset(
 )
 
 
+_OWN = (None, None)  # a head's Date and Server: the server's own
+
 # A first body chunk up to this size goes out in one send with the head (copied behind it);
 # a larger one is sent on its own rather than copied.
 _JOIN_LIMIT = 16384
@@ -95,6 +97,7 @@ class Exchange:
         "_closing",
         "_content_length",
         "_head_lines",
+        "_origin",
         "_raw_headers",
         "_remaining",
         "_response_headers",
@@ -137,6 +140,7 @@ class Exchange:
         self._response_headers: list[tuple[str, str]] | None = []
         self._raw_headers: list = []  # start_encoded()'s (name, value) bytes, decoded if asked
         self._head_lines: bytes | None = None  # start_encoded()'s header lines, ready to send
+        self._origin: tuple[bytes | None, bytes | None] = _OWN  # start_encoded()'s Date, Server
         self.head_sent = False
         self.keep_alive = request.keep_alive
         self.aborted = False
@@ -168,11 +172,18 @@ class Exchange:
         self.response_headers = kept
 
     def start_encoded(
-        self, status: str, lines: bytes, kept: list, content_length: int | None, close: bool
+        self,
+        status: str,
+        lines: bytes,
+        kept: list,
+        content_length: int | None,
+        close: bool,
+        origin: tuple[bytes | None, bytes | None] = (None, None),
     ) -> None:
-        """start() for headers already checked and encoded (an ASGI app's bytes): `lines` go
-        into the head as they are; `kept`, their (name, value) bytes, are decoded only if the
-        access log asks for a response header."""
+        """start() for headers already checked and encoded (an ASGI app's bytes, a back
+        end's): `lines` go into the head as they are; `kept`, their (name, value) bytes, are
+        decoded only if the access log asks for a response header. `origin`: a proxied
+        response's own Date and Server values, which the head gives instead of the server's."""
         if self.head_sent:
             raise ResponseAlreadyStarted("response head already sent")
         self.status_line = status
@@ -181,6 +192,7 @@ class Exchange:
         if close:
             self.keep_alive = False
         self._head_lines = lines
+        self._origin = origin
         self._raw_headers = kept
         self._response_headers = None
 
@@ -294,8 +306,9 @@ class Exchange:
             )  # fmt: skip
         else:
             head = encode_head(
-                version, self.status_line, lines, length, chunked, self.keep_alive, self.start_time
-            )
+                version, self.status_line, lines, length, chunked, self.keep_alive,
+                self.start_time, *self._origin,
+            )  # fmt: skip
         self.head_sent = True
         self.head_bytes = len(head)
         if not (first and has_body):

@@ -75,16 +75,21 @@ def encode_head(
     chunked: bool,
     keep_alive: bool,
     now: float | None = None,
+    date: bytes | None = None,
+    server: bytes | None = None,
 ) -> bytes:
     """build_head for header lines already encoded (`name: value\\r\\n` each, as an ASGI
-    app's bytes give them)."""
+    app's bytes give them). `date`, `server`: values that replace the server's own (a proxied
+    response's, as Apache keeps the back end's)."""
     first = _FIRST_LINES.get((version, status))
     if first is None:
         first = f"{version} {status}\r\n".encode("latin-1")
         if len(_FIRST_LINES) < 256:  # a WSGI app may make up reason phrases: bounded
             _FIRST_LINES[(version, status)] = first
     end = _framing(version, content_length, chunked, keep_alive).encode("latin-1")
-    return b"".join((first, _date(now)[2], _SERVER_LINE, lines, end))
+    date_line = _date(now)[2] if date is None else b"Date: %s\r\n" % date
+    server_line = _SERVER_LINE if server is None else b"Server: %s\r\n" % server
+    return b"".join((first, date_line, server_line, lines, end))
 
 
 def _framing(version: str, content_length: int | None, chunked: bool, keep_alive: bool) -> str:

@@ -29,7 +29,6 @@ from mpmd.handlers.proxy.backend import (
     ResponseParser,
     backend_target,
     chunk,
-    client_headers,
     read_failed,
     request_head,
     send_failed,
@@ -39,9 +38,8 @@ from mpmd.handlers.proxy.balancer import NoWorker
 from mpmd.handlers.proxy.handler import (
     IDEMPOTENT,
     READ_SIZE,
-    client_base,
+    start_relayed,
     upgrade_protocol,
-    via_for,
 )
 from mpmd.http.errors import HttpError
 from mpmd.http.exchange import Exchange
@@ -408,13 +406,7 @@ class Proxied:
             if self.reading:
                 self.reading = False
                 self.proxy.epoll.modify(self.conn.fd, 0)
-        base = ""  # the client's scheme://host, which only ProxyPassReverse needs
-        if settings.reverse:
-            base = client_base(exchange)
-        headers = client_headers(
-            head, settings, self.handler.balancers, base=base, via=via_for(exchange)
-        )
-        exchange.start(head.status_line, headers)
+        start_relayed(exchange, head, self.handler.balancers)
         self.responding = True
         return True
 

@@ -10,8 +10,9 @@ Sans-I/O, like http/: nothing here opens, reads or writes a socket, so the block
   hop-by-hop headers removed, Host, X-Forwarded-*, Via, the body re-framed);
 - the response parser (`ResponseParser`, llhttp through httptools) that turns back-end bytes
   into a head, body chunks and an end, and refuses what cannot be trusted (`BackendError`);
-- the response head the client gets (`client_headers`: hop-by-hop headers dropped,
-  ProxyPassReverse, Via), started through the Exchange, which frames the client side itself.
+- the response head the client gets (`relay_head`: hop-by-hop headers dropped,
+  ProxyPassReverse, Via, the back end's Date and Server kept as Apache keeps them), as
+  bytes the Exchange puts in the head it frames for the client itself.
 """
 
 from __future__ import annotations
@@ -51,17 +52,21 @@ _REQUEST_DROP = frozenset(
 # ap_proxy_clear_connection); the Exchange frames the client response itself.
 _RESPONSE_DROP = frozenset(
     {
-        "connection",
-        "proxy-connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
+        b"connection",
+        b"proxy-connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
     }
 )
-_REVERSE_HEADERS = frozenset({"location", "content-location", "uri"})
+_REVERSE_HEADERS = frozenset({b"location", b"content-location", b"uri"})
+# What relay_head does not pass through as it is: the above, and what the client's head
+# gives from its own fields (the framing, Date, Server).
+_RELAYED_APART = _RESPONSE_DROP | _REVERSE_HEADERS | {b"content-length", b"date", b"server"}
+_CONNECTION_OPTIONS = frozenset({b"", b"close", b"keep-alive"})  # Connection's usual values
 # Characters left as they are when the path is re-encoded (Apache's ap_proxy_canonenc for a
 # path: unreserved, sub-delims, ":" "@" "/"); "%" is always encoded, so a decoded "%" in the
 # URL-path cannot turn into an escape at the back end.
@@ -310,16 +315,22 @@ LAST_CHUNK = b"0\r\n\r\n"
 
 @dataclass(slots=True)
 class ResponseHead:
-    """A final (or 101) response head; header names as the back end spelt them."""
+    """A final (or 101) response head; header names as the back end spelt them, as bytes
+    (`raw`, values stripped): the client's head is made from them without decoding."""
 
     status: int
     reason: str
-    headers: list[tuple[str, str]]
+    raw: list[tuple[bytes, bytes]]
     keep_alive: bool  # the back end lets the connection be reused after this response
 
     @property
     def status_line(self) -> str:
         return f"{self.status} {self.reason}" if self.reason else str(self.status)
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """The headers as text (read where a response is not relayed as bytes)."""
+        return [(name.decode("latin-1"), value.decode("latin-1")) for name, value in self.raw]
 
 
 @dataclass(slots=True)
@@ -337,7 +348,7 @@ END = End()
 Event = ResponseHead | Interim | bytes | End
 
 
-_FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding"})
+_FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
 
 
 class ResponseParser:
@@ -360,7 +371,7 @@ class ResponseParser:
         self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self._events: list[Event] = []
         self._reason: list[bytes] = []
-        self._headers: list[tuple[str, str]] = []
+        self._headers: list[tuple[bytes, bytes]] = []
         self._head: ResponseHead | None = None
         self._head_bytes = 0
         self._until_close = False
@@ -430,7 +441,7 @@ class ResponseParser:
         if self._head is None:  # (after it: a chunked trailer, not relayed)
             if len(name) + len(value) + 2 > self._field_size:
                 raise self._oversized(name.decode("latin-1"))
-            self._headers.append((name.decode("latin-1"), value.decode("latin-1").strip()))
+            self._headers.append((name, value.strip()))
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -521,33 +532,57 @@ def reverse_map(
     return value
 
 
-def client_headers(
+@dataclass(slots=True)
+class ClientHead:
+    """The back end's head as the client gets it (relay_head), for Exchange.start_encoded."""
+
+    lines: bytes  # the relayed headers, `Name: value\r\n` each
+    kept: list[tuple[bytes, bytes]]  # the same as (name, value): the access log's %{X}o
+    content_length: int | None  # the client's framing is the Exchange's
+    date: bytes | None  # the back end's Date and Server: the client's head keeps them
+    server: bytes | None  # (Apache's basic_http_header for a proxied response)
+
+
+def relay_head(
     head: ResponseHead,
     settings: ProxySettings,
     balancers: Mapping[str, Balancer],
     *,
     base: str,
     via: str | None,
-) -> list[tuple[str, str]]:
+) -> ClientHead:
     """The back end's headers as the client gets them: hop-by-hop ones (and those its
-    Connection names) dropped, Location/Content-Location/URI reverse-mapped, Via added."""
-    lowered = [(name.lower(), name, value) for name, value in head.headers]
-    named: set[str] = set()
-    for lname, _name, value in lowered:
-        if lname == "connection":
-            named.update(t.strip().lower() for t in value.split(",") if t.strip())
-    drop = _RESPONSE_DROP | named if named else _RESPONSE_DROP
+    Connection names) dropped, Location/Content-Location/URI reverse-mapped, Via added;
+    Content-Length, Date and Server apart, for the head the Exchange builds."""
     reverse = settings.reverse
-    out: list[tuple[str, str]] = []
-    for lname, name, value in lowered:
-        if lname in drop:
-            continue
-        if reverse and lname in _REVERSE_HEADERS:
-            value = reverse_map(value, reverse, balancers, base)
-        out.append((name, value))
+    kept: list[tuple[bytes, bytes]] = []
+    length = date = server = None
+    named: set[bytes] = set()
+    for name, value in head.raw:
+        lname = name.lower()
+        if lname not in _RELAYED_APART:
+            kept.append((name, value))
+        elif lname == b"content-length":
+            length = int(value)
+        elif lname == b"date":
+            date = value
+        elif lname == b"server":
+            server = value
+        elif lname == b"connection":
+            named.update(token.strip().lower() for token in value.split(b","))
+        elif lname in _REVERSE_HEADERS:
+            if reverse:
+                text = reverse_map(value.decode("latin-1"), reverse, balancers, base)
+                value = text.encode("latin-1")
+            kept.append((name, value))
+    if named - _CONNECTION_OPTIONS:  # headers the back end's Connection names are its own
+        kept = [(name, value) for name, value in kept if name.lower() not in named]
+        date = None if b"date" in named else date
+        server = None if b"server" in named else server
     if via is not None:
-        out.append(("Via", via))
-    return out
+        kept.append((b"Via", via.encode("latin-1")))
+    lines = b"".join([name + b": " + value + b"\r\n" for name, value in kept])
+    return ClientHead(lines, kept, length, date, server)
 
 
 # -- an upgrade (mod_proxy_http's tunnel) -------------------------------------------------------
@@ -573,11 +608,15 @@ def switching_head(
 ) -> tuple[str, list[tuple[str, str]], bytes]:
     """The 101 the client gets before a tunnel, as (status line, headers, bytes): the back
     end's headers as for any response, then `Connection: Upgrade` and its `Upgrade`. Like
-    mod_proxy_http's interim response it adds no Date or Server."""
-    headers = client_headers(head, settings, balancers, base=base, via=via)
-    headers += [("Connection", "Upgrade"), ("Upgrade", protocol)]
+    mod_proxy_http's interim response it adds no Date or Server of its own."""
+    relayed = relay_head(head, settings, balancers, base=base, via=via)
+    pairs = [(b"Date", relayed.date), (b"Server", relayed.server)]
+    origin = [(name, value) for name, value in pairs if value is not None]
+    upgrade = [(b"Connection", b"Upgrade"), (b"Upgrade", protocol.encode("latin-1"))]
+    encoded = origin + relayed.kept + upgrade
+    headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in encoded]
     status_line = f"101 {head.reason or 'Switching Protocols'}"
-    lines = [f"HTTP/1.1 {status_line}\r\n"]
-    lines.extend(f"{name}: {value}\r\n" for name, value in headers)
-    lines.append("\r\n")
-    return status_line, headers, "".join(lines).encode("latin-1")
+    lines = [f"HTTP/1.1 {status_line}\r\n".encode("latin-1")]
+    lines.extend(b"%s: %s\r\n" % pair for pair in encoded)
+    lines.append(b"\r\n")
+    return status_line, headers, b"".join(lines)

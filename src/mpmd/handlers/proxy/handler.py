@@ -38,8 +38,8 @@ from mpmd.handlers.proxy.backend import (
     ResponseParser,
     backend_target,
     chunk,
-    client_headers,
     read_failed,
+    relay_head,
     request_head,
     send_failed,
     switching_head,
@@ -358,11 +358,7 @@ class ProxyHandler:
         the client gets the last bytes: the client's next request, in any child, is chosen
         from numbers that include this one, as Apache counts bytes as they pass."""
         member: BackendMember = choice.member
-        settings = exchange.vhost.proxy
-        via = via_for(exchange)
-        base = client_base(exchange)
-        headers = client_headers(response, settings, self.balancers, base=base, via=via)
-        exchange.start(response.status_line, headers)
+        start_relayed(exchange, response, self.balancers)
         try:
             while END not in events:
                 for event in events:
@@ -485,6 +481,18 @@ def upgrade_protocol(exchange: Exchange, member: BackendMember) -> str | None:
         return wanted
     tokens = {t.strip().lower() for t in accepted.split(",")}
     return wanted if wanted.strip().lower() in tokens else None
+
+
+def start_relayed(exchange: Exchange, head: ResponseHead, balancers) -> None:
+    """Start the client's response with the back end's head as relay_head makes it (the
+    reverse mapping's client base is worked out only where ProxyPassReverse applies)."""
+    settings = exchange.vhost.proxy
+    base = client_base(exchange) if settings.reverse else ""
+    relayed = relay_head(head, settings, balancers, base=base, via=via_for(exchange))
+    exchange.start_encoded(
+        head.status_line, relayed.lines, relayed.kept, relayed.content_length, False,
+        (relayed.date, relayed.server),
+    )  # fmt: skip
 
 
 def client_base(exchange: Exchange) -> str:
