@@ -6,13 +6,14 @@ a real ProxyState file in tmp_path. Times are passed explicitly: nothing sleeps.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, replace
 
 import pytest
 
 from mpmd.config.model import BackendMember, Balancer, BalancerParams, WorkerParams
 from mpmd.handlers.proxy.balancer import BalancerRuntime, NoWorker
-from mpmd.handlers.proxy.lbmethods import find_best, retry_worker
+from mpmd.handlers.proxy.lbmethods import find_best, plain_byrequests, retry_worker
 from mpmd.handlers.proxy.state import ERROR, INIT, ProxyState, flag_bits
 from mpmd.handlers.proxy.sticky import cookie_param, find_session_route, path_param
 from test_proxy_state import config_with, member
@@ -76,6 +77,32 @@ def test_byrequests_1_2_3_is_apaches_exact_period() -> None:
     assert run == ("cbacbc" * 1667)[:10_000]
     assert (run.count("a"), run.count("b"), run.count("c")) == (1667, 3333, 5000)
     assert [w.lbstatus for w in ws] == [-200, 200, 0]  # after "cbac", as step 4
+
+
+def _numbers(ws: list[W]) -> list[tuple]:
+    """The (status, lbfactor, lbset, lbstatus, ...) tuples the runtime reads from the state."""
+    return [(w.status, w.lbfactor, w.lbset, w.lbstatus, w.busy, 0) for w in ws]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_plain_byrequests_is_find_best_where_it_applies(seed) -> None:
+    """The runtime's usual-case shortcut picks as find_best does, step after step, and
+    declines (None) every configuration with a flag that matters, an lbset or no worker."""
+    rng = random.Random(seed)
+    ws = [W(str(i), lbfactor=rng.randint(1, 100) * 100) for i in range(rng.randint(1, 6))]
+    for _ in range(200):
+        before = _numbers(ws)
+        plain = plain_byrequests(before)
+        winner = find_best("byrequests", ws, 1000.0)
+        assert plain is not None
+        assert ws[plain[0]] is winner
+        assert plain[1] == [w.lbstatus for w in ws]
+    for letters in ("D", "S", "E", "C", "N", "H", "R"):
+        odd = [W("a"), W("b", status=flags(letters))]
+        assert plain_byrequests(_numbers(odd)) is None, letters
+    assert plain_byrequests(_numbers([W("a"), W("b", lbset=1)])) is None
+    assert plain_byrequests([]) is None
+    assert plain_byrequests(_numbers([W("a", status=flags("I"))])) is not None
 
 
 def test_byrequests_2_1_and_1_1() -> None:

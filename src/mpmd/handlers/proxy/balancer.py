@@ -23,6 +23,7 @@ from mpmd.handlers.proxy.lbmethods import (
     charge_sticky,
     find_best,
     force_recovery,
+    plain_byrequests,
     reset,
     retry_worker,
 )
@@ -32,7 +33,10 @@ from mpmd.handlers.proxy.state import (
     ProxyState,
     WorkerNumbers,
     WorkerSlot,
+    count_elected,
     is_usable,
+    read_numbers,
+    store_lbstatus,
 )
 from mpmd.handlers.proxy.sticky import find_session_route
 
@@ -155,69 +159,113 @@ class BalancerRuntime(_Runtime):
     def choose(self, path_and_query: str, cookie: str | None, now: float) -> Choice:
         """Pick the worker for a request and count it (busy += 1, elected += 1), or raise
         NoWorker (503). Each member's record is read once and written back once."""
-        balancer = self.balancer
-        params = balancer.params
-        env: dict[str, str] = {}
         with self._lock:
             max_attempts, _, nofailover, need_reset, lbmethod, sticky_cookie, sticky_param = (
                 self.slot.settings()
             )
-            workers = [WorkerNumbers(slot) for slot in self._slots]
-            try:
-                if need_reset:
-                    reset(lbmethod, workers)
-                    self.slot.need_reset = 0
-                if force_recovery(workers, now) and params.forcerecovery:
-                    self._force_recovery(workers)
-                session = (
-                    find_session_route(
-                        workers,
-                        path_and_query,
-                        cookie,
-                        sticky_cookie=sticky_cookie,
-                        sticky_param=sticky_param,
-                        separator=params.sticky_separator,
-                        scolonpathdelim=params.scolonpathdelim,
-                        now=now,
-                    )
-                    if sticky_cookie  # (None without: not sticky)
-                    else None
-                )
-                route = session.route if session is not None else None
-                if session is not None and session.worker is not None:
-                    winner = session.worker
-                    charge_sticky(workers, winner)
-                    if session.changed:
-                        env["BALANCER_ROUTE_CHANGED"] = "1"
-                else:
-                    if route and nofailover and any(w.route == route for w in workers):
-                        raise NoWorker(
-                            "AH01167",
-                            f"{balancer.name}: All workers are in error state for route ({route})",
-                        )
-                    winner = find_best(lbmethod, workers, now)
-                    if winner is None:
-                        if workers:
-                            raise NoWorker(
-                                "AH01170", f"{balancer.name}: All workers are in error state"
-                            )
-                        raise NoWorker("AH01171", f"{balancer.name}: No workers in balancer")
-                    if sticky_cookie:
-                        env["BALANCER_ROUTE_CHANGED"] = "1"
-                worker_route = winner.route
-                winner.busy += 1  # the request goes to it (Apache counts it in the same section)
-                winner.elected += 1
-            finally:
-                for worker in workers:
-                    worker.store()
-        member = self._members[workers.index(winner)]
-        env["BALANCER_NAME"] = balancer.name
+            if lbmethod == "byrequests" and not (sticky_cookie or need_reset):
+                plain = self._plain_byrequests()
+                if plain is not None:
+                    return self._chosen(plain, {}, None, max_attempts)
+            return self._choose(
+                path_and_query, cookie, now, max_attempts, nofailover, need_reset, lbmethod,
+                sticky_cookie, sticky_param,
+            )  # fmt: skip
+
+    def _plain_byrequests(self) -> int | None:
+        """The usual case's choice (lbmethods.plain_byrequests), counted; None if it is not
+        the usual case. Caller holds the lock."""
+        slots = self._slots
+        numbers = read_numbers(slots)
+        plain = plain_byrequests(numbers)
+        if plain is None:
+            return None
+        winner, lbstatuses = plain
+        for slot, before, lbstatus in zip(slots, numbers, lbstatuses, strict=True):
+            if lbstatus != before[3]:
+                store_lbstatus(slot, lbstatus)
+        count_elected(slots[winner], numbers[winner][4], numbers[winner][5])
+        return winner
+
+    def _chosen(
+        self, index: int, env: dict[str, str], route: str | None, max_attempts: int
+    ) -> Choice:
+        """The Choice of member `index`, with the BALANCER_* variables it sets."""
+        member = self._members[index]
+        slot = self._slots[index]
+        env["BALANCER_NAME"] = self._name
         env["BALANCER_WORKER_NAME"] = member.url
-        env["BALANCER_WORKER_ROUTE"] = worker_route
+        env["BALANCER_WORKER_ROUTE"] = slot.route
+        return Choice(member, slot, env, route, max_attempts)
+
+    def _choose(
+        self,
+        path_and_query: str,
+        cookie: str | None,
+        now: float,
+        max_attempts: int,
+        nofailover: int,
+        need_reset: int,
+        lbmethod: str,
+        sticky_cookie: str,
+        sticky_param: str,
+    ) -> Choice:
+        """Every other case: sticky sessions, flags, lbsets, a reset, the other lbmethods
+        (reference 7.5 steps 1-5). Caller holds the lock."""
+        balancer = self.balancer
+        params = balancer.params
+        env: dict[str, str] = {}
+        workers = [WorkerNumbers(slot) for slot in self._slots]
+        try:
+            if need_reset:
+                reset(lbmethod, workers)
+                self.slot.need_reset = 0
+            if force_recovery(workers, now) and params.forcerecovery:
+                self._force_recovery(workers)
+            session = (
+                find_session_route(
+                    workers,
+                    path_and_query,
+                    cookie,
+                    sticky_cookie=sticky_cookie,
+                    sticky_param=sticky_param,
+                    separator=params.sticky_separator,
+                    scolonpathdelim=params.scolonpathdelim,
+                    now=now,
+                )
+                if sticky_cookie  # (None without: not sticky)
+                else None
+            )
+            route = session.route if session is not None else None
+            if session is not None and session.worker is not None:
+                winner = session.worker
+                charge_sticky(workers, winner)
+                if session.changed:
+                    env["BALANCER_ROUTE_CHANGED"] = "1"
+            else:
+                if route and nofailover and any(w.route == route for w in workers):
+                    raise NoWorker(
+                        "AH01167",
+                        f"{balancer.name}: All workers are in error state for route ({route})",
+                    )
+                winner = find_best(lbmethod, workers, now)
+                if winner is None:
+                    if workers:
+                        raise NoWorker(
+                            "AH01170", f"{balancer.name}: All workers are in error state"
+                        )
+                    raise NoWorker("AH01171", f"{balancer.name}: No workers in balancer")
+                if sticky_cookie:
+                    env["BALANCER_ROUTE_CHANGED"] = "1"
+            winner.busy += 1  # the request goes to it (Apache counts it in the same section)
+            winner.elected += 1
+        finally:
+            for worker in workers:
+                worker.store()
         if route is not None:
             env["BALANCER_SESSION_STICKY"] = session.sticky_used  # type: ignore[union-attr]
             env["BALANCER_SESSION_ROUTE"] = route
-        return Choice(member, winner.slot, env, route, max_attempts)
+        return self._chosen(workers.index(winner), env, route, max_attempts)
 
     def _force_recovery(self, workers: list[WorkerNumbers]) -> None:
         """Every worker is in error: clear Error on all of them at once (AH01165)."""

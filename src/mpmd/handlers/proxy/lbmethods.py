@@ -17,6 +17,8 @@ from mpmd.handlers.proxy.state import (
     DRAIN,
     ERROR,
     IGNORE,
+    INIT,
+    NOT_USABLE,
     SPARE,
     STANDBY,
     STOPPED,
@@ -102,6 +104,35 @@ def find_best(method: str, workers: Sequence[Any], now: float) -> Any | None:
     if method == "bytraffic":
         return _bytraffic(workers, now)
     raise ValueError(f"unknown lbmethod {method!r}")
+
+
+# Flags that make best_worker treat a worker otherwise than as a plain usable one.
+_NOT_PLAIN = NOT_USABLE | DRAIN | SPARE | STANDBY | INIT
+
+
+def plain_byrequests(numbers: Sequence[tuple]) -> tuple[int, list[int]] | None:
+    """byrequests over workers that are all usable, flagless (N R H) and in lbset 0, which
+    is most of the time: what find_best does for them, on (status, lbfactor, lbset, lbstatus,
+    ...) tuples. (winner's index, every worker's new lbstatus), or None for any other case
+    (the caller then runs find_best)."""
+    total = 0
+    best = -1
+    best_status = 0
+    lbstatuses = []
+    for index, worker in enumerate(numbers):
+        if worker[0] & _NOT_PLAIN != INIT or worker[2]:
+            return None
+        lbfactor = worker[1]
+        lbstatus = worker[3] + lbfactor
+        total += lbfactor
+        lbstatuses.append(lbstatus)
+        if best < 0 or lbstatus > best_status:
+            best = index
+            best_status = lbstatus
+    if best < 0:
+        return None
+    lbstatuses[best] -= total
+    return best, lbstatuses
 
 
 def _higher_lbstatus(current: Any, best: Any) -> bool:

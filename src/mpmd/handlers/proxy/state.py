@@ -88,6 +88,8 @@ _BALANCER_NAME_OFF = 176
 # a balancer record's settings, max_attempts to sticky_param (offset 4; wupdated skipped)
 _NUMBERS = struct.Struct("<IiiqqQQQQdd")
 _COUNTERS = struct.Struct("<qQQQ")
+_LBSTATUS = struct.Struct("<q")  # a worker record's lbstatus (offset 16)
+_ELECTED = struct.Struct("<qQ")  # its busy and elected (offset 24)
 _SETTINGS = struct.Struct("<id8xBB6x16s64s64s")
 
 
@@ -233,6 +235,22 @@ class WorkerNumbers:
         if numbers != self._raw:
             slot = self.slot
             _NUMBERS.pack_into(slot._mm, slot._off + 4, *numbers)
+
+
+def read_numbers(slots: list[WorkerSlot]) -> list[tuple]:
+    """Each slot's numbers (WorkerNumbers' order: status, lbfactor, lbset, lbstatus, busy,
+    elected, ...) as a plain tuple, for a choice that needs no objects; caller holds lock()."""
+    return [_NUMBERS.unpack_from(slot._mm, slot._off + 4) for slot in slots]
+
+
+def store_lbstatus(slot: WorkerSlot, lbstatus: int) -> None:
+    """One worker's lbstatus (one store); caller holds lock()."""
+    _LBSTATUS.pack_into(slot._mm, slot._off + 16, lbstatus)
+
+
+def count_elected(slot: WorkerSlot, busy: int, elected: int) -> None:
+    """The chosen worker's busy and elected, as read with read_numbers, plus one each."""
+    _ELECTED.pack_into(slot._mm, slot._off + 24, busy + 1, elected + 1)
 
 
 # -- snapshot ------------------------------------------------------------------------------------
