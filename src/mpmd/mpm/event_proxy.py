@@ -20,12 +20,11 @@ connection, in the loop's queue map under IN_PROXY). Loop-only: no thread touche
 from __future__ import annotations
 
 import select
-import time
 from collections import deque
 from typing import Any
 
 from mpmd.config.model import ProxyRoute, VirtualHost
-from mpmd.handlers.proxy.balancer import finish_together
+from mpmd.handlers.proxy.balancer import settle_all
 from mpmd.handlers.proxy.handler import ProxyHandler, Runtime
 from mpmd.http.request import Request
 from mpmd.http.timeouts import ReadDeadline
@@ -52,6 +51,7 @@ class LoopProxy:
         self._writes: deque[Proxied] = deque()  # back-end writes put off to flush_writes
         self._corked: list[EventConnection] = []  # clients whose queued bytes wait for it
         self._settles: list[tuple[Runtime, Any, int, int]] = []  # Runtime.finished's, put off
+        self._choosing: list[Proxied] = []  # new requests whose member the round's end chooses
         self._active: dict[EventConnection, Proxied] = {}
         self._pools: dict[str, LoopPool] = {}
         self._runtimes: dict[int, tuple[ProxyRoute, Runtime]] = {}
@@ -89,7 +89,7 @@ class LoopProxy:
         conn.kind = IN_PROXY
         proxied = Proxied(self, conn, request, vhost, *found, body.read(body.buffered), reader)
         self._active[conn] = proxied
-        proxied.next_member(time.monotonic())
+        self._choosing.append(proxied)
         return True
 
     def on_client(self, conn: EventConnection, now: float) -> None:
@@ -119,7 +119,7 @@ class LoopProxy:
         return send
 
     def has_writes(self) -> bool:
-        return bool(self._writes or self._corked)
+        return bool(self._writes or self._corked or self._choosing)
 
     def write_later(self, proxied: Proxied) -> None:
         self._writes.append(proxied)
@@ -128,13 +128,21 @@ class LoopProxy:
         self._settles.append((runtime, choice, sent, received))
 
     def flush_writes(self, now: float) -> None:
-        """The round's end. The members' counters of the requests it finished, in one locked
-        section, before any of their clients gets its last bytes. Then the round's writes,
-        back to back: a peer woken by the first finds the others waiting, instead of one
-        cross-CPU wake-up per write."""
-        if self._settles:
-            settles, self._settles = self._settles, []
-            finish_together(settles)
+        """The round's end. One locked section of the shared state for the whole round: the
+        members' counters of the requests it finished, then the members of the new requests
+        it read (each choice sees the others'). Then those requests connect, and the round's
+        writes go out back to back: a peer woken by the first finds the others waiting,
+        instead of one cross-CPU wake-up per write."""
+        settles, choosing = self._settles, self._choosing
+        if settles or choosing:
+            self._settles, self._choosing = [], []
+            runtime = settles[0][0] if settles else choosing[0].runtime
+            with runtime.state.lock():  # (the child's runtimes share its one state)
+                if settles:
+                    settle_all(settles)
+                choices = [proxied.choose() for proxied in choosing]
+            for proxied, choice in zip(choosing, choices, strict=True):
+                proxied.try_member(choice, now)
         writes = self._writes
         while writes:
             writes.popleft().write_now(now)

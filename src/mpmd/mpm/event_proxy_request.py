@@ -34,7 +34,7 @@ from mpmd.handlers.proxy.backend import (
     send_failed,
     upgrade_refused,
 )
-from mpmd.handlers.proxy.balancer import NoWorker
+from mpmd.handlers.proxy.balancer import Choice, NoWorker
 from mpmd.handlers.proxy.handler import (
     IDEMPOTENT,
     READ_SIZE,
@@ -129,18 +129,29 @@ class Proxied:
 
     def next_member(self, now: float) -> None:
         """handler.py's __call__ loop, one iteration: choose (which counts), connect."""
+        self.try_member(self.choose(), now)
+
+    def choose(self) -> Choice | NoWorker:
+        """The member for this try, counted, or why there is none. LoopProxy calls it for a
+        new request inside its round's locked section (the runtime's lock is re-entrant)."""
+        request = self.request
+        try:
+            return self.runtime.choose(request.target, request.header("cookie"), time.time())
+        except NoWorker as error:
+            return error
+
+    def try_member(self, choice: Choice | NoWorker, now: float) -> None:
+        """Connect to the chosen member, or wait for one (the balancer's `timeout`)."""
         request = self.request
         exchange = self.exchange
-        try:
-            choice = self.runtime.choose(request.target, request.header("cookie"), time.time())
-        except NoWorker as error:
+        if isinstance(choice, NoWorker):
             if self.choose_by is None:  # the balancer's timeout, from when the request came
                 self.choose_by = self.started + self.runtime.timeout
             if now < self.choose_by:  # look again in 10 ms, as handler.py
                 self._wait(_MEMBER, min(self.choose_by - now, 0.01), now)
                 return
-            self.handler.log("error", error.message, exchange)
-            self._answer_error(error.status)
+            self.handler.log("error", choice.message, exchange)
+            self._answer_error(choice.status)
             return
         for name, value in choice.env.items():
             exchange.notes["env:" + name] = value

@@ -314,12 +314,11 @@ class WorkerRuntime(_Runtime):
         return Choice(self.member, self.slot, {}, None)
 
 
-def finish_together(finished: list[tuple[_Runtime, Choice, int, int]]) -> None:
-    """`finished(choice, sent, received)` for several requests in one locked section (the event
-    loop's round): the runtimes of a child share its ProxyState, so its one lock."""
-    with finished[0][0].state.lock():
-        for _, choice, sent, received in finished:
-            choice.slot.settle(sent, received)
+def settle_all(finished: list[tuple[_Runtime, Choice, int, int]]) -> None:
+    """`finished(choice, sent, received)` for several requests, in the caller's locked
+    section (the event loop's round end, which holds the state's lock once for all of them)."""
+    for _, choice, sent, received in finished:
+        choice.slot.settle(sent, received)
 
 
 def runtime_factory(
