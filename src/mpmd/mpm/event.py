@@ -85,6 +85,8 @@ class EventLoop(QueueUpkeep):
         max_connections: int = 0,
         wake_fd: int | None = None,
         asgi_records: Sequence[object] = (),
+        siblings: Sequence[object] = (),
+        generation: int = 0,
     ) -> None:
         self.ctx = ctx
         settings = ctx.settings
@@ -129,6 +131,8 @@ class EventLoop(QueueUpkeep):
             factor=ctx.config.mpm.async_request_worker_factor,
             max_connections=max_connections,
             process_record=process_record,
+            siblings=siblings,  # the other children's process records, and this one's
+            generation=generation,  # generation: new connections are shared among them
         )
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -257,6 +261,11 @@ class EventLoop(QueueUpkeep):
     def connection_count(self) -> int:
         """Connections that may need a thread (not those the ASGI loop holds)."""
         return len(self._conns) - (self._asgi.held if self._asgi is not None else 0)
+
+    def open_connections(self) -> int:
+        """Every connection this child holds: the count mod_status shows, and what the
+        acceptor compares with its siblings' (event_accept.py)."""
+        return len(self._conns)
 
     def lingering(self) -> int:
         return len(self._linger_q) + len(self._short_linger_q)

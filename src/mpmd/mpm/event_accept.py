@@ -1,10 +1,23 @@
 """The event child's listening sockets: when it accepts, how much, and making room when full.
 
 Owns the listeners' place in the poll set, Apache's "accepting: no" (the process record's
-not_accepting), workers_were_busy, MaxConnectionsPerChild's count, and mpmd's reuse of idle
-keep-alive connections for clients left waiting in the backlog of a full child. The rule
-itself is arithmetic in event_limit.py; the connections, their queues and the threads are
-the loop's (event.py), which this module asks for counts and hands each accepted socket to.
+not_accepting), workers_were_busy, MaxConnectionsPerChild's count, mpmd's reuse of idle
+keep-alive connections for clients left waiting in the backlog of a full child, and its
+sharing of new connections with the sibling children. The rule itself is arithmetic in
+event_limit.py; the connections, their queues and the threads are the loop's (event.py),
+which this module asks for counts and hands each accepted socket to.
+
+Sharing (mpmd goes beyond Apache here): an Apache child serves each connection's requests on
+its own thread, so the kernel shares CPU among connections wherever they were accepted. An
+mpmd child serves all of its connections from one loop thread, and the kernel shares CPU
+among children: a child holding most of the connections gets no more CPU than one holding
+two, and a keep-alive client that opened its connections in a burst (wrk, a front proxy's
+pool) would load one child and leave the others idle. So a child steps back from accepting
+(its listeners leave its poll set, "accepting" stays yes) while it holds more than
+SHARE_SLACK connections above a sibling of its generation that accepts, and looks again at
+each of its loop's iterations, an idle one on a timer. The least loaded child never steps
+back, so new connections wait no longer than until it next looks. Each child publishes its
+count as it accepts.
 """
 
 from __future__ import annotations
@@ -29,6 +42,10 @@ BUSY_GRACE_SECONDS = 0.1
 # clients left waiting in the backlog, which it then takes by closing idle keep-alive
 # connections; the delay leaves them first to the children that still accept.
 REUSE_PROBE_SECONDS = 0.1
+SHARE_SLACK = 1  # connections a child may hold above its least loaded accepting sibling
+SHARE_FIRST_CHECK_SECONDS = 0.001  # an idle child that stepped back looks again this soon,
+SHARE_CHECK_SECONDS = 0.01  # then this often (a busy one at each of its loop's iterations)
+SIBLINGS_SECONDS = 1.0  # how often the list of live siblings (slots with a pid) is renewed
 
 
 def raise_open_files_limit() -> int:
@@ -57,6 +74,8 @@ class Acceptor:
         factor: float,
         max_connections: int,
         process_record,
+        siblings: Sequence = (),
+        generation: int = 0,
     ) -> None:
         self.loop = loop
         self.listeners = {sock.fileno(): sock for sock in listeners}
@@ -71,6 +90,12 @@ class Acceptor:
         self.busy = False  # Apache's workers_were_busy, set once per loop iteration
         self._saturated_since: float | None = None  # every thread has had a request since
         self.next_probe = 0.0  # full: when to look for clients waiting in the backlog
+        self.siblings = siblings  # the other children's process records (the scoreboard's)
+        self.generation = generation
+        self.yielding = False  # accepting, but stepped back for a less loaded sibling
+        self.next_share_check = 0.0
+        self._live: list = []  # the siblings whose slot had a pid when last looked at
+        self._live_due = 0.0
 
     def set_accepting(self, on: bool, now: float) -> None:
         """Put the listeners in the poll set or take them out ("accepting: no")."""
@@ -79,14 +104,49 @@ class Acceptor:
         self.accepting = on
         if not on:
             self.next_probe = now + REUSE_PROBE_SECONDS
+        if self.yielding:  # (the listeners are already out of the poll set)
+            self.yielding = False
+        else:
+            self._listen(on)
+        if self.process_record is not None:
+            self.process_record.not_accepting = 0 if on else 1
+
+    def _listen(self, on: bool) -> None:
         epoll = self.loop.epoll
         for fd in self.listeners:
             if on:
                 epoll.register(fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
             else:
                 epoll.unregister(fd)
-        if self.process_record is not None:
-            self.process_record.not_accepting = 0 if on else 1
+
+    def over_share(self, now: float) -> bool:
+        """A sibling of this generation that accepts holds SHARE_SLACK fewer connections
+        than this child, even after one more: leave the next connection to it."""
+        mine = self.loop.open_connections()
+        if mine <= SHARE_SLACK:
+            return False
+        if now >= self._live_due:  # (of ServerLimit's slots, usually a few hold a child)
+            self._live_due = now + SIBLINGS_SECONDS
+            self._live = [record for record in self.siblings if record.share_view()[0]]
+        for record in self._live:
+            pid, generation, quiescing, not_accepting, connections = record.share_view()
+            if (
+                pid
+                and generation == self.generation
+                and not (quiescing or not_accepting)
+                and connections + SHARE_SLACK < mine
+            ):
+                return True
+        return False
+
+    def _step_back(self, now: float) -> None:
+        self.yielding = True
+        self.next_share_check = now + SHARE_FIRST_CHECK_SECONDS
+        self._listen(False)
+
+    def _publish_count(self) -> None:
+        if self.process_record is not None and self.siblings:
+            self.process_record.connections = self.loop.open_connections()
 
     def update_busy(self, now: float) -> None:
         """workers_were_busy: every thread has a request, and has had one for the grace."""
@@ -111,7 +171,7 @@ class Acceptor:
         )
 
     def on_listener(self, listener: socket.socket, now: float) -> None:
-        if self.loop.stopping:
+        if self.loop.stopping or self.yielding:  # (stepped back for an earlier listener)
             return
         if self.threads and (self.busy or self.above_limit()):
             self.set_accepting(False, now)
@@ -119,8 +179,16 @@ class Acceptor:
         self._accept(listener, now, reuse=False)
 
     def maintain(self, now: float) -> None:
-        """Once per loop iteration: accept again once under the limit, or make room when full."""
+        """Once per loop iteration: accept again once under the limit, or make room when full;
+        a child that stepped back for a sibling looks again (each iteration, and at least
+        every SHARE_CHECK_SECONDS)."""
         loop = self.loop
+        if self.yielding and not loop.stopping:
+            if self.over_share(now):
+                self.next_share_check = now + SHARE_CHECK_SECONDS
+            else:
+                self.yielding = False
+                self._listen(True)
         if not self.threads or self.accepting or loop.stopping or self.busy:
             return
         if not self.above_limit():
@@ -144,11 +212,15 @@ class Acceptor:
         for _ in range(ACCEPT_BATCH):
             if reuse and not loop.keep_alive_count():
                 return
+            if self.siblings and not reuse and self.over_share(now):
+                self._step_back(now)
+                return
             try:
                 sock, peer = listener.accept()
             except OSError:  # EAGAIN, or EMFILE and friends: try again on the next wake-up
                 return
             loop.add_connection(sock, peer, now, listener)
+            self._publish_count()  # (at once: a sibling deciding now must see this one)
             self.accepted += 1
             if reuse:
                 loop.close_oldest_keep_alive(

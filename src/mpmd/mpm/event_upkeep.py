@@ -34,6 +34,8 @@ class QueueUpkeep:
         acceptor = self.acceptor
         if acceptor.full_with_keep_alive() and acceptor.next_probe < first:
             first = acceptor.next_probe
+        if acceptor.yielding and acceptor.next_share_check < first:
+            first = acceptor.next_share_check
         return max(0.0, first - now)
 
     def _maintain(self, now: float) -> None:
@@ -93,7 +95,7 @@ class QueueUpkeep:
         if record is not None:
             asgi = self._asgi
             record.set_connection_counts(
-                len(self._conns),
+                self.open_connections(),
                 len(self._write_q),
                 len(self._keep_alive_q),
                 self.lingering(),

@@ -9,6 +9,7 @@ readers copy the record (`ProcessInfo`, via `Snapshot`) and accept a torn read.
 from __future__ import annotations
 
 import mmap
+import struct
 import threading
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from mpmd.mpm import scoreboard_layout as sbl
 from mpmd.mpm.scoreboard_layout import P_MEMORY, PROCESS, Field, clock_us
 
 _MEMORY = sbl.MEMORY
+_SHARE = struct.Struct("<qqBB6xq")  # pid, generation, quiescing, not_accepting, connections
 
 
 class ProcessRecord:
@@ -63,6 +65,11 @@ class ProcessRecord:
             self._mm, self._off + 24, connections, write_completion, keep_alive,
             lingering_close, suspended, wait_io,
         )  # fmt: skip
+
+    def share_view(self) -> tuple[int, int, int, int, int]:
+        """(pid, generation, quiescing, not_accepting, connections) in one read: what a
+        sibling event child compares its own load with (event_accept.py)."""
+        return _SHARE.unpack_from(self._mm, self._off)
 
     def set_memory(self, pss_kib: int, uss_kib: int) -> None:
         """Parent, once a tick: the child's memory as /proc showed it (mpm/memory.py)."""
