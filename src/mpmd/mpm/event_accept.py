@@ -14,10 +14,11 @@ among children: a child holding most of the connections gets no more CPU than on
 two, and a keep-alive client that opened its connections in a burst (wrk, a front proxy's
 pool) would load one child and leave the others idle. So a child steps back from accepting
 (its listeners leave its poll set, "accepting" stays yes) while it holds more than
-SHARE_SLACK connections above a sibling of its generation that accepts, and looks again at
-each of its loop's iterations, an idle one on a timer. The least loaded child never steps
-back, so new connections wait no longer than until it next looks. Each child publishes its
-count as it accepts.
+SHARE_SLACK connections above a sibling of its generation that accepts: it looks again at
+each of its loop's iterations, and after SHARE_HOLD_SECONDS takes its listeners back anyway
+(its next accept looks again), so no connection waits longer than that while every child
+happens to have stepped back, and an idle server sleeps. Each child publishes its count as
+it accepts.
 """
 
 from __future__ import annotations
@@ -43,8 +44,7 @@ BUSY_GRACE_SECONDS = 0.1
 # connections; the delay leaves them first to the children that still accept.
 REUSE_PROBE_SECONDS = 0.1
 SHARE_SLACK = 1  # connections a child may hold above its least loaded accepting sibling
-SHARE_FIRST_CHECK_SECONDS = 0.001  # an idle child that stepped back looks again this soon,
-SHARE_CHECK_SECONDS = 0.01  # then this often (a busy one at each of its loop's iterations)
+SHARE_HOLD_SECONDS = 0.01  # the longest a child stays stepped back (its next accept looks again)
 SIBLINGS_SECONDS = 1.0  # how often the list of live siblings (slots with a pid) is renewed
 
 
@@ -93,7 +93,7 @@ class Acceptor:
         self.siblings = siblings  # the other children's process records (the scoreboard's)
         self.generation = generation
         self.yielding = False  # accepting, but stepped back for a less loaded sibling
-        self.next_share_check = 0.0
+        self.share_until = 0.0  # stepped back: the listeners come back by then at the latest
         self._live: list = []  # the siblings whose slot had a pid when last looked at
         self._live_due = 0.0
 
@@ -141,7 +141,7 @@ class Acceptor:
 
     def _step_back(self, now: float) -> None:
         self.yielding = True
-        self.next_share_check = now + SHARE_FIRST_CHECK_SECONDS
+        self.share_until = now + SHARE_HOLD_SECONDS
         self._listen(False)
 
     def _publish_count(self) -> None:
@@ -180,15 +180,13 @@ class Acceptor:
 
     def maintain(self, now: float) -> None:
         """Once per loop iteration: accept again once under the limit, or make room when full;
-        a child that stepped back for a sibling looks again (each iteration, and at least
-        every SHARE_CHECK_SECONDS)."""
+        a child that stepped back for a sibling takes its listeners back once it is no longer
+        above its share, or SHARE_HOLD_SECONDS later (its next accept looks again)."""
         loop = self.loop
-        if self.yielding and not loop.stopping:
-            if self.over_share(now):
-                self.next_share_check = now + SHARE_CHECK_SECONDS
-            else:
-                self.yielding = False
-                self._listen(True)
+        yielding = self.yielding and not loop.stopping
+        if yielding and (now >= self.share_until or not self.over_share(now)):
+            self.yielding = False
+            self._listen(True)
         if not self.threads or self.accepting or loop.stopping or self.busy:
             return
         if not self.above_limit():

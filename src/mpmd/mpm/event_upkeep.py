@@ -34,8 +34,8 @@ class QueueUpkeep:
         acceptor = self.acceptor
         if acceptor.full_with_keep_alive() and acceptor.next_probe < first:
             first = acceptor.next_probe
-        if acceptor.yielding and acceptor.next_share_check < first:
-            first = acceptor.next_share_check
+        if acceptor.yielding and acceptor.share_until < first:
+            first = acceptor.share_until
         return max(0.0, first - now)
 
     def _maintain(self, now: float) -> None:
