@@ -9,14 +9,63 @@ from __future__ import annotations
 from mpmd.mpm.event_accept import SHARE_SLACK, Acceptor
 
 
+class Epoll:
+    def __init__(self) -> None:
+        self.fds: set[int] = set()
+
+    def register(self, fd: int, mask: int) -> None:
+        assert fd not in self.fds
+        self.fds.add(fd)
+
+    def unregister(self, fd: int) -> None:
+        self.fds.remove(fd)
+
+
 class Loop:
-    """What Acceptor.over_share asks of the loop."""
+    """What the acceptor asks of the loop: counts, the poll set, accepted sockets."""
+
+    stopping = False
 
     def __init__(self, connections: int) -> None:
         self.connections = connections
+        self.epoll = Epoll()
 
     def open_connections(self) -> int:
         return self.connections
+
+    def add_connection(self, sock, peer, now, listener) -> None:
+        self.connections += 1
+
+    def connection_count(self) -> int:
+        return self.connections
+
+    def lingering(self) -> int:
+        return 0
+
+    def idle_threads(self) -> int:
+        return 25
+
+    def keep_alive_count(self) -> int:
+        return 0
+
+
+class Listener:
+    """A listening socket with `waiting` connections in its backlog."""
+
+    def __init__(self, waiting: int) -> None:
+        self.waiting = waiting
+
+    def fileno(self) -> int:
+        return 3
+
+    def setblocking(self, flag: bool) -> None:
+        pass
+
+    def accept(self):
+        if not self.waiting:
+            raise BlockingIOError
+        self.waiting -= 1
+        return object(), ("127.0.0.1", 1)
 
 
 class Sibling:
@@ -29,10 +78,10 @@ class Sibling:
         return self.view
 
 
-def acceptor(mine: int, *siblings: Sibling) -> Acceptor:
+def acceptor(mine: int, *siblings: Sibling, listeners=()) -> Acceptor:
     return Acceptor(
         Loop(mine),  # type: ignore[arg-type]
-        [],
+        list(listeners),
         threads=25,
         factor=2.0,
         max_connections=0,
@@ -58,3 +107,19 @@ def test_siblings_that_cannot_take_the_connection_do_not_count() -> None:
     ):
         assert not acceptor(10, sibling).over_share(0.0), sibling.view
     assert acceptor(10, Sibling(0, not_accepting=1), Sibling(2)).over_share(0.0)
+
+
+def test_a_child_above_its_share_still_takes_the_connection_it_was_woken_for() -> None:
+    """The kernel wakes one child per new connection (EPOLLEXCLUSIVE): a child that stepped
+    back without accepting would strand it in the backlog while its siblings sleep. It takes
+    that one, then steps back (listeners out of its poll set) and leaves the rest."""
+    listener = Listener(waiting=5)
+    child = acceptor(10, Sibling(2), listeners=[listener])
+    child.set_accepting(True, 0.0)
+    child.on_listener(listener, 0.0)  # type: ignore[arg-type]
+    assert listener.waiting == 4 and child.loop.connections == 11
+    assert child.yielding and child.loop.epoll.fds == set()
+    child.on_listener(listener, 0.0)  # type: ignore[arg-type]  # (a second ready listener)
+    assert listener.waiting == 4
+    child.maintain(child.share_until)  # at the latest then, its listeners come back
+    assert not child.yielding and child.loop.epoll.fds == {3}

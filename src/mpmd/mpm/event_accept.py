@@ -14,8 +14,9 @@ among children: a child holding most of the connections gets no more CPU than on
 two, and a keep-alive client that opened its connections in a burst (wrk, a front proxy's
 pool) would load one child and leave the others idle. So a child steps back from accepting
 (its listeners leave its poll set, "accepting" stays yes) while it holds more than
-SHARE_SLACK connections above a sibling of its generation that accepts: it looks again at
-each of its loop's iterations, and after SHARE_HOLD_SECONDS takes its listeners back anyway
+SHARE_SLACK connections above a sibling of its generation that accepts (after the first
+connection of a wake-up, which it always takes: the kernel woke it alone for that one): it
+looks again at each of its loop's iterations, and after SHARE_HOLD_SECONDS takes its listeners back anyway
 (its next accept looks again), so no connection waits longer than that while every child
 happens to have stepped back, and an idle server sleeps. Each child publishes its count as
 it accepts.
@@ -207,10 +208,12 @@ class Acceptor:
         """Accept a batch; with `reuse` (the child is full), each new connection closes the
         oldest idle keep-alive one, and the batch ends when none is left."""
         loop = self.loop
-        for _ in range(ACCEPT_BATCH):
+        for index in range(ACCEPT_BATCH):
             if reuse and not loop.keep_alive_count():
                 return
-            if self.siblings and not reuse and self.over_share(now):
+            # Never before the first: the kernel woke this child alone for the connection
+            # waiting (EPOLLEXCLUSIVE), so a sibling may not know of it.
+            if index and self.siblings and not reuse and self.over_share(now):
                 self._step_back(now)
                 return
             try:
