@@ -63,6 +63,8 @@ _RESPONSE_DROP = frozenset(
     }
 )
 _REVERSE_HEADERS = frozenset({b"location", b"content-location", b"uri"})
+# Request headers the proxy appends its value to (apr_table_mergen) when the client sent one.
+_ADDED = frozenset({"via", "x-forwarded-for", "x-forwarded-host", "x-forwarded-server"})
 # What relay_head does not pass through as it is: the above, and what the client's head
 # gives from its own fields (the framing, Date, Server).
 _RELAYED_APART = _RESPONSE_DROP | _REVERSE_HEADERS | {b"content-length", b"date", b"server"}
@@ -258,11 +260,15 @@ def request_head(
     """
     named: set[str] = set()
     client_host = None
-    for name, value in request.headers:
+    merging = False  # the client sent a header the proxy appends to (Via, X-Forwarded-*)
+    for name, value in request.headers:  # (names are lower-case: the HTTP engine's)
         if name == "connection":
             named.update(t.strip().lower() for t in value.split(",") if t.strip())
-        elif name == "host" and client_host is None:
-            client_host = value
+        elif name == "host":
+            if client_host is None:
+                client_host = value
+        elif name in _ADDED:
+            merging = True
     upgrade_value = request.header("upgrade") if upgrade else None
     headers: list[list[str]] = [
         [name, value]
@@ -282,7 +288,9 @@ def request_head(
         if client_host is not None:
             added.append(("X-Forwarded-Host", client_host))
         added.append(("X-Forwarded-Server", server_name))
-    _merge(headers, added)
+    if merging:
+        _merge(headers, added)
+        added = []
     host = (
         client_host
         if settings.preserve_host and client_host
@@ -290,6 +298,7 @@ def request_head(
     )
     lines = [f"{request.method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
     lines += [f"{name}: {value}\r\n" for name, value in headers]
+    lines += [f"{name}: {value}\r\n" for name, value in added]  # (the usual case: at the end)
     if expect:
         lines.append("Expect: 100-Continue\r\n")
     if framing == "length":
@@ -359,6 +368,12 @@ class ResponseParser:
     followed it. A line longer than `field_size` (LimitRequestFieldSize, Apache's
     ResponseFieldSize is 8192), a bad status line or bad framing raise BackendError.
     """
+
+    __slots__ = (
+        "__weakref__", "_events", "_field_size", "_head", "_head_bytes", "_head_limit",
+        "_head_request", "_headers", "_parser", "_reason", "_until_close", "complete", "received",
+        "reusable", "tunnel_data",
+    )  # fmt: skip
 
     # httptools looks these up on every parser it makes; present (as None), the look-up
     # raises no AttributeError, which costs more than the rest of making the parser
@@ -460,6 +475,8 @@ class ResponseParser:
         bodyless = self._head_request or status in (101, 204, 304)
         if bodyless:
             self._finish(keep_alive and status != 101)
+            return
+        if keep_alive:  # (llhttp keeps alive only a body it can frame: not close-delimited)
             return
         for name, _ in self._headers:
             if name.lower() in _FRAMING_HEADERS:
