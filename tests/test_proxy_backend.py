@@ -277,20 +277,20 @@ def test_oversized_head_is_bounded_before_it_completes():
 # -- the client's head --------------------------------------------------------------------------
 
 
+def _ok(*headers: tuple[bytes, bytes]) -> ResponseHead:
+    """A back end's 200 head with `headers`, keep-alive."""
+    return ResponseHead(200, "OK", list(headers), True)
+
+
 def test_response_hop_by_hop_dropped():
-    head = ResponseHead(
-        200,
-        "OK",
-        [
-            (b"Connection", b"close, X-Hop"),
-            (b"X-Hop", b"1"),
-            (b"Keep-Alive", b"timeout=5"),
-            (b"Transfer-Encoding", b"chunked"),
-            (b"Proxy-Authenticate", b"Basic"),
-            (b"Upgrade", b"h2"),
-            (b"Set-Cookie", b"a=b"),
-        ],
-        True,
+    head = _ok(
+        (b"Connection", b"close, X-Hop"),
+        (b"X-Hop", b"1"),
+        (b"Keep-Alive", b"timeout=5"),
+        (b"Transfer-Encoding", b"chunked"),
+        (b"Proxy-Authenticate", b"Basic"),
+        (b"Upgrade", b"h2"),
+        (b"Set-Cookie", b"a=b"),
     )
     out = relay_head(head, ProxySettings(), {}, base="http://front", via="1.1 front")
     assert out.kept == [(b"Set-Cookie", b"a=b"), (b"Via", b"1.1 front")]
@@ -301,16 +301,11 @@ def test_response_hop_by_hop_dropped():
 def test_response_keeps_the_back_ends_date_and_server_apart():
     """Apache's head for a proxied response gives the back end's Date and Server (its own
     only where the back end sent none): relay_head hands them over apart from the rest."""
-    head = ResponseHead(
-        200,
-        "OK",
-        [
-            (b"Server", b"nginx/1.22.1"),
-            (b"Date", b"Sat, 05 Dec 2026 09:24:28 GMT"),
-            (b"Content-Type", b"text/plain"),
-            (b"Content-Length", b"13"),
-        ],
-        True,
+    head = _ok(
+        (b"Server", b"nginx/1.22.1"),
+        (b"Date", b"Sat, 05 Dec 2026 09:24:28 GMT"),
+        (b"Content-Type", b"text/plain"),
+        (b"Content-Length", b"13"),
     )
     out = relay_head(head, ProxySettings(), {}, base="", via=None)
     assert out.kept == [(b"Content-Type", b"text/plain")]
