@@ -183,7 +183,10 @@ def _socket_inode(pid: int, port: int) -> str | None:
     """The inode of the listening socket on 127.0.0.1:`port` if process `pid` holds it."""
     held = set()
     for fd in os.listdir(f"/proc/{pid}/fd"):
-        target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:  # closed since the listing (the parent's own files)
+            continue
         if target.startswith("socket:["):
             held.add(target[8:-1])
     wanted = f"0100007F:{port:04X}"
