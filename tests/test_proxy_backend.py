@@ -18,10 +18,9 @@ from mpmd.handlers.proxy.backend import (
     ResponseParser,
     backend_target,
     match_route,
-    relay_head,
     request_head,
-    reverse_map,
 )
+from mpmd.handlers.proxy.client_head import relay_head, reverse_map
 from proxy_doubles import member
 
 B = member(8081, "/base")

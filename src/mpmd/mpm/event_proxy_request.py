@@ -32,9 +32,9 @@ from mpmd.handlers.proxy.backend import (
     read_failed,
     request_head,
     send_failed,
-    upgrade_refused,
 )
 from mpmd.handlers.proxy.balancer import Choice, NoWorker
+from mpmd.handlers.proxy.client_head import upgrade_refused
 from mpmd.handlers.proxy.handler import (
     IDEMPOTENT,
     READ_SIZE,

@@ -22,7 +22,8 @@ import socket
 from collections import deque
 from typing import TYPE_CHECKING
 
-from mpmd.handlers.proxy.backend import ResponseHead, switching_head
+from mpmd.handlers.proxy.backend import ResponseHead
+from mpmd.handlers.proxy.client_head import switching_head
 from mpmd.handlers.proxy.handler import client_base, via_for
 
 if TYPE_CHECKING:

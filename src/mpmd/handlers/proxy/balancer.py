@@ -33,10 +33,7 @@ from mpmd.handlers.proxy.state import (
     ProxyState,
     WorkerNumbers,
     WorkerSlot,
-    count_elected,
     is_usable,
-    read_numbers,
-    store_lbstatus,
 )
 from mpmd.handlers.proxy.sticky import find_session_route
 
@@ -176,15 +173,17 @@ class BalancerRuntime(_Runtime):
         """The usual case's choice (lbmethods.plain_byrequests), counted; None if it is not
         the usual case. Caller holds the lock."""
         slots = self._slots
-        numbers = read_numbers(slots)
+        numbers = [slot.numbers() for slot in slots]
         plain = plain_byrequests(numbers)
         if plain is None:
             return None
         winner, lbstatuses = plain
         for slot, before, lbstatus in zip(slots, numbers, lbstatuses, strict=True):
             if lbstatus != before[3]:
-                store_lbstatus(slot, lbstatus)
-        count_elected(slots[winner], numbers[winner][4], numbers[winner][5])
+                slot.lbstatus = lbstatus
+        chosen = slots[winner]
+        chosen.busy = numbers[winner][4] + 1
+        chosen.elected = numbers[winner][5] + 1
         return winner
 
     def _chosen(

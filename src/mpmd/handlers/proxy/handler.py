@@ -39,14 +39,12 @@ from mpmd.handlers.proxy.backend import (
     backend_target,
     chunk,
     read_failed,
-    relay_head,
     request_head,
     send_failed,
-    switching_head,
-    upgrade_refused,
     via_value,
 )
 from mpmd.handlers.proxy.balancer import NoWorker
+from mpmd.handlers.proxy.client_head import relay_head, switching_head, upgrade_refused
 from mpmd.handlers.proxy.pool import BackendConnection, ConnectionPool, PoolTimeout
 from mpmd.handlers.proxy.tunnel import relay
 from mpmd.http.exchange import Exchange

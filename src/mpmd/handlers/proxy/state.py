@@ -88,8 +88,6 @@ _BALANCER_NAME_OFF = 176
 # a balancer record's settings, max_attempts to sticky_param (offset 4; wupdated skipped)
 _NUMBERS = struct.Struct("<IiiqqQQQQdd")
 _COUNTERS = struct.Struct("<qQQQ")
-_LBSTATUS = struct.Struct("<q")  # a worker record's lbstatus (offset 16)
-_ELECTED = struct.Struct("<qQ")  # its busy and elected (offset 24)
 _SETTINGS = struct.Struct("<id8xBB6x16s64s64s")
 
 
@@ -160,6 +158,10 @@ class WorkerSlot(_Record):
     def has_flag(self, letter: str) -> bool:
         return bool(self.status & flag_bit(letter))
 
+    def numbers(self) -> tuple:
+        """status to retry (WorkerNumbers' order) in one read; a chooser holds lock()."""
+        return _NUMBERS.unpack_from(self._mm, self._off + 4)
+
     def settle(self, sent: int, received: int) -> None:
         """Request over: busy -= 1 (never below 0), bytes to and from it; caller holds lock()."""
         mm = self._mm
@@ -218,7 +220,7 @@ class WorkerNumbers:
 
     def __init__(self, slot: WorkerSlot) -> None:
         self.slot = slot
-        self._raw = raw = _NUMBERS.unpack_from(slot._mm, slot._off + 4)
+        self._raw = raw = slot.numbers()
         (
             self.status, self.lbfactor, self.lbset, self.lbstatus, self.busy, self.elected,
             self.transferred, self.read, self.retries, self.error_time, self.retry,
@@ -235,22 +237,6 @@ class WorkerNumbers:
         if numbers != self._raw:
             slot = self.slot
             _NUMBERS.pack_into(slot._mm, slot._off + 4, *numbers)
-
-
-def read_numbers(slots: list[WorkerSlot]) -> list[tuple]:
-    """Each slot's numbers (WorkerNumbers' order: status, lbfactor, lbset, lbstatus, busy,
-    elected, ...) as a plain tuple, for a choice that needs no objects; caller holds lock()."""
-    return [_NUMBERS.unpack_from(slot._mm, slot._off + 4) for slot in slots]
-
-
-def store_lbstatus(slot: WorkerSlot, lbstatus: int) -> None:
-    """One worker's lbstatus (one store); caller holds lock()."""
-    _LBSTATUS.pack_into(slot._mm, slot._off + 16, lbstatus)
-
-
-def count_elected(slot: WorkerSlot, busy: int, elected: int) -> None:
-    """The chosen worker's busy and elected, as read with read_numbers, plus one each."""
-    _ELECTED.pack_into(slot._mm, slot._off + 24, busy + 1, elected + 1)
 
 
 # -- snapshot ------------------------------------------------------------------------------------
