@@ -178,7 +178,7 @@ class Exchange:
         kept: list,
         content_length: int | None,
         close: bool,
-        origin: tuple[bytes | None, bytes | None] = (None, None),
+        origin: tuple[bytes | None, bytes | None] = _OWN,
     ) -> None:
         """start() for headers already checked and encoded (an ASGI app's bytes, a back
         end's): `lines` go into the head as they are; `kept`, their (name, value) bytes, are

@@ -131,8 +131,8 @@ class EventLoop(QueueUpkeep):
             factor=ctx.config.mpm.async_request_worker_factor,
             max_connections=max_connections,
             process_record=process_record,
-            siblings=siblings,  # the other children's process records, and this one's
-            generation=generation,  # generation: new connections are shared among them
+            siblings=siblings,  # the other children's process records and this child's
+            generation=generation,  # generation: it shares new connections with them
         )
 
     # -- lifecycle -------------------------------------------------------------------------------

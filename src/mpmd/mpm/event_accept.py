@@ -14,12 +14,11 @@ among children: a child holding most of the connections gets no more CPU than on
 two, and a keep-alive client that opened its connections in a burst (wrk, a front proxy's
 pool) would load one child and leave the others idle. So a child steps back from accepting
 (its listeners leave its poll set, "accepting" stays yes) while it holds more than
-SHARE_SLACK connections above a sibling of its generation that accepts (after the first
-connection of a wake-up, which it always takes: the kernel woke it alone for that one): it
-looks again at each of its loop's iterations, and after SHARE_HOLD_SECONDS takes its listeners back anyway
-(its next accept looks again), so no connection waits longer than that while every child
-happens to have stepped back, and an idle server sleeps. Each child publishes its count as
-it accepts.
+SHARE_SLACK connections above a sibling of its generation that accepts. It always takes the
+first connection of a wake-up (the kernel woke it alone for that one), looks again at each
+of its loop's iterations, and takes its listeners back after SHARE_HOLD_SECONDS anyway (its
+next accept looks again): no connection waits longer than that while every child happens to
+have stepped back, and an idle server sleeps. Each child publishes its count as it accepts.
 """
 
 from __future__ import annotations
@@ -121,8 +120,8 @@ class Acceptor:
                 epoll.unregister(fd)
 
     def over_share(self, now: float) -> bool:
-        """A sibling of this generation that accepts holds SHARE_SLACK fewer connections
-        than this child, even after one more: leave the next connection to it."""
+        """A sibling of this generation that accepts holds more than SHARE_SLACK fewer
+        connections than this child: leave the next connection to it."""
         mine = self.loop.open_connections()
         if mine <= SHARE_SLACK:
             return False

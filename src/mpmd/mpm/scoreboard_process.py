@@ -17,7 +17,8 @@ from mpmd.mpm import scoreboard_layout as sbl
 from mpmd.mpm.scoreboard_layout import P_MEMORY, PROCESS, Field, clock_us
 
 _MEMORY = sbl.MEMORY
-_SHARE = struct.Struct("<qqBB6xq")  # pid, generation, quiescing, not_accepting, connections
+# PROCESS's first fields: pid, generation, quiescing, not_accepting, connections
+_SHARE = struct.Struct("<qqBB6xq")
 
 
 class ProcessRecord:
