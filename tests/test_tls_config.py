@@ -19,7 +19,7 @@ import pytest
 from mpmd.config.build import load_config
 from mpmd.config.syntax import ConfigError
 from mpmd.config.validators import DirectiveValueError, v_ssl_protocol
-from mpmd.http.tls import TlsContexts, client_refused, host_matches, ssl_environ, tls_info
+from mpmd.http.tls import TlsContexts, client_refusal, host_matches, ssl_environ, tls_info
 from tls_certs import encrypted_key, make_pki
 
 CLI = "import sys; from mpmd.cli import main; sys.exit(main())"
@@ -189,16 +189,17 @@ def test_client_certificate_variables(tmp_path, pki) -> None:
     assert env["SSL_PROTOCOL"] == "TLSv1.3" and env["SSL_CIPHER"].startswith("TLS_")
     assert env["SSL_SESSION_RESUMED"] == "Initial"
     assert "SSL_CLIENT_CERT" not in env  # ExportCertData is a.test's only
-    assert not client_refused(info)
+    assert client_refusal(info) is None
 
 
 def test_require_on_a_shared_port_refuses_a_client_without_certificate(tmp_path, pki) -> None:
     contexts = TlsContexts.build(load_config(str(_two_hosts(tmp_path, pki))))
     server, _ = _handshake(contexts.for_listener(8443), _client(pki), "b.test")
-    assert client_refused(tls_info(server))
+    level, ah, message = client_refusal(tls_info(server))
+    assert (level, ah) == ("info", "MP00235") and "b.test has SSLVerifyClient require" in message
     server, _ = _handshake(contexts.for_listener(8443), _client(pki), "a.test")
     info = tls_info(server)
-    assert not client_refused(info)
+    assert client_refusal(info) is None
     env = ssl_environ(info, info.host.settings.options)
     assert env["SSL_CLIENT_VERIFY"] == "NONE" and env["SSL_CLIENT_CERT"] == ""
     assert env["SSL_SERVER_CERT"].startswith("-----BEGIN CERTIFICATE-----")
@@ -301,3 +302,30 @@ def test_the_docs_worked_example_loads(tmp_path, pki) -> None:
     path.write_text(conf.replace("Listen 80", "Listen 18080").replace("Listen 443", "Listen 18443"))
     result = mpmd("-t", "-f", str(path))
     assert (result.returncode, result.stdout, result.stderr) == (0, "Syntax OK\n", "")
+
+
+@pytest.mark.parametrize(
+    ("depth", "via", "refused"),
+    [(0, "ca", True), (1, "ca", False), (1, "intermediate", True), (2, "intermediate", False)],
+)
+def test_verify_depth_counts_the_chain_as_mod_ssl(tmp_path, pki, depth, via, refused) -> None:
+    """SSLVerifyDepth N allows N CA certificates above the client's: 1 (the default) one the
+    server trusts directly, so a certificate an intermediate CA issued needs 2 (AH02040)."""
+    path = _two_hosts(tmp_path, pki)
+    path.write_text(path.read_text().replace("SSLVerifyClient require", f"SSLVerifyDepth {depth}"
+                                             "\nSSLVerifyClient require"))  # fmt: skip
+    contexts = TlsContexts.build(load_config(str(path)))
+    cert = pki.client("one@example.com", "Client One", intermediate=via == "intermediate")
+    server, _ = _handshake(contexts.for_listener(8443), _client(pki, cert=cert), "b.test")
+    info = tls_info(server)
+    assert info.chain_depth == (2 if via == "intermediate" else 1)
+    refusal = client_refusal(info)
+    if not refused:
+        assert refusal is None
+        return
+    assert refusal == (
+        "error",
+        "AH02040",
+        f"Certificate Verification: Certificate Chain too long (chain has {info.chain_depth} "
+        f"certificates, but maximum allowed are only {depth})",
+    )

@@ -220,6 +220,28 @@ def test_mtls_require(tmp_path, pki, mpm) -> None:
 
 
 @pytest.mark.parametrize("mpm", MPMS)
+def test_verify_depth_refuses_a_longer_chain(tmp_path, pki, mpm) -> None:
+    """Default SSLVerifyDepth 1: a certificate from an intermediate CA is refused with
+    mod_ssl's AH02040; b.test's SSLVerifyDepth 2 lets the same certificate in."""
+    verify = f"SSLVerifyClient require\nSSLCACertificateFile {pki.ca_file}"
+    config = _hosts(pki, a_extra=verify, b_extra=verify + "\nSSLVerifyDepth 2")
+    cert = pki.client("two@example.com", "Client Two", intermediate=True)
+    with Server(tmp_path, config, mpm=mpm) as server:
+        refused = (ssl.SSLError, ConnectionError, http.client.HTTPException)
+        for version in ("1.2", "1.3"):
+            ctx = _client(pki, cert=cert, version=version)
+            with pytest.raises(refused), _connect(server.port, ctx, "a.test") as sock:
+                _get(sock, "/app", "a.test")
+        with _connect(server.port, _client(pki, cert=cert), "b.test") as sock:
+            status, _, body = _get(sock, "/app", "b.test")
+        assert status == 200
+        assert _environ(body)["SSL_CLIENT_S_DN_CN"] == "Client Two"
+        wait_for(lambda: server.log_text().count("AH02040: Certificate Verification: "
+                 "Certificate Chain too long (chain has 2 certificates, but maximum allowed "
+                 "are only 1)") == 2)  # fmt: skip
+
+
+@pytest.mark.parametrize("mpm", MPMS)
 def test_tls13_only_refuses_a_tls12_client(tmp_path, pki, mpm) -> None:
     config = _hosts(pki, a_extra="SSLProtocol -all +TLSv1.3")
     with Server(tmp_path, config, mpm=mpm) as server:

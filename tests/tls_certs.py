@@ -36,10 +36,13 @@ class Pki:
         cert.private_key_pem.write_to_path(str(key))
         return crt, key
 
-    def client(self, email: str, common_name: str) -> Path:
-        """A client certificate and its key in one PEM, as ssl's load_cert_chain takes."""
-        cert = self.ca.issue_cert(email, common_name=common_name)
-        path = self.root / f"client-{common_name.replace(' ', '_')}.pem"
+    def client(self, email: str, common_name: str, *, intermediate: bool = False) -> Path:
+        """A client certificate and its key in one PEM, as ssl's load_cert_chain takes; with
+        `intermediate`, issued by a CA the root signed, which the PEM's chain carries."""
+        issuer = self.ca.create_child_ca() if intermediate else self.ca
+        cert = issuer.issue_cert(email, common_name=common_name)
+        tag = "-via-intermediate" if intermediate else ""
+        path = self.root / f"client-{common_name.replace(' ', '_')}{tag}.pem"
         cert.private_key_and_cert_chain_pem.write_to_path(str(path))
         return path
 

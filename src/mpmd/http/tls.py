@@ -85,6 +85,7 @@ class TlsInfo:
     client_cert: dict  # decoded, {} without a certificate
     client_der: bytes | None
     verify: str  # SSL_CLIENT_VERIFY: NONE, SUCCESS
+    chain_depth: int  # the depth of the verified chain's top certificate; -1 if not verified
     session_id: str
     resumed: bool
     name_based: bool = False  # the port has more than one TLS host (SSLStrictSNIVHostCheck)
@@ -159,7 +160,7 @@ class TlsContexts:
         if verifying:
             # OpenSSL keeps the first context's verify mode when SNI switches contexts, so
             # the port asks for what its hosts need and every context on it knows their CAs;
-            # client_refused() then applies each host's own SSLVerifyClient (docs/tls.md).
+            # client_refusal() then applies each host's own SSLVerifyClient (docs/tls.md).
             every = all(h.settings.verify_client == "require" for h in hosts)
             for ctx in (context, *(h.context for h in hosts)):
                 for h in verifying:
@@ -386,6 +387,7 @@ def tls_info(conn: ssl.SSLSocket | ssl.SSLObject) -> TlsInfo:
         client_cert=(conn.getpeercert() or {}) if der else {},
         client_der=der,
         verify="SUCCESS" if der else "NONE",
+        chain_depth=_verified_depth(conn) if der else -1,
         session_id=session.id.hex() if session is not None else "",
         resumed=conn.session_reused,
         name_based=getattr(conn, "mpmd_name_based", False),
@@ -468,11 +470,35 @@ def handshake_timeout(settings: HttpSettings) -> float:
     return min(settings.timeout, stage) if stage > 0 else settings.timeout
 
 
-def client_refused(info: TlsInfo) -> bool:
-    """SSLVerifyClient require of the chosen host, and the client sent no certificate (the
-    port asked for one only optionally because another host on it does not require one)."""
+def client_refusal(info: TlsInfo) -> tuple[str, str, str] | None:
+    """Why the chosen host refuses the client's certificate, as (level, AH id, message) for
+    the error log, or None. Checked after the handshake because Python's `ssl` has no verify
+    callback: SSLVerifyClient require of the chosen host and no certificate (the port asked
+    for one only optionally because another host on it does not require one), and
+    SSLVerifyDepth against the verified chain, as mod_ssl's ssl_callback_SSLVerify."""
     host = info.host
-    return host is not None and host.settings.verify_client == "require" and not info.client_der
+    if host is None:
+        return None
+    settings = host.settings
+    if settings.verify_client == "require" and not info.client_der:
+        message = (f"the client sent no certificate; {host.vhost.server_name} has "
+                   "SSLVerifyClient require")  # fmt: skip
+        return "info", "MP00235", message
+    if info.chain_depth > settings.verify_depth:
+        message = ("Certificate Verification: Certificate Chain too long (chain has "
+                   f"{info.chain_depth} certificates, but maximum allowed are only "
+                   f"{settings.verify_depth})")  # fmt: skip
+        return "error", "AH02040", message
+    return None
+
+
+def _verified_depth(conn: ssl.SSLSocket | ssl.SSLObject) -> int:
+    """The depth of the top (trust anchor) certificate of the chain OpenSSL verified: 0 for a
+    trusted self-signed client certificate, 1 for one a trusted CA issued. -1 for a resumed
+    session, whose chain is not verified again (docs/tls.md)."""
+    # Python 3.13 names it; 3.10-3.12 have it on the C object only
+    get_chain = getattr(conn, "get_verified_chain", None) or conn._sslobj.get_verified_chain
+    return len(get_chain() or ()) - 1
 
 
 def rfc2253(name: tuple) -> str:

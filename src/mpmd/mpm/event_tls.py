@@ -27,7 +27,7 @@ from collections import deque
 
 from mpmd.http.errors import HttpError
 from mpmd.http.timeouts import ReadDeadline, first_byte_wait, read_wait
-from mpmd.http.tls import PLAIN_HTTP_REQUEST_LINE, client_refused, plain_http_response, tls_info
+from mpmd.http.tls import PLAIN_HTTP_REQUEST_LINE, client_refusal, plain_http_response, tls_info
 from mpmd.mpm.context import ChildContext
 from mpmd.mpm.event_connection import (
     HANDSHAKE,
@@ -384,10 +384,11 @@ class Handshakes:
             return FAILED
         if conn.handshaken and conn.out is None:  # done, and the client has all it needs
             info = conn.session.info.tls = tls_info(conn.ssl)
-            if client_refused(info):
+            refusal = client_refusal(info)
+            if refusal is not None:
                 counters.failed()
-                self._log(conn, "MP00235: the client sent no certificate; "
-                          f"{info.vhost.server_name} has SSLVerifyClient require")  # fmt: skip
+                level, ah, message = refusal
+                self._log(conn, message, ah, level)
                 try:
                     conn.end_output()  # close_notify, as the blocking MPMs send it
                 except OSError:
@@ -426,11 +427,14 @@ class Handshakes:
         conn.write_error(head + body)
         conn.session.log_refused(HttpError(400, request_line=PLAIN_HTTP_REQUEST_LINE), len(body))
 
-    def _log(self, conn: TlsConnection, message: str, ah: str | None = None) -> None:
-        """mod_ssl's info lines: a failed handshake is the client's doing, never an error."""
+    def _log(
+        self, conn: TlsConnection, message: str, ah: str | None = None, level: str = "info"
+    ) -> None:
+        """mod_ssl's lines: info, as a failed handshake is the client's doing, but for a
+        certificate refused by configuration (AH02040)."""
         info = conn.session.info
         self.ctx.error_log.log(
-            "info",
+            level,
             message,
             module="ssl",
             ah=ah,

@@ -19,7 +19,7 @@ import ssl
 from mpmd.http.errors import HttpError
 from mpmd.http.tls import (
     PLAIN_HTTP_REQUEST_LINE,
-    client_refused,
+    client_refusal,
     handshake_timeout,
     plain_http_response,
     tls_info,
@@ -77,22 +77,25 @@ class TlsConnection(Connection):
             return False
         info = tls_info(tls)
         self.session.info.tls = info
-        if client_refused(info):
+        refusal = client_refusal(info)
+        if refusal is not None:
             metrics.failed()
-            self._log_failure(None, "MP00235: the client sent no certificate; "
-                              f"{info.vhost.server_name} has SSLVerifyClient require")  # fmt: skip
+            level, ah, message = refusal
+            self._log_failure(None, message, ah, level)
             self._close_tls(linger=False)
             return False
         metrics.succeeded()
         return True
 
-    def _log_failure(self, error: ssl.SSLError | None, message: str = "") -> None:
+    def _log_failure(
+        self, error: ssl.SSLError | None, message: str = "", ah: str = "", level: str = "info"
+    ) -> None:
         info = self.session.info
         self.ctx.error_log.log(
-            "info",
+            level,
             message or f"SSL handshake failed: {error.reason or error}",
             module="ssl",
-            ah=None if message else "AH02008",
+            ah=ah if message else "AH02008",
             client=f"{info.client_addr}:{info.client_port}",
         )
 

@@ -107,7 +107,7 @@ DIRECTIVES: tuple[Directive, ...] = (
         syntax=TAKE1,
         usage="number",
         default=1,
-        doc="SSL Client verify depth (accepted; OpenSSL's limit applies, see docs/tls.md)",
+        doc="SSL Client verify depth (checked after the handshake, see docs/tls.md)",
         validate=v_ssl_verify_depth,
     ),
     Directive(
