@@ -208,6 +208,38 @@ def test_a_complete_response_frees_its_parser_without_the_collector():
         gc.enable()
 
 
+def test_a_kept_parser_serves_the_connections_next_responses_until_it_cannot():
+    """Recycled while llhttp ended each response itself; not after a HEAD (llhttp would take
+    the next response as its body), bytes past the end, or other limits; close() frees it."""
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-N: %d\r\n\r\nok"
+    parser = ResponseParser("GET", kept=True)
+    for n in range(3):
+        assert n == 0 or parser.recycle("POST", 8190, 100)
+        events = parser.feed(ok % n)
+        assert events[0].raw == [(b"Content-Length", b"2"), (b"X-N", b"%d" % n)]
+        assert events[1:] == [b"ok", END] and parser.recyclable and parser.reusable
+    assert not parser.recycle("GET", 100, 100)  # another LimitRequestFieldSize
+    assert parser.recycle("HEAD", 8190, 100)
+    parser.feed(ok % 3)
+    assert parser.reusable and not parser.recyclable
+    assert not parser.recycle("GET", 8190, 100)
+    parser = ResponseParser("GET", kept=True)
+    parser.feed(ok % 4 + b"HTTP/1.1")
+    assert parser.complete and not parser.recyclable
+    parser.feed(b" 200 OK\r\n")
+    assert not (parser.reusable or parser.recyclable)
+    gc.disable()
+    try:
+        parser = ResponseParser("GET", kept=True)
+        parser.feed(ok % 5)
+        ref = weakref.ref(parser)
+        parser.close()
+        del parser
+        assert ref() is None
+    finally:
+        gc.enable()
+
+
 @pytest.mark.parametrize("split", [False, True])
 def test_content_length_chunked_and_close_delimited(split):
     parser, events, head, body = _parse(

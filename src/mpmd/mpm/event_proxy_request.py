@@ -224,13 +224,17 @@ class Proxied:
     # -- the request ----------------------------------------------------------------------------
 
     def _send_request(self, now: float) -> None:
-        request = self.request
+        method = self.request.method
         http = self.exchange.vhost.http
-        self.parser = ResponseParser(
-            request.method,
-            field_size=http.limit_request_field_size,
-            max_fields=http.limit_request_fields or 100,
-        )
+        field_size = http.limit_request_field_size
+        max_fields = http.limit_request_fields or 100
+        backend = self.backend
+        parser = backend.parser
+        if parser is None or not parser.recycle(method, field_size, max_fields):
+            parser = backend.parser = ResponseParser(
+                method, field_size=field_size, max_fields=max_fields, kept=True
+            )
+        self.parser = parser
         self.responding = False
         self.cut = False
         out = self.out

@@ -59,8 +59,8 @@ class BackendSocket:
     """One non-blocking socket to a back end, registered in the loop's epoll set."""
 
     __slots__ = (
-        "_readable", "connecting", "epoll", "fd", "idle_since", "mask", "on_idle", "peer",
-        "sock", "uses",
+        "_readable", "connecting", "epoll", "fd", "idle_since", "mask", "on_idle", "parser",
+        "peer", "sock", "uses",
     )  # fmt: skip
 
     def __init__(self, sock: socket.socket, epoll: select.epoll, peer: str) -> None:
@@ -75,6 +75,7 @@ class BackendSocket:
         self.uses = 0  # requests already carried: a failure on a reused one may be a race
         self.idle_since = 0.0
         self.mask = 0  # the events it is registered for (level-triggered)
+        self.parser: Any = None  # its ResponseParser, kept for the next response (recycle)
 
     @property
     def reused(self) -> bool:
@@ -107,6 +108,8 @@ class BackendSocket:
 
     def close(self) -> None:
         self.sock.close()  # also leaves the epoll set
+        if self.parser is not None:
+            self.parser.close()
 
 
 class LoopPool:

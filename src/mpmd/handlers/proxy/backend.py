@@ -341,37 +341,58 @@ _FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
 class ResponseParser:
     """Back-end bytes in (`feed`, `eof`), events out: Interim*, ResponseHead, bytes*, END.
 
-    One parser per response. Content-Length, chunked and close-delimited bodies; a response
-    to HEAD, and 1xx/204/304, have none. After a 101 head, `tunnel_data` holds the bytes that
-    followed it. A line longer than `field_size` (LimitRequestFieldSize, Apache's
-    ResponseFieldSize is 8192), a bad status line or bad framing raise BackendError.
+    Content-Length, chunked and close-delimited bodies; a response to HEAD, and 1xx/204/304,
+    have none. After a 101 head, `tunnel_data` holds the bytes that followed it. A line
+    longer than `field_size` (LimitRequestFieldSize, Apache's ResponseFieldSize is 8192), a
+    bad status line or bad framing raise BackendError. A parser `kept` for its connection
+    serves its next response too (`next_response`) when llhttp ended this one itself
+    (`recyclable`); its owner calls `close()` when the connection goes.
     """
 
     __slots__ = (
         "__weakref__", "_events", "_field_size", "_head", "_head_bytes", "_head_limit",
-        "_head_request", "_headers", "_parser", "_reason", "_until_close", "complete", "received",
-        "reusable", "tunnel_data",
+        "_head_request", "_headers", "_keep", "_parser", "_reason", "_until_close", "complete",
+        "received", "recyclable", "reusable", "tunnel_data",
     )  # fmt: skip
 
     # httptools looks these up on every parser it makes; present (as None), the look-up
     # raises no AttributeError, which costs more than the rest of making the parser
     on_chunk_header = on_chunk_complete = None
 
-    def __init__(self, method: str, *, field_size: int = 8190, max_fields: int = 100) -> None:
-        self._head_request = method == "HEAD"
+    def __init__(
+        self, method: str, *, field_size: int = 8190, max_fields: int = 100, kept: bool = False
+    ) -> None:
         self._field_size = field_size
         self._head_limit = field_size * (max_fields + 1)
+        self._keep = kept
+        self._reason: list[bytes] = []  # (and _headers: each message begins them)
         self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
+        self.next_response(method)
+
+    def recycle(self, method: str, field_size: int, max_fields: int) -> bool:
+        """Ready for the connection's next response, if llhttp ended the last one itself and
+        the limits are the same; False: make a new parser."""
+        if not self.recyclable or self._head_limit != field_size * (max_fields + 1):
+            return False
+        self.next_response(method)
+        return True
+
+    def next_response(self, method: str) -> None:
+        """Start on a response (a kept parser: the connection's next; llhttp keeps its state)."""
+        self._head_request = method == "HEAD"
         self._events: list[Event] = []
-        self._reason: list[bytes] = []
-        self._headers: list[tuple[bytes, bytes]] = []
         self._head: ResponseHead | None = None
         self._head_bytes = 0
         self._until_close = False
         self.complete = False
         self.reusable = False  # the connection may carry another request once complete
+        self.recyclable = False  # ... and this parser its response: llhttp ended this one
         self.received = 0  # bytes read from the back end (Apache's worker "read")
         self.tunnel_data = b""
+
+    def close(self) -> None:
+        """The connection is gone: end the cycle through the parser's bound methods now."""
+        self._parser = None
 
     # -- driving ---------------------------------------------------------------------------
 
@@ -379,7 +400,7 @@ class ResponseParser:
         """Parse `data`; the events it completed."""
         self.received += len(data)
         if self.complete:
-            self.reusable = False  # bytes after the end: this connection is not in step
+            self.reusable = self.recyclable = False  # bytes after the end: out of step
             return []
         if self._head is None:
             self._head_bytes += len(data)
@@ -398,8 +419,9 @@ class ResponseParser:
             raise BackendError(f"Error reading from remote server: {error}", ah="AH01110") from None
         if self._head is None and self._head_bytes > self._head_limit:
             raise self._oversized("(response head)")
-        if self.complete:  # no callback comes any more: end the cycle through its bound
-            self._parser = None  # methods, so both are freed now, not by the collector
+        if self.complete and not (self._keep and self.recyclable):
+            self._parser = None  # no callback comes any more: end the cycle through its bound
+            # methods, so both are freed now, not by the collector
         events, self._events = self._events, []
         return events
 
@@ -422,8 +444,10 @@ class ResponseParser:
     # -- httptools callbacks ---------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self.complete:  # bytes after the end, in the same read: this connection is not in step
+            self.reusable = self.recyclable = False
         self._reason.clear()
-        self._headers = []
+        self._headers: list[tuple[bytes, bytes]] = []
 
     def on_status(self, data: bytes) -> None:
         self._reason.append(data)
@@ -468,11 +492,13 @@ class ResponseParser:
 
     def on_message_complete(self) -> None:
         if self._head is not None and not self.complete:
+            self.recyclable = True
             self._finish(self._parser.should_keep_alive())
 
     def _finish(self, reusable: bool) -> None:
         self.complete = True
         self.reusable = reusable and not self._until_close
+        self.recyclable = self.recyclable and self.reusable
         self._events.append(END)
 
     def _oversized(self, name: str) -> BackendError:
