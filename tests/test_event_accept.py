@@ -1,12 +1,16 @@
-"""The acceptor's sharing rule (event_accept.py) against sibling records, without a server.
+"""The acceptor's sharing and gathering rules (event_accept.py) against sibling records,
+without a server.
 
-The integration test (test_event_mpm.py) shows a burst spread over three real children; here
-each sibling state the rule must ignore is checked on its own.
+The integration tests show a burst spread over three real children (test_event_mpm.py) and
+proxied connections gathered in one child on one CPU (test_proxy_gather.py); here each
+sibling state the rules must ignore is checked on its own.
 """
 
 from __future__ import annotations
 
-from mpmd.mpm.event_accept import SHARE_SLACK, Acceptor
+from types import SimpleNamespace
+
+from mpmd.mpm.event_accept import GATHER_CHECK_SECONDS, SHARE_HOLD_SECONDS, SHARE_SLACK, Acceptor
 
 
 class Epoll:
@@ -29,6 +33,7 @@ class Loop:
     def __init__(self, connections: int) -> None:
         self.connections = connections
         self.epoll = Epoll()
+        self.ctx = SimpleNamespace(surplus=False)
 
     def open_connections(self) -> int:
         return self.connections
@@ -78,7 +83,9 @@ class Sibling:
         return self.view
 
 
-def acceptor(mine: int, *siblings: Sibling, listeners=()) -> Acceptor:
+def acceptor(mine: int, *siblings: Sibling, listeners=(), slot=0, gather=0) -> Acceptor:
+    """A child in `slot`; its siblings in the other slots, in order."""
+    others = [index for index in range(len(siblings) + 1) if index != slot]
     return Acceptor(
         Loop(mine),  # type: ignore[arg-type]
         list(listeners),
@@ -86,8 +93,10 @@ def acceptor(mine: int, *siblings: Sibling, listeners=()) -> Acceptor:
         factor=2.0,
         max_connections=0,
         process_record=None,
-        siblings=siblings,
+        siblings=dict(zip(others, siblings, strict=True)),
         generation=3,
+        slot=slot,
+        gather=gather,
     )
 
 
@@ -123,3 +132,54 @@ def test_a_child_above_its_share_still_takes_the_connection_it_was_woken_for() -
     assert listener.waiting == 4
     child.maintain(child.share_until)  # at the latest then, its listeners come back
     assert not child.yielding and child.loop.epoll.fds == {3}
+
+
+def test_gathering_leaves_connections_to_the_first_children_that_accept() -> None:
+    """On one CPU (gather=1) only the first accepting child of the generation takes
+    connections, whatever it holds; the others are surplus, and their responses say close."""
+    first = acceptor(40, Sibling(0), Sibling(0), gather=1)
+    assert not first.over_share(0.0) and not first.surplus and not first.loop.ctx.surplus
+    second = acceptor(0, Sibling(40), Sibling(0), slot=1, gather=1)
+    assert second.over_share(0.0) and second.surplus and second.loop.ctx.surplus
+    # the first is full, stopping, of the old generation, or gone: the next one gathers
+    for first_state in (
+        Sibling(40, not_accepting=1),
+        Sibling(40, quiescing=1),
+        Sibling(40, generation=2),
+        Sibling(0, pid=0),
+    ):
+        child = acceptor(0, first_state, Sibling(0), slot=1, gather=1)
+        assert not child.over_share(0.0) and not child.surplus, first_state.view
+    # two CPUs: the first two share as without gathering, the third is surplus
+    assert acceptor(10, Sibling(10 - SHARE_SLACK - 1), Sibling(0), gather=2).over_share(0.0)
+    assert not acceptor(10, Sibling(10 - SHARE_SLACK), Sibling(0), gather=2).over_share(0.0)
+    assert acceptor(0, Sibling(10), Sibling(10), slot=2, gather=2).surplus is False  # (not yet)
+    third = acceptor(0, Sibling(10), Sibling(10), slot=2, gather=2)
+    assert third.over_share(0.0) and third.surplus
+
+
+def test_a_surplus_child_stays_out_while_the_first_ones_accept() -> None:
+    listener = Listener(waiting=0)
+    first = Sibling(30)
+    child = acceptor(0, first, listeners=[listener], slot=1, gather=1)
+    child.set_accepting(True, 0.0)
+    assert child.loop.epoll.fds == {3}
+    child.maintain(0.0)  # it looks, finds itself surplus: its listeners leave the poll set
+    assert child.yielding and child.surplus and child.loop.epoll.fds == set()
+    now = SHARE_HOLD_SECONDS
+    for _ in range(5):  # past the hold, as long as the first one accepts
+        now += GATHER_CHECK_SECONDS
+        child.maintain(now)
+        assert child.yielding and child.loop.epoll.fds == set()
+        assert child.share_until > now
+    first.view = (7, 3, 0, 1, 30)  # the first one is full: this one accepts again at once
+    child.maintain(now)
+    assert not child.yielding and not child.surplus and not child.loop.ctx.surplus
+    assert child.loop.epoll.fds == {3}
+
+
+def test_without_gathering_a_child_is_never_surplus() -> None:
+    child = acceptor(0, Sibling(40), Sibling(40), slot=2)
+    assert not child.over_share(0.0) and not child.surplus
+    child.maintain(1.0)
+    assert not child.surplus and not child.loop.ctx.surplus

@@ -47,6 +47,7 @@ class ChildContext:
         self.multiprocess = multiprocess
         self.extended_status = config.extended_status
         self.stop = None  # the child's StopSignal: once set, responses say close
+        self.surplus = False  # an event child the connections do not gather in: they say close
         self.proxy_state = proxy_state  # the balancers' shared state (None: nothing proxied)
         # a CustomLog logs %{mpmd-queued-ms}n: sessions measure each request's wait for it
         self.log_queued = any(

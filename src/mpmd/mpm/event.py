@@ -30,7 +30,7 @@ import os
 import select
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from mpmd.http.errors import HttpError
 from mpmd.http.request import Request
@@ -85,8 +85,9 @@ class EventLoop(QueueUpkeep):
         max_connections: int = 0,
         wake_fd: int | None = None,
         asgi_records: Sequence[object] = (),
-        siblings: Sequence[object] = (),
+        siblings: Mapping[int, object] = {},
         generation: int = 0,
+        slot: int = 0,
     ) -> None:
         self.ctx = ctx
         settings = ctx.settings
@@ -131,9 +132,20 @@ class EventLoop(QueueUpkeep):
             factor=ctx.config.mpm.async_request_worker_factor,
             max_connections=max_connections,
             process_record=process_record,
-            siblings=siblings,  # the other children's process records and this child's
-            generation=generation,  # generation: it shares new connections with them
+            siblings=siblings,  # the other children's process records, this child's
+            generation=generation,  # generation and slot: it shares new connections with them
+            slot=slot,
+            gather=self._gather(),
         )
+
+    def _gather(self) -> int:
+        """The CPUs this child may run on when its requests are proxied in its loop (no
+        Python application configured): its siblings and it gather the connections in that
+        many children (event_accept.py); else 0, every child shares them."""
+        config = self.ctx.config
+        if self._proxy is None or any(v.wsgi_mounts for v in (config.main, *config.vhosts)):
+            return 0
+        return len(os.sched_getaffinity(0))
 
     # -- lifecycle -------------------------------------------------------------------------------
 

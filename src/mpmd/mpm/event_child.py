@@ -27,12 +27,13 @@ def serve_event(spec, stop) -> None:
         max_connections=spec.config.mpm.max_connections_per_child,
         wake_fd=stop.read_fd,
         asgi_records=_spare_records(spec, ctx),
-        siblings=[
-            spec.scoreboard.process(slot)
+        siblings={
+            slot: spec.scoreboard.process(slot)
             for slot in range(spec.scoreboard.server_limit)
             if slot != spec.slot
-        ],
+        },
         generation=spec.generation,
+        slot=spec.slot,
     )
     loop.run(should_stop=lambda: stop.requested)
     ctx.close()

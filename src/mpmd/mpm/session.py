@@ -296,10 +296,12 @@ class Session:
         self.info.requests += 1
 
     def last_one(self) -> bool:
-        """Asked as a response head is built: the child is stopping and no further request was
-        read from this client, so this response ends the connection and says close (Apache's
-        ap_set_keepalive asks is_mpm_running()). A request already read is still answered."""
-        return self.ctx.stopping and not self.protocol.buffered()
+        """Asked as a response head is built: the child is stopping (or is a surplus event
+        child, event_accept.py) and no further request was read from this client, so this
+        response ends the connection and says close (Apache's ap_set_keepalive asks
+        is_mpm_running()). A request already read is still answered."""
+        ctx = self.ctx
+        return (ctx.stopping or ctx.surplus) and not self.protocol.buffered()
 
     def _run(self, exchange: Exchange) -> bool:
         """Run the handler and end the response; True if the connection may stay open."""
