@@ -206,15 +206,6 @@ def _merge(headers: list[list[str]], added: list[tuple[str, str]]) -> None:
             headers.append([name, value])
 
 
-def body_framing(request: Request) -> Framing:
-    """Content-Length when the client sent one, chunked for any other body."""
-    if request.content_length is not None:
-        return "length"
-    if request.header("transfer-encoding") is not None:
-        return "chunked"
-    return "none"
-
-
 def request_head(
     request: Request,
     target: str,
@@ -247,19 +238,21 @@ def request_head(
                 client_host = value
         elif name in _ADDED:
             merging = True
-    upgrade_value = request.header("upgrade") if upgrade else None
     headers: list[list[str]] = [
         [name, value]
         for name, value in request.headers
         if name not in _REQUEST_DROP and name not in named
     ]
     added: list[tuple[str, str]] = []  # merged in this order
-    if settings.via == "Block":
+    via = settings.via
+    if via == "Block":
         headers = [h for h in headers if h[0] != "via"]
-    elif settings.via in ("On", "Full"):
-        full = settings.via == "Full"
-        added.append(("Via", via_value(request.version, server_name, server_port, full)))
-    framing = body_framing(request)
+    elif via == "On" or via == "Full":
+        added.append(("Via", via_value(request.version, server_name, server_port, via == "Full")))
+    if request.content_length is not None:
+        framing: Framing = "length"
+    else:
+        framing = "chunked" if request.header("transfer-encoding") is not None else "none"
     expect = request.expect_continue and framing != "none"
     if settings.add_headers:
         added.append(("X-Forwarded-For", client_ip))
@@ -274,19 +267,22 @@ def request_head(
         if settings.preserve_host and client_host
         else _host_value(member.host, member.port)
     )
-    lines = [f"{request.method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
-    lines += [f"{name}: {value}\r\n" for name, value in headers]
-    lines += [f"{name}: {value}\r\n" for name, value in added]  # (the usual case: at the end)
+    head = f"{request.method} {target} HTTP/1.1\r\nHost: {host}\r\n"
+    if headers:
+        head += "".join([f"{name}: {value}\r\n" for name, value in headers])
+    if added:  # (the usual case: at the end)
+        head += "".join([f"{name}: {value}\r\n" for name, value in added])
     if expect:
-        lines.append("Expect: 100-Continue\r\n")
+        head += "Expect: 100-Continue\r\n"
     if framing == "length":
-        lines.append(f"Content-Length: {request.content_length}\r\n")
+        head += f"Content-Length: {request.content_length}\r\n"
     elif framing == "chunked":
-        lines.append("Transfer-Encoding: chunked\r\n")
-    if upgrade_value is not None:
-        lines.append(f"Connection: Upgrade\r\nUpgrade: {upgrade_value}\r\n")
-    lines.append("\r\n")
-    return "".join(lines).encode("latin-1"), framing, expect
+        head += "Transfer-Encoding: chunked\r\n"
+    if upgrade:
+        upgrade_value = request.header("upgrade")
+        if upgrade_value is not None:
+            head += f"Connection: Upgrade\r\nUpgrade: {upgrade_value}\r\n"
+    return (head + "\r\n").encode("latin-1"), framing, expect
 
 
 def chunk(data: bytes) -> bytes:

@@ -178,12 +178,11 @@ class BalancerRuntime(_Runtime):
         if plain is None:
             return None
         winner, lbstatuses = plain
-        for slot, before, lbstatus in zip(slots, numbers, lbstatuses, strict=True):
-            if lbstatus != before[3]:
-                slot.lbstatus = lbstatus
-        chosen = slots[winner]
-        chosen.busy = numbers[winner][4] + 1
-        chosen.elected = numbers[winner][5] + 1
+        for index, before in enumerate(numbers):
+            if lbstatuses[index] != before[3] and index != winner:
+                slots[index].lbstatus = lbstatuses[index]
+        chosen = numbers[winner]
+        slots[winner].count_choice(lbstatuses[winner], chosen[4] + 1, chosen[5] + 1)
         return winner
 
     def _chosen(
