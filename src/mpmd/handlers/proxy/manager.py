@@ -20,8 +20,13 @@ from urllib.parse import quote, unquote, urlsplit
 from mpmd import SERVER_SOFTWARE
 from mpmd.config.model import BackendMember, ServerConfig
 from mpmd.handlers.proxy.lbmethods import METHODS
-from mpmd.handlers.proxy.snapshot import BalancerInfo, ProxySnapshot, WorkerInfo
-from mpmd.handlers.proxy.state import ProxyState, is_usable
+from mpmd.handlers.proxy.state import (
+    BalancerInfo,
+    ProxySnapshot,
+    ProxyState,
+    WorkerInfo,
+    is_usable,
+)
 from mpmd.handlers.proxy.status_page import sticky_text
 from mpmd.handlers.status import HTML_TYPE, SERVER_BUILT, escape_html, request_host
 from mpmd.handlers.status_format import strfsize

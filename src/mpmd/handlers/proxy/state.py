@@ -27,13 +27,11 @@ import threading
 import time
 import uuid
 import weakref
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from operator import itemgetter
 
 from mpmd.config.model import BackendMember, Balancer, ServerConfig
 from mpmd.mpm.scoreboard_layout import Field, c_str
-
-if TYPE_CHECKING:
-    from mpmd.handlers.proxy.snapshot import ProxySnapshot
 
 # -- status flags: Apache's bits (mod_proxy.h) and its balancer-manager labels (proxy_wstat_tbl)
 INIT, IGNORE, DRAIN, GENERIC, SHUTDOWN, DISABLED = 0x1, 0x2, 0x4, 0x8, 0x10, 0x20
@@ -247,6 +245,61 @@ class WorkerNumbers:
             _NUMBERS.pack_into(slot._mm, slot._off + 4, *numbers)
 
 
+# -- snapshot ------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    balancer: str  # "" for a direct ProxyPass worker
+    url: str
+    status: int
+    status_text: str  # "Init Ok ", "Init Stby Ok ", "Init Err " ...
+    usable: bool
+    lbfactor: int  # x100
+    lbset: int
+    lbstatus: int
+    busy: int
+    elected: int
+    transferred: int
+    read: int
+    retries: int
+    error_time: float
+    retry: float
+    hc_checked: float
+    hc_pcount: int
+    hc_fcount: int
+    route: str
+    redirect: str
+
+    def has_flag(self, letter: str) -> bool:
+        return bool(self.status & flag_bit(letter))
+
+
+@dataclass(frozen=True, slots=True)
+class BalancerInfo:
+    name: str
+    lbmethod: str
+    timeout: float
+    max_attempts: int
+    nofailover: bool
+    sticky_cookie: str
+    sticky_param: str
+    wupdated: int
+    members: tuple[WorkerInfo, ...]  # configuration order
+    nonce: str = ""  # the balancer-manager's CSRF token ("" with nonce=None)
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySnapshot:
+    balancers: tuple[BalancerInfo, ...]
+    workers: tuple[WorkerInfo, ...]  # direct ProxyPass workers
+
+    def balancer(self, name: str) -> BalancerInfo:
+        for info in self.balancers:
+            if info.name == name:
+                return info
+        raise KeyError(name)
+
+
+# -- which workers a configuration has ---------------------------------------------------------
 def direct_workers(config: ServerConfig) -> list[BackendMember]:
     """Every ProxyPass worker (route.member) of every vhost, one per URL (as Apache shares
     a worker between ProxyPass lines naming the same URL; the first one's parameters win)."""
@@ -467,8 +520,6 @@ class ProxyState:
     # -- readers -----------------------------------------------------------------------------
     def snapshot(self) -> ProxySnapshot:
         """Every balancer (with its members) and direct worker, as plain frozen values."""
-        from mpmd.handlers.proxy.snapshot import decode  # (it imports this module)
-
         if self._writable:
             with self.lock():
                 self._reindex()
@@ -476,7 +527,7 @@ class ProxyState:
         else:
             self._reindex()
             raw = self._mm[:]
-        return decode(raw, self._index)
+        return _decode(raw, self._index)
 
 
 def _apply_balancer(slot: BalancerSlot, balancer: Balancer) -> None:
@@ -507,3 +558,49 @@ def _apply_worker(slot: WorkerSlot, member: BackendMember, position: int, fresh:
     slot.retry = params.retry
     slot.route = params.route
     slot.redirect = params.redirect
+
+
+class _Copy:
+    """A record over copied bytes, read through the same field descriptors."""
+
+    __slots__ = ("_mm", "_off")
+
+    def __init__(self, raw: bytes, offset: int) -> None:
+        self._mm = raw
+        self._off = offset
+
+
+def _decode(raw: bytes, index: dict[tuple[int, str, str], int]) -> ProxySnapshot:
+    members: dict[str, list[tuple[int, WorkerInfo]]] = {}
+    direct = []
+    for (kind, bal, _url), off in sorted(index.items(), key=lambda item: item[1]):
+        if kind != WORKER:
+            continue
+        rec = _Copy(raw, off)
+        fields = {name: WorkerSlot.__dict__[name].__get__(rec) for name in _WORKER_FIELDS}
+        status = fields["status"]
+        info = WorkerInfo(status_text=status_text(status), usable=is_usable(status), **fields)
+        position = WorkerSlot.__dict__["position"].__get__(rec)
+        (members.setdefault(bal, []) if bal else direct).append((position, info))
+    balancers = []
+    for (kind, name, _url), off in sorted(index.items(), key=lambda item: item[1]):
+        if kind == BALANCER:
+            rec = _Copy(raw, off)
+            fields = {f: BalancerSlot.__dict__[f].__get__(rec) for f in _BALANCER_FIELDS}
+            fields["nofailover"] = bool(fields["nofailover"])
+            ordered = tuple(info for _pos, info in sorted(members.get(name, ()), key=itemgetter(0)))
+            balancers.append(BalancerInfo(members=ordered, **fields))
+    return ProxySnapshot(
+        tuple(balancers), tuple(info for _pos, info in sorted(direct, key=itemgetter(0)))
+    )
+
+
+_WORKER_FIELDS = (
+    "balancer", "url", "status", "lbfactor", "lbset", "lbstatus", "busy", "elected",
+    "transferred", "read", "retries", "error_time", "retry", "hc_checked", "hc_pcount",
+    "hc_fcount", "route", "redirect",
+)  # fmt: skip
+_BALANCER_FIELDS = (
+    "name", "lbmethod", "timeout", "max_attempts", "nofailover", "sticky_cookie",
+    "sticky_param", "wupdated", "nonce",
+)  # fmt: skip

@@ -8,7 +8,7 @@ longer than the snapshot's copy and never writes the state.
 
 from __future__ import annotations
 
-from mpmd.handlers.proxy.snapshot import BalancerInfo, ProxySnapshot
+from mpmd.handlers.proxy.state import BalancerInfo, ProxySnapshot
 from mpmd.handlers.status_format import strfsize
 
 _LEGEND = (
