@@ -233,6 +233,26 @@ def test_duration_histogram_buckets(board):
     assert total == pytest.approx(62.011001)
 
 
+def test_requests_ended_together_count_as_one_by_one(board):
+    """The event loop stores a round of proxied requests at once (requests_end): the same
+    counters and histogram as request_end for each, the last one's duration the slot's."""
+    ended = [(100, 1_000), (50, 5_001), (7, 2_000_000), (0, 1_000)]
+    one, batch = board.worker(3, 0), board.worker(3, 1)
+    for record in (one, batch):
+        record.reset_for_new_child(5, 0)
+    for bytes_sent, duration_us in ended:
+        one.request_end(bytes_sent, duration_us, 9)
+    batch.requests_end(ended, 9)
+    snap = board.snapshot()
+    a, b = snap.worker(3, 0), snap.worker(3, 1)
+    numbers = ("access_count", "bytes_served", "conn_count", "conn_bytes", "duration_us",
+               "last_duration_us", "last_used_us")  # fmt: skip
+    assert [getattr(b, n) for n in numbers] == [getattr(a, n) for n in numbers]
+    assert (b.access_count, b.bytes_served, b.last_duration_us) == (4, 157, 1_000)
+    counts, _ = snap.duration_histogram()
+    assert (counts[0], counts[1], counts[10]) == (4, 2, 2)  # both records' requests
+
+
 def test_worker_counts_follow_mod_status_rules(board):
     board.generation = 1
     _start_child(board, 0, 1, 4)  # current generation

@@ -42,7 +42,7 @@ class LoopProxy:
         self.epoll = epoll
         self.handler = handler
         self.router = None  # set by for_loop
-        self.record = None  # the scoreboard record the loop counts its requests in (for_loop)
+        self.record: RoundTally | None = None  # counts the loop's requests (for_loop)
         self.settings = settings
         self.client_timeout = settings.timeout
         self.fds: dict[int, Any] = {}  # back-end fd -> its handler(mask, now)
@@ -65,7 +65,8 @@ class LoopProxy:
             return None
         proxy = cls(loop.epoll, handler, loop.ctx.settings)
         proxy.router = loop.ctx.router
-        proxy.record = loop.loop_record
+        if loop.loop_record is not None:
+            proxy.record = RoundTally(loop.loop_record)
         return proxy
 
     # -- what the loop calls ----------------------------------------------------------------
@@ -130,9 +131,10 @@ class LoopProxy:
     def flush_writes(self, now: float) -> None:
         """The round's end. One locked section of the shared state for the whole round: the
         members' counters of the requests it finished, then the members of the new requests
-        it read (each choice sees the others'). Then those requests connect, and the round's
-        writes go out back to back: a peer woken by the first finds the others waiting,
-        instead of one cross-CPU wake-up per write."""
+        it read (each choice sees the others'). Then those requests connect, the round's
+        finished requests are counted in the scoreboard (one store: RoundTally), and the
+        round's writes go out back to back: a peer woken by the first finds the others
+        waiting, instead of one cross-CPU wake-up per write."""
         settles, choosing = self._settles, self._choosing
         if settles or choosing:
             self._settles, self._choosing = [], []
@@ -146,6 +148,8 @@ class LoopProxy:
         writes = self._writes
         while writes:
             writes.popleft().write_now(now)
+        if self.record is not None and self.record.ended:
+            self.record.store()  # (before the clients get the responses it counts)
         corked = self._corked
         if corked:
             self._corked = []
@@ -164,6 +168,8 @@ class LoopProxy:
         """The child ends: close the idle back-end connections."""
         for pool in self._pools.values():
             pool.close()
+        if self.record is not None and self.record.ended:
+            self.record.store()
 
     # -- for Proxied ---------------------------------------------------------------------------
 
@@ -188,3 +194,23 @@ class LoopProxy:
         del self._active[conn]
         self.deadlines.remove(conn)
         self.done.append((conn, keep))
+
+
+class RoundTally:
+    """The loop's scoreboard record as Session.log_exchange uses it (request_end), kept for
+    the round: LoopProxy.flush_writes stores the round's requests at once (requests_end)."""
+
+    __slots__ = ("ended", "now_us", "record")
+
+    def __init__(self, record) -> None:
+        self.record = record
+        self.ended: list[tuple[int, int]] = []  # (bytes sent, duration in µs) of each request
+        self.now_us = 0
+
+    def request_end(self, bytes_sent: int, duration_us: int, now_us: int) -> None:
+        self.ended.append((bytes_sent, duration_us))
+        self.now_us = now_us
+
+    def store(self) -> None:
+        ended, self.ended = self.ended, []
+        self.record.requests_end(ended, self.now_us)

@@ -16,7 +16,7 @@ import os
 import struct
 import time
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from mpmd.http.fields import hide_password
@@ -194,28 +194,43 @@ class WorkerRecord:
 
     def request_end(self, bytes_sent: int, duration_us: int, now_us: int) -> None:
         """ap_increment_counts: slot, child and connection counters, duration, histogram and,
-        if extended, the process's CPU times (Apache's times(), taken at most every 0.1 s: per process, as this worker
-        sees it; shown only with ExtendedStatus On)."""
-        self._access += 1
-        self._my_access += 1
-        self._conn_count += 1
-        self._bytes += bytes_sent
-        self._my_bytes += bytes_sent
-        self._conn_bytes += bytes_sent
-        self._duration += duration_us
-        W_COUNTERS_ST.pack_into(
-            self._mm, self._off + W_COUNTERS,
-            self._access, self._bytes, self._my_access, self._my_bytes,
-            self._conn_count, self._conn_bytes, self._duration, duration_us, now_us, now_us,
-        )  # fmt: skip
-        i = bisect_left(_BOUNDS_US, duration_us)
+        if extended, the process's CPU times (Apache's times(), taken at most every 0.1 s: per
+        process, as this worker sees it; shown only with ExtendedStatus On)."""
+        self.requests_end(((bytes_sent, duration_us),), now_us)
+
+    def requests_end(self, ended: Sequence[tuple[int, int]], now_us: int) -> None:
+        """request_end for requests that ended together, (bytes sent, duration) each: the
+        event loop stores the requests it proxied once per round. The last one's duration
+        is the slot's last request's."""
+        count = len(ended)
+        sent = took = 0
         hist = self._hist
-        hist[i] += 1
-        U64.pack_into(self._mm, self._off + W_HIST + 8 * i, hist[i])
+        buckets = []
+        for bytes_sent, duration_us in ended:
+            sent += bytes_sent
+            took += duration_us
+            i = bisect_left(_BOUNDS_US, duration_us)
+            hist[i] += 1
+            buckets.append(i)
+        self._access += count
+        self._my_access += count
+        self._conn_count += count
+        self._bytes += sent
+        self._my_bytes += sent
+        self._conn_bytes += sent
+        self._duration += took
+        mm, off = self._mm, self._off
+        W_COUNTERS_ST.pack_into(
+            mm, off + W_COUNTERS,
+            self._access, self._bytes, self._my_access, self._my_bytes,
+            self._conn_count, self._conn_bytes, self._duration, ended[-1][1], now_us, now_us,
+        )  # fmt: skip
+        for i in buckets:
+            U64.pack_into(mm, off + W_HIST + 8 * i, hist[i])
         if self._extended and now_us >= self._cpu_due:
             self._cpu_due = now_us + CPU_EVERY_US
             cpu = os.times()
-            TWO_D.pack_into(self._mm, self._off + W_CPU, cpu.user, cpu.system)
+            TWO_D.pack_into(mm, off + W_CPU, cpu.user, cpu.system)
 
     def reset_for_new_child(self, pid: int, generation: int, tid: int = 0) -> None:
         """A new child takes the slot: my_* and connection counters reset, slot totals kept."""
