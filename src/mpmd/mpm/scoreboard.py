@@ -196,13 +196,14 @@ class WorkerRecord:
         """ap_increment_counts: slot, child and connection counters, duration, histogram and,
         if extended, the process's CPU times (Apache's times(), taken at most every 0.1 s: per
         process, as this worker sees it; shown only with ExtendedStatus On)."""
-        self.requests_end(((bytes_sent, duration_us),), now_us)
+        i = bisect_left(_BOUNDS_US, duration_us)
+        self._hist[i] += 1
+        self._store(1, bytes_sent, duration_us, duration_us, now_us, (i,))
 
     def requests_end(self, ended: Sequence[tuple[int, int]], now_us: int) -> None:
         """request_end for requests that ended together, (bytes sent, duration) each: the
         event loop stores the requests it proxied once per round. The last one's duration
         is the slot's last request's."""
-        count = len(ended)
         sent = took = 0
         hist = self._hist
         buckets = []
@@ -212,6 +213,11 @@ class WorkerRecord:
             i = bisect_left(_BOUNDS_US, duration_us)
             hist[i] += 1
             buckets.append(i)
+        self._store(len(ended), sent, took, ended[-1][1], now_us, buckets)
+
+    def _store(
+        self, count: int, sent: int, took: int, last: int, now_us: int, buckets: Sequence[int]
+    ) -> None:
         self._access += count
         self._my_access += count
         self._conn_count += count
@@ -223,10 +229,10 @@ class WorkerRecord:
         W_COUNTERS_ST.pack_into(
             mm, off + W_COUNTERS,
             self._access, self._bytes, self._my_access, self._my_bytes,
-            self._conn_count, self._conn_bytes, self._duration, ended[-1][1], now_us, now_us,
+            self._conn_count, self._conn_bytes, self._duration, last, now_us, now_us,
         )  # fmt: skip
         for i in buckets:
-            U64.pack_into(mm, off + W_HIST + 8 * i, hist[i])
+            U64.pack_into(mm, off + W_HIST + 8 * i, self._hist[i])
         if self._extended and now_us >= self._cpu_due:
             self._cpu_due = now_us + CPU_EVERY_US
             cpu = os.times()
