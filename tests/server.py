@@ -59,6 +59,19 @@ MaxSpareThreads 26
 """
 
 
+# Three event children with keep-alive that lasts the test (the sharing and gathering tests).
+THREE_EVENT_CHILDREN = """\
+StartServers 3
+ServerLimit 3
+ThreadsPerChild 10
+MaxRequestWorkers 30
+MinSpareThreads 10
+MaxSpareThreads 30
+KeepAliveTimeout 60
+MaxKeepAliveRequests 0
+"""
+
+
 def raise_open_files(wanted: int) -> None:
     """This process's RLIMIT_NOFILE to at least `wanted` where allowed (a server started later
     inherits it); as root the hard limit too, since a container's may be low."""

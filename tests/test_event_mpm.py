@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from mpmd.mpm.scoreboard import READY, Scoreboard, default_path
-from server import Server, children_of, wait_for
+from server import THREE_EVENT_CHILDREN, Server, children_of, wait_for
 
 HELLO = b"GET /hello HTTP/1.1\r\nHost: localhost\r\n\r\n"
 APPS = "WSGIApp /hello testapp:hello\nWSGIApp /echo testapp:echo\nWSGIApp /sleepy testapp:sleepy\n"
@@ -551,17 +551,7 @@ def _send_quietly(sock: socket.socket, data: bytes) -> None:
 
 # -- sharing new connections among the children --------------------------------------------------
 
-THREE_CHILDREN = """\
-StartServers 3
-ServerLimit 3
-ThreadsPerChild 10
-MaxRequestWorkers 30
-MinSpareThreads 10
-MaxSpareThreads 30
-KeepAliveTimeout 60
-MaxKeepAliveRequests 0
-WSGIApp /info testapp:info
-"""
+THREE_CHILDREN = THREE_EVENT_CHILDREN + "WSGIApp /info testapp:info\n"
 
 
 def test_a_burst_of_keep_alive_connections_is_shared_among_the_children(tmp_path):

@@ -13,21 +13,13 @@ import shutil
 import pytest
 
 from proxy_doubles import Backend, serve_ok
-from server import Server, children_of, wait_for
+from server import THREE_EVENT_CHILDREN, Server, children_of, wait_for
 
 TASKSET = shutil.which("taskset")
 
 pytestmark = pytest.mark.skipif(TASKSET is None, reason="taskset (util-linux) is not installed")
 
-THREE_CHILDREN = """\
-StartServers 3
-ServerLimit 3
-ThreadsPerChild 10
-MaxRequestWorkers 30
-MinSpareThreads 10
-MaxSpareThreads 30
-KeepAliveTimeout 60
-MaxKeepAliveRequests 0
+PROXY = """\
 LogFormat "%P %>s" pids
 CustomLog "{log}" pids
 ProxyPass / http://127.0.0.1:{port}/
@@ -65,7 +57,7 @@ def test_proxying_children_on_one_cpu_gather_their_connections_in_one(tmp_path, 
     before: gathering is for children whose work is all in their loops."""
     log = tmp_path / "pids_log"
     with Backend(serve_ok()) as backend:
-        config = THREE_CHILDREN.format(log=log, port=backend.port)
+        config = THREE_EVENT_CHILDREN + PROXY.format(log=log, port=backend.port)
         if wsgi:
             config += "WSGIApp /info testapp:info\n"
         server = Server(tmp_path, config, mpm="event", launcher=(TASKSET, "-c", "0"))
