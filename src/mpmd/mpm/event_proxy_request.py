@@ -224,17 +224,10 @@ class Proxied:
     # -- the request ----------------------------------------------------------------------------
 
     def _send_request(self, now: float) -> None:
-        method = self.request.method
         http = self.exchange.vhost.http
-        field_size = http.limit_request_field_size
-        max_fields = http.limit_request_fields or 100
-        backend = self.backend
-        parser = backend.parser
-        if parser is None or not parser.recycle(method, field_size, max_fields):
-            parser = backend.parser = ResponseParser(
-                method, field_size=field_size, max_fields=max_fields, kept=True
-            )
-        self.parser = parser
+        self.parser = self.backend.response_parser(  # type: ignore[union-attr]
+            self.request.method, http.limit_request_field_size, http.limit_request_fields or 100
+        )
         self.responding = False
         self.cut = False
         out = self.out

@@ -26,6 +26,7 @@ from collections import deque
 from typing import Any, Protocol
 
 from mpmd.config.model import BackendMember, ServerConfig
+from mpmd.handlers.proxy.backend import ResponseParser
 
 Address = tuple[int, Any]  # (address family, socket address) to connect to
 
@@ -75,7 +76,7 @@ class BackendSocket:
         self.uses = 0  # requests already carried: a failure on a reused one may be a race
         self.idle_since = 0.0
         self.mask = 0  # the events it is registered for (level-triggered)
-        self.parser: Any = None  # its ResponseParser, kept for the next response (recycle)
+        self.parser: ResponseParser | None = None  # kept for the next response
 
     @property
     def reused(self) -> bool:
@@ -86,6 +87,16 @@ class BackendSocket:
         if mask != self.mask:
             self.mask = mask
             self.epoll.modify(self.fd, mask)
+
+    def response_parser(self, method: str, field_size: int, max_fields: int) -> ResponseParser:
+        """The parser for the response to the request about to go out: this connection's
+        last one, if it can take another response, else a new one kept for the next."""
+        parser = self.parser
+        if parser is None or not parser.recycle(method, field_size, max_fields):
+            parser = self.parser = ResponseParser(
+                method, field_size=field_size, max_fields=max_fields, kept=True
+            )
+        return parser
 
     def connected(self) -> OSError | None:
         """After the connect's EPOLLOUT: None, or why it failed."""
