@@ -206,7 +206,9 @@ class Acceptor:
     def maintain(self, now: float) -> None:
         """Once per loop iteration: accept again once under the limit, or make room when full;
         a child that stepped back for a sibling takes its listeners back once it is no longer
-        above its share, or SHARE_HOLD_SECONDS later (its next accept looks again)."""
+        above its share, or SHARE_HOLD_SECONDS later (its next accept looks again). A gathering
+        child looks every GATHER_CHECK_SECONDS whether it is surplus: then it steps back, and
+        stays out as long as it is."""
         loop = self.loop
         if self.gather and now >= self._gather_due and not loop.stopping:
             self._gather_due = now + GATHER_CHECK_SECONDS
