@@ -28,6 +28,7 @@ import time
 import uuid
 import weakref
 from dataclasses import dataclass
+from dataclasses import fields as info_fields
 from operator import itemgetter
 
 from mpmd.config.model import BackendMember, Balancer, ServerConfig
@@ -560,47 +561,40 @@ def _apply_worker(slot: WorkerSlot, member: BackendMember, position: int, fresh:
     slot.redirect = params.redirect
 
 
+@dataclass(slots=True)
 class _Copy:
     """A record over copied bytes, read through the same field descriptors."""
 
-    __slots__ = ("_mm", "_off")
-
-    def __init__(self, raw: bytes, offset: int) -> None:
-        self._mm = raw
-        self._off = offset
+    _mm: bytes
+    _off: int
 
 
 def _decode(raw: bytes, index: dict[tuple[int, str, str], int]) -> ProxySnapshot:
+    records = sorted(index.items(), key=itemgetter(1))  # (in file order)
     members: dict[str, list[tuple[int, WorkerInfo]]] = {}
     direct = []
-    for (kind, bal, _url), off in sorted(index.items(), key=lambda item: item[1]):
-        if kind != WORKER:
-            continue
-        rec = _Copy(raw, off)
-        fields = {name: WorkerSlot.__dict__[name].__get__(rec) for name in _WORKER_FIELDS}
-        status = fields["status"]
-        info = WorkerInfo(status_text=status_text(status), usable=is_usable(status), **fields)
-        position = WorkerSlot.__dict__["position"].__get__(rec)
-        (members.setdefault(bal, []) if bal else direct).append((position, info))
+    for (kind, bal, _url), off in records:
+        if kind == WORKER:
+            rec = _Copy(raw, off)
+            fields = {name: WorkerSlot.__dict__[name].__get__(rec) for name in _WORKER_FIELDS}
+            status = fields["status"]
+            info = WorkerInfo(status_text=status_text(status), usable=is_usable(status), **fields)
+            position = WorkerSlot.__dict__["position"].__get__(rec)
+            (members.setdefault(bal, []) if bal else direct).append((position, info))
     balancers = []
-    for (kind, name, _url), off in sorted(index.items(), key=lambda item: item[1]):
+    for (kind, name, _url), off in records:
         if kind == BALANCER:
             rec = _Copy(raw, off)
             fields = {f: BalancerSlot.__dict__[f].__get__(rec) for f in _BALANCER_FIELDS}
             fields["nofailover"] = bool(fields["nofailover"])
-            ordered = tuple(info for _pos, info in sorted(members.get(name, ()), key=itemgetter(0)))
+            ordered = tuple(info for _pos, info in sorted(members.get(name, ()), key=_FIRST))
             balancers.append(BalancerInfo(members=ordered, **fields))
-    return ProxySnapshot(
-        tuple(balancers), tuple(info for _pos, info in sorted(direct, key=itemgetter(0)))
-    )
+    return ProxySnapshot(tuple(balancers), tuple(info for _pos, info in sorted(direct, key=_FIRST)))
 
 
-_WORKER_FIELDS = (
-    "balancer", "url", "status", "lbfactor", "lbset", "lbstatus", "busy", "elected",
-    "transferred", "read", "retries", "error_time", "retry", "hc_checked", "hc_pcount",
-    "hc_fcount", "route", "redirect",
-)  # fmt: skip
-_BALANCER_FIELDS = (
-    "name", "lbmethod", "timeout", "max_attempts", "nofailover", "sticky_cookie",
-    "sticky_param", "wupdated", "nonce",
-)  # fmt: skip
+_FIRST = itemgetter(0)  # (position, info) by position
+# what a snapshot reads from the records as stored (the other Info fields are derived)
+_WORKER_FIELDS = tuple(
+    f.name for f in info_fields(WorkerInfo) if f.name not in ("status_text", "usable")
+)
+_BALANCER_FIELDS = tuple(f.name for f in info_fields(BalancerInfo) if f.name != "members")
