@@ -247,6 +247,21 @@ def test_event_loop_style_continue_and_buffering() -> None:
     assert protocol.next_request().target == "/"  # type: ignore[union-attr]
 
 
+def test_bytes_held_behind_an_upgrade_request_count_as_sent() -> None:
+    """A refused upgrade's pipelined request is held raw, not parsed: it is still something
+    the client sent (sent_more), so a closing response does not drop it."""
+    protocol = HttpProtocol(DEFAULT_SETTINGS, recv=lambda: pytest.fail("must not read"))
+    protocol.feed(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: x\r\n\r\n")
+    request = protocol.next_request()
+    assert request is not None and request.upgrade
+    assert not protocol.sent_more()
+    protocol.feed(b"GET /after HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert not protocol.buffered() and protocol.sent_more()
+    assert protocol.finish_request(request)
+    assert protocol.next_request().target == "/after"  # type: ignore[union-attr]
+    assert not protocol.sent_more()
+
+
 def test_unsent_continue_closes_instead_of_waiting() -> None:
     """A response given without reading an Expect: 100-continue body: do not wait for it."""
     protocol = HttpProtocol(DEFAULT_SETTINGS, recv=lambda: pytest.fail("must not read"))

@@ -204,6 +204,12 @@ class HttpProtocol:
         """A parsed request or error is waiting: call next_request() before blocking on recv."""
         return bool(self._queue) or self.state is ERROR
 
+    def sent_more(self) -> bool:
+        """The client sent more than the requests taken so far: one parsed (or an error), or
+        bytes held behind an upgrade request. A response that could end the connection
+        (Session.last_one) answers those first."""
+        return self.buffered() or bool(self._held)
+
     def body_complete(self, request: Request) -> bool:
         """The body is fully parsed, or failed (reading it raises): no more bytes are needed."""
         body = request.body

@@ -299,9 +299,10 @@ class Session:
         """Asked as a response head is built: the child is stopping (or is a surplus event
         child, event_accept.py) and no further request was read from this client, so this
         response ends the connection and says close (Apache's ap_set_keepalive asks
-        is_mpm_running()). A request already read is still answered."""
+        is_mpm_running()). A request already read (or held behind a refused upgrade) is
+        still answered."""
         ctx = self.ctx
-        return (ctx.stopping or ctx.surplus) and not self.protocol.buffered()
+        return (ctx.stopping or ctx.surplus) and not self.protocol.sent_more()
 
     def _run(self, exchange: Exchange) -> bool:
         """Run the handler and end the response; True if the connection may stay open."""
