@@ -411,3 +411,45 @@ def test_single_process_mode_serves_tls_from_its_loop(tmp_path, pki):
             assert board.snapshot().tls_handshakes == 1
         finally:
             board.close()
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_a_refused_client_certificate_leaves_no_session_to_resume(tmp_path, pki, version):
+    """A client certificate refused after the handshake (an intermediate CA's, over
+    SSLVerifyDepth 1: AH02040) gets no session ticket (TLS 1.2: not even the server's
+    Finished), so its next connection is checked again instead of resuming past the check;
+    an accepted certificate resumes as before."""
+    config = ONE_CHILD + APPS + f"SSLVerifyClient require\nSSLCACertificateFile {pki.ca_file}\n"
+
+    def client(cert: Path) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(pki.ca_file))
+        ctx.minimum_version = ctx.maximum_version = version
+        ctx.load_cert_chain(str(cert))
+        return ctx
+
+    def attempt(server: TlsServer, ctx: ssl.SSLContext, session=None):
+        """(what the server answered, the client's session, whether it was resumed)"""
+        raw = socket.create_connection(("127.0.0.1", server.tls_port), timeout=10)
+        answer = b""
+        try:
+            with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as sock:
+                sock.sendall(b"GET /hello HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                while chunk := sock.recv(65536):
+                    answer += chunk
+                return answer, sock.session, sock.session_reused
+        except (ssl.SSLError, ConnectionError):
+            return answer, None, False
+
+    deep = client(pki.client("deep@example.com", "Deep", intermediate=True))
+    near = client(pki.client("near@example.com", "Near"))
+    with TlsServer(tmp_path, pki, config) as server:
+        answer, session, _ = attempt(server, deep)
+        assert not answer.startswith(b"HTTP/1.1 200")
+        assert session is None or not session.has_ticket
+        answer, _, reused = attempt(server, deep, session)
+        assert not answer.startswith(b"HTTP/1.1 200") and not reused
+        wait_for(lambda: server.log_text().count("AH02040") == 2)
+        answer, session, _ = attempt(server, near)
+        assert answer.startswith(b"HTTP/1.1 200") and session is not None
+        answer, _, reused = attempt(server, near, session)
+        assert answer.startswith(b"HTTP/1.1 200") and reused

@@ -72,8 +72,10 @@ class TlsConnection(EventConnection):
 
     def handshake(self) -> int:
         """One step of the handshake, never waiting; the bytes read from the client (for
-        RequestReadTimeout's MinRate). Done once `handshaken` and `out` is None; until then
-        `out` says which way to wait (not None: for the socket to take the server's flight).
+        RequestReadTimeout's MinRate). Once it is done (`handshaken`), what its end made (the
+        TLS 1.3 session tickets; TLS 1.2's last flight) waits in bio_out until the client is
+        checked: `release()` sends it, a refused client never gets it. Until then `out` says
+        which way to wait (not None: for the socket to take the server's flight).
         Raises ssl.SSLError when the handshake fails, OSError when the client went away."""
         if not self.flush() or self.handshaken:  # done once its last flight is out
             return 0
@@ -94,9 +96,20 @@ class TlsConnection(EventConnection):
             raise
         else:
             self.handshaken = True
+            return len(data)
         self._emit()
         self.flush()
         return len(data)
+
+    def release(self) -> None:
+        """Send what the handshake's end made (the client passed its checks). Raises OSError."""
+        self._emit()
+        self.flush()
+
+    def withhold(self) -> None:
+        """Drop what the handshake's end made, for a refused client: without a session ticket
+        (or, in TLS 1.2, the server's Finished) it cannot resume the session it was refused."""
+        self.bio_out.read()
 
     def _send_alert(self) -> None:
         """The alert OpenSSL made for a failed handshake, if the socket takes it now."""
@@ -382,19 +395,21 @@ class Handshakes:
         except OSError:
             counters.failed()
             return FAILED
-        if conn.handshaken and conn.out is None:  # done, and the client has all it needs
+        if conn.handshaken and conn.session.info.tls is None:  # it has just ended
             info = conn.session.info.tls = tls_info(conn.ssl)
             refusal = client_refusal(info)
-            if refusal is not None:
+            if refusal is not None:  # closed without its session, as mod_ssl's verify fails
                 counters.failed()
+                conn.withhold()
                 level, ah, message = refusal
                 self._log(conn, message, ah, level)
-                try:
-                    conn.end_output()  # close_notify, as the blocking MPMs send it
-                except OSError:
-                    pass
                 return FAILED
             counters.succeeded()
+            try:
+                conn.release()
+            except OSError:
+                return FAILED
+        if conn.handshaken and conn.out is None:  # done, and the client has all it needs
             conn.kind = READING  # the first request is awaited as on plain HTTP
             conn.reader = None
             self.reading.set(conn, now + first_byte_wait(self.settings, first_request=True))
