@@ -307,9 +307,11 @@ class EventLoop(QueueUpkeep):
         self._conns[conn.fd] = conn
         if conn.tls:
             tls.start(conn, now)  # type: ignore[union-attr]
-        else:
-            conn.kind = READING  # the header clock starts with the first bytes (_read_head)
-            self._reading.set(conn, now + first_byte_wait(self._settings, first_request=True))
+            self.epoll.register(conn.fd, 0)
+            self._on_handshake(conn, now)  # its ClientHello is usually here already
+            return
+        conn.kind = READING  # the header clock starts with the first bytes (_read_head)
+        self._reading.set(conn, now + first_byte_wait(self._settings, first_request=True))
         self.epoll.register(conn.fd, _ARM_READ)
 
     def _on_handshake(self, conn: EventConnection, now: float) -> None:

@@ -97,14 +97,12 @@ class TlsConnection(EventConnection):
         else:
             self.handshaken = True
             return len(data)
-        self._emit()
-        self.flush()
+        self._write_records(self.bio_out.read())  # nothing is queued: flush() said so
         return len(data)
 
     def release(self) -> None:
         """Send what the handshake's end made (the client passed its checks). Raises OSError."""
-        self._emit()
-        self.flush()
+        self._write_records(self.bio_out.read())
 
     def withhold(self) -> None:
         """Drop what the handshake's end made, for a refused client: without a session ticket
@@ -196,14 +194,7 @@ class TlsConnection(EventConnection):
             return
         if len(data) <= TLS_CHUNK:  # the common response: encrypted and written at once
             self.ssl.write(data)
-            wire = self.bio_out.read()
-            try:
-                sent = os.write(self.fd, wire)
-            except BlockingIOError:
-                sent = 0
-            if sent < len(wire):
-                self.out = deque((_Wire(wire[sent:]),))
-                self.out_bytes = len(wire) - sent
+            self._write_records(self.bio_out.read())
             return
         self.out = deque((data,))
         self.out_bytes = len(data)
@@ -266,6 +257,18 @@ class TlsConnection(EventConnection):
         self.out = None
         self.out_bytes = 0
         return True
+
+    def _write_records(self, wire: bytes) -> None:
+        """Write records while nothing is queued; what the socket does not take is queued."""
+        if not wire:
+            return
+        try:
+            sent = os.write(self.fd, wire)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(wire):
+            self.out = deque((_Wire(wire[sent:]),))
+            self.out_bytes = len(wire) - sent
 
     def _encrypt_front(self, out: deque) -> None:
         """Encrypt up to TLS_CHUNK bytes of the first plaintext item; its records go first."""
