@@ -12,6 +12,7 @@ import ssl
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,8 @@ import pytest
 from mpmd.config.build import load_config
 from mpmd.config.syntax import ConfigError
 from mpmd.config.validators import DirectiveValueError, v_ssl_protocol
-from mpmd.http.tls import TlsContexts, client_refusal, host_matches, ssl_environ, tls_info
+from mpmd.http.tls import TlsContexts, host_matches, ssl_environ, tls_info
+from mpmd.http.tls_verify import ca_issuers, client_refusal
 from tls_certs import encrypted_key, make_pki
 
 CLI = "import sys; from mpmd.cli import main; sys.exit(main())"
@@ -113,11 +115,14 @@ def test_settings_merge_and_defaults(tmp_path, pki) -> None:
     assert a.ssl.line_of("SSLCertificateFile").endswith("httpd.conf:8")
 
 
-def _handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext, sni: str | None):
-    """Both sides over memory BIOs; returns the server's SSLObject and the client's."""
+def _handshake(
+    server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext, sni: str | None, session=None
+):
+    """Both sides over memory BIOs (the client resuming `session`, if given); returns the
+    server's SSLObject and the client's, which has read the server's session tickets."""
     s_in, s_out, c_in, c_out = (ssl.MemoryBIO() for _ in range(4))
     server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
-    client = client_ctx.wrap_bio(c_in, c_out, server_hostname=sni)
+    client = client_ctx.wrap_bio(c_in, c_out, server_hostname=sni, session=session)
     done: set[str] = set()
     for _ in range(20):
         for name, side in (("client", client), ("server", server)):
@@ -134,6 +139,9 @@ def _handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext, sni: str 
     client.write(b"x")  # TLS 1.3: the client's certificate reaches the server after its Finished
     s_in.write(c_out.read())
     assert server.read(1) == b"x"
+    server.write(b"y")
+    c_in.write(s_out.read())
+    assert client.read(1) == b"y"
     return server, client
 
 
@@ -316,10 +324,17 @@ def test_verify_depth_counts_the_chain_as_mod_ssl(tmp_path, pki, depth, via, ref
                                              "\nSSLVerifyClient require"))  # fmt: skip
     contexts = TlsContexts.build(load_config(str(path)))
     cert = pki.client("one@example.com", "Client One", intermediate=via == "intermediate")
-    server, _ = _handshake(contexts.for_listener(8443), _client(pki, cert=cert), "b.test")
+    client_ctx = _client(pki, cert=cert)
+    server, client = _handshake(contexts.for_listener(8443), client_ctx, "b.test")
     info = tls_info(server)
     assert info.chain_depth == (2 if via == "intermediate" else 1)
     refusal = client_refusal(info)
+    # Resumed, the session has the certificate but no verified chain: the depth comes from
+    # the certificate's issuer among b.test's CA certificates, and the verdict is the same.
+    server, _ = _handshake(contexts.for_listener(8443), client_ctx, "b.test", client.session)
+    resumed = tls_info(server)
+    assert resumed.resumed and resumed.chain_depth == info.chain_depth
+    assert client_refusal(resumed) == refusal
     if not refused:
         assert refusal is None
         return
@@ -329,3 +344,16 @@ def test_verify_depth_counts_the_chain_as_mod_ssl(tmp_path, pki, depth, via, ref
         f"Certificate Verification: Certificate Chain too long (chain has {info.chain_depth} "
         f"certificates, but maximum allowed are only {depth})",
     )
+
+
+def test_ca_issuers_reads_the_ca_file_and_the_hash_directory(tmp_path, pki) -> None:
+    """SSLCACertificatePath's certificates count as the file's do; other files are skipped."""
+    folder = tmp_path / "certs"
+    folder.mkdir()
+    (folder / "ca.pem").write_text(pki.ca_file.read_text())
+    (folder / "README").write_text("not a certificate\n")
+    settings = load_config(str(_two_hosts(tmp_path, pki))).vhosts[1].ssl  # b.test's
+    assert settings.ca_file == str(pki.ca_file)
+    [(subject, issuer)] = ca_issuers(settings).items()
+    assert subject == issuer  # the root: self-signed
+    assert ca_issuers(replace(settings, ca_file=None, ca_path=str(folder))) == {subject: issuer}

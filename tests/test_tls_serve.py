@@ -242,6 +242,38 @@ def test_verify_depth_refuses_a_longer_chain(tmp_path, pki, mpm) -> None:
 
 
 @pytest.mark.parametrize("mpm", MPMS)
+def test_a_refused_certificate_is_refused_again_when_its_session_resumes(
+    tmp_path, pki, mpm
+) -> None:
+    """Prefork and worker send the TLS 1.3 session tickets before the certificate is checked
+    (the event MPM holds them back: test_tls_event.py), so a client SSLVerifyDepth refused
+    resumes its session on the next connection: it is refused again, the depth of its chain
+    taken from its certificate's issuer among the host's CA certificates."""
+    config = _hosts(pki, a_extra=f"SSLVerifyClient require\nSSLCACertificateFile {pki.ca_file}")
+    ctx = _client(pki, cert=pki.client("three@example.com", "Three", intermediate=True),
+                  version="1.3")  # fmt: skip
+    request = b"GET /app HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n"
+    with Server(tmp_path, config, mpm=mpm) as server:
+        session, resumed = None, []
+        for _ in range(2):
+            answer = b""
+            raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            with ctx.wrap_socket(raw, server_hostname="a.test", session=session) as sock:
+                resumed.append(sock.session_reused)
+                try:
+                    sock.sendall(request)
+                    while chunk := sock.recv(65536):
+                        answer += chunk
+                except (ssl.SSLError, ConnectionError):
+                    pass
+                session = sock.session
+            assert not answer.startswith(b"HTTP/1.1 200"), answer
+        assert resumed == [False, mpm != "event"]
+        wait_for(lambda: server.log_text().count("AH02040: Certificate Verification: "
+                 "Certificate Chain too long (chain has 2 certificates") == 2)  # fmt: skip
+
+
+@pytest.mark.parametrize("mpm", MPMS)
 def test_tls13_only_refuses_a_tls12_client(tmp_path, pki, mpm) -> None:
     config = _hosts(pki, a_extra="SSLProtocol -all +TLSv1.3")
     with Server(tmp_path, config, mpm=mpm) as server:

@@ -27,6 +27,7 @@ from mpmd.config.syntax import ConfigError
 from mpmd.http.errors import HttpError
 from mpmd.http.fields import host_name
 from mpmd.http.response import build_head, error_body
+from mpmd.http.tls_verify import ca_issuers, chain_depth
 
 ALPN = ("http/1.1",)
 # The TLS 1.3 suites OpenSSL knows (SSLCipherSuite TLSv1.3 is checked against them).
@@ -71,6 +72,7 @@ class TlsHost:
     context: ssl.SSLContext
     server_cert: dict  # the decoded leaf of SSLCertificateFile (as getpeercert() shapes it)
     server_pem: str  # that leaf in PEM, for SSLOptions +ExportCertData
+    ca_issuers: dict  # its CA certificates' issuers by subject, when it verifies clients
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,7 +363,8 @@ def _build_host(vhost: VirtualHost, settings: SslSettings) -> TlsHost:
             decoded = ssl._ssl._test_decode_cert(path)  # type: ignore[attr-defined]
         except (ssl.SSLError, AttributeError):
             decoded = {}
-    return TlsHost(vhost, settings, context, decoded, leaf)
+    issuers = ca_issuers(settings) if settings.verify_client != "none" else {}
+    return TlsHost(vhost, settings, context, decoded, leaf, issuers)
 
 
 # -- a finished handshake ----------------------------------------------------------------------
@@ -374,6 +377,7 @@ def tls_info(conn: ssl.SSLSocket | ssl.SSLObject) -> TlsInfo:
     der = conn.getpeercert(binary_form=True)
     if host is not None and host.settings.verify_client == "none":
         der = None  # asked for by another host on the port: not this host's business
+    cert = (conn.getpeercert() or {}) if der else {}
     # SSL_SESSION_ID only where +StdEnvVars can show it: CPython 3.11's `.session` getter
     # leaks about 1 KiB per call (measured: RSS +5 MiB per 5,000 handshakes that read it)
     wanted = host is None or "StdEnvVars" in host.settings.options
@@ -384,10 +388,10 @@ def tls_info(conn: ssl.SSLSocket | ssl.SSLObject) -> TlsInfo:
         cipher_bits=bits or 0,
         sni=getattr(conn, "mpmd_sni", None),
         host=host,
-        client_cert=(conn.getpeercert() or {}) if der else {},
+        client_cert=cert,
         client_der=der,
         verify="SUCCESS" if der else "NONE",
-        chain_depth=_verified_depth(conn) if der else -1,
+        chain_depth=chain_depth(conn, cert, host.ca_issuers if host else {}) if der else -1,
         session_id=session.id.hex() if session is not None else "",
         resumed=conn.session_reused,
         name_based=getattr(conn, "mpmd_name_based", False),
@@ -468,37 +472,6 @@ def handshake_timeout(settings: HttpSettings) -> float:
     """Timeout, or RequestReadTimeout handshake=N when it is set and shorter."""
     stage = settings.handshake_read_timeout.timeout
     return min(settings.timeout, stage) if stage > 0 else settings.timeout
-
-
-def client_refusal(info: TlsInfo) -> tuple[str, str, str] | None:
-    """Why the chosen host refuses the client's certificate, as (level, AH id, message) for
-    the error log, or None. Checked after the handshake because Python's `ssl` has no verify
-    callback: SSLVerifyClient require of the chosen host and no certificate (the port asked
-    for one only optionally because another host on it does not require one), and
-    SSLVerifyDepth against the verified chain, as mod_ssl's ssl_callback_SSLVerify."""
-    host = info.host
-    if host is None:
-        return None
-    settings = host.settings
-    if settings.verify_client == "require" and not info.client_der:
-        message = (f"the client sent no certificate; {host.vhost.server_name} has "
-                   "SSLVerifyClient require")  # fmt: skip
-        return "info", "MP00235", message
-    if info.chain_depth > settings.verify_depth:
-        message = ("Certificate Verification: Certificate Chain too long (chain has "
-                   f"{info.chain_depth} certificates, but maximum allowed are only "
-                   f"{settings.verify_depth})")  # fmt: skip
-        return "error", "AH02040", message
-    return None
-
-
-def _verified_depth(conn: ssl.SSLSocket | ssl.SSLObject) -> int:
-    """The depth of the top (trust anchor) certificate of the chain OpenSSL verified: 0 for a
-    trusted self-signed client certificate, 1 for one a trusted CA issued. -1 for a resumed
-    session, whose chain is not verified again (docs/tls.md)."""
-    # Python 3.13 names it; 3.10-3.12 have it on the C object only
-    get_chain = getattr(conn, "get_verified_chain", None) or conn._sslobj.get_verified_chain
-    return len(get_chain() or ()) - 1
 
 
 def rfc2253(name: tuple) -> str:

@@ -27,7 +27,8 @@ from collections import deque
 
 from mpmd.http.errors import HttpError
 from mpmd.http.timeouts import ReadDeadline, first_byte_wait, read_wait
-from mpmd.http.tls import PLAIN_HTTP_REQUEST_LINE, client_refusal, plain_http_response, tls_info
+from mpmd.http.tls import PLAIN_HTTP_REQUEST_LINE, plain_http_response, tls_info
+from mpmd.http.tls_verify import client_refusal
 from mpmd.mpm.context import ChildContext
 from mpmd.mpm.event_connection import (
     HANDSHAKE,

@@ -19,11 +19,11 @@ import ssl
 from mpmd.http.errors import HttpError
 from mpmd.http.tls import (
     PLAIN_HTTP_REQUEST_LINE,
-    client_refusal,
     handshake_timeout,
     plain_http_response,
     tls_info,
 )
+from mpmd.http.tls_verify import client_refusal
 from mpmd.mpm.connection import Connection
 from mpmd.mpm.context import ChildContext
 

@@ -1,0 +1,78 @@
+"""The client-certificate checks made after a TLS handshake, as mod_ssl's verify callback
+makes them during it (Python's `ssl` has no verify callback): the chosen host's
+`SSLVerifyClient require`, and `SSLVerifyDepth` against the depth of the chain.
+
+The depth is that of the chain OpenSSL verified. A resumed session has none (OpenSSL keeps
+the client's certificate in the session, not the chain it verified), so its depth is
+worked out from the certificate's issuer among the host's CA certificates: exact up to a
+chain with one CA certificate the client sent itself (depth 2), at least 2 beyond it.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from typing import TYPE_CHECKING
+
+from mpmd.config.model import SslSettings
+
+if TYPE_CHECKING:
+    from mpmd.http.tls import TlsInfo
+
+_LONGEST_CHAIN = 100  # OpenSSL's own verify depth limit: a loop in the CA files ends here
+
+
+def ca_issuers(settings: SslSettings) -> dict[tuple, tuple]:
+    """The issuer of each CA certificate of SSLCACertificateFile and SSLCACertificatePath, by
+    subject (decoded names, as getpeercert() shapes them). The files were checked when the
+    host's context loaded them."""
+    scratch = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    paths = [settings.ca_file] if settings.ca_file else []
+    if settings.ca_path and os.path.isdir(settings.ca_path):
+        paths += sorted(e.path for e in os.scandir(settings.ca_path) if e.is_file())
+    for path in paths:
+        try:
+            scratch.load_verify_locations(cafile=path)
+        except (ssl.SSLError, OSError):
+            pass  # not a certificate (a CRL in the hash directory, a README)
+    return {cert["subject"]: cert["issuer"] for cert in scratch.get_ca_certs()}
+
+
+def chain_depth(conn: ssl.SSLSocket | ssl.SSLObject, cert: dict, issuers: dict) -> int:
+    """The depth of the top (trust anchor) certificate of the client's chain: 0 for a trusted
+    self-signed certificate, 1 for one a trusted CA issued; see the module docstring for a
+    resumed session."""
+    # Python 3.13 names it; 3.10-3.12 have it on the C object only
+    get_chain = getattr(conn, "get_verified_chain", None) or conn._sslobj.get_verified_chain
+    chain = get_chain()
+    if chain:
+        return len(chain) - 1
+    name, issuer = cert.get("subject"), cert.get("issuer")
+    depth = 0
+    while issuer != name and depth < _LONGEST_CHAIN:
+        depth += 1
+        if issuer not in issuers:
+            return depth + 1  # a CA the client sent, issued by at least one more above it
+        name, issuer = issuer, issuers[issuer]
+    return depth
+
+
+def client_refusal(info: TlsInfo) -> tuple[str, str, str] | None:
+    """Why the chosen host refuses the client's certificate, as (level, AH id, message) for
+    the error log, or None: SSLVerifyClient require of the chosen host and no certificate
+    (the port asked for one only optionally because another host on it does not require
+    one), and SSLVerifyDepth, as mod_ssl's ssl_callback_SSLVerify."""
+    host = info.host
+    if host is None:
+        return None
+    settings = host.settings
+    if settings.verify_client == "require" and not info.client_der:
+        message = (f"the client sent no certificate; {host.vhost.server_name} has "
+                   "SSLVerifyClient require")  # fmt: skip
+        return "info", "MP00235", message
+    if info.chain_depth > settings.verify_depth:
+        message = ("Certificate Verification: Certificate Chain too long (chain has "
+                   f"{info.chain_depth} certificates, but maximum allowed are only "
+                   f"{settings.verify_depth})")  # fmt: skip
+        return "error", "AH02040", message
+    return None
