@@ -20,6 +20,7 @@ import pytest
 from mpmd.config.build import load_config
 from mpmd.config.syntax import ConfigError
 from mpmd.config.validators import DirectiveValueError, v_ssl_protocol
+from mpmd.http import tls_suites
 from mpmd.http.tls import TlsContexts, host_matches, ssl_environ, tls_info
 from mpmd.http.tls_verify import ca_issuers, client_refusal
 from tls_certs import encrypted_key, make_pki
@@ -357,3 +358,37 @@ def test_ca_issuers_reads_the_ca_file_and_the_hash_directory(tmp_path, pki) -> N
     [(subject, issuer)] = ca_issuers(settings).items()
     assert subject == issuer  # the root: self-signed
     assert ca_issuers(replace(settings, ca_file=None, ca_path=str(folder))) == {subject: issuer}
+
+
+@pytest.mark.parametrize(
+    ("suites", "honor", "chosen"),
+    [
+        ("TLS_CHACHA20_POLY1305_SHA256", "off", "TLS_CHACHA20_POLY1305_SHA256"),
+        ("TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384", "on", "TLS_AES_128_GCM_SHA256"),
+        ("TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384", "off", "TLS_AES_256_GCM_SHA384"),
+    ],
+)
+def test_tls13_suites_are_applied(tmp_path, pki, suites, honor, chosen) -> None:
+    """SSLCipherSuite TLSv1.3 is what the context offers (the client's order first, the
+    server's with SSLHonorCipherOrder on); without it OpenSSL's three AEAD suites."""
+    crt, key = pki.server("a.test")
+    extra = f"SSLCipherSuite TLSv1.3 {suites}\nSSLHonorCipherOrder {honor}"
+    path = tmp_path / "httpd.conf"
+    path.write_text("Listen 127.0.0.1:8443\n" + _host(crt, key, extra))
+    context = TlsContexts.build(load_config(str(path))).for_listener(8443)
+    offered = [c["name"] for c in context.get_ciphers() if c["protocol"] == "TLSv1.3"]
+    assert offered == suites.split(":")
+    server, _ = _handshake(context, _client(pki), "a.test")  # the client: OpenSSL's order
+    assert server.cipher()[0] == chosen
+    assert mpmd("-t", "-f", str(path)).returncode == 0
+
+
+def test_tls13_suites_that_cannot_be_applied_are_a_config_error(tmp_path, pki, monkeypatch):
+    """Where this Python's ssl does not reach SSL_CTX_set_ciphersuites: MP00236 at its line."""
+    monkeypatch.setattr(tls_suites, "_FUNCTIONS", None)
+    crt, key = pki.server("a.test")
+    path = tmp_path / "httpd.conf"
+    path.write_text("Listen 127.0.0.1:8443\n" + _host(crt, key, "SSLCipherSuite TLSv1.3 "
+                                                                "TLS_AES_128_GCM_SHA256"))  # fmt: skip
+    with pytest.raises(ConfigError, match=r"MP00236: SSLCipherSuite TLSv1\.3 cannot be applied"):
+        TlsContexts.build(load_config(str(path)))

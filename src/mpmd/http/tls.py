@@ -27,6 +27,7 @@ from mpmd.config.syntax import ConfigError
 from mpmd.http.errors import HttpError
 from mpmd.http.fields import host_name
 from mpmd.http.response import build_head, error_body
+from mpmd.http.tls_suites import set_tls13_suites
 from mpmd.http.tls_verify import ca_issuers, chain_depth
 
 ALPN = ("http/1.1",)
@@ -254,8 +255,14 @@ def _context(settings: SslSettings, vhost: VirtualHost) -> ssl.SSLContext:
         if unknown:
             raise _fail(settings, "SSLCipherSuite TLSv1.3", "AH02894: Unable to configure "
                         f"permitted TLSv1.3 ciphers ({', '.join(sorted(unknown))})")  # fmt: skip
+        if not set_tls13_suites(context, settings.cipher_suite_tls13):
+            raise _fail(settings, "SSLCipherSuite TLSv1.3", "MP00236: SSLCipherSuite TLSv1.3 "
+                        "cannot be applied: this Python's ssl module does not reach OpenSSL's "
+                        "SSL_CTX_set_ciphersuites (docs/tls.md)")  # fmt: skip
     if settings.honor_cipher_order:
         context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    else:  # Python sets it on every context; mod_ssl's default is the client's order
+        context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
     if not settings.session_tickets:
         context.options |= ssl.OP_NO_TICKET
     context.set_alpn_protocols(list(ALPN))
