@@ -7,6 +7,7 @@ the real one.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import ssl
 import subprocess
@@ -20,9 +21,9 @@ import pytest
 from mpmd.config.build import load_config
 from mpmd.config.syntax import ConfigError
 from mpmd.config.validators import DirectiveValueError, v_ssl_protocol
-from mpmd.http import tls_suites
+from mpmd.http import tls_openssl
 from mpmd.http.tls import TlsContexts, host_matches, ssl_environ, tls_info
-from mpmd.http.tls_verify import ca_issuers, client_refusal
+from mpmd.http.tls_verify import ca_issuers, client_refusal, handshake_refusal
 from tls_certs import encrypted_key, make_pki
 
 CLI = "import sys; from mpmd.cli import main; sys.exit(main())"
@@ -385,10 +386,45 @@ def test_tls13_suites_are_applied(tmp_path, pki, suites, honor, chosen) -> None:
 
 def test_tls13_suites_that_cannot_be_applied_are_a_config_error(tmp_path, pki, monkeypatch):
     """Where this Python's ssl does not reach SSL_CTX_set_ciphersuites: MP00236 at its line."""
-    monkeypatch.setattr(tls_suites, "_FUNCTIONS", None)
+    monkeypatch.setattr(tls_openssl, "_FUNCTIONS", None)
     crt, key = pki.server("a.test")
     path = tmp_path / "httpd.conf"
     path.write_text("Listen 127.0.0.1:8443\n" + _host(crt, key, "SSLCipherSuite TLSv1.3 "
                                                                 "TLS_AES_128_GCM_SHA256"))  # fmt: skip
     with pytest.raises(ConfigError, match=r"MP00236: SSLCipherSuite TLSv1\.3 cannot be applied"):
         TlsContexts.build(load_config(str(path)))
+
+
+@pytest.mark.parametrize(("depth", "via", "refused"), [(1, "ca", False), (1, "intermediate", True),
+                                                       (2, "intermediate", False)])  # fmt: skip
+def test_verify_depth_is_openssls_own_where_every_host_verifies(tmp_path, pki, depth, via, refused):
+    """One host, requiring a certificate: OpenSSL gets SSLVerifyDepth (minus one, its own
+    count) and refuses a longer chain in the handshake; the failure is logged as mod_ssl's
+    AH02040 (handshake_refusal), and no session is issued."""
+    crt, key = pki.server("a.test")
+    extra = f"SSLVerifyClient require\nSSLCACertificateFile {pki.ca_file}\nSSLVerifyDepth {depth}"
+    path = tmp_path / "httpd.conf"
+    path.write_text("Listen 127.0.0.1:8443\n" + _host(crt, key, extra))
+    context = TlsContexts.build(load_config(str(path))).for_listener(8443)
+    cert = pki.client("one@example.com", "Client One", intermediate=via == "intermediate")
+    if not refused:
+        server, _ = _handshake(context, _client(pki, cert=cert), "a.test")
+        assert client_refusal(tls_info(server)) is None
+        return
+    s_in, s_out, c_in, c_out = (ssl.MemoryBIO() for _ in range(4))
+    server = context.wrap_bio(s_in, s_out, server_side=True)
+    client = _client(pki, cert=cert).wrap_bio(c_in, c_out, server_hostname="a.test")
+    with pytest.raises(ssl.SSLCertVerificationError) as caught:
+        for _ in range(4):
+            for side in (client, server):
+                with contextlib.suppress(ssl.SSLWantReadError):
+                    side.do_handshake()
+            c_in.write(s_out.read())
+            s_in.write(c_out.read())
+    assert caught.value.verify_code == 22  # X509_V_ERR_CERT_CHAIN_TOO_LONG
+    assert handshake_refusal(caught.value, server) == (
+        "error",
+        "AH02040",
+        "Certificate Verification: Certificate Chain too long (chain has 2 certificates, but "
+        "maximum allowed are only 1)",
+    )

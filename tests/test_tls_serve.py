@@ -242,6 +242,29 @@ def test_verify_depth_refuses_a_longer_chain(tmp_path, pki, mpm) -> None:
 
 
 @pytest.mark.parametrize("mpm", MPMS)
+def test_verify_depth_refuses_in_the_handshake_where_the_port_agrees(tmp_path, pki, mpm) -> None:
+    """Every host of the port requires a certificate with one SSLVerifyDepth (the default 1):
+    OpenSSL itself refuses a longer chain during the handshake, as mod_ssl does, with the
+    alert mod_ssl's refusal sends (unknown CA) and AH02040, so no session is ever issued."""
+    verify = f"SSLVerifyClient require\nSSLCACertificateFile {pki.ca_file}"
+    config = _hosts(pki, a_extra=verify, b_extra=verify)
+    deep = pki.client("four@example.com", "Four", intermediate=True)
+    with Server(tmp_path, config, mpm=mpm) as server:
+
+        def request_with_the_longer_chain() -> None:
+            with _connect(server.port, _client(pki, cert=deep, version="1.3"), "a.test") as sock:
+                _get(sock, "/app", "a.test")
+
+        with pytest.raises(ssl.SSLError, match="UNKNOWN_CA"):
+            request_with_the_longer_chain()
+        wait_for(lambda: "AH02040: Certificate Verification: Certificate Chain too long (chain "
+                 "has 2 certificates, but maximum allowed are only 1)" in server.log_text())  # fmt: skip
+        near = pki.client("five@example.com", "Five")
+        with _connect(server.port, _client(pki, cert=near), "b.test") as sock:
+            assert _get(sock, "/app", "b.test")[0] == 200
+
+
+@pytest.mark.parametrize("mpm", MPMS)
 def test_a_refused_certificate_is_refused_again_when_its_session_resumes(
     tmp_path, pki, mpm
 ) -> None:

@@ -27,7 +27,7 @@ from mpmd.config.syntax import ConfigError
 from mpmd.http.errors import HttpError
 from mpmd.http.fields import host_name
 from mpmd.http.response import build_head, error_body
-from mpmd.http.tls_suites import set_tls13_suites
+from mpmd.http.tls_openssl import set_tls13_suites, set_verify_depth
 from mpmd.http.tls_verify import ca_issuers, chain_depth
 
 ALPN = ("http/1.1",)
@@ -169,6 +169,13 @@ class TlsContexts:
                 for h in verifying:
                     _load_client_cas(ctx, h.settings, verify=False)
                 ctx.verify_mode = ssl.CERT_REQUIRED if every else ssl.CERT_OPTIONAL
+        depths = {h.settings.verify_depth for h in verifying}
+        if len(verifying) == len(hosts) and len(depths) == 1 and min(depths) >= 1:
+            # SSLVerifyDepth in the handshake, as mod_ssl refuses (no session for a refused
+            # client); the connection's depth comes from this context whatever SNI picks, so
+            # only where the port's hosts all verify with one depth. Elsewhere (and for depth
+            # 0, which OpenSSL cannot say) client_refusal() alone checks it.
+            set_verify_depth(context, min(depths) - 1)
 
         def choose(conn: Any, server_name: str | None, _ctx: ssl.SSLContext) -> None:
             chosen = default

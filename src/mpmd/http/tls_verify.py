@@ -2,17 +2,21 @@
 makes them during it (Python's `ssl` has no verify callback): the chosen host's
 `SSLVerifyClient require`, and `SSLVerifyDepth` against the depth of the chain.
 
-The depth is that of the chain OpenSSL verified. A resumed session has none (OpenSSL keeps
-the client's certificate in the session, not the chain it verified), so its depth is
-worked out from the certificate's issuer among the host's CA certificates: exact up to a
-chain with one CA certificate the client sent itself (depth 2), at least 2 beyond it.
+Where every host of a port verifies clients with one depth, OpenSSL itself is given it
+(http/tls.py, tls_openssl.set_verify_depth) and refuses a longer chain during the handshake,
+as mod_ssl does; `handshake_refusal` words that failure as mod_ssl's AH02040. Elsewhere the
+check after the handshake decides. Its depth is that of the chain OpenSSL verified; a
+resumed session has none (OpenSSL keeps the client's certificate in the session, not the
+chain it verified), so its depth is worked out from the certificate's issuer among the
+host's CA certificates: exact up to a chain with one CA certificate the client sent itself
+(depth 2), at least 2 beyond.
 """
 
 from __future__ import annotations
 
 import os
 import ssl
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mpmd.config.model import SslSettings
 
@@ -20,6 +24,7 @@ if TYPE_CHECKING:
     from mpmd.http.tls import TlsInfo
 
 _LONGEST_CHAIN = 100  # OpenSSL's own verify depth limit: a loop in the CA files ends here
+_CHAIN_TOO_LONG = 22  # X509_V_ERR_CERT_CHAIN_TOO_LONG
 
 
 def ca_issuers(settings: SslSettings) -> dict[tuple, tuple]:
@@ -57,6 +62,22 @@ def chain_depth(conn: ssl.SSLSocket | ssl.SSLObject, cert: dict, issuers: dict) 
     return depth
 
 
+def handshake_refusal(error: ssl.SSLError, conn: Any) -> tuple[str, str, str] | None:
+    """mod_ssl's AH02040, as (level, AH id, message), for a handshake OpenSSL failed because
+    the chain was longer than the verify depth http/tls.py gave it (set_verify_depth); the
+    chain is counted to the first certificate past the limit. None for another failure."""
+    host = getattr(conn, "mpmd_host", None)
+    if getattr(error, "verify_code", None) != _CHAIN_TOO_LONG or host is None:
+        return None
+    allowed = host.settings.verify_depth
+    return "error", "AH02040", _too_long(allowed + 1, allowed)
+
+
+def _too_long(depth: int, allowed: int) -> str:
+    return (f"Certificate Verification: Certificate Chain too long (chain has {depth} "
+            f"certificates, but maximum allowed are only {allowed})")  # fmt: skip
+
+
 def client_refusal(info: TlsInfo) -> tuple[str, str, str] | None:
     """Why the chosen host refuses the client's certificate, as (level, AH id, message) for
     the error log, or None: SSLVerifyClient require of the chosen host and no certificate
@@ -71,8 +92,5 @@ def client_refusal(info: TlsInfo) -> tuple[str, str, str] | None:
                    "SSLVerifyClient require")  # fmt: skip
         return "info", "MP00235", message
     if info.chain_depth > settings.verify_depth:
-        message = ("Certificate Verification: Certificate Chain too long (chain has "
-                   f"{info.chain_depth} certificates, but maximum allowed are only "
-                   f"{settings.verify_depth})")  # fmt: skip
-        return "error", "AH02040", message
+        return "error", "AH02040", _too_long(info.chain_depth, settings.verify_depth)
     return None

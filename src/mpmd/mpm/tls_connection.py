@@ -23,7 +23,7 @@ from mpmd.http.tls import (
     plain_http_response,
     tls_info,
 )
-from mpmd.http.tls_verify import client_refusal
+from mpmd.http.tls_verify import client_refusal, handshake_refusal
 from mpmd.mpm.connection import Connection
 from mpmd.mpm.context import ChildContext
 
@@ -65,8 +65,12 @@ class TlsConnection(Connection):
             tls.do_handshake()
         except ssl.SSLError as error:
             metrics.failed()
+            refusal = handshake_refusal(error, tls)
             if error.reason == "HTTP_REQUEST":
                 self._plain_http(tls)
+            elif refusal is not None:
+                level, ah, message = refusal
+                self._log_failure(None, message, ah, level)
             else:
                 self._log_failure(error)
             tls.close()
