@@ -54,7 +54,7 @@ from mpmd.mpm.event_connection import (
 )
 from mpmd.mpm.event_pool import WorkerPool, run_request
 from mpmd.mpm.event_proxy import LoopProxy
-from mpmd.mpm.event_tls import ANSWERED, DONE, WAITING, Handshakes
+from mpmd.mpm.event_tls import DONE, WAITING, Handshakes
 from mpmd.mpm.event_upkeep import LINGER_SECONDS, SHORT_LINGER_SECONDS, QueueUpkeep
 from mpmd.mpm.scoreboard import READY
 from mpmd.mpm.timeout_queue import DeadlineQueue, TimeoutQueue
@@ -320,10 +320,8 @@ class EventLoop(QueueUpkeep):
         outcome = self._tls.step(conn, now)  # type: ignore[union-attr, arg-type]
         if outcome == DONE:  # the request may have come with the handshake's end
             self._on_readable(conn, now)
-        elif outcome == ANSWERED:
+        elif outcome != WAITING:  # FAILED: what was written is not lost to a reset
             self._close_after_error(conn, now)
-        elif outcome != WAITING:
-            self._close(conn)
 
     # -- reading, by stage: the first bytes, the head, the body ----------------------------------
 

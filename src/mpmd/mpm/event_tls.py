@@ -107,8 +107,10 @@ class TlsConnection(EventConnection):
 
     def withhold(self) -> None:
         """Drop what the handshake's end made, for a refused client: without a session ticket
-        (or, in TLS 1.2, the server's Finished) it cannot resume the session it was refused."""
+        (or, in TLS 1.2, the server's Finished) it cannot resume the session it was refused.
+        The handshake is then not done for the close either: no close_notify follows."""
         self.bio_out.read()
+        self.handshaken = False
 
     def _send_alert(self) -> None:
         """The alert OpenSSL made for a failed handshake, if the socket takes it now."""
@@ -334,7 +336,7 @@ class TlsConnection(EventConnection):
 
 # -- the loop's handshakes --------------------------------------------------------------------
 
-WAITING, DONE, FAILED, ANSWERED = range(4)  # what a handshake step leaves the loop to do
+WAITING, DONE, FAILED = range(3)  # what a handshake step leaves the loop to do
 
 
 class Handshakes:
@@ -384,8 +386,9 @@ class Handshakes:
 
     def step(self, conn: TlsConnection, now: float) -> int:
         """Drive the handshake as far as the client's bytes allow: WAITING (re-armed, its
-        deadline set), DONE (the loop reads the first request), FAILED (close it), or
-        ANSWERED (plain HTTP on the TLS port was answered: the short lingering close)."""
+        deadline set), DONE (the loop reads the first request), or FAILED (refused, failed, or
+        plain HTTP on the TLS port answered: the short lingering close, so that what was
+        written, an alert or Apache's 400, is not lost to a reset)."""
         counters = self.ctx.tls_counters
         try:
             count = conn.handshake()
@@ -393,7 +396,7 @@ class Handshakes:
             counters.failed()
             if error.reason == "HTTP_REQUEST":
                 self._plain_http(conn)
-                return ANSWERED
+                return FAILED
             refusal = handshake_refusal(error, conn.ssl)
             if refusal is not None:
                 level, ah, message = refusal

@@ -73,7 +73,7 @@ class TlsConnection(Connection):
                 self._log_failure(None, message, ah, level)
             else:
                 self._log_failure(error)
-            tls.close()
+            super().close()  # lingering: the alert or the answer is not lost to a reset
             return False
         except OSError:  # the handshake timed out, or the client went away
             metrics.failed()
@@ -86,7 +86,7 @@ class TlsConnection(Connection):
             metrics.failed()
             level, ah, message = refusal
             self._log_failure(None, message, ah, level)
-            self._close_tls(linger=False)
+            self._close_tls(linger=True)
             return False
         metrics.succeeded()
         return True
