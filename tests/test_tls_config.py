@@ -23,7 +23,7 @@ from mpmd.config.syntax import ConfigError
 from mpmd.config.validators import DirectiveValueError, v_ssl_protocol
 from mpmd.http import tls_openssl
 from mpmd.http.tls import TlsContexts, host_matches, ssl_environ, tls_info
-from mpmd.http.tls_verify import ca_issuers, client_refusal, handshake_refusal
+from mpmd.http.tls_verify import ca_issuers, client_refusal, handshake_failure
 from tls_certs import encrypted_key, make_pki
 
 CLI = "import sys; from mpmd.cli import main; sys.exit(main())"
@@ -400,7 +400,7 @@ def test_tls13_suites_that_cannot_be_applied_are_a_config_error(tmp_path, pki, m
 def test_verify_depth_is_openssls_own_where_every_host_verifies(tmp_path, pki, depth, via, refused):
     """One host, requiring a certificate: OpenSSL gets SSLVerifyDepth (minus one, its own
     count) and refuses a longer chain in the handshake; the failure is logged as mod_ssl's
-    AH02040 (handshake_refusal), and no session is issued."""
+    AH02040 (handshake_failure), and no session is issued."""
     crt, key = pki.server("a.test")
     extra = f"SSLVerifyClient require\nSSLCACertificateFile {pki.ca_file}\nSSLVerifyDepth {depth}"
     path = tmp_path / "httpd.conf"
@@ -422,7 +422,7 @@ def test_verify_depth_is_openssls_own_where_every_host_verifies(tmp_path, pki, d
             c_in.write(s_out.read())
             s_in.write(c_out.read())
     assert caught.value.verify_code == 22  # X509_V_ERR_CERT_CHAIN_TOO_LONG
-    assert handshake_refusal(caught.value, server) == (
+    assert handshake_failure(caught.value, server) == (
         "error",
         "AH02040",
         "Certificate Verification: Certificate Chain too long (chain has 2 certificates, but "

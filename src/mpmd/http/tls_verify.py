@@ -4,7 +4,7 @@ makes them during it (Python's `ssl` has no verify callback): the chosen host's
 
 Where every host of a port verifies clients with one depth, OpenSSL itself is given it
 (http/tls.py, tls_openssl.set_verify_depth) and refuses a longer chain during the handshake,
-as mod_ssl does; `handshake_refusal` words that failure as mod_ssl's AH02040. Elsewhere the
+as mod_ssl does; `handshake_failure` words that failure as mod_ssl's AH02040. Elsewhere the
 check after the handshake decides. Its depth is that of the chain OpenSSL verified; a
 resumed session has none (OpenSSL keeps the client's certificate in the session, not the
 chain it verified), so its depth is worked out from the certificate's issuer among the
@@ -62,15 +62,16 @@ def chain_depth(conn: ssl.SSLSocket | ssl.SSLObject, cert: dict, issuers: dict) 
     return depth
 
 
-def handshake_refusal(error: ssl.SSLError, conn: Any) -> tuple[str, str, str] | None:
-    """mod_ssl's AH02040, as (level, AH id, message), for a handshake OpenSSL failed because
-    the chain was longer than the verify depth http/tls.py gave it (set_verify_depth); the
-    chain is counted to the first certificate past the limit. None for another failure."""
+def handshake_failure(error: ssl.SSLError, conn: Any) -> tuple[str, str, str]:
+    """How a failed handshake is logged, as (level, AH id, message): mod_ssl's AH02040 when
+    OpenSSL refused a chain longer than the verify depth http/tls.py gave it
+    (set_verify_depth; the chain is counted to the first certificate past the limit), else
+    mod_ssl's AH02008 at info, a failed handshake being the client's doing."""
     host = getattr(conn, "mpmd_host", None)
-    if getattr(error, "verify_code", None) != _CHAIN_TOO_LONG or host is None:
-        return None
-    allowed = host.settings.verify_depth
-    return "error", "AH02040", _too_long(allowed + 1, allowed)
+    if getattr(error, "verify_code", None) == _CHAIN_TOO_LONG and host is not None:
+        allowed = host.settings.verify_depth
+        return "error", "AH02040", _too_long(allowed + 1, allowed)
+    return "info", "AH02008", f"SSL handshake failed: {error.reason or error}"
 
 
 def _too_long(depth: int, allowed: int) -> str:

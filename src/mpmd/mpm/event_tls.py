@@ -28,7 +28,7 @@ from collections import deque
 from mpmd.http.errors import HttpError
 from mpmd.http.timeouts import ReadDeadline, first_byte_wait, read_wait
 from mpmd.http.tls import PLAIN_HTTP_REQUEST_LINE, plain_http_response, tls_info
-from mpmd.http.tls_verify import client_refusal, handshake_refusal
+from mpmd.http.tls_verify import client_refusal, handshake_failure
 from mpmd.mpm.context import ChildContext
 from mpmd.mpm.event_connection import (
     HANDSHAKE,
@@ -397,12 +397,8 @@ class Handshakes:
             if error.reason == "HTTP_REQUEST":
                 self._plain_http(conn)
                 return FAILED
-            refusal = handshake_refusal(error, conn.ssl)
-            if refusal is not None:
-                level, ah, message = refusal
-                self._log(conn, message, ah, level)
-            else:
-                self._log(conn, f"SSL handshake failed: {error.reason or error}", "AH02008")
+            level, ah, message = handshake_failure(error, conn.ssl)
+            self._log(conn, message, ah, level)
             return FAILED
         except OSError:
             counters.failed()

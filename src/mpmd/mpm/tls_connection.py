@@ -23,7 +23,7 @@ from mpmd.http.tls import (
     plain_http_response,
     tls_info,
 )
-from mpmd.http.tls_verify import client_refusal, handshake_refusal
+from mpmd.http.tls_verify import client_refusal, handshake_failure
 from mpmd.mpm.connection import Connection
 from mpmd.mpm.context import ChildContext
 
@@ -65,14 +65,10 @@ class TlsConnection(Connection):
             tls.do_handshake()
         except ssl.SSLError as error:
             metrics.failed()
-            refusal = handshake_refusal(error, tls)
             if error.reason == "HTTP_REQUEST":
                 self._plain_http(tls)
-            elif refusal is not None:
-                level, ah, message = refusal
-                self._log_failure(None, message, ah, level)
             else:
-                self._log_failure(error)
+                self._log_failure(*handshake_failure(error, tls))
             super().close()  # lingering: the alert or the answer is not lost to a reset
             return False
         except OSError:  # the handshake timed out, or the client went away
@@ -84,23 +80,16 @@ class TlsConnection(Connection):
         refusal = client_refusal(info)
         if refusal is not None:
             metrics.failed()
-            level, ah, message = refusal
-            self._log_failure(None, message, ah, level)
+            self._log_failure(*refusal)
             self._close_tls(linger=True)
             return False
         metrics.succeeded()
         return True
 
-    def _log_failure(
-        self, error: ssl.SSLError | None, message: str = "", ah: str = "", level: str = "info"
-    ) -> None:
+    def _log_failure(self, level: str, ah: str, message: str) -> None:
         info = self.session.info
         self.ctx.error_log.log(
-            level,
-            message or f"SSL handshake failed: {error.reason or error}",
-            module="ssl",
-            ah=ah if message else "AH02008",
-            client=f"{info.client_addr}:{info.client_port}",
+            level, message, module="ssl", ah=ah, client=f"{info.client_addr}:{info.client_port}"
         )
 
     def _plain_http(self, tls: ssl.SSLSocket) -> None:
