@@ -318,9 +318,14 @@ def test_the_docs_worked_example_loads(tmp_path, pki) -> None:
     ("depth", "via", "refused"),
     [(0, "ca", True), (1, "ca", False), (1, "intermediate", True), (2, "intermediate", False)],
 )
-def test_verify_depth_counts_the_chain_as_mod_ssl(tmp_path, pki, depth, via, refused) -> None:
+def test_verify_depth_counts_the_chain_as_mod_ssl(
+    tmp_path, pki, monkeypatch, depth, via, refused
+) -> None:
     """SSLVerifyDepth N allows N CA certificates above the client's: 1 (the default) one the
-    server trusts directly, so a certificate an intermediate CA issued needs 2 (AH02040)."""
+    server trusts directly, so a certificate an intermediate CA issued needs 2 (AH02040).
+    The check after the handshake, as where OpenSSL cannot be given the depth (depth 0, a
+    Python without the ctypes route: set off here)."""
+    monkeypatch.setattr(tls_openssl, "_FUNCTIONS", None)
     path = _two_hosts(tmp_path, pki)
     path.write_text(path.read_text().replace("SSLVerifyClient require", f"SSLVerifyDepth {depth}"
                                              "\nSSLVerifyClient require"))  # fmt: skip
@@ -395,25 +400,32 @@ def test_tls13_suites_that_cannot_be_applied_are_a_config_error(tmp_path, pki, m
         TlsContexts.build(load_config(str(path)))
 
 
+@pytest.mark.parametrize("port", ["one host", "hosts differ"])
 @pytest.mark.parametrize(("depth", "via", "refused"), [(1, "ca", False), (1, "intermediate", True),
                                                        (2, "intermediate", False)])  # fmt: skip
-def test_verify_depth_is_openssls_own_where_every_host_verifies(tmp_path, pki, depth, via, refused):
-    """One host, requiring a certificate: OpenSSL gets SSLVerifyDepth (minus one, its own
-    count) and refuses a longer chain in the handshake; the failure is logged as mod_ssl's
-    AH02040 (handshake_failure), and no session is issued."""
-    crt, key = pki.server("a.test")
+def test_verify_depth_is_openssls_own(tmp_path, pki, port, depth, via, refused):
+    """A host requiring a certificate: OpenSSL gets SSLVerifyDepth (minus one, its own count)
+    and refuses a longer chain in the handshake; the failure is logged as mod_ssl's AH02040
+    (handshake_failure), and no session is issued. Alone on its port, the port's context
+    has the depth; beside a.test, which verifies nothing, the SNI callback gives it to the
+    connection that chose b.test."""
     extra = f"SSLVerifyClient require\nSSLCACertificateFile {pki.ca_file}\nSSLVerifyDepth {depth}"
-    path = tmp_path / "httpd.conf"
-    path.write_text("Listen 127.0.0.1:8443\n" + _host(crt, key, extra))
+    if port == "one host":
+        crt, key = pki.server("b.test")
+        path = tmp_path / "httpd.conf"
+        path.write_text("Listen 127.0.0.1:8443\n" + _host(crt, key, extra))
+    else:
+        path = _two_hosts(tmp_path, pki)
+        path.write_text(path.read_text().replace("SSLVerifyClient require", extra))
     context = TlsContexts.build(load_config(str(path))).for_listener(8443)
     cert = pki.client("one@example.com", "Client One", intermediate=via == "intermediate")
     if not refused:
-        server, _ = _handshake(context, _client(pki, cert=cert), "a.test")
+        server, _ = _handshake(context, _client(pki, cert=cert), "b.test")
         assert client_refusal(tls_info(server)) is None
         return
     s_in, s_out, c_in, c_out = (ssl.MemoryBIO() for _ in range(4))
     server = context.wrap_bio(s_in, s_out, server_side=True)
-    client = _client(pki, cert=cert).wrap_bio(c_in, c_out, server_hostname="a.test")
+    client = _client(pki, cert=cert).wrap_bio(c_in, c_out, server_hostname="b.test")
     with pytest.raises(ssl.SSLCertVerificationError) as caught:
         for _ in range(4):
             for side in (client, server):

@@ -270,20 +270,23 @@ def test_verify_depth_refuses_in_the_handshake_where_the_port_agrees(tmp_path, p
             assert _get(sock, "/app", "b.test")[0] == 200
 
 
+@pytest.mark.parametrize("depth", [1, 0])
 @pytest.mark.parametrize("mpm", MPMS)
-def test_a_refused_certificate_is_refused_again_when_its_session_resumes(
-    tmp_path, pki, mpm
-) -> None:
-    """Prefork and worker send the TLS 1.3 session tickets before the certificate is checked
-    (the event MPM holds them back: test_tls_event.py), so a client SSLVerifyDepth refused
-    resumes its session on the next connection: it is refused again, the depth of its chain
-    taken from its certificate's issuer among the host's CA certificates."""
-    config = _hosts(pki, a_extra=f"SSLVerifyClient require\nSSLCACertificateFile {pki.ca_file}")
-    ctx = _client(pki, cert=pki.client("three@example.com", "Three", intermediate=True),
-                  version="1.3")  # fmt: skip
+def test_a_refused_certificate_has_no_session_to_resume(tmp_path, pki, mpm, depth) -> None:
+    """a.test requires a certificate, b.test none, so the port's hosts differ. At depth 1
+    OpenSSL refuses the longer chain in the handshake (the SNI callback gave the connection
+    a.test's depth), in every MPM: the alert (unknown CA), no session to resume. Depth 0,
+    which OpenSSL cannot say, is checked after the handshake: prefork and worker have sent
+    the TLS 1.3 session tickets by then (the event MPM holds them back: test_tls_event.py),
+    so the client resumes, and is refused again, the depth of its chain taken from its
+    certificate's issuer among the host's CA certificates."""
+    verify = f"SSLVerifyClient require\nSSLCACertificateFile {pki.ca_file}\nSSLVerifyDepth {depth}"
+    config = _hosts(pki, a_extra=verify)
+    cert = pki.client(f"d{depth}@example.com", "Deep", intermediate=depth == 1)
+    ctx = _client(pki, cert=cert, version="1.3")
     request = b"GET /app HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n"
     with Server(tmp_path, config, mpm=mpm) as server:
-        session, resumed = None, []
+        session, resumed, errors = None, [], []
         for _ in range(2):
             answer = b""
             raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
@@ -293,13 +296,17 @@ def test_a_refused_certificate_is_refused_again_when_its_session_resumes(
                     sock.sendall(request)
                     while chunk := sock.recv(65536):
                         answer += chunk
-                except (ssl.SSLError, ConnectionError):
-                    pass
+                except (ssl.SSLError, ConnectionError) as error:
+                    errors.append(getattr(error, "reason", None))
                 session = sock.session
             assert not answer.startswith(b"HTTP/1.1 200"), answer
-        assert resumed == [False, mpm != "event"]
+        if depth == 1:
+            assert resumed == [False, False]
+            assert errors == ["TLSV1_ALERT_UNKNOWN_CA"] * 2
+        else:
+            assert resumed == [False, mpm != "event"]
         wait_for(lambda: server.log_text().count("AH02040: Certificate Verification: "
-                 "Certificate Chain too long (chain has 2 certificates") == 2)  # fmt: skip
+                 f"Certificate Chain too long (chain has {depth + 1} certificates") == 2)  # fmt: skip
 
 
 @pytest.mark.parametrize("mpm", MPMS)

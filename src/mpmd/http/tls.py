@@ -27,7 +27,12 @@ from mpmd.config.syntax import ConfigError
 from mpmd.http.errors import HttpError
 from mpmd.http.fields import host_name
 from mpmd.http.response import build_head, error_body
-from mpmd.http.tls_openssl import set_tls13_suites, set_verify_depth
+from mpmd.http.tls_openssl import (
+    connection_depth_settable,
+    set_connection_depth,
+    set_tls13_suites,
+    set_verify_depth,
+)
 from mpmd.http.tls_verify import ca_issuers, chain_depth
 
 ALPN = ("http/1.1",)
@@ -169,13 +174,19 @@ class TlsContexts:
                 for h in verifying:
                     _load_client_cas(ctx, h.settings, verify=False)
                 ctx.verify_mode = ssl.CERT_REQUIRED if every else ssl.CERT_OPTIONAL
+        # SSLVerifyDepth in the handshake, as mod_ssl refuses (no session for a refused client):
+        # the port's, where its hosts all verify with one depth; else each connection gets its
+        # host's once SNI chose it. Depth 0, which OpenSSL cannot say, and a Python where this
+        # cannot be done are left to client_refusal(), after the handshake.
         depths = {h.settings.verify_depth for h in verifying}
+        per_connection: dict[int, tuple[int, int]] = {}  # id(host): (depth, its SSL_CTX)
         if len(verifying) == len(hosts) and len(depths) == 1 and min(depths) >= 1:
-            # SSLVerifyDepth in the handshake, as mod_ssl refuses (no session for a refused
-            # client); the connection's depth comes from this context whatever SNI picks, so
-            # only where the port's hosts all verify with one depth. Elsewhere (and for depth
-            # 0, which OpenSSL cannot say) client_refusal() alone checks it.
             set_verify_depth(context, min(depths) - 1)
+        else:
+            for h in (h for h in verifying if h.settings.verify_depth >= 1):
+                settable = connection_depth_settable(context if h is default else h.context)
+                if settable is not None:
+                    per_connection[id(h)] = (h.settings.verify_depth - 1, settable)
 
         def choose(conn: Any, server_name: str | None, _ctx: ssl.SSLContext) -> None:
             chosen = default
@@ -186,6 +197,8 @@ class TlsContexts:
             conn.mpmd_name_based = len(hosts) > 1
             if chosen is not default:
                 conn.context = chosen.context
+            if id(chosen) in per_connection:
+                set_connection_depth(conn, *per_connection[id(chosen)])
 
         context.sni_callback = choose
         return context

@@ -2,10 +2,12 @@
 makes them during it (Python's `ssl` has no verify callback): the chosen host's
 `SSLVerifyClient require`, and `SSLVerifyDepth` against the depth of the chain.
 
-Where every host of a port verifies clients with one depth, OpenSSL itself is given it
-(http/tls.py, tls_openssl.set_verify_depth) and refuses a longer chain during the handshake,
-as mod_ssl does; `handshake_failure` words that failure as mod_ssl's AH02040. Elsewhere the
-check after the handshake decides. Its depth is that of the chain OpenSSL verified; a
+OpenSSL itself is given the depth (http/tls.py: the port's context where every host of the
+port verifies clients with one depth, else each connection from the SNI callback,
+tls_openssl.py) and refuses a longer chain during the handshake, as mod_ssl does;
+`handshake_failure` words that failure as mod_ssl's AH02040. Depth 0, which OpenSSL cannot
+say, is left to the check after the handshake. Its depth is that of the chain OpenSSL
+verified; a
 resumed session has none (OpenSSL keeps the client's certificate in the session, not the
 chain it verified), so its depth is worked out from the certificate's issuer among the
 host's CA certificates: exact up to a chain with one CA certificate the client sent itself
@@ -65,7 +67,7 @@ def chain_depth(conn: ssl.SSLSocket | ssl.SSLObject, cert: dict, issuers: dict) 
 def handshake_failure(error: ssl.SSLError, conn: Any) -> tuple[str, str, str]:
     """How a failed handshake is logged, as (level, AH id, message): mod_ssl's AH02040 when
     OpenSSL refused a chain longer than the verify depth http/tls.py gave it
-    (set_verify_depth; the chain is counted to the first certificate past the limit), else
+    (the chain is counted to the first certificate past the limit), else
     mod_ssl's AH02008 at info, a failed handshake being the client's doing."""
     host = getattr(conn, "mpmd_host", None)
     if getattr(error, "verify_code", None) == _CHAIN_TOO_LONG and host is not None:
