@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from mpmd.mpm.event_accept import GATHER_CHECK_SECONDS, SHARE_HOLD_SECONDS, SHARE_SLACK, Acceptor
+from mpmd.mpm import event_accept
+from mpmd.mpm.event_accept import (
+    BUSY_GRACE_SECONDS,
+    GATHER_CHECK_SECONDS,
+    SATURATION_HOLD_SECONDS,
+    SHARE_HOLD_SECONDS,
+    SHARE_SLACK,
+    Acceptor,
+)
 
 
 class Epoll:
@@ -33,7 +41,8 @@ class Loop:
     def __init__(self, connections: int) -> None:
         self.connections = connections
         self.epoll = Epoll()
-        self.ctx = SimpleNamespace(surplus=False)
+        self.ctx = SimpleNamespace(surplus=False, queued=False)
+        self.idle = 25
 
     def open_connections(self) -> int:
         return self.connections
@@ -48,7 +57,7 @@ class Loop:
         return 0
 
     def idle_threads(self) -> int:
-        return 25
+        return self.idle
 
     def keep_alive_count(self) -> int:
         return 0
@@ -76,8 +85,10 @@ class Listener:
 class Sibling:
     """A sibling's process record as share_view() reads it."""
 
-    def __init__(self, connections, *, pid=7, generation=3, quiescing=0, not_accepting=0):
-        self.view = (pid, generation, quiescing, not_accepting, connections)
+    def __init__(
+        self, connections, *, pid=7, generation=3, quiescing=0, not_accepting=0, saturated=0
+    ):
+        self.view = (pid, generation, quiescing, not_accepting, saturated, connections)
 
     def share_view(self):
         return self.view
@@ -172,7 +183,7 @@ def test_a_surplus_child_stays_out_while_the_first_ones_accept() -> None:
         child.maintain(now)
         assert child.yielding and child.loop.epoll.fds == set()
         assert child.share_until > now
-    first.view = (7, 3, 0, 1, 30)  # the first one is full: this one accepts again at once
+    first.view = (7, 3, 0, 1, 0, 30)  # the first one is full: this one accepts again at once
     child.maintain(now)
     assert not child.yielding and not child.surplus and not child.loop.ctx.surplus
     assert child.loop.epoll.fds == {3}
@@ -183,3 +194,63 @@ def test_without_gathering_a_child_is_never_surplus() -> None:
     assert not child.over_share(0.0) and not child.surplus
     child.maintain(1.0)
     assert not child.surplus and not child.loop.ctx.surplus
+
+
+def test_a_saturated_child_has_the_generation_share_again() -> None:
+    """A child of the generation whose threads were all busy (accepting or not, the flag in
+    its record): no child is surplus, the connections are shared as without gathering."""
+    assert not acceptor(0, Sibling(40, saturated=1), Sibling(0), slot=1, gather=1).over_share(0.0)
+    full = Sibling(40, saturated=1, not_accepting=1)
+    child = acceptor(0, full, Sibling(10), slot=2, gather=1)
+    assert not child.over_share(0.0) and not child.surplus
+    assert acceptor(0, Sibling(40), Sibling(0), slot=1, gather=1).over_share(0.0)  # (without)
+
+
+def test_threads_busy_for_the_grace_saturate_a_gathering_child() -> None:
+    """Every thread busy for BUSY_GRACE_SECONDS: the child is saturated for
+    SATURATION_HOLD_SECONDS (its siblings share), and while requests wait for its threads its
+    responses say close (ctx.queued), so its keep-alive clients move; a child that is not
+    gathering only counts as busy, as in Apache."""
+    record = SimpleNamespace(saturated=0, not_accepting=0, connections=0)
+    child = acceptor(30, Sibling(0), gather=1)
+    child.process_record = record
+    child.loop.idle = -5  # 25 threads busy, 5 requests waiting
+    child.update_busy(0.0)
+    assert not child.busy and record.saturated == 0 and not child.loop.ctx.queued
+    child.update_busy(BUSY_GRACE_SECONDS)
+    assert child.busy and record.saturated == 1 and child.loop.ctx.queued
+    assert child.over_share(BUSY_GRACE_SECONDS) and not child.surplus  # shared: the sibling next
+    child.loop.idle = 0  # no request waits any more: its responses keep alive again
+    child.update_busy(BUSY_GRACE_SECONDS + 0.01)
+    assert record.saturated == 1 and not child.loop.ctx.queued
+    child.loop.idle = 3
+    child.update_busy(1.0)
+    assert not child.busy and not child.loop.ctx.queued
+    child.maintain(SATURATION_HOLD_SECONDS)  # still within the hold
+    assert record.saturated == 1
+    child.maintain(BUSY_GRACE_SECONDS + 0.01 + SATURATION_HOLD_SECONDS)
+    assert record.saturated == 0
+    plain = acceptor(30, Sibling(0))
+    plain.loop.idle = -5
+    plain.update_busy(0.0)
+    plain.update_busy(BUSY_GRACE_SECONDS)
+    assert plain.busy and not plain.loop.ctx.queued and plain.saturated_until == 0.0
+
+
+def test_threads_busy_on_the_cpu_do_not_saturate(monkeypatch) -> None:
+    """Every thread busy, but the child used most of a CPU meanwhile (a CPU-bound application,
+    or the loop's work): more children would only take turns on the same CPUs, so the
+    connections stay gathered; only the busy flag (Apache's workers_were_busy) is set."""
+    cpu = [0.0]
+    monkeypatch.setattr(event_accept.time, "process_time", lambda: cpu[0])
+    record = SimpleNamespace(saturated=0, not_accepting=0, connections=0)
+    child = acceptor(30, Sibling(0), gather=1)
+    child.process_record = record
+    child.loop.idle = -5
+    child.update_busy(0.0)
+    cpu[0] = 0.09  # 90 % of the CPU over the grace
+    child.update_busy(BUSY_GRACE_SECONDS)
+    assert child.busy and record.saturated == 0 and not child.loop.ctx.queued
+    cpu[0] = 0.1  # then 10 % over the next grace: the threads wait on something else
+    child.update_busy(2 * BUSY_GRACE_SECONDS)
+    assert record.saturated == 1 and child.loop.ctx.queued

@@ -6,6 +6,7 @@ thousands-of-connections cases are marked slow; the whole module stays well unde
 
 from __future__ import annotations
 
+import os
 import resource
 import selectors
 import socket
@@ -556,9 +557,10 @@ THREE_CHILDREN = THREE_EVENT_CHILDREN + "WSGIApp /info testapp:info\n"
 
 def test_a_burst_of_keep_alive_connections_is_shared_among_the_children(tmp_path):
     """30 connections opened at once (as wrk or a front proxy's pool opens them) land about
-    evenly on the three children, each of which serves its own from one loop: a child
-    holding more than one above a sibling leaves the next connection to it (mpmd beyond
-    Apache, docs/extensions.md). Each connection's answer names the child that serves it."""
+    evenly on the children they gather in (as many as the CPUs, test_event_gather.py), each
+    of which serves its own from one loop: a child holding more than one above a sibling
+    leaves the next connection to it (mpmd beyond Apache, docs/extensions.md). Each
+    connection's answer names the child that serves it."""
     with Server(tmp_path, THREE_CHILDREN, mpm="event") as server:
         board = Scoreboard.attach(default_path(server.pid))
         try:
@@ -580,5 +582,7 @@ def test_a_burst_of_keep_alive_connections_is_shared_among_the_children(tmp_path
         finally:
             close_all(socks)
         counts = sorted(pids.count(pid) for pid in set(pids))
-        assert len(counts) == 3, counts
-        assert counts[-1] - counts[0] <= 3, counts
+        # a child the connections do not gather in takes the one it was woken for, then
+        # steps back (it learns it is surplus as it accepts): a few at most
+        gathering = counts[-min(3, len(os.sched_getaffinity(0))) :]
+        assert gathering[-1] - gathering[0] <= 3 and sum(gathering) >= 20, counts

@@ -48,6 +48,7 @@ class ChildContext:
         self.extended_status = config.extended_status
         self.stop = None  # the child's StopSignal: once set, responses say close
         self.surplus = False  # an event child the connections do not gather in: they say close
+        self.queued = False  # a saturated gathering event child's requests wait for threads: ditto
         self.proxy_state = proxy_state  # the balancers' shared state (None: nothing proxied)
         # a CustomLog logs %{mpmd-queued-ms}n: sessions measure each request's wait for it
         self.log_queued = any(

@@ -139,11 +139,10 @@ class EventLoop(QueueUpkeep):
         )
 
     def _gather(self) -> int:
-        """The CPUs this child may run on when its requests are proxied in its loop (no
-        Python application configured): its siblings and it gather the connections in that
-        many children (event_accept.py); else 0, every child shares them."""
-        config = self.ctx.config
-        if self._proxy is None or any(v.wsgi_mounts for v in (config.main, *config.vhosts)):
+        """The CPUs this child may run on: its siblings and it gather the connections in that
+        many children (event_accept.py); 0, every child shares them, with an ASGI
+        application (its connections stay in the ASGI loop that took them)."""
+        if self.ctx.asgi:
             return 0
         return len(os.sched_getaffinity(0))
 

@@ -20,16 +20,25 @@ of its loop's iterations, and takes its listeners back after SHARE_HOLD_SECONDS 
 next accept looks again): no connection waits longer than that while every child happens to
 have stepped back, and an idle server sleeps. Each child publishes its count as it accepts.
 
-Gathering (mpmd beyond Apache, too): a child whose requests are proxied in its loop (no
-Python application in the configuration) uses a CPU by itself, so more such children than the
-CPUs the server may run on only take turns on them: measured on one CPU with three children,
-10 % more CPU per proxied request and four times the p99 latency of one child serving all.
-Then the connections gather in the first `gather` accepting children of the generation (by
-slot; `gather` is the CPU count), which share them as above; any other child is surplus: it
-keeps its listeners out of its poll set while those accept (looking again every
-GATHER_CHECK_SECONDS) and its responses say close (ChildContext.surplus), so that its
-keep-alive clients come back to a child that gathers. It accepts again as soon as one of
-those stops accepting (full, stopping) or dies.
+Gathering (mpmd beyond Apache, too): a child's loop and its threads share one GIL, so a child
+uses at most a CPU, and more children than the CPUs the server may run on only take turns on
+them, each turn costing the next its caches: measured on one CPU with three children, 10 %
+more CPU per proxied request and four times the p99 of one child serving all, and 6-8 % more
+per full TLS handshake. So the connections gather in the first `gather` accepting children
+of the generation (by slot; `gather` is the CPU count; none with an ASGI application), which
+share them as above; any other child is surplus: it keeps its listeners out of its poll set
+while those accept (looking again every GATHER_CHECK_SECONDS) and its responses say close
+(ChildContext.surplus), so that its keep-alive clients come back to a child that gathers. It
+accepts again as soon as one of those stops accepting (full, stopping) or dies.
+
+Threads are what a gathering child can run short of: an application that waits (a database,
+a back end) needs more of them than one child has long before the CPU is busy. A gathering
+child whose threads were all busy for BUSY_GRACE_SECONDS while it used less than half a CPU
+is saturated (its process record says so) for SATURATION_HOLD_SECONDS: meanwhile no child of
+the generation is surplus, they
+share as without gathering, and while requests wait for the saturated child's threads its
+responses say close (ChildContext.queued), so that its keep-alive clients reconnect to
+siblings with idle threads.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from __future__ import annotations
 import resource
 import select
 import socket
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +68,15 @@ SHARE_SLACK = 1  # connections a child may hold above its least loaded accepting
 SHARE_HOLD_SECONDS = 0.01  # the longest a child stays stepped back (its next accept looks again)
 SIBLINGS_SECONDS = 1.0  # how often the list of live siblings (slots with a pid) is renewed
 GATHER_CHECK_SECONDS = 0.1  # how often a gathering child looks whether it is surplus
+# A gathering child whose threads were all busy for BUSY_GRACE_SECONDS (its requests wait on
+# something other than the CPU, or the CPU is not its to wait for) counts as saturated this
+# long, and meanwhile the generation's children share the connections as without gathering
+# (long enough that gathering and sharing do not take turns shedding keep-alive clients).
+SATURATION_HOLD_SECONDS = 60.0
+# ... provided the child used less than this share of a CPU meanwhile: its threads wait on
+# something else. Busy on the CPU they wait for it (or for the GIL), and more children would
+# only take turns on the same CPUs.
+SATURATION_CPU_SHARE = 0.5
 
 
 def raise_open_files_limit() -> int:
@@ -103,6 +122,7 @@ class Acceptor:
         self.accepting = False
         self.busy = False  # Apache's workers_were_busy, set once per loop iteration
         self._saturated_since: float | None = None  # every thread has had a request since
+        self._window: tuple[float, float] = (0.0, 0.0)  # (since, CPU time then): saturation
         self.next_probe = 0.0  # full: when to look for clients waiting in the backlog
         self.siblings = siblings  # slot -> the other children's process records (scoreboard's)
         self.generation = generation
@@ -114,6 +134,7 @@ class Acceptor:
         self._live: list = []  # (slot, record) of the siblings whose slot had a pid when looked
         self._live_due = 0.0
         self._gather_due = 0.0
+        self.saturated_until = 0.0  # gathering: a request waited for a thread until then
 
     def set_accepting(self, on: bool, now: float) -> None:
         """Put the listeners in the poll set or take them out ("accepting: no")."""
@@ -148,20 +169,24 @@ class Acceptor:
             self._live_due = now + SIBLINGS_SECONDS
             self._live = [(slot, rec) for slot, rec in self.siblings.items() if rec.share_view()[0]]
         accepting = [(self.slot, mine)]
+        saturated = now < self.saturated_until
         for slot, record in self._live:
-            pid, generation, quiescing, not_accepting, connections = record.share_view()
-            if pid and generation == self.generation and not (quiescing or not_accepting):
-                accepting.append((slot, connections))
+            pid, generation, quiescing, not_accepting, busy, connections = record.share_view()
+            if pid and generation == self.generation:
+                saturated = saturated or bool(busy)
+                if not (quiescing or not_accepting):
+                    accepting.append((slot, connections))
         if self.gather:
-            accepting.sort()
-            del accepting[self.gather :]
+            if not saturated:  # (else every child shares, as without gathering)
+                accepting.sort()
+                del accepting[self.gather :]
             surplus = (self.slot, mine) not in accepting
             if surplus != self.surplus:
                 self.surplus = self.loop.ctx.surplus = surplus
             if surplus:
                 return True
         return mine > SHARE_SLACK and any(
-            connections + SHARE_SLACK < mine for slot, connections in accepting if slot != self.slot
+            count + SHARE_SLACK < mine for slot, count in accepting if slot != self.slot
         )
 
     def _step_back(self, now: float) -> None:
@@ -174,14 +199,41 @@ class Acceptor:
             self.process_record.connections = self.loop.open_connections()
 
     def update_busy(self, now: float) -> None:
-        """workers_were_busy: every thread has a request, and has had one for the grace."""
-        if self.loop.idle_threads() > 0:
+        """workers_were_busy: every thread has a request, and has had one for the grace. A
+        gathering child busy so is saturated (see over_share), and while requests wait for
+        its threads its responses say close, so its keep-alive clients move to siblings."""
+        idle = self.loop.idle_threads()
+        if idle > 0:
             self._saturated_since = None
-            self.busy = False
+            self.busy = self.loop.ctx.queued = False
             return
         if self._saturated_since is None:
             self._saturated_since = now
+            if self.gather:
+                self._window = (now, time.process_time())
         self.busy = now - self._saturated_since >= BUSY_GRACE_SECONDS
+        if self.busy and self.gather and (now < self.saturated_until or self._waiting(now)):
+            if now >= self.saturated_until and self.process_record is not None:
+                self.process_record.saturated = 1
+            self.saturated_until = now + SATURATION_HOLD_SECONDS
+            self.loop.ctx.queued = idle < 0
+
+    def _waiting(self, now: float) -> bool:
+        """Whether the threads, all busy since the window began, used less than
+        SATURATION_CPU_SHARE of a CPU (checked once per BUSY_GRACE_SECONDS: a new window)."""
+        since, cpu = self._window
+        if now - since < BUSY_GRACE_SECONDS:
+            return False
+        used = time.process_time()
+        self._window = (now, used)
+        return used - cpu < SATURATION_CPU_SHARE * (now - since)
+
+    def saturation_due(self) -> float | None:
+        """Gathering, every thread busy: when that will have lasted the grace (the loop wakes
+        then to see it, though no thread returns before)."""
+        if self.gather and self._saturated_since is not None and not self.busy:
+            return self._saturated_since + BUSY_GRACE_SECONDS
+        return None
 
     def above_limit(self) -> bool:
         """Apache's connections_above_limit(): AsyncRequestWorkerFactor (reference 1.4)."""
@@ -212,6 +264,10 @@ class Acceptor:
         loop = self.loop
         if self.gather and now >= self._gather_due and not loop.stopping:
             self._gather_due = now + GATHER_CHECK_SECONDS
+            if self.saturated_until and now >= self.saturated_until:
+                self.saturated_until = 0.0
+                if self.process_record is not None:
+                    self.process_record.saturated = 0
             if self.over_share(now) and self.surplus and self.accepting and not self.yielding:
                 self._step_back(now)
         if self.yielding and not loop.stopping:

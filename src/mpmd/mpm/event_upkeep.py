@@ -36,6 +36,9 @@ class QueueUpkeep:
             first = acceptor.next_probe
         if acceptor.yielding and acceptor.share_until < first:
             first = acceptor.share_until
+        saturation = acceptor.saturation_due()
+        if saturation is not None and saturation < first:
+            first = saturation
         return max(0.0, first - now)
 
     def _maintain(self, now: float) -> None:

@@ -30,7 +30,8 @@ MEMORY = struct.Struct("<2q")
 
 # pid, generation, quiescing, not_accepting, connections, write_completion, keep_alive,
 # lingering_close, suspended, wait_io, start_time_us, pss_kib, uss_kib (the parent's sample
-# of the child's memory; rest of the 128 bytes reserved)
+# of the child's memory; rest of the 128 bytes reserved); byte 18, in the padding, is an
+# event child's `saturated` (scoreboard_process.py), zeroed with the record
 PROCESS = struct.Struct("<qqBB6x9q")
 P_MEMORY = 80
 PROCESS_SIZE = 128

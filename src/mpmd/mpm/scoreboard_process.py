@@ -17,8 +17,8 @@ from mpmd.mpm import scoreboard_layout as sbl
 from mpmd.mpm.scoreboard_layout import P_MEMORY, PROCESS, Field, clock_us
 
 _MEMORY = sbl.MEMORY
-# PROCESS's first fields: pid, generation, quiescing, not_accepting, connections
-_SHARE = struct.Struct("<qqBB6xq")
+# PROCESS's first fields: pid, generation, quiescing, not_accepting, saturated, connections
+_SHARE = struct.Struct("<qqBBB5xq")
 
 
 class ProcessRecord:
@@ -30,6 +30,7 @@ class ProcessRecord:
     generation = Field(8, "<q")
     quiescing = Field(16, "<B")  # 0, 1 = going down gracefully, 2 = seen by the parent
     not_accepting = Field(17, "<B")  # event: listeners disabled
+    saturated = Field(18, "<B")  # event, gathering: a request waited for a thread lately
     connections = Field(24, "<q")
     write_completion = Field(32, "<q")
     keep_alive = Field(40, "<q")
@@ -67,9 +68,9 @@ class ProcessRecord:
             lingering_close, suspended, wait_io,
         )  # fmt: skip
 
-    def share_view(self) -> tuple[int, int, int, int, int]:
-        """(pid, generation, quiescing, not_accepting, connections) in one read: what a
-        sibling event child compares its own load with (event_accept.py)."""
+    def share_view(self) -> tuple[int, int, int, int, int, int]:
+        """(pid, generation, quiescing, not_accepting, saturated, connections) in one read:
+        what a sibling event child compares its own load with (event_accept.py)."""
         return _SHARE.unpack_from(self._mm, self._off)
 
     def set_memory(self, pss_kib: int, uss_kib: int) -> None:
