@@ -1,9 +1,10 @@
 """The acceptor's sharing and gathering rules (event_accept.py) against sibling records,
 without a server.
 
-The integration tests show a burst spread over three real children (test_event_mpm.py) and
-proxied connections gathered in one child on one CPU (test_proxy_gather.py); here each
-sibling state the rules must ignore is checked on its own.
+The integration tests show a burst spread over the real children it gathers in
+(test_event_mpm.py), and connections gathered in one child on one CPU and shared again once
+its threads run out (test_event_gather.py); here each sibling state the rules must ignore is
+checked on its own.
 """
 
 from __future__ import annotations
