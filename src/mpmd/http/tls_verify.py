@@ -7,11 +7,10 @@ port verifies clients with one depth, else each connection from the SNI callback
 tls_openssl.py) and refuses a longer chain during the handshake, as mod_ssl does;
 `handshake_failure` words that failure as mod_ssl's AH02040. Depth 0, which OpenSSL cannot
 say, is left to the check after the handshake. Its depth is that of the chain OpenSSL
-verified; a
-resumed session has none (OpenSSL keeps the client's certificate in the session, not the
-chain it verified), so its depth is worked out from the certificate's issuer among the
-host's CA certificates: exact up to a chain with one CA certificate the client sent itself
-(depth 2), at least 2 beyond.
+verified; a resumed session has none (OpenSSL keeps the client's certificate in the session,
+not the chain it verified), so its depth is worked out from the certificate's issuer among
+the host's CA certificates: exact up to a chain with one CA certificate the client sent
+itself (depth 2), at least 2 beyond.
 """
 
 from __future__ import annotations

@@ -35,10 +35,9 @@ Threads are what a gathering child can run short of: an application that waits (
 a back end) needs more of them than one child has long before the CPU is busy. A gathering
 child whose threads were all busy for BUSY_GRACE_SECONDS while it used less than half a CPU
 is saturated (its process record says so) for SATURATION_HOLD_SECONDS: meanwhile no child of
-the generation is surplus, they
-share as without gathering, and while requests wait for the saturated child's threads its
-responses say close (ChildContext.queued), so that its keep-alive clients reconnect to
-siblings with idle threads.
+the generation is surplus, they share as without gathering, and while requests wait for the
+saturated child's threads its responses say close (ChildContext.queued), so that its
+keep-alive clients reconnect to siblings with idle threads.
 """
 
 from __future__ import annotations
@@ -68,10 +67,10 @@ SHARE_SLACK = 1  # connections a child may hold above its least loaded accepting
 SHARE_HOLD_SECONDS = 0.01  # the longest a child stays stepped back (its next accept looks again)
 SIBLINGS_SECONDS = 1.0  # how often the list of live siblings (slots with a pid) is renewed
 GATHER_CHECK_SECONDS = 0.1  # how often a gathering child looks whether it is surplus
-# A gathering child whose threads were all busy for BUSY_GRACE_SECONDS (its requests wait on
-# something other than the CPU, or the CPU is not its to wait for) counts as saturated this
-# long, and meanwhile the generation's children share the connections as without gathering
-# (long enough that gathering and sharing do not take turns shedding keep-alive clients).
+# A gathering child whose threads were all busy for BUSY_GRACE_SECONDS counts as saturated
+# this long, and meanwhile the generation's children share the connections as without
+# gathering (long enough that gathering and sharing do not take turns shedding keep-alive
+# clients) ...
 SATURATION_HOLD_SECONDS = 60.0
 # ... provided the child used less than this share of a CPU meanwhile: its threads wait on
 # something else. Busy on the CPU they wait for it (or for the GIL), and more children would
@@ -134,7 +133,7 @@ class Acceptor:
         self._live: list = []  # (slot, record) of the siblings whose slot had a pid when looked
         self._live_due = 0.0
         self._gather_due = 0.0
-        self.saturated_until = 0.0  # gathering: a request waited for a thread until then
+        self.saturated_until = 0.0  # gathering: saturated until then (0: not saturated)
 
     def set_accepting(self, on: bool, now: float) -> None:
         """Put the listeners in the poll set or take them out ("accepting: no")."""
