@@ -187,6 +187,21 @@ def test_no_sni_and_an_unknown_name_get_the_default_host(tmp_path, pki, mpm) -> 
 
 
 @pytest.mark.parametrize("mpm", MPMS)
+def test_every_request_of_a_connection_is_checked_against_its_sni(tmp_path, pki, mpm) -> None:
+    """The check a request passed is remembered for the connection's next requests to the
+    same host (Session.sni_allowed), never for another host."""
+    with Server(tmp_path, _hosts(pki), mpm=mpm) as server:
+        with _connect(server.port, _client(pki), "a.test") as sock:
+            for _ in range(2):
+                assert _get(sock, "/app", "a.test")[0] == 200
+            assert _get(sock, "/app", "www.a.test")[0] == 200  # a.test's alias: its vhost
+            status, headers, _ = _get(sock, "/app", "b.test")
+        assert (status, headers["Connection"]) == (421, "close")
+        wait_for(lambda: "AH02032: Hostname a.test provided via SNI and hostname b.test" in
+                 server.log_text())  # fmt: skip
+
+
+@pytest.mark.parametrize("mpm", MPMS)
 def test_strict_sni_refuses_a_client_without_sni(tmp_path, pki, mpm) -> None:
     config = _hosts(pki, a_extra="SSLStrictSNIVHostCheck on")
     with Server(tmp_path, config, mpm=mpm) as server:

@@ -57,7 +57,7 @@ class _Wire:
 class TlsConnection(EventConnection):
     """A client connection on a TLS listener; see the module docstring for its two rules."""
 
-    __slots__ = ("bio_in", "bio_out", "eof", "handshaken", "ssl")
+    __slots__ = ("bio_in", "bio_out", "eof", "handshaken", "ssl", "sslobj")
     tls = True
     can_hand_over = False  # the socket carries records: a thread's tunnel would bypass TLS
 
@@ -66,6 +66,7 @@ class TlsConnection(EventConnection):
         self.bio_in = ssl.MemoryBIO()
         self.bio_out = ssl.MemoryBIO()
         self.ssl = context.wrap_bio(self.bio_in, self.bio_out, server_side=True)
+        self.sslobj = self.ssl._sslobj  # its C object: read/write/pending without a frame each
         self.handshaken = False
         self.eof = False  # the client sent close_notify or closed its side
 
@@ -142,24 +143,37 @@ class TlsConnection(EventConnection):
     def _decrypt(self) -> bytes:
         """All the plaintext the incoming BIO holds (rule one); what reading made OpenSSL
         send (an alert, a key update) is queued and written if the socket takes it."""
-        chunks = []
-        obj = self.ssl
-        bio_in = self.bio_in
+        obj = self.sslobj
         try:
-            while True:
-                chunk = obj.read(READ_SIZE)
-                if not chunk:  # close_notify
-                    self.eof = True
-                    break
-                chunks.append(chunk)
-                if not bio_in.pending and not obj.pending():
-                    break  # all read (without the cost of SSLWantReadError)
+            data = obj.read(READ_SIZE)
         except ssl.SSLWantReadError:
-            pass
+            data = b""  # part of a record, which needs more bytes from the socket
+        else:
+            if not data:  # close_notify
+                self.eof = True
+            elif self.bio_in.pending or obj.pending():  # more than one record came
+                data = self._decrypt_rest(data)
         if self.bio_out.pending:
             self._emit()
             self.flush()
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return data
+
+    def _decrypt_rest(self, first: bytes) -> bytes:
+        """`first` and the plaintext of the records after it (all of them, or up to the part
+        of one the socket has not delivered yet: SSLWantReadError, costly, only then)."""
+        chunks = [first]
+        obj = self.sslobj
+        bio_in = self.bio_in
+        try:
+            while chunk := obj.read(READ_SIZE):
+                chunks.append(chunk)
+                if not bio_in.pending and not obj.pending():
+                    break
+            else:
+                self.eof = True  # close_notify
+        except ssl.SSLWantReadError:
+            pass
+        return b"".join(chunks)
 
     # -- a thread's reads (request bodies) --------------------------------------------------------
 
@@ -196,7 +210,7 @@ class TlsConnection(EventConnection):
             self.out_bytes += len(data)
             return
         if len(data) <= TLS_CHUNK:  # the common response: encrypted and written at once
-            self.ssl.write(data)
+            self.sslobj.write(data)
             self._write_records(self.bio_out.read())
             return
         self.out = deque((data,))
@@ -294,7 +308,7 @@ class TlsConnection(EventConnection):
                 chunk = item
                 out.popleft()
             self.out_bytes -= len(chunk)
-        self.ssl.write(chunk)
+        self.sslobj.write(chunk)
         wire = self.bio_out.read()
         out.appendleft(_Wire(wire))
         self.out_bytes += len(wire)
@@ -331,7 +345,7 @@ class TlsConnection(EventConnection):
         refer to each other, so the objects themselves wait for the cycle collector, and a
         child doing thousands of handshakes a second grew by ~130 MiB before it caught up.
         (Not at end_output: a tunnel still reads the client after its half-close.)"""
-        self.ssl = self.bio_in = self.bio_out = None  # type: ignore[assignment]
+        self.ssl = self.sslobj = self.bio_in = self.bio_out = None  # type: ignore[assignment]
 
 
 # -- the loop's handshakes --------------------------------------------------------------------

@@ -86,6 +86,7 @@ class Session:
         "proxied",
         "proxy_header",
         "remoteip",
+        "sni_allowed",
         "transport",
         "worker",
     )
@@ -113,6 +114,9 @@ class Session:
         # a request for an ASGIApp read behind this thread's ones: the event loop's to hand to
         # its ASGI loop (threads never run ASGI applications)
         self.asgi_request: Request | None = None
+        # (Host header, virtual host) the TLS host check last let through: a keep-alive
+        # connection's next requests for the same host are not checked again
+        self.sni_allowed: tuple[str | None, VirtualHost] | None = None
 
     def take_proxy_header(self, data: bytes) -> bytes | None:
         """ProxyHeaderReader.feed: None until the PROXY header is in, then HTTP's bytes."""
@@ -271,8 +275,12 @@ class Session:
     def _tls_allows(self, request: Request, vhost) -> bool:
         """Refuse (and log) a request whose host the TLS handshake did not agree to."""
         host = request.header("host")
+        allowed = self.sni_allowed
+        if allowed is not None and allowed[0] == host and allowed[1] is vhost:
+            return True
         refusal = sni_refusal(self.info.tls, host, vhost, request.request_line)
         if refusal is None:
+            self.sni_allowed = (host, vhost)
             return True
         level, error = refusal
         client = f"{self.info.client_addr}:{self.info.client_port}"
