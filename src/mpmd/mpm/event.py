@@ -177,6 +177,8 @@ class EventLoop(QueueUpkeep):
                     self.begin_graceful_stop()
                 timeout = self._poll_timeout(now)
                 if pool is not None:
+                    if pool.held:
+                        pool.hand_over()  # this round's requests, before the loop sleeps
                     pool.sleeping = True  # a thread handing back from now on wakes us
                     if pool.returned:
                         timeout = 0.0
@@ -236,6 +238,8 @@ class EventLoop(QueueUpkeep):
                         break
                     now = time.monotonic()
                 if pool is not None:
+                    if pool.held:  # before the accepts: a TLS handshake's first step is long
+                        pool.hand_over()
                     acceptor.update_busy(now)
                 if ready_listeners:
                     for sock in ready_listeners:

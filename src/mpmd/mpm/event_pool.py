@@ -1,12 +1,12 @@
 """The event child's worker threads, and the one way back from them to the loop.
 
-Owns ThreadsPerChild threads, the queue of requests the loop hands them and the queue of
-connections they hand back. A thread owns a connection only while it runs its request; it
-then appends (connection, keep-alive?) to `returned` and never touches the loop's state (its
-timeout queues, the epoll set, its counts): the loop takes the connection back at its next
-iteration. The eventfd wakes the loop only when it may be asleep in epoll_wait, and once per
-sleep however many threads finish meanwhile, so a loop that is already awake pays no system
-call per request.
+Owns ThreadsPerChild threads, the queue of requests the loop hands them (at the end of each
+of its rounds: see `submit`) and the queue of connections they hand back. A thread owns a
+connection only while it runs its request; it then appends (connection, keep-alive?) to
+`returned` and never touches the loop's state (its timeout queues, the epoll set, its
+counts): the loop takes the connection back at its next iteration. The eventfd wakes the
+loop only when it may be asleep in epoll_wait, and once per sleep however many threads
+finish meanwhile, so a loop that is already awake pays no system call per request.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ class WorkerPool:
         self._worker_record = worker_record
         self._work: SimpleQueue[tuple[EventConnection, Request] | None] = SimpleQueue()
         self._threads: list[threading.Thread] = []
+        self.held: list[tuple[EventConnection, Request]] = []  # submitted in this round
 
     @property
     def idle(self) -> int:
@@ -60,9 +61,18 @@ class WorkerPool:
             self._threads.append(thread)
 
     def submit(self, conn: EventConnection, request: Request) -> None:
-        """Loop: hand a parsed request over (it waits for the next free thread)."""
+        """Loop: hand a parsed request over. It is held until the loop's round ends
+        (`hand_over`), then waits for the next free thread: a thread woken at once takes the
+        GIL from the loop at the loop's next system call, a switch back and forth per request."""
         self.busy += 1
-        self._work.put((conn, request))
+        self.held.append((conn, request))
+
+    def hand_over(self) -> None:
+        """Loop, at its round's end: the threads may take the requests held meanwhile."""
+        put = self._work.put
+        for item in self.held:
+            put(item)
+        self.held.clear()
 
     def take_returned(self) -> list[tuple[EventConnection, bool]]:
         """Loop: the connections threads have handed back since the last call."""
