@@ -30,7 +30,7 @@ class ProcessRecord:
     generation = Field(8, "<q")
     quiescing = Field(16, "<B")  # 0, 1 = going down gracefully, 2 = seen by the parent
     not_accepting = Field(17, "<B")  # event: listeners disabled
-    saturated = Field(18, "<B")  # event, gathering: a request waited for a thread lately
+    saturated = Field(18, "<B")  # event, gathering: threads ran out, not CPU (event_accept.py)
     connections = Field(24, "<q")
     write_completion = Field(32, "<q")
     keep_alive = Field(40, "<q")

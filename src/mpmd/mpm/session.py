@@ -306,10 +306,9 @@ class Session:
     def last_one(self) -> bool:
         """Asked as a response head is built: the child is stopping (or is a surplus event
         child, or a gathering one whose requests wait for a thread: event_accept.py) and no
-        further request was read from this client, so this
-        response ends the connection and says close (Apache's ap_set_keepalive asks
-        is_mpm_running()). A request already read (or held behind a refused upgrade) is
-        still answered."""
+        further request was read from this client, so this response ends the connection and
+        says close (Apache's ap_set_keepalive asks is_mpm_running()). A request already read
+        (or held behind a refused upgrade) is still answered."""
         ctx = self.ctx
         return (ctx.stopping or ctx.surplus or ctx.queued) and not self.protocol.sent_more()
 
