@@ -93,6 +93,9 @@ class Connection:
     def flush_blocking(self) -> None:
         """Nothing is ever queued: send() and sendfile() return once the kernel has it all."""
 
+    def for_tunnel(self) -> socket.socket:
+        return self.sock
+
     # -- serving ---------------------------------------------------------------------------------
 
     def serve_blocking(self) -> None:

@@ -180,6 +180,9 @@ class EventConnection:
         self.out_bytes = 0
         return True
 
+    def for_tunnel(self) -> socket.socket:
+        return self.sock
+
     def flush_blocking(self, target: int = 0) -> None:
         """Wait (Timeout per step) until at most `target` bytes are queued: a thread's send."""
         if self.out is None:

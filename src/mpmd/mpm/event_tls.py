@@ -8,8 +8,8 @@ connection owns its SSLObject: the loop, or the thread running its request (whic
 writes and decrypts the body it reads); they never touch it at the same time.
 
 Two rules keep a connection from stalling on bytes epoll cannot see:
-- every read decrypts all that the incoming BIO holds (`_decrypt`), so what is left there is
-  at most part of a record, which needs more bytes from the socket;
+- every read decrypts all that the incoming BIO holds (`_decrypt`, tls_records.py), so what
+  is left there is at most part of a record, which needs more bytes from the socket;
 - the output queue (`out`) holds plaintext (bytes, or a file range: sendfile cannot go through
   TLS) that is encrypted only as the socket takes it, with the records OpenSSL produced but the
   socket has not taken at its front (`_Wire`), so records leave in the order they were made
@@ -39,6 +39,7 @@ from mpmd.mpm.event_connection import (
     _FileSlice,
 )
 from mpmd.mpm.timeout_queue import DeadlineQueue
+from mpmd.mpm.tls_records import TlsRecords
 
 TLS_CHUNK = 65536  # plaintext encrypted per step of a queued response or file
 _ARM_READ = select.EPOLLIN | select.EPOLLONESHOT
@@ -54,7 +55,7 @@ class _Wire:
         self.data = memoryview(data)
 
 
-class TlsConnection(EventConnection):
+class TlsConnection(EventConnection, TlsRecords):
     """A client connection on a TLS listener; see the module docstring for its two rules."""
 
     __slots__ = ("bio_in", "bio_out", "eof", "handshaken", "ssl", "sslobj")
@@ -140,40 +141,9 @@ class TlsConnection(EventConnection):
             return data
         raise BlockingIOError("no whole TLS record yet")
 
-    def _decrypt(self) -> bytes:
-        """All the plaintext the incoming BIO holds (rule one); what reading made OpenSSL
-        send (an alert, a key update) is queued and written if the socket takes it."""
-        obj = self.sslobj
-        try:
-            data = obj.read(READ_SIZE)
-        except ssl.SSLWantReadError:
-            data = b""  # part of a record, which needs more bytes from the socket
-        else:
-            if not data:  # close_notify
-                self.eof = True
-            elif self.bio_in.pending or obj.pending():  # more than one record came
-                data = self._decrypt_rest(data)
-        if self.bio_out.pending:
-            self._emit()
-            self.flush()
-        return data
-
-    def _decrypt_rest(self, first: bytes) -> bytes:
-        """`first` and the plaintext of the records after it (all of them, or up to the part
-        of one the socket has not delivered yet: SSLWantReadError, costly, only then)."""
-        chunks = [first]
-        obj = self.sslobj
-        bio_in = self.bio_in
-        try:
-            while chunk := obj.read(READ_SIZE):
-                chunks.append(chunk)
-                if not bio_in.pending and not obj.pending():
-                    break
-            else:
-                self.eof = True  # close_notify
-        except ssl.SSLWantReadError:
-            pass
-        return b"".join(chunks)
+    def _answer_reading(self) -> None:
+        self._emit()
+        self.flush()
 
     # -- a thread's reads (request bodies) --------------------------------------------------------
 

@@ -55,7 +55,7 @@ class Transport(Protocol):
     """What a session needs from the connection that owns the socket."""
 
     sock: socket.socket
-    can_hand_over: bool  # `sock` carries the client's bytes as they are (a tunnel may take it)
+    can_hand_over: bool  # a tunnel may take the client's byte stream (`for_tunnel()`)
 
     def send(self, data: bytes) -> None: ...
 
@@ -71,6 +71,9 @@ class Transport(Protocol):
 
     def flush_blocking(self) -> None:
         """Wait (Timeout per step) until the queued output is written: a tunnel takes over."""
+
+    def for_tunnel(self) -> socket.socket:
+        """What a tunnel reads and writes: the socket, or a TLS client's TlsStream."""
 
 
 class Session:
@@ -164,7 +167,7 @@ class Session:
         """ConnectionInfo.take_over: the socket for a tunnel, and the bytes held after the
         upgrade request's head. The connection carries no more HTTP; its owner closes it."""
         self.transport.flush_blocking()
-        return self.transport.sock, self.protocol.take_upgraded()
+        return self.transport.for_tunnel(), self.protocol.take_upgraded()
 
     def read_timed_out(self, stage: str, request_line: str | None = None) -> None:
         """RequestReadTimeout expired in `stage`: the 408 or the logged close that

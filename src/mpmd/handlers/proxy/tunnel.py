@@ -18,9 +18,9 @@ moves the bytes of both directions until both are done, as ap_proxy_tunnel_run d
 - It never closes a socket it was given: at the end it shuts both down (the client sees the
   close at once) and the owners close them: the back end's is never pooled again, the
   client's connection is closed by its MPM (the event loop must never see its fd reused).
-- TLS: a client on a TLS port (an ssl.SSLSocket) is read and written through OpenSSL; its
-  half-close is not passed on (it would end the TLS layer), and bytes OpenSSL has already
-  decrypted count as readable, since poll() cannot see them.
+- TLS: a client on a TLS port (prefork's and worker's TlsStream, mpm/tls_connection.py) is
+  read and written through OpenSSL; its half-close is not passed on (it would end the TLS
+  layer), and bytes already decrypted count as readable, since poll() cannot see them.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class _Side:
 
     def __init__(self, sock: socket.socket, pending: bytes) -> None:
         self.sock = sock
-        self.tls = isinstance(sock, ssl.SSLSocket)  # a client on a TLS port (prefork, worker)
+        self.tls = getattr(sock, "tls", False)  # a client on a TLS port: a TlsStream
         self.fd = sock.fileno()
         self.out = bytearray(pending)  # bytes for this socket, read from the other side
         self.reading = True  # no EOF read from it yet
@@ -96,7 +96,7 @@ class _Side:
         if not self.out:
             return
         try:
-            sent = self.sock.send(self.out)  # OpenSSL: retried with the same bytes first
+            sent = self.sock.send(self.out)  # TLS: retried with the same bytes first
         except _NOT_NOW:
             return
         del self.out[:sent]
