@@ -64,31 +64,35 @@ class MemoryClient:
         self.raw.close()
 
 
-@pytest.mark.parametrize("mpm", MPMS)
-def test_a_request_that_came_with_the_clients_finished_is_answered(tmp_path, pki, mpm):  # noqa: F811
+def _answer(tmp_path, pki, mpm: str, send) -> bytes:  # noqa: F811
+    """The server's answer to what `send(client)` sends once the client's handshake is done."""
     with Server(tmp_path, _hosts(pki), mpm=mpm) as server:
         client = MemoryClient(server.port, str(pki.ca_file))
         try:
             client.handshake()
-            client.raw.sendall(client.encrypt(REQUEST))  # Finished + request: one write
-            answer = client.read_to_end()
+            send(client)
+            return client.read_to_end()
         finally:
             client.close()
+
+
+@pytest.mark.parametrize("mpm", MPMS)
+def test_a_request_that_came_with_the_clients_finished_is_answered(tmp_path, pki, mpm):  # noqa: F811
+    def finished_and_request(client: MemoryClient) -> None:
+        client.raw.sendall(client.encrypt(REQUEST))  # one write
+
+    answer = _answer(tmp_path, pki, mpm, finished_and_request)
     assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
     assert b'"HTTPS": "on"' in answer
 
 
 @pytest.mark.parametrize("mpm", MPMS)
 def test_a_request_record_sent_a_byte_at_a_time_is_answered(tmp_path, pki, mpm):  # noqa: F811
-    with Server(tmp_path, _hosts(pki), mpm=mpm) as server:
-        client = MemoryClient(server.port, str(pki.ca_file))
-        try:
-            client.handshake()
-            client.raw.sendall(client.outgoing.read())  # the Finished alone
-            record = client.encrypt(REQUEST)
-            for k in range(len(record)):
-                client.raw.send(record[k : k + 1])
-            answer = client.read_to_end()
-        finally:
-            client.close()
+    def byte_by_byte(client: MemoryClient) -> None:
+        client.raw.sendall(client.outgoing.read())  # the Finished alone
+        record = client.encrypt(REQUEST)
+        for k in range(len(record)):
+            client.raw.send(record[k : k + 1])
+
+    answer = _answer(tmp_path, pki, mpm, byte_by_byte)
     assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
