@@ -72,6 +72,32 @@ def test_children_on_one_cpu_gather_their_connections_in_one(tmp_path, wsgi) -> 
     assert len(set(pids[60:])) == 1, pids
 
 
+def test_a_child_surplus_from_its_start_never_accepts(tmp_path) -> None:
+    """The two children that are surplus on one CPU step back before their first poll: the
+    first connections of a new server all go to the child that gathers and are kept alive
+    (one that a surplus child took would be answered with close)."""
+    server = Server(tmp_path, THREE_EVENT_CHILDREN + "WSGIApp /info testapp:info\n",
+                    mpm="event", launcher=(TASKSET, "-c", "0"))  # fmt: skip
+    with server:
+        wait_for(lambda: len(children_of(server.pid)) == 3, timeout=20)
+        conns = [
+            http.client.HTTPConnection("127.0.0.1", server.port, timeout=10) for _ in range(10)
+        ]
+        answers = []
+        try:
+            for conn in conns:
+                conn.connect()
+            for conn in conns:
+                conn.request("GET", "/info")
+                response = conn.getresponse()
+                answers.append((response.will_close, response.read().split()[0]))
+        finally:
+            for conn in conns:
+                conn.close()
+    assert not any(close for close, _ in answers), answers
+    assert len({pid for _, pid in answers}) == 1, answers
+
+
 SLEEPY = """\
 LogFormat "%P %>s" pids
 CustomLog "{log}" pids

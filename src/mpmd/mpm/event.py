@@ -166,6 +166,7 @@ class EventLoop(QueueUpkeep):
             epoll.register(asgi.wake_fd, select.EPOLLIN)
         acceptor = self.acceptor
         acceptor.set_accepting(True, time.monotonic())
+        acceptor.maintain(time.monotonic())  # a child surplus from the start never accepts
         conns = self._conns
         listeners = acceptor.listeners
         proxy = self._proxy
