@@ -39,9 +39,8 @@ from mpmd.mpm.event_connection import (
     _FileSlice,
 )
 from mpmd.mpm.timeout_queue import DeadlineQueue
-from mpmd.mpm.tls_records import TlsRecords
+from mpmd.mpm.tls_records import TLS_CHUNK, TlsRecords
 
-TLS_CHUNK = 65536  # plaintext encrypted per step of a queued response or file
 _ARM_READ = select.EPOLLIN | select.EPOLLONESHOT
 _ARM_WRITE = select.EPOLLOUT | select.EPOLLONESHOT
 

@@ -34,10 +34,9 @@ from mpmd.http.tls import (
 from mpmd.http.tls_verify import client_refusal, handshake_failure
 from mpmd.mpm.connection import Connection
 from mpmd.mpm.context import ChildContext
-from mpmd.mpm.tls_records import READ_SIZE, TlsRecords
+from mpmd.mpm.tls_records import READ_SIZE, TLS_CHUNK, TlsRecords
 
 FILE_CHUNK = 256 * 1024  # a file is read and encrypted this much at a time
-TLS_CHUNK = 65536  # plaintext encrypted per send: the ciphertext held in memory at once
 
 
 def serve_accepted(sock: socket.socket, peer, ctx: ChildContext, worker=None) -> None:
@@ -203,9 +202,9 @@ class TlsConnection(Connection, TlsRecords):
 
     def send(self, data: bytes) -> None:
         """Encrypt and send, TLS_CHUNK at a time; waits at most Timeout for each send."""
-        write = self.sslobj.write
         if not data:
             return
+        write = self.sslobj.write
         if len(data) > TLS_CHUNK:
             view = memoryview(data)
             for start in range(0, len(view), TLS_CHUNK):

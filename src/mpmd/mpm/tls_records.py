@@ -12,6 +12,7 @@ from __future__ import annotations
 import ssl
 
 READ_SIZE = 65536  # bytes of plaintext asked of OpenSSL per read
+TLS_CHUNK = 65536  # plaintext encrypted at a time: the most ciphertext held in memory at once
 
 
 class TlsRecords:
